@@ -1,0 +1,115 @@
+"""The engine's public face: a model, a scheduler on its own thread, and an async API.
+
+Callers (the service layer) render a conversation to prompt tokens and iterate over
+``generate``; they never see llama.cpp or the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from chatd.engine.model_runner import ModelRunner, RunnerConfig
+from chatd.engine.params import Delta, SamplingParams
+from chatd.engine.scheduler import Scheduler, SchedulerConfig
+from chatd.engine.sequence import Request
+from chatd.engine.template import ChatTemplate
+
+log = logging.getLogger("chatd.engine")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    runner: RunnerConfig
+    scheduler: SchedulerConfig = SchedulerConfig()
+
+
+class Engine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.runner = ModelRunner(config.runner)
+        n_ctx_seq = min(self.runner.n_ctx_train or self.runner.n_ctx, self.runner.n_ctx)
+        sched = SchedulerConfig(
+            max_prefill_tokens=config.scheduler.max_prefill_tokens,
+            max_waiting=config.scheduler.max_waiting,
+            n_ctx_seq=min(config.scheduler.n_ctx_seq, n_ctx_seq),
+        )
+        self.scheduler = Scheduler(self.runner, sched)
+        self.context_window = sched.n_ctx_seq
+        r = self.runner
+        self.template = ChatTemplate(
+            r.meta("tokenizer.chat_template"),
+            bos_token=r.token_names[r.bos].decode("utf-8", "replace") if r.bos >= 0 else "",
+            eos_token=r.token_names[next(iter(sorted(r.eog)), 0)].decode("utf-8", "replace"),
+        )
+        self.fingerprint = r.fingerprint
+        self.n_vocab = r.n_vocab
+        self.max_choices = config.runner.n_seq_max
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="chatd-engine", daemon=True)
+
+    # --- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self.scheduler.wake:
+            self.scheduler.wake.notify()
+        self._thread.join(timeout=10)
+        self.runner.close()
+
+    def _loop(self) -> None:
+        sched = self.scheduler
+        while not self._stop.is_set():
+            try:
+                worked = sched.step()
+            except Exception as e:  # never let the engine thread die silently
+                log.exception("engine step failed")
+                sched.fail_all(e)
+                worked = False
+            if not worked:
+                with sched.wake:
+                    if not sched.has_work() and not self._stop.is_set():
+                        sched.wake.wait(timeout=1.0)
+
+    # --- prompts ----------------------------------------------------------------------
+    def render_chat(self, messages: list[dict[str, Any]]) -> list[int]:
+        text = self.template.render(messages, add_generation_prompt=True)
+        return self.runner.tokenize(text, add_special=self.runner.add_bos, parse_special=True)
+
+    def token_exists(self, token: int) -> bool:
+        return 0 <= token < self.n_vocab
+
+    # --- generation -------------------------------------------------------------------
+    async def generate(self, prompt: list[int], params: SamplingParams) -> AsyncIterator[list[Delta]]:
+        """Yields each step's deltas until every choice has finished.
+
+        Leaving the iteration early (client gone) cancels the request; its sequences are
+        dropped at the next step. Raises QueueFull at once if the queue is full.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[list[Delta] | BaseException] = asyncio.Queue()
+
+        def emit(item: list[Delta] | BaseException) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the event loop is gone (shutdown): nobody to tell
+                pass
+
+        request = Request(prompt, params, self.n_vocab, emit)
+        self.scheduler.submit(request)
+        finished = 0
+        try:
+            while finished < params.n:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                finished += sum(1 for d in item if d.finish_reason is not None)
+                yield item
+        finally:
+            if finished < params.n:
+                self.scheduler.cancel(request)

@@ -1,0 +1,236 @@
+"""The only module that talks to llama.cpp: model loading, tokenization, one decode step.
+
+Everything here is synchronous and called from the scheduler's worker thread; ctypes
+releases the GIL during ``llama_decode``, so the event loop keeps running.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    model_path: Path
+    n_ctx: int = 16384  # KV cells shared by every sequence (unified cache)
+    n_seq_max: int = 64  # concurrent llama.cpp sequences (one per choice)
+    n_batch: int = 512  # tokens per llama_decode call
+    # Tokens per llama.cpp compute pass (ubatch). Measured here (llama.cpp in
+    # llama-cpp-python 0.3.36, x86-64 CPU): passes of 1..63 tokens give bit-identical
+    # logits for a sequence whatever else shares the pass, while passes of 64+ tokens take
+    # another kernel path whose logits differ (by up to 0.83). Staying below 64 makes every
+    # result independent of the batch, so a seed reproduces under any load; prefill speed
+    # is unchanged (~450 tok/s either way).
+    n_ubatch: int = 63
+    n_threads: int = 0  # 0: every core
+
+
+class Batch:
+    """A reusable llama_batch whose arrays are numpy views, so filling it is vectorized."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.token = np.zeros(capacity, dtype=np.int32)
+        self.pos = np.zeros(capacity, dtype=np.int32)
+        self.n_seq_id = np.ones(capacity, dtype=np.int32)
+        self.seq_id = np.zeros(capacity, dtype=np.int32)
+        self.logits = np.zeros(capacity, dtype=np.int8)
+        base = self.seq_id.ctypes.data
+        self._seq_ptrs = (ctypes.POINTER(ctypes.c_int32) * capacity)(
+            *[ctypes.cast(base + 4 * i, ctypes.POINTER(ctypes.c_int32)) for i in range(capacity)]
+        )
+        self.n_tokens = 0
+
+    def clear(self) -> None:
+        self.n_tokens = 0
+        self.logits[:] = 0
+
+    def add(self, tokens: list[int], start_pos: int, seq_id: int, want_last_logits: bool) -> None:
+        n = len(tokens)
+        i = self.n_tokens
+        self.token[i : i + n] = tokens
+        self.pos[i : i + n] = np.arange(start_pos, start_pos + n, dtype=np.int32)
+        self.seq_id[i : i + n] = seq_id
+        self.logits[i : i + n] = 0
+        if want_last_logits:
+            self.logits[i + n - 1] = 1
+        self.n_tokens += n
+
+    def as_llama_batch(self) -> llama_cpp.llama_batch:
+        b = llama_cpp.llama_batch()
+        b.n_tokens = self.n_tokens
+        b.token = self.token.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token))
+        b.embd = None
+        b.pos = self.pos.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_pos))
+        b.n_seq_id = self.n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        b.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(ctypes.POINTER(llama_cpp.llama_seq_id)))
+        b.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        return b
+
+
+class DecodeError(RuntimeError):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"llama_decode failed with code {code}")
+        self.code = code
+
+
+class ModelRunner:
+    """Owns one llama.cpp model and context."""
+
+    def __init__(self, config: RunnerConfig) -> None:
+        _init_backend()
+        self.config = config
+        path = str(config.model_path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"model file not found: {path}")
+        llama_cpp.llama_log_set(_silent_log, ctypes.c_void_p(0))
+        mparams = llama_cpp.llama_model_default_params()
+        self.model = llama_cpp.llama_model_load_from_file(path.encode(), mparams)
+        if not self.model:
+            raise RuntimeError(f"llama.cpp could not load model {path}")
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self.model)
+
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = config.n_ctx
+        cparams.n_batch = max(config.n_batch, config.n_seq_max)
+        cparams.n_ubatch = config.n_ubatch
+        cparams.n_seq_max = config.n_seq_max
+        threads = config.n_threads or os.cpu_count() or 1
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.kv_unified = True
+        cparams.no_perf = True
+        self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise RuntimeError("llama.cpp could not create a context")
+        self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.batch = Batch(max(config.n_batch, config.n_seq_max))
+
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self.bos = llama_cpp.llama_vocab_bos(self.vocab)
+        self.eog = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t))
+        self.control = frozenset(
+            t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_control(self.vocab, t)
+        )
+        # Raw bytes of every token as it appears in generated text (control tokens render
+        # as nothing) and as it is named in logprobs (control tokens by their text).
+        self.token_bytes: list[bytes] = [self._piece(t, special=False) for t in range(self.n_vocab)]
+        self.token_names: list[bytes] = [
+            self._piece(t, special=True) if t in self.control else self.token_bytes[t]
+            for t in range(self.n_vocab)
+        ]
+        self.fingerprint = _fingerprint(config.model_path)
+
+    # --- metadata ---------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        size = 1 << 16
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_model_meta_val_str(self.model, key.encode(), buf, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buf.raw[:n].decode("utf-8", errors="replace")
+            size = n + 1
+
+    # --- tokens -----------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 16
+        while True:
+            arr = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(
+                self.vocab, data, len(data), arr, cap, add_special, parse_special
+            )
+            if n >= 0:
+                return list(arr[:n])
+            cap = -n
+
+    def _piece(self, token: int, *, special: bool) -> bytes:
+        size = 64
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, size, 0, special)
+            if n >= 0:
+                return buf.raw[:n]
+            size = -n
+
+    # --- KV memory --------------------------------------------------------------------
+    def seq_remove(self, seq_id: int) -> None:
+        llama_cpp.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+
+    def seq_move(self, src: int, dst: int) -> None:
+        """Give every cell of ``src`` to ``dst`` (cells are shared, not copied)."""
+        llama_cpp.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
+        llama_cpp.llama_memory_seq_rm(self.memory, src, -1, -1)
+
+    def seq_copy(self, src: int, dst: int, n_tokens: int) -> None:
+        llama_cpp.llama_memory_seq_cp(self.memory, src, dst, 0, n_tokens)
+
+    # --- decode -----------------------------------------------------------------------
+    def decode(self, n_outputs: int) -> np.ndarray:
+        """Run the filled batch; returns a (n_outputs, n_vocab) copy of the output logits."""
+        rc = llama_cpp.llama_decode(self.ctx, self.batch.as_llama_batch())
+        if rc != 0:
+            raise DecodeError(rc)
+        if n_outputs == 0:
+            return np.empty((0, self.n_vocab), dtype=np.float32)
+        ptr = llama_cpp.llama_get_logits(self.ctx)
+        return np.ctypeslib.as_array(ptr, shape=(n_outputs, self.n_vocab)).copy()
+
+    def close(self) -> None:
+        if self.ctx:
+            llama_cpp.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            llama_cpp.llama_model_free(self.model)
+            self.model = None
+
+
+@llama_cpp.llama_log_callback
+def _silent_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    if level >= 4 or os.environ.get("CHATD_LLAMA_LOG"):  # errors always reach stderr
+        os.write(2, text)
+
+
+def _fingerprint(path: Path) -> str:
+    """Stable for one model file and one engine build; changes when either does.
+
+    Hashes the file's size and its first and last MiB rather than the whole file, so a
+    multi-GB model does not delay start-up.
+    """
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    h.update(llama_cpp.__version__.encode())
+    h.update(llama_cpp.llama_print_system_info())
+    from chatd import __version__
+
+    h.update(__version__.encode())
+    return "fp_" + h.hexdigest()[:10]

@@ -1,0 +1,369 @@
+"""Continuous batching: every step puts one token of every decoding choice, plus chunks
+of the prompts being prefilled, into a single ``llama_decode`` call.
+
+Runs only on the engine thread; other threads talk to it through ``submit``/``cancel``.
+
+A step, in order:
+1. take new requests in; drop cancelled ones (their seq ids and KV cells are freed);
+2. plan the step: decode tokens first (one per running choice), then prompt chunks
+   (only the room left in the step's last call while others decode, so a long prompt
+   does not stall running streams), then admit waiting requests while seq ids, KV cells and the batch
+   budget allow; if the KV cache would overflow, the newest request is preempted (its
+   cells freed, its tokens recomputed later: the client notices only a pause);
+3. decode (llama.cpp computes it in passes of ``n_ubatch`` tokens, which keeps every
+   result independent of the batch: see RunnerConfig); sample each row that asked for
+   logits; emit.
+
+A request with n > 1 prefills its prompt once on its lead sequence and then shares the
+prompt's cells with the other choices (``llama_memory_seq_cp``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from chatd.engine.model_runner import DecodeError, ModelRunner
+from chatd.engine.params import Delta, TokenLogprob, TopLogprob
+from chatd.engine.sampler import log_softmax, top_k
+from chatd.engine.sequence import Phase, Request, Sequence
+
+
+class QueueFull(Exception):
+    """Too many requests are waiting; the caller should retry later."""
+
+
+class EngineFailure(RuntimeError):
+    """The engine could not complete a request."""
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_prefill_tokens: int = 252  # prompt tokens per step when nothing is decoding
+    max_waiting: int = 256  # requests waiting for admission before new ones get QueueFull
+    n_ctx_seq: int = 8192  # context window of one choice (prompt + completion)
+
+
+@dataclass
+class _Feed:
+    request: Request
+    seq: Sequence
+    n_tokens: int
+    wants_logits: bool
+    fork: bool  # this row is the last prompt token of an unforked request
+
+
+class Scheduler:
+    def __init__(self, runner: ModelRunner, config: SchedulerConfig) -> None:
+        self.runner = runner
+        self.config = config
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        # The last seq id is the "retired" sequence: cells of finished choices are handed
+        # to it instead of being freed at once (see _retire).
+        self._retired_id = runner.config.n_seq_max - 1
+        self._retired_cells = 0
+        self.free_seq_ids = list(range(self._retired_id - 1, -1, -1))
+        self._incoming: list[Request] = []
+        self._lock = threading.Lock()
+        self.wake = threading.Condition(self._lock)
+        self.n_waiting = 0  # readable from any thread (metrics, admission control)
+
+    # --- called from other threads ------------------------------------------------------
+    def submit(self, request: Request) -> None:
+        with self._lock:
+            if self.n_waiting >= self.config.max_waiting:
+                raise QueueFull(f"{self.n_waiting} requests are already waiting")
+            if request.params.n > self.runner.config.n_seq_max:
+                raise EngineFailure(
+                    f"n={request.params.n} exceeds this engine's {self.runner.config.n_seq_max}"
+                    " concurrent sequences"
+                )
+            self._incoming.append(request)
+            self.n_waiting += 1
+            self.wake.notify()
+
+    def cancel(self, request: Request) -> None:
+        request.cancelled = True
+        with self._lock:
+            self.wake.notify()
+
+    def has_work(self) -> bool:
+        return bool(self._incoming or self.waiting or self.running)
+
+    # --- the step -------------------------------------------------------------------
+    def step(self) -> bool:
+        """Run one step; returns False when there was nothing to do."""
+        with self._lock:
+            self.waiting.extend(self._incoming)
+            self._incoming.clear()
+        self._drop_cancelled()
+        if not self.waiting and not self.running:
+            return False
+        feeds = self._plan()
+        if not feeds:
+            return bool(self.running or self.waiting)
+        batch = self.runner.batch
+        batch.clear()
+        outputs = []
+        for f in feeds:
+            start = f.seq.n_cached
+            batch.add(f.seq.tokens[start : start + f.n_tokens], start, f.seq.seq_id, f.wants_logits)
+            if f.wants_logits:
+                outputs.append(f)
+        try:
+            logits = self.runner.decode(len(outputs))
+        except DecodeError as e:
+            self._on_decode_error(e)
+            return True
+        for f in feeds:
+            f.seq.n_cached += f.n_tokens
+        touched: dict[int, tuple[Request, list[Delta]]] = {}
+        for f, row in zip(outputs, logits, strict=True):
+            out = touched.setdefault(f.request.id, (f.request, []))[1]
+            if f.fork:
+                self._fork(f.request)
+                for s in [s for s in f.request.active() if s.n_generated == 0]:
+                    out.extend(self._advance(f.request, s, row))
+            else:
+                out.extend(self._advance(f.request, f.seq, row))
+        for req, deltas in touched.values():
+            if deltas:
+                req.emit(deltas)
+        for req in [r for r in self.running if r.all_finished()]:
+            self._release(req)
+            self.running.remove(req)
+        return True
+
+    # --- planning ---------------------------------------------------------------------
+    def _plan(self) -> list[_Feed]:
+        if not self.running:
+            self._free_retired()
+        while True:
+            feeds = self._plan_once()
+            planned = sum(f.n_tokens for f in feeds)
+            used = sum(r.kv_cells() for r in self.running)
+            if used + planned + self._retired_cells <= self.runner.n_ctx:
+                return feeds
+            if self._retired_cells:
+                self._free_retired()
+                continue
+            if not self._preempt_newest():
+                # A lone request that cannot fit: fail it rather than spin.
+                req = self.running[0]
+                self.running.remove(req)
+                self._release(req)
+                req.emit(EngineFailure("the request does not fit in the KV cache"))
+
+    def _plan_once(self) -> list[_Feed]:
+        feeds: list[_Feed] = []
+        for req in self.running:
+            if req.forked:
+                feeds.extend(_Feed(req, s, 1, True, False) for s in req.active() if s.pending == 1)
+        ub = self.runner.config.n_ubatch
+        if feeds:
+            # Prompts fill the room left in the step's last compute pass (at least a
+            # quarter of one), so running streams wait for at most about one extra pass.
+            budget = -len(feeds) % ub
+            if budget < ub // 4:
+                budget += ub
+        else:
+            budget = self.config.max_prefill_tokens
+        budget = min(budget, self.runner.batch.capacity - len(feeds))
+        for req in self.running:
+            budget = self._plan_prefill(req, feeds, budget)
+        used = sum(r.kv_cells() for r in self.running) + sum(f.n_tokens for f in feeds)
+        used += self._retired_cells
+        while self.waiting and budget > 0:
+            req = self.waiting[0]
+            active = req.active()
+            if len(active) > len(self.free_seq_ids):
+                break
+            if used + req.prompt_len + len(active) > self.runner.n_ctx and self.running:
+                break
+            self.waiting.popleft()
+            with self._lock:
+                self.n_waiting -= 1
+            for s in active:
+                s.seq_id = self.free_seq_ids.pop()
+                s.n_cached = 0
+            req.phase = Phase.RUNNING
+            req.forked = False
+            self.running.append(req)
+            before = budget
+            budget = self._plan_prefill(req, feeds, budget)
+            used += before - budget
+        return feeds
+
+    def _plan_prefill(self, req: Request, feeds: list[_Feed], budget: int) -> int:
+        if budget <= 0:
+            return budget
+        if not req.forked:
+            lead = req.lead
+            n = min(req.prompt_len - lead.n_cached, budget)
+            if n > 0:
+                done = lead.n_cached + n == req.prompt_len
+                feeds.append(_Feed(req, lead, n, done, done))
+                budget -= n
+            return budget
+        for s in req.active():
+            if s.pending > 1 and budget > 0:
+                n = min(s.pending, budget)
+                done = n == s.pending
+                feeds.append(_Feed(req, s, n, done, False))
+                budget -= n
+        return budget
+
+    # --- sequences --------------------------------------------------------------------
+    def _fork(self, req: Request) -> None:
+        lead = req.lead
+        for s in req.active():
+            if s is not lead:
+                self.runner.seq_copy(lead.seq_id, s.seq_id, req.prompt_len)
+                s.n_cached = req.prompt_len
+        req.forked = True
+
+    def _advance(self, req: Request, seq: Sequence, row: np.ndarray) -> list[Delta]:
+        """Sample one token for ``seq`` from ``row`` and turn it into a delta."""
+        p = req.params
+        runner = self.runner
+        token = seq.sampler.sample(row)
+        seq.sampler.accept(token)
+        seq.tokens.append(token)
+        seq.n_generated += 1
+        start_char = seq.detok.decoded_chars
+        if p.logprobs and token not in runner.eog:
+            seq.pending_logprobs.append((start_char, self._logprob(row, token, p.top_logprobs)))
+        if token in runner.eog:
+            text = seq.detok.flush()
+            seq.finish_reason = "stop"
+        else:
+            text = seq.detok.push(runner.token_bytes[token])
+            if seq.detok.stopped:
+                seq.finish_reason = "stop"
+            elif seq.n_generated >= p.max_new_tokens or len(seq.tokens) >= self.config.n_ctx_seq:
+                text += seq.detok.flush()
+                seq.finish_reason = "length"
+        logprobs = self._release_logprobs(seq) if (text or seq.finished) else ()
+        if seq.finished and seq.seq_id is not None and len(req.sequences) > 1:
+            # Free this choice's own cells now; the shared prompt stays for the others.
+            self._retire(seq)
+        if not text and not logprobs and not seq.finished:
+            return []
+        return [Delta(seq.index, text, logprobs, seq.finish_reason, seq.n_generated)]
+
+    @staticmethod
+    def _release_logprobs(seq: Sequence) -> tuple[TokenLogprob, ...]:
+        """Logprobs travel with the text their tokens produced; tokens that only produced
+        stop text are dropped with it."""
+        if not seq.pending_logprobs:
+            return ()
+        if seq.finished and not seq.detok.stopped:
+            out = tuple(e for _, e in seq.pending_logprobs)
+            seq.pending_logprobs = []
+            return out
+        released = seq.detok.released_chars
+        out = tuple(e for start, e in seq.pending_logprobs if start < released)
+        seq.pending_logprobs = [] if seq.finished else [
+            (start, e) for start, e in seq.pending_logprobs if start >= released
+        ]
+        return out
+
+    def _logprob(self, row: np.ndarray, token: int, k: int) -> TokenLogprob:
+        lp = log_softmax(row)
+        names = self.runner.token_names
+        top = tuple(
+            TopLogprob(_token_text(names[t]), _token_bytes(self.runner, t), float(lp[t]))
+            for t in top_k(lp, k)
+        )
+        return TokenLogprob(
+            _token_text(names[token]), _token_bytes(self.runner, token), float(lp[token]), top
+        )
+
+    # --- lifecycle --------------------------------------------------------------------
+    def _release(self, req: Request) -> None:
+        for s in req.sequences:
+            if s.seq_id is not None:
+                self._retire(s)
+            s.n_cached = 0
+        req.phase = Phase.DONE
+
+    def _retire(self, seq: Sequence) -> None:
+        """Free a choice's seq id, but keep its KV cells (owned by the retired sequence)
+        until the engine is idle or the cache runs short.
+
+        Freed cells leave holes that llama.cpp fills with the next tokens of running
+        sequences, placing them before those sequences' earlier cells; attention then
+        sums in another order and logits drift (measured: up to 0.25 in a logprob). Keeping
+        cells until idle keeps every running sequence's cells in position order, so its
+        results do not depend on what else ran.
+        """
+        assert seq.seq_id is not None
+        self.runner.seq_move(seq.seq_id, self._retired_id)
+        self._retired_cells += seq.n_cached
+        self.free_seq_ids.append(seq.seq_id)
+        seq.seq_id = None
+
+    def _free_retired(self) -> None:
+        if self._retired_cells:
+            self.runner.seq_remove(self._retired_id)
+            self._retired_cells = 0
+
+    def _preempt_newest(self) -> bool:
+        if len(self.running) <= 1:
+            return False
+        req = max(self.running, key=lambda r: r.arrival)
+        self.running.remove(req)
+        self._release(req)
+        req.phase = Phase.WAITING
+        req.forked = False
+        self.waiting.appendleft(req)
+        with self._lock:
+            self.n_waiting += 1
+        return True
+
+    def _drop_cancelled(self) -> None:
+        for req in [r for r in self.running if r.cancelled]:
+            self.running.remove(req)
+            self._release(req)
+        if any(r.cancelled for r in self.waiting):
+            kept = [r for r in self.waiting if not r.cancelled]
+            with self._lock:
+                self.n_waiting -= len(self.waiting) - len(kept)
+            self.waiting = deque(kept)
+
+    def _on_decode_error(self, error: DecodeError) -> None:
+        if error.code == 1:  # no KV slot: make room, then retry at the next step
+            if self._retired_cells:
+                self._free_retired()
+                return
+            if self._preempt_newest():
+                return
+        for req in self.running:
+            self._release(req)
+            req.emit(EngineFailure(str(error)))
+        self.running.clear()
+
+    def fail_all(self, error: BaseException) -> None:
+        """Called by the engine thread when a step raised: nobody is left hanging."""
+        for req in self.running:
+            try:
+                self._release(req)
+            finally:
+                req.emit(EngineFailure(f"engine step failed: {error!r}"))
+        self.running.clear()
+
+
+def _token_text(raw: bytes) -> str:
+    # A token holding part of a UTF-8 character has no text of its own; name it by its
+    # bytes, as OpenAI does ("\\xe2\\x80"), while `bytes` carries the real values.
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def _token_bytes(runner: ModelRunner, token: int) -> list[int] | None:
+    if token in runner.control:
+        return None
+    return list(runner.token_bytes[token])

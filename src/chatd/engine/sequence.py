@@ -1,0 +1,98 @@
+"""One request (a group of n choices sharing a prompt) and its sequences (one per choice)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from chatd.engine.detokenizer import Detokenizer
+from chatd.engine.params import Delta, SamplingParams, TokenLogprob
+from chatd.engine.sampler import Sampler
+
+_ids = itertools.count()
+
+
+class Phase(Enum):
+    WAITING = "waiting"  # no KV cells held
+    RUNNING = "running"  # holds seq ids and KV cells
+    DONE = "done"
+
+
+@dataclass
+class Sequence:
+    """One choice: its tokens, its place in the KV cache, its sampler and detokenizer."""
+
+    index: int
+    tokens: list[int]
+    sampler: Sampler
+    detok: Detokenizer
+    seq_id: int | None = None
+    n_cached: int = 0  # tokens of `tokens` already in the KV cache
+    n_generated: int = 0
+    finish_reason: str | None = None
+    # Logprob entries not yet attached to released text: (first char index, entry).
+    pending_logprobs: list[tuple[int, TokenLogprob]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def pending(self) -> int:
+        return len(self.tokens) - self.n_cached
+
+
+class Request:
+    """A prompt and its n choices, as the scheduler sees them.
+
+    ``emit`` is called from the engine thread with every step's deltas (or an exception);
+    it must be thread-safe and must not block.
+    """
+
+    def __init__(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        n_vocab: int,
+        emit: Callable[[list[Delta] | BaseException], None],
+    ) -> None:
+        self.id = next(_ids)
+        self.prompt_len = len(prompt)
+        self.params = params
+        self.emit = emit
+        self.arrival = time.monotonic()
+        self.phase = Phase.WAITING
+        self.forked = False  # prompt KV shared with every choice
+        self.cancelled = False
+        self.sequences = [
+            Sequence(
+                index=i,
+                tokens=list(prompt),
+                sampler=Sampler(params, i, n_vocab),
+                detok=Detokenizer(params.stop),
+            )
+            for i in range(params.n)
+        ]
+
+    @property
+    def lead(self) -> Sequence:
+        """The choice that carries the prompt until it is shared (the first unfinished one:
+        after a preemption choice 0 may already be done)."""
+        return next(s for s in self.sequences if not s.finished)
+
+    def active(self) -> list[Sequence]:
+        return [s for s in self.sequences if not s.finished]
+
+    def kv_cells(self) -> int:
+        """KV cells this request occupies (the shared prompt counts once)."""
+        if self.phase is not Phase.RUNNING:
+            return 0
+        if not self.forked:
+            return self.lead.n_cached
+        return self.prompt_len + sum(max(0, s.n_cached - self.prompt_len) for s in self.active())
+
+    def all_finished(self) -> bool:
+        return all(s.finished for s in self.sequences)

@@ -1,0 +1,97 @@
+"""OpenAI-shaped errors: every failure a client can see is one of these.
+
+Raised anywhere below the API layer; the API layer turns them into
+``{"error": {"message", "type", "param", "code"}}`` with the right HTTP status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class APIError(Exception):
+    """An error with everything needed to render OpenAI's error body."""
+
+    status: int = 400
+    type: str = "invalid_request_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(APIError):
+    """400: the request itself is wrong."""
+
+
+class Unsupported(InvalidRequest):
+    """400: a valid field this server or model cannot honour (never silently ignored)."""
+
+    def __init__(self, param: str, reason: str) -> None:
+        super().__init__(f"Unsupported parameter: '{param}' {reason}", param=param,
+                         code="unsupported_parameter")
+
+
+class NotYetSupported(Unsupported):
+    """400: a field a later version of chatd will implement."""
+
+    def __init__(self, param: str) -> None:
+        super().__init__(param, "is not supported yet by this server.")
+
+
+class ModelNotFound(APIError):
+    status = 404
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+        )
+
+
+class NotFound(APIError):
+    status = 404
+
+
+class AuthenticationError(APIError):
+    status = 401
+
+
+class Overloaded(APIError):
+    status = 503
+    type = "server_error"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, code="server_overloaded",
+                         headers={"Retry-After": str(retry_after)})
+
+
+class ServerError(APIError):
+    status = 500
+    type = "server_error"
