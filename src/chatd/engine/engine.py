@@ -85,14 +85,25 @@ class Engine:
         return 0 <= token < self.n_vocab
 
     # --- generation -------------------------------------------------------------------
-    async def generate(self, prompt: list[int], params: SamplingParams) -> AsyncIterator[list[Delta]]:
-        """Yields each step's deltas until every choice has finished.
+    def submit(self, prompt: list[int], params: SamplingParams) -> Generation:
+        """Queue a request; raises QueueFull at once when the queue is full, so callers
+        can refuse before they send a single byte."""
+        return Generation(self.scheduler, prompt, params, self.n_vocab)
 
-        Leaving the iteration early (client gone) cancels the request; its sequences are
-        dropped at the next step. Raises QueueFull at once if the queue is full.
-        """
+
+class Generation:
+    """One submitted request: iterate it for each step's deltas until every choice ends.
+
+    Stopping early (client gone) must call ``cancel``; the scheduler then drops the
+    request's sequences at its next step.
+    """
+
+    def __init__(
+        self, scheduler: Scheduler, prompt: list[int], params: SamplingParams, n_vocab: int
+    ) -> None:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[list[Delta] | BaseException] = asyncio.Queue()
+        self._queue: asyncio.Queue[list[Delta] | BaseException] = asyncio.Queue()
+        queue = self._queue
 
         def emit(item: list[Delta] | BaseException) -> None:
             try:
@@ -100,16 +111,28 @@ class Engine:
             except RuntimeError:  # the event loop is gone (shutdown): nobody to tell
                 pass
 
-        request = Request(prompt, params, self.n_vocab, emit)
-        self.scheduler.submit(request)
-        finished = 0
+        self._scheduler = scheduler
+        self._n = params.n
+        self._finished = 0
+        self._request = Request(prompt, params, n_vocab, emit)
+        scheduler.submit(self._request)
+
+    @property
+    def done(self) -> bool:
+        return self._finished >= self._n
+
+    def cancel(self) -> None:
+        if not self.done:
+            self._scheduler.cancel(self._request)
+
+    async def __aiter__(self) -> AsyncIterator[list[Delta]]:
         try:
-            while finished < params.n:
-                item = await queue.get()
+            while not self.done:
+                item = await self._queue.get()
                 if isinstance(item, BaseException):
+                    self._finished = self._n
                     raise item
-                finished += sum(1 for d in item if d.finish_reason is not None)
+                self._finished += sum(1 for d in item if d.finish_reason is not None)
                 yield item
         finally:
-            if finished < params.n:
-                self.scheduler.cancel(request)
+            self.cancel()

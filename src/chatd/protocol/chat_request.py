@@ -1029,6 +1029,8 @@ def validate_chat_request(data: Any) -> ChatCompletionRequest:
         raise _first_error(exc) from None
     except RecursionError:
         raise InvalidRequest(_INVALID_JSON) from None
+    except Exception as exc:  # only reachable with non-JSON Python input; still a 400
+        raise InvalidRequest(f"Invalid request: {type(exc).__name__}.") from None
     if isinstance(data, dict):
         request._raw = data
     return request

@@ -1,0 +1,97 @@
+"""The HTTP surface: routes, auth, error shapes. No engine or llama.cpp knowledge here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import Response, StreamingResponse
+
+from chatd.api.auth import KeyChecker
+from chatd.api.errors import install_error_handlers
+from chatd.api.sse import event_stream
+from chatd.protocol.chat_request import parse_chat_request
+from chatd.service.chat import ChatService
+from chatd.service.models import ModelRegistry
+
+T = TypeVar("T")
+
+
+def create_app(models: ModelRegistry, api_keys: list[str]) -> FastAPI:
+    service = ChatService(models)
+    auth = KeyChecker(api_keys)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+        models.start()
+        try:
+            yield
+        finally:
+            models.stop()
+
+    app = FastAPI(title="chatd", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+    app.state.models = models
+    app.state.auth_open = auth.open
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models", dependencies=[Depends(auth)])
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [m.card() for m in models.all()]}
+
+    @app.get("/v1/models/{model_id:path}", dependencies=[Depends(auth)])
+    async def get_model(model_id: str) -> dict[str, Any]:
+        return models.get(model_id).card()
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
+    async def create_chat_completion(request: Request) -> Response:
+        req = parse_chat_request(await request.body())
+        completion = service.start(req)
+        if req.is_streaming():
+            return StreamingResponse(
+                event_stream(completion.chunks()),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        try:
+            body = await _until_disconnect(request, completion.result)
+        finally:
+            completion.cancel()
+        if body is None:  # client gone: nobody to answer; its slot is already freed
+            return Response(status_code=499)
+        return Response(
+            json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+            media_type="application/json",
+        )
+
+    return app
+
+
+async def _until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:
+    """Run ``work`` unless the client disconnects first (then cancel it, return None)."""
+
+    async def disconnected() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    task = asyncio.ensure_future(work())
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled():
+        return None
+    return task.result()
+

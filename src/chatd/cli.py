@@ -1,0 +1,107 @@
+"""``chatd serve``: the server's command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from chatd import __version__
+from chatd.config import Settings, env_api_keys
+
+log = logging.getLogger("chatd")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chatd", description=__doc__)
+    p.add_argument("--version", action="version", version=f"chatd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="serve the OpenAI Chat Completions API")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--model", type=Path, help="a GGUF file (default: the embedded SmolLM2)")
+    s.add_argument("--model-id", help="public id of the model (default: from the file name)")
+    s.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        help="require this Bearer key (repeatable; also env CHATD_API_KEYS, comma-separated)",
+    )
+    s.add_argument("--n-ctx", type=int, default=Settings.n_ctx,
+                   help="KV cache cells shared by all running sequences")
+    s.add_argument("--context-window", type=int, default=Settings.context_window,
+                   help="max prompt + completion tokens of one request")
+    s.add_argument("--max-sequences", type=int, default=Settings.max_sequences,
+                   help="concurrent sequences in the engine (each of n choices counts)")
+    s.add_argument("--max-waiting", type=int, default=Settings.max_waiting,
+                   help="queued requests beyond which new ones get 503 + Retry-After")
+    s.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    s.add_argument("--log-level", default="info")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "serve":
+        return serve(args)
+    return 2
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from chatd.api.app import create_app
+    from chatd.engine.engine import Engine, EngineConfig
+    from chatd.engine.model_runner import RunnerConfig
+    from chatd.engine.scheduler import SchedulerConfig
+    from chatd.service.models import LocalModel, ModelRegistry
+
+    settings = Settings(
+        host=args.host,
+        port=args.port,
+        model_path=args.model,
+        model_id=args.model_id,
+        api_keys=[*args.api_key, *env_api_keys()],
+        n_ctx=args.n_ctx,
+        context_window=args.context_window,
+        max_sequences=args.max_sequences,
+        max_waiting=args.max_waiting,
+        threads=args.threads,
+    )
+    try:
+        path, model_id = settings.resolved_model()
+        engine = Engine(
+            EngineConfig(
+                RunnerConfig(
+                    path,
+                    n_ctx=settings.n_ctx,
+                    # + the retired sequence, so n=max_sequences fits
+                    n_seq_max=settings.max_sequences + 1,
+                    n_threads=settings.threads,
+                ),
+                SchedulerConfig(
+                    max_waiting=settings.max_waiting, n_ctx_seq=settings.context_window
+                ),
+            )
+        )
+    except (FileNotFoundError, RuntimeError) as e:
+        print(f"chatd: {e}", file=sys.stderr)
+        return 1
+    log.info("model %s from %s (%s), context window %d tokens", model_id, path,
+             engine.fingerprint, engine.context_window)
+    if not settings.api_keys:
+        log.warning("no API key configured: the server is open to anyone who can reach it")
+    else:
+        log.info("API keys required (%d configured)", len(settings.api_keys))
+    app = create_app(ModelRegistry([LocalModel(model_id, engine)]), settings.api_keys)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level.lower(),
+                access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Builders for the response side of the contract: ``chat.completion`` objects, stream
+chunks, usage. Plain dicts, shaped exactly as OpenAI's schemas (tests validate them
+against the OpenAPI spec); no engine types here."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def completion_id() -> str:
+    return "chatcmpl-" + "".join(secrets.choice(_ALPHABET) for _ in range(29))
+
+
+@dataclass
+class LogprobEntry:
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "logprob": self.logprob,
+            "bytes": self.bytes,
+            "top_logprobs": self.top_logprobs,
+        }
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+
+@dataclass
+class Envelope:
+    """What every object of one completion shares: id, created, model, fingerprint."""
+
+    model: str
+    system_fingerprint: str
+    service_tier: str | None = None
+    id: str = field(default_factory=completion_id)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def _base(self, obj: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.system_fingerprint,
+        }
+        if self.service_tier is not None:
+            body["service_tier"] = self.service_tier
+        return body
+
+    def completion(self, choices: list[dict[str, Any]], usage: Usage) -> dict[str, Any]:
+        body = self._base("chat.completion")
+        body["choices"] = choices
+        body["usage"] = usage.to_dict()
+        return body
+
+    def chunk(
+        self,
+        choices: list[dict[str, Any]],
+        *,
+        usage: Usage | None = None,
+        include_usage: bool = False,
+        obfuscate: bool = False,
+    ) -> dict[str, Any]:
+        body = self._base("chat.completion.chunk")
+        body["choices"] = choices
+        if include_usage:
+            body["usage"] = usage.to_dict() if usage is not None else None
+        if obfuscate:
+            body["obfuscation"] = _padding(choices)
+        return body
+
+
+def message_choice(
+    index: int, content: str, finish_reason: str, logprobs: list[LogprobEntry] | None
+) -> dict[str, Any]:
+    return {
+        "index": index,
+        "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
+        "logprobs": _logprobs(logprobs),
+        "finish_reason": finish_reason,
+    }
+
+
+def delta_choice(
+    index: int,
+    delta: dict[str, Any],
+    *,
+    logprobs: list[LogprobEntry] | None = None,
+    finish_reason: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "index": index,
+        "delta": delta,
+        "logprobs": _logprobs(logprobs),
+        "finish_reason": finish_reason,
+    }
+
+
+def _logprobs(entries: list[LogprobEntry] | None) -> dict[str, Any] | None:
+    if entries is None:
+        return None
+    return {"content": [e.to_dict() for e in entries], "refusal": None}
+
+
+def _padding(choices: list[dict[str, Any]]) -> str:
+    """OpenAI's ``obfuscation``: random characters that blur the size of each event, so
+    token lengths cannot be read off encrypted traffic."""
+    visible = sum(len(c.get("delta", {}).get("content") or "") for c in choices)
+    target = 16 + secrets.randbelow(16)
+    n = max(1, target - visible)
+    return "".join(secrets.choice(_ALPHABET) for _ in range(n))
