@@ -28,14 +28,30 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="require this Bearer key (repeatable; also env CHATD_API_KEYS, comma-separated)",
     )
-    s.add_argument("--n-ctx", type=int, default=Settings.n_ctx,
-                   help="KV cache cells shared by all running sequences")
-    s.add_argument("--context-window", type=int, default=Settings.context_window,
-                   help="max prompt + completion tokens of one request")
-    s.add_argument("--max-sequences", type=int, default=Settings.max_sequences,
-                   help="concurrent sequences in the engine (each of n choices counts)")
-    s.add_argument("--max-waiting", type=int, default=Settings.max_waiting,
-                   help="queued requests beyond which new ones get 503 + Retry-After")
+    s.add_argument(
+        "--n-ctx",
+        type=int,
+        default=Settings.n_ctx,
+        help="KV cache cells shared by all running sequences",
+    )
+    s.add_argument(
+        "--context-window",
+        type=int,
+        default=Settings.context_window,
+        help="max prompt + completion tokens of one request",
+    )
+    s.add_argument(
+        "--max-sequences",
+        type=int,
+        default=Settings.max_sequences,
+        help="concurrent sequences in the engine (each of n choices counts)",
+    )
+    s.add_argument(
+        "--max-waiting",
+        type=int,
+        default=Settings.max_waiting,
+        help="queued requests beyond which new ones get 503 + Retry-After",
+    )
     s.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     s.add_argument("--log-level", default="info")
     return p
@@ -91,15 +107,25 @@ def serve(args: argparse.Namespace) -> int:
     except (FileNotFoundError, RuntimeError) as e:
         print(f"chatd: {e}", file=sys.stderr)
         return 1
-    log.info("model %s from %s (%s), context window %d tokens", model_id, path,
-             engine.fingerprint, engine.context_window)
+    log.info(
+        "model %s from %s (%s), context window %d tokens",
+        model_id,
+        path,
+        engine.fingerprint,
+        engine.context_window,
+    )
     if not settings.api_keys:
         log.warning("no API key configured: the server is open to anyone who can reach it")
     else:
         log.info("API keys required (%d configured)", len(settings.api_keys))
     app = create_app(ModelRegistry([LocalModel(model_id, engine)]), settings.api_keys)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level.lower(),
-                access_log=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level.lower(),
+        access_log=False,
+    )
     return 0
 
 

@@ -39,8 +39,8 @@ def create_app(models: ModelRegistry, api_keys: list[str]) -> FastAPI:
     app.state.auth_open = auth.open
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": models.stats()}
 
     @app.get("/v1/models", dependencies=[Depends(auth)])
     async def list_models() -> dict[str, Any]:
@@ -94,4 +94,3 @@ async def _until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) 
     if task.cancelled():
         return None
     return task.result()
-

@@ -41,7 +41,9 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         loc = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
         return error_response(
-            InvalidRequest(f"Invalid request: {first.get('msg', 'invalid input')}", param=loc or None)
+            InvalidRequest(
+                f"Invalid request: {first.get('msg', 'invalid input')}", param=loc or None
+            )
         )
 
     @app.exception_handler(Exception)

@@ -7,6 +7,7 @@ Callers (the service layer) render a conversation to prompt tokens and iterate o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -76,6 +77,16 @@ class Engine:
                     if not sched.has_work() and not self._stop.is_set():
                         sched.wake.wait(timeout=1.0)
 
+    def stats(self) -> dict[str, int]:
+        """A racy but safe snapshot for health checks and metrics."""
+        sched = self.scheduler
+        running = list(sched.running)
+        return {
+            "running_requests": len(running),
+            "running_sequences": sum(len(r.active()) for r in running),
+            "waiting_requests": sched.n_waiting,
+        }
+
     # --- prompts ----------------------------------------------------------------------
     def render_chat(self, messages: list[dict[str, Any]]) -> list[int]:
         text = self.template.render(messages, add_generation_prompt=True)
@@ -106,10 +117,9 @@ class Generation:
         queue = self._queue
 
         def emit(item: list[Delta] | BaseException) -> None:
-            try:
+            # RuntimeError: the event loop is gone (shutdown), nobody is left to tell.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the event loop is gone (shutdown): nobody to tell
-                pass
 
         self._scheduler = scheduler
         self._n = params.n

@@ -82,7 +82,9 @@ class Batch:
         b.embd = None
         b.pos = self.pos.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_pos))
         b.n_seq_id = self.n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
-        b.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(ctypes.POINTER(llama_cpp.llama_seq_id)))
+        b.seq_id = ctypes.cast(
+            self._seq_ptrs, ctypes.POINTER(ctypes.POINTER(llama_cpp.llama_seq_id))
+        )
         b.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
         return b
 
@@ -130,7 +132,9 @@ class ModelRunner:
 
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos = llama_cpp.llama_vocab_bos(self.vocab)
-        self.eog = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t))
+        self.eog = frozenset(
+            t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)
+        )
         self.control = frozenset(
             t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_control(self.vocab, t)
         )

@@ -4,12 +4,12 @@ of the prompts being prefilled, into a single ``llama_decode`` call.
 Runs only on the engine thread; other threads talk to it through ``submit``/``cancel``.
 
 A step, in order:
-1. take new requests in; drop cancelled ones (their seq ids and KV cells are freed);
+1. take new requests in; drop cancelled ones (their seq ids and KV cells are released);
 2. plan the step: decode tokens first (one per running choice), then prompt chunks
-   (only the room left in the step's last call while others decode, so a long prompt
-   does not stall running streams), then admit waiting requests while seq ids, KV cells and the batch
-   budget allow; if the KV cache would overflow, the newest request is preempted (its
-   cells freed, its tokens recomputed later: the client notices only a pause);
+   (only the room left in the step's last compute pass while others decode, so a long
+   prompt does not stall running streams), then admit waiting requests while seq ids,
+   KV cells and the budget allow; if the KV cache would overflow, the newest request is
+   preempted (its cells freed, its tokens recomputed later: the client sees a pause);
 3. decode (llama.cpp computes it in passes of ``n_ubatch`` tokens, which keeps every
    result independent of the batch: see RunnerConfig); sample each row that asked for
    logits; emit.
@@ -267,9 +267,11 @@ class Scheduler:
             return out
         released = seq.detok.released_chars
         out = tuple(e for start, e in seq.pending_logprobs if start < released)
-        seq.pending_logprobs = [] if seq.finished else [
-            (start, e) for start, e in seq.pending_logprobs if start >= released
-        ]
+        seq.pending_logprobs = (
+            []
+            if seq.finished
+            else [(start, e) for start, e in seq.pending_logprobs if start >= released]
+        )
         return out
 
     def _logprob(self, row: np.ndarray, token: int, k: int) -> TokenLogprob:

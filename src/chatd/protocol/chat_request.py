@@ -425,6 +425,9 @@ class AssistantMessage(_MessageBase):
     # OpenAI accepts null here (as absent), but not an empty array.
     tool_calls: list[ToolCallField] | None = Field(None, min_length=1)
     function_call: FunctionCall | None = None
+    # Not in the request schema, but a returned message appended to the history as-is
+    # carries it (the openai SDK does exactly that); it has no meaning as input.
+    annotations: list[dict[str, Any]] | None = None
 
     @model_validator(mode="after")
     def _needs_content_or_substitute(self) -> AssistantMessage:

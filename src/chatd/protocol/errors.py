@@ -54,8 +54,9 @@ class Unsupported(InvalidRequest):
     """400: a valid field this server or model cannot honour (never silently ignored)."""
 
     def __init__(self, param: str, reason: str) -> None:
-        super().__init__(f"Unsupported parameter: '{param}' {reason}", param=param,
-                         code="unsupported_parameter")
+        super().__init__(
+            f"Unsupported parameter: '{param}' {reason}", param=param, code="unsupported_parameter"
+        )
 
 
 class NotYetSupported(Unsupported):
@@ -88,8 +89,9 @@ class Overloaded(APIError):
     type = "server_error"
 
     def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message, code="server_overloaded",
-                         headers={"Retry-After": str(retry_after)})
+        super().__init__(
+            message, code="server_overloaded", headers={"Retry-After": str(retry_after)}
+        )
 
 
 class ServerError(APIError):

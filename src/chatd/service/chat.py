@@ -202,5 +202,3 @@ def _entries(logprobs: tuple[TokenLogprob, ...]) -> list[LogprobEntry]:
         )
         for lp in logprobs
     ]
-
-

@@ -20,7 +20,12 @@ class LocalModel:
     owned_by: str = "chatd"
 
     def card(self) -> dict[str, Any]:
-        return {"id": self.id, "object": "model", "created": self.created, "owned_by": self.owned_by}
+        return {
+            "id": self.id,
+            "object": "model",
+            "created": self.created,
+            "owned_by": self.owned_by,
+        }
 
 
 class ModelRegistry:
@@ -35,6 +40,9 @@ class ModelRegistry:
 
     def all(self) -> list[LocalModel]:
         return list(self._models.values())
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {m.id: m.engine.stats() for m in self._models.values()}
 
     def start(self) -> None:
         for m in self._models.values():
