@@ -33,9 +33,7 @@ def vocab() -> llama_cpp.Llama:
 
 
 def greedy(client: openai.OpenAI, messages: list[dict[str, str]], n: int = 24) -> str:
-    r = client.chat.completions.create(
-        model=MODEL, messages=messages, max_tokens=n, temperature=0
-    )
+    r = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=n, temperature=0)
     return r.choices[0].message.content or ""
 
 
@@ -124,8 +122,9 @@ def test_obfuscation_default_and_off(http: httpx.Client) -> None:
 
 
 def test_service_tier_echoed(client: openai.OpenAI) -> None:
-    r = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2,
-                                       service_tier="auto")
+    r = client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=2, service_tier="auto"
+    )
     assert r.service_tier == "default"
 
 
@@ -169,7 +168,11 @@ async def test_seed_reproducible_under_load(aclient: openai.AsyncOpenAI) -> None
 
     async def seeded() -> str:
         r = await aclient.chat.completions.create(
-            model=MODEL, messages=HELLO, max_tokens=24, temperature=1.0, seed=7,
+            model=MODEL,
+            messages=HELLO,
+            max_tokens=24,
+            temperature=1.0,
+            seed=7,
             logit_bias=EOG,
         )
         return r.choices[0].message.content or ""
@@ -178,7 +181,8 @@ async def test_seed_reproducible_under_load(aclient: openai.AsyncOpenAI) -> None
         await aclient.chat.completions.create(
             model=MODEL,
             messages=[{"role": "user", "content": "Tell me about cats. " * (i + 1)}],
-            max_tokens=8 + 3 * i, temperature=1.0,
+            max_tokens=8 + 3 * i,
+            temperature=1.0,
         )
 
     alone = await seeded()
@@ -203,13 +207,20 @@ def test_logit_bias(client: openai.OpenAI, vocab: llama_cpp.Llama) -> None:
     first_id = vocab.tokenize(bytes(first), add_bos=False, special=False)
     assert len(first_id) == 1
     banned = client.chat.completions.create(
-        model=MODEL, messages=HELLO, max_tokens=1, temperature=0, logprobs=True,
+        model=MODEL,
+        messages=HELLO,
+        max_tokens=1,
+        temperature=0,
+        logprobs=True,
         logit_bias={str(first_id[0]): -100},
     )
     assert banned.choices[0].logprobs.content[0].bytes != first
     forced_id = vocab.tokenize(b" Banana", add_bos=False, special=False)[0]
     forced = client.chat.completions.create(
-        model=MODEL, messages=HELLO, max_tokens=1, temperature=0,
+        model=MODEL,
+        messages=HELLO,
+        max_tokens=1,
+        temperature=0,
         logit_bias={str(forced_id): 100},
     )
     assert forced.choices[0].message.content == vocab.detokenize([forced_id]).decode()
@@ -250,8 +261,11 @@ def test_stop_sequences(client: openai.OpenAI, http: httpx.Client) -> None:
         assert r.choices[0].finish_reason == "stop"
         s = stream(http, body(max_tokens=24, temperature=0, stop=stops))
         assert s.content() == base[:cut]
-        assert all(stop not in (c["choices"][0]["delta"].get("content") or "")
-                   for c in s.chunks if c["choices"])
+        assert all(
+            stop not in (c["choices"][0]["delta"].get("content") or "")
+            for c in s.chunks
+            if c["choices"]
+        )
         assert s.finish_reasons() == {0: ["stop"]}
 
 
@@ -276,8 +290,9 @@ def test_logprobs(http: httpx.Client) -> None:
         assert len(tops) == 3
         assert [t["logprob"] for t in tops] == sorted((t["logprob"] for t in tops), reverse=True)
         assert tops[0]["token"] == e["token"]  # greedy: the chosen token is the most likely
-    s = stream(http, body(max_tokens=6, temperature=0, logprobs=True, top_logprobs=3,
-                          logit_bias=EOG))
+    s = stream(
+        http, body(max_tokens=6, temperature=0, logprobs=True, top_logprobs=3, logit_bias=EOG)
+    )
     assert s.logprobs() == entries
     assert all(c["choices"][0]["logprobs"] is None for c in s.chunks[:1])
 
@@ -322,8 +337,10 @@ def test_prompt_tokens_exact(client: openai.OpenAI, vocab: llama_cpp.Llama) -> N
         {"role": "user", "content": "Name a colour. Ünïcödé ✓"},
     ]
     template = vocab.metadata["tokenizer.chat_template"]
-    text = jinja2.Environment().from_string(template).render(
-        messages=messages, add_generation_prompt=True
+    text = (
+        jinja2.Environment()
+        .from_string(template)
+        .render(messages=messages, add_generation_prompt=True)
     )
     expected = len(vocab.tokenize(text.encode(), add_bos=False, special=True))
     r = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2)
@@ -334,7 +351,8 @@ def test_prompt_tokens_exact(client: openai.OpenAI, vocab: llama_cpp.Llama) -> N
 def test_developer_role_is_system(client: openai.OpenAI) -> None:
     def prompt_tokens(role: str) -> int:
         r = client.chat.completions.create(
-            model=MODEL, max_tokens=1,
+            model=MODEL,
+            max_tokens=1,
             messages=[{"role": role, "content": "Be brief."}, {"role": "user", "content": "Hi"}],
         )
         return r.usage.prompt_tokens
@@ -344,7 +362,8 @@ def test_developer_role_is_system(client: openai.OpenAI) -> None:
 
 def test_content_parts_and_history(client: openai.OpenAI) -> None:
     r = client.chat.completions.create(
-        model=MODEL, max_tokens=2,
+        model=MODEL,
+        max_tokens=2,
         messages=[
             {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
             {"role": "assistant", "content": "Hello!"},
@@ -354,7 +373,8 @@ def test_content_parts_and_history(client: openai.OpenAI) -> None:
     assert r.choices[0].message.content is not None
     # A returned message appended to the history as the SDK serializes it.
     again = client.chat.completions.create(
-        model=MODEL, max_tokens=2,
+        model=MODEL,
+        max_tokens=2,
         messages=[*HELLO, r.choices[0].message.model_dump(exclude_none=True)],
     )
     assert again.choices[0].message.content is not None
@@ -368,8 +388,11 @@ async def test_sixteen_concurrent_streams(aclient: openai.AsyncOpenAI) -> None:
 
     async def streamed(p: str) -> tuple[str, list[str]]:
         s = await aclient.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": p}], max_tokens=16,
-            temperature=0, stream=True,
+            model=MODEL,
+            messages=[{"role": "user", "content": p}],
+            max_tokens=16,
+            temperature=0,
+            stream=True,
         )
         text, finishes = "", []
         async for c in s:

@@ -1,0 +1,210 @@
+"""The scheduler against a fake model whose KV cache is simulated cell by cell.
+
+The fake "model" always predicts (last token + 1) mod V, so every continuation is known
+in advance and must survive batching, forking, chunked prefill and preemption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from chatd.engine.model_runner import Batch, DecodeError
+from chatd.engine.params import Delta, SamplingParams
+from chatd.engine.scheduler import QueueFull, Scheduler, SchedulerConfig
+from chatd.engine.sequence import Request
+
+V = 50
+EOS = 0
+
+
+@dataclass(frozen=True)
+class FakeConfig:
+    n_seq_max: int
+    n_ubatch: int
+
+
+class FakeRunner:
+    def __init__(self, n_ctx: int = 1024, n_seq_max: int = 8, n_ubatch: int = 16) -> None:
+        self.config = FakeConfig(n_seq_max, n_ubatch)
+        self.n_ctx = n_ctx
+        self.n_vocab = V
+        self.batch = Batch(64)
+        self.eog = frozenset({EOS})
+        self.control = frozenset({EOS})
+        self.token_bytes = [b""] + [bytes([96 + t % 27]) for t in range(1, V)]
+        self.token_names = [b"<eos>", *self.token_bytes[1:]]
+        self.cells: list[set[int]] = []  # owners of each occupied cell
+        self.kv: dict[int, list[int]] = {}  # seq id -> positions held
+        self.calls: list[int] = []  # tokens per decode call
+
+    def used(self) -> int:
+        return sum(1 for c in self.cells if c)
+
+    def seq_remove(self, seq: int) -> None:
+        for c in self.cells:
+            c.discard(seq)
+        self.kv.pop(seq, None)
+
+    def seq_copy(self, src: int, dst: int, n: int) -> None:
+        for c in self.cells:
+            if src in c:
+                c.add(dst)
+        self.kv[dst] = [p for p in self.kv.get(src, []) if p < n]
+
+    def seq_move(self, src: int, dst: int) -> None:
+        self.seq_copy(src, dst, 1 << 30)
+        self.seq_remove(src)
+
+    def decode(self, n_outputs: int) -> np.ndarray:
+        b = self.batch
+        n = b.n_tokens
+        self.calls.append(n)
+        if self.used() + n > self.n_ctx:
+            raise DecodeError(1)
+        rows = []
+        for i in range(n):
+            seq, pos = int(b.seq_id[i]), int(b.pos[i])
+            held = self.kv.setdefault(seq, [])
+            assert pos == len(held), f"seq {seq}: position {pos} after {len(held)} cells"
+            held.append(pos)
+            self.cells.append({seq})
+            if b.logits[i]:
+                row = np.zeros(V, dtype=np.float32)
+                nxt = (int(b.token[i]) + 1) % V
+                row[nxt if nxt != EOS else 1] = 10.0
+                rows.append(row)
+        self.cells = [c for c in self.cells if c]
+        assert len(rows) == n_outputs
+        return np.array(rows, dtype=np.float32).reshape(n_outputs, V)
+
+
+def collect(sched: Scheduler, requests: list[Request], sink: dict[int, list], limit=500):
+    for _ in range(limit):
+        if all(r.all_finished() or r.cancelled for r in requests) and not sched.running:
+            return
+        sched.step()
+    raise AssertionError("scheduler did not finish")
+
+
+def make(runner: FakeRunner, prompt: list[int], sink: dict[int, list], **kw: object) -> Request:
+    params = SamplingParams(temperature=0, **kw)  # type: ignore[arg-type]
+    box: list[Delta | BaseException] = []
+    req = Request(
+        prompt, params, V, lambda item: box.extend(item if isinstance(item, list) else [item])
+    )
+    sink[req.id] = box
+    return req
+
+
+def texts(box: list) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for d in box:
+        assert isinstance(d, Delta), d
+        out[d.index] = out.get(d.index, "") + d.text
+    return out
+
+
+def expected(last: int, k: int) -> str:
+    out, t = "", last
+    for _ in range(k):
+        t = (t + 1) % V or 1
+        out += chr(96 + t % 27)
+    return out
+
+
+def test_single_request_generates_the_known_continuation() -> None:
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig())
+    sink: dict[int, list] = {}
+    req = make(runner, [5, 6, 7], sink, max_new_tokens=6)
+    sched.submit(req)
+    collect(sched, [req], sink)
+    assert texts(sink[req.id]) == {0: expected(7, 6)}
+    assert sink[req.id][-1].finish_reason == "length"
+    assert sink[req.id][-1].completion_tokens == 6
+    assert runner.used() == 0 or sched._retired_cells  # nothing leaks but retired cells
+
+
+def test_n_choices_share_one_prefill() -> None:
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig())
+    sink: dict[int, list] = {}
+    prompt = list(range(1, 11))
+    req = make(runner, prompt, sink, max_new_tokens=3, n=3)
+    sched.submit(req)
+    collect(sched, [req], sink)
+    assert texts(sink[req.id]) == {i: expected(10, 3) for i in range(3)}
+    assert sum(runner.calls) == len(prompt) + 3 * 2  # prompt once, then 2 decodes per choice
+
+
+def test_long_prompt_is_chunked_while_others_decode() -> None:
+    runner = FakeRunner(n_ubatch=16)
+    sched = Scheduler(runner, SchedulerConfig(max_prefill_tokens=32))
+    sink: dict[int, list] = {}
+    a = make(runner, [3, 4], sink, max_new_tokens=30)
+    sched.submit(a)
+    sched.step()
+    sched.step()
+    b = make(runner, list(range(1, 49)) * 3, sink, max_new_tokens=2)  # 144 prompt tokens
+    sched.submit(b)
+    collect(sched, [a, b], sink)
+    # While `a` decodes, every call carries a's token plus at most one pass of prompt.
+    assert max(runner.calls[2:]) <= 16
+    assert texts(sink[a.id]) == {0: expected(4, 30)}
+    assert texts(sink[b.id]) == {0: expected(48, 2)}
+
+
+def test_preemption_under_kv_pressure_keeps_outputs_exact() -> None:
+    runner = FakeRunner(n_ctx=60, n_seq_max=4)
+    sched = Scheduler(runner, SchedulerConfig())
+    sink: dict[int, list] = {}
+    reqs = [make(runner, [i + 1] * 10, sink, max_new_tokens=25) for i in range(3)]
+    for r in reqs:
+        sched.submit(r)
+    collect(sched, reqs, sink)
+    for i, r in enumerate(reqs):
+        assert texts(sink[r.id]) == {0: expected(i + 1, 25)}
+        assert sink[r.id][-1].finish_reason == "length"
+    assert runner.used() <= runner.n_ctx
+    fed_once = 3 * 10 + 3 * 24  # prompts + every sampled token but the last
+    assert sum(runner.calls) > fed_once, "expected a preemption and a recompute"
+
+
+def test_cancel_releases_sequences() -> None:
+    runner = FakeRunner(n_seq_max=4)
+    sched = Scheduler(runner, SchedulerConfig())
+    sink: dict[int, list] = {}
+    req = make(runner, [1, 2, 3], sink, max_new_tokens=100, n=3)
+    sched.submit(req)
+    for _ in range(5):
+        sched.step()
+    assert len(sched.free_seq_ids) == 0
+    sched.cancel(req)
+    sched.step()
+    assert not sched.running
+    assert sorted(sched.free_seq_ids) == [0, 1, 2]
+
+
+def test_queue_bound() -> None:
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig(max_waiting=2))
+    sink: dict[int, list] = {}
+    sched.submit(make(runner, [1], sink))
+    sched.submit(make(runner, [1], sink))
+    with pytest.raises(QueueFull):
+        sched.submit(make(runner, [1], sink))
+
+
+def test_stop_and_eos() -> None:
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig())
+    sink: dict[int, list] = {}
+    # continuation of 2 is "cdefg..."; stop at "ef"
+    a = make(runner, [2], sink, max_new_tokens=10, stop=("ef",))
+    sched.submit(a)
+    collect(sched, [a], sink)
+    assert texts(sink[a.id]) == {0: "cd"}
+    assert sink[a.id][-1].finish_reason == "stop"
