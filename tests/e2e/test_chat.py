@@ -427,24 +427,28 @@ def wait_idle(http: httpx.Client, timeout: float = 10) -> bool:
 def test_stream_disconnect_frees_slot(http: httpx.Client, base_url: str) -> None:
     assert wait_idle(http)
     long = body(max_tokens=4000, logit_bias=EOG, stream=True)
-    with httpx.Client(base_url=base_url, headers=http.headers, timeout=30) as c:
-        with c.stream("POST", "/v1/chat/completions", json=long) as r:
-            seen = 0
-            for line in r.iter_lines():
-                if line.startswith("data: "):
-                    seen += 1
-                if seen >= 5:
-                    break
-            assert running(http) == 1
+    with (
+        httpx.Client(base_url=base_url, headers=http.headers, timeout=30) as c,
+        c.stream("POST", "/v1/chat/completions", json=long) as r,
+    ):
+        seen = 0
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                seen += 1
+            if seen >= 5:
+                break
+        assert running(http) == 1
     assert wait_idle(http, 5), "the disconnected stream still holds its slot"
 
 
 def test_non_stream_disconnect_frees_slot(http: httpx.Client, base_url: str) -> None:
     assert wait_idle(http)
     long = body(max_tokens=4000, logit_bias=EOG)
-    with httpx.Client(base_url=base_url, headers=http.headers, timeout=1.0) as c:
-        with pytest.raises(httpx.ReadTimeout):
-            c.post("/v1/chat/completions", json=long)
+    with (
+        httpx.Client(base_url=base_url, headers=http.headers, timeout=1.0) as c,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        c.post("/v1/chat/completions", json=long)
     assert wait_idle(http, 5), "the abandoned request still holds its slot"
 
 
