@@ -9,6 +9,7 @@ status to the right exception class.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from typing import Any
 
 import httpx
@@ -96,6 +97,10 @@ INVALID_JSON = "We could not parse the JSON body of your request."
         pytest.param(b'"hello"', id="string"),
         pytest.param(b"null", id="null"),
         pytest.param(b"42", id="number"),
+        pytest.param(
+            b'{"model": "x", "messages": [{"role": "user", "content": "\\ud800"}]}',
+            id="lone-surrogate",
+        ),
     ],
 )
 def test_not_a_json_object(http: httpx.Client, raw: bytes) -> None:
@@ -203,6 +208,36 @@ CONTRACT_CASES: list[Any] = [
         id="content-missing",
     ),
     pytest.param(
+        body(model=5),
+        "model",
+        "invalid_type",
+        "Invalid type for 'model': expected a string, but got an integer instead.",
+        id="model-number",
+    ),
+    pytest.param(
+        body(messages=[{"role": "user", "content": None}]),
+        "messages[0].content",
+        "invalid_type",
+        "Invalid type for 'messages[0].content': expected one of a string or array of objects, "
+        "but got null instead.",
+        id="content-null",
+    ),
+    pytest.param(
+        body(metadata={"a": 1}),
+        "metadata.a",
+        "invalid_type",
+        "Invalid type for 'metadata.a': expected a string, but got an integer instead.",
+        id="metadata-value-number",
+    ),
+    pytest.param(
+        body(stream=True, stream_options={"include_usage": "x"}),
+        "stream_options.include_usage",
+        "invalid_type",
+        "Invalid type for 'stream_options.include_usage': expected a boolean, but got a string "
+        "instead.",
+        id="include-usage-string",
+    ),
+    pytest.param(
         body(temperature=2.5),
         "temperature",
         "decimal_above_max_value",
@@ -222,8 +257,7 @@ CONTRACT_CASES: list[Any] = [
         body(top_p=1.5),
         "top_p",
         "decimal_above_max_value",
-        "Invalid 'top_p': decimal above maximum value. Expected a value <= 1, but got 1.5 "
-        "instead.",
+        "Invalid 'top_p': decimal above maximum value. Expected a value <= 1, but got 1.5 instead.",
         id="top-p-1.5",
     ),
     pytest.param(
@@ -347,6 +381,13 @@ CONTRACT_CASES: list[Any] = [
         "invalid_value",
         "Invalid key in 'logit_bias': abc. You should only be submitting non-negative integers.",
         id="logit-bias-key-abc",
+    ),
+    pytest.param(
+        body(logit_bias={"-1": 1}),
+        "logit_bias",
+        "invalid_value",
+        "Invalid key in 'logit_bias': -1. You should only be submitting non-negative integers.",
+        id="logit-bias-key-negative",
     ),
     pytest.param(
         body(logit_bias={str(VOCAB): 5}),
@@ -700,9 +741,7 @@ def test_unknown_model_via_sdk(client: openai.OpenAI) -> None:
 
 def test_retrieve_unknown_model(http: httpx.Client) -> None:
     resp = http.get("/v1/models/unknown")
-    check_error(
-        resp, 404, param=None, code="model_not_found", message=not_found_message("unknown")
-    )
+    check_error(resp, 404, param=None, code="model_not_found", message=not_found_message("unknown"))
 
 
 def test_list_and_retrieve_models(http: httpx.Client, client: openai.OpenAI) -> None:
@@ -734,7 +773,9 @@ AUTH_ROUTES = [("POST", URL), ("GET", "/v1/models"), ("GET", f"/v1/models/{MODEL
         pytest.param({"Authorization": ""}, None, id="empty-header"),
         pytest.param({"Authorization": "Bearer"}, None, id="bearer-no-key"),
         pytest.param({"Authorization": f"Basic {API_KEY}"}, None, id="basic-scheme"),
-        pytest.param({"Authorization": "Bearer sk-wrong-key-000000"}, "invalid_api_key", id="wrong"),
+        pytest.param(
+            {"Authorization": "Bearer sk-wrong-key-000000"}, "invalid_api_key", id="wrong"
+        ),
         pytest.param({"Authorization": f"Bearer {API_KEY}x"}, "invalid_api_key", id="key-plus-x"),
     ],
 )
@@ -848,13 +889,18 @@ def test_overloaded() -> None:
         payload = {
             "model": MODEL,
             "messages": [{"role": "user", "content": "Count from one to fifty."}],
-            "max_tokens": 64,
+            # Long enough to keep the only sequence busy while the burst arrives, short
+            # enough for 2 CPU cores (the running and the waiting request are both served).
+            "max_tokens": 32,
             "temperature": 0,
         }
         headers = {"Authorization": f"Bearer {API_KEY}"}
+        start = threading.Barrier(6)
 
         def send(_: int) -> httpx.Response:
-            return httpx.post(srv.base_url + URL, json=payload, headers=headers, timeout=120)
+            with httpx.Client(timeout=120) as c:
+                start.wait()
+                return c.post(srv.base_url + URL, json=payload, headers=headers)
 
         with concurrent.futures.ThreadPoolExecutor(6) as pool:
             responses = list(pool.map(send, range(6)))
