@@ -10,7 +10,6 @@ import json
 from datetime import datetime
 from typing import Any
 
-from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # ChatML, for GGUF files that carry no template.
@@ -63,5 +62,5 @@ class ChatTemplate:
             )
         except TemplateRenderError:
             raise
-        except (TemplateError, TypeError, ValueError, KeyError, IndexError) as e:
-            raise TemplateRenderError(f"chat template error: {e}") from e
+        except Exception as e:  # untrusted code: any failure is the template's
+            raise TemplateRenderError(f"chat template error: {e!r}") from e
