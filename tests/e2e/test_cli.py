@@ -77,3 +77,36 @@ def test_fingerprint_follows_the_model_file(tmp_path: Path, change: str) -> None
     b.write_bytes(data)
     assert _fingerprint(a) == _fingerprint(a)
     assert _fingerprint(a) != _fingerprint(b)
+
+
+def test_small_kv_cache_preempts_and_completes_everything() -> None:
+    """Four requests that cannot all fit in a 512-cell cache: some are preempted and
+    recomputed, and every one still ends with exactly its requested tokens."""
+    import asyncio
+
+    srv = Server("--n-ctx", "512", "--context-window", "256")
+
+    async def one(c: httpx.AsyncClient, i: int) -> dict:
+        r = await c.post(
+            "/v1/chat/completions",
+            json={
+                "model": MODEL,
+                "messages": [{"role": "user", "content": f"Tell me a story number {i}."}],
+                "max_tokens": 150,
+                "logit_bias": {"0": -100, "2": -100, "4": -100},
+            },
+        )
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def run() -> list[dict]:
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=120) as c:
+            return await asyncio.gather(*[one(c, i) for i in range(4)])
+
+    try:
+        for data in asyncio.run(run()):
+            assert data["choices"][0]["finish_reason"] == "length"
+            assert data["usage"]["completion_tokens"] == 150
+            assert data["choices"][0]["message"]["content"]
+    finally:
+        srv.stop()

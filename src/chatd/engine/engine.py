@@ -85,6 +85,7 @@ class Engine:
             "running_requests": len(running),
             "running_sequences": sum(len(r.active()) for r in running),
             "waiting_requests": sched.n_waiting,
+            "preemptions": sched.preemptions,
         }
 
     # --- prompts ----------------------------------------------------------------------

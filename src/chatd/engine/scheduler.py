@@ -71,6 +71,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self.wake = threading.Condition(self._lock)
         self.n_waiting = 0  # readable from any thread (metrics, admission control)
+        self.preemptions = 0
 
     # --- called from other threads ------------------------------------------------------
     def submit(self, request: Request) -> None:
@@ -182,7 +183,7 @@ class Scheduler:
             active = req.active()
             if len(active) > len(self.free_seq_ids):
                 break
-            if used + req.prompt_len + len(active) > self.runner.n_ctx and self.running:
+            if used + req.kv_needed() > self.runner.n_ctx and self.running:
                 break
             self.waiting.popleft()
             with self._lock:
@@ -318,6 +319,7 @@ class Scheduler:
         if len(self.running) <= 1:
             return False
         req = max(self.running, key=lambda r: r.arrival)
+        self.preemptions += 1
         self.running.remove(req)
         self._release(req)
         req.phase = Phase.WAITING

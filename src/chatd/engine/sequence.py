@@ -94,5 +94,11 @@ class Request:
             return self.lead.n_cached
         return self.prompt_len + sum(max(0, s.n_cached - self.prompt_len) for s in self.active())
 
+    def kv_needed(self) -> int:
+        """Cells needed to (re)admit this request and give each choice one more token:
+        after a preemption that includes everything its choices had generated."""
+        active = self.active()
+        return self.prompt_len + sum(len(s.tokens) - self.prompt_len + 1 for s in active)
+
     def all_finished(self) -> bool:
         return all(s.finished for s in self.sequences)
