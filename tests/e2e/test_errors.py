@@ -568,25 +568,6 @@ CAPABILITY_CASES: list[Any] = [
         id="tool-choice-with-tools",
     ),
     pytest.param(
-        body(response_format={"type": "json_object"}),
-        "response_format",
-        "unsupported_parameter",
-        ("Unsupported parameter: 'response_format'", NOT_YET),
-        id="json-object",
-    ),
-    pytest.param(
-        body(
-            response_format={
-                "type": "json_schema",
-                "json_schema": {"name": "answer", "schema": {"type": "object"}},
-            }
-        ),
-        "response_format",
-        "unsupported_parameter",
-        ("Unsupported parameter: 'response_format'", NOT_YET),
-        id="json-schema",
-    ),
-    pytest.param(
         body(store=True),
         "store",
         "unsupported_parameter",

@@ -53,7 +53,7 @@ def create_app(models: ModelRegistry, api_keys: list[str]) -> FastAPI:
     @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
     async def create_chat_completion(request: Request) -> Response:
         req = parse_chat_request(await request.body())
-        completion = service.start(req)
+        completion = await service.start(req)
         if req.is_streaming():
             return StreamingResponse(
                 event_stream(completion.chunks()),

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from chatd.engine.grammar import GrammarCompiler
 from chatd.engine.model_runner import ModelRunner, RunnerConfig
 from chatd.engine.params import Delta, SamplingParams
 from chatd.engine.scheduler import Scheduler, SchedulerConfig
@@ -46,6 +47,7 @@ class Engine:
             bos_token=r.token_names[r.bos].decode("utf-8", "replace") if r.bos >= 0 else "",
             eos_token=r.token_names[next(iter(sorted(r.eog)), 0)].decode("utf-8", "replace"),
         )
+        self.grammars = GrammarCompiler(r)
         self.fingerprint = r.fingerprint
         self.n_vocab = r.n_vocab
         self.max_choices = config.runner.n_seq_max

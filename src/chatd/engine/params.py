@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chatd.engine.grammar import Grammar
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,7 @@ class SamplingParams:
     n: int = 1
     logprobs: bool = False
     top_logprobs: int = 0
+    grammar: Grammar | None = None  # output constrained to this grammar when set
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chatd.engine.grammar import GrammarError
 from chatd.engine.model_runner import DecodeError, ModelRunner
 from chatd.engine.params import Delta, TokenLogprob, TopLogprob
 from chatd.engine.sampler import log_softmax, top_k
@@ -123,14 +124,25 @@ class Scheduler:
         for f in feeds:
             f.seq.n_cached += f.n_tokens
         touched: dict[int, tuple[Request, list[Delta]]] = {}
+        failed: dict[int, Request] = {}
         for f, row in zip(outputs, logits, strict=True):
+            if f.request.id in failed:
+                continue
             out = touched.setdefault(f.request.id, (f.request, []))[1]
-            if f.fork:
-                self._fork(f.request)
-                for s in [s for s in f.request.active() if s.n_generated == 0]:
-                    out.extend(self._advance(f.request, s, row))
-            else:
-                out.extend(self._advance(f.request, f.seq, row))
+            try:
+                if f.fork:
+                    self._fork(f.request)
+                    for s in [s for s in f.request.active() if s.n_generated == 0]:
+                        out.extend(self._advance(f.request, s, row))
+                else:
+                    out.extend(self._advance(f.request, f.seq, row))
+            except GrammarError as e:  # this request's grammar broke: fail it alone
+                failed[f.request.id] = f.request
+                f.request.emit(EngineFailure(f"constrained decoding failed: {e}"))
+        for req in failed.values():
+            touched.pop(req.id, None)
+            self.running.remove(req)
+            self._release(req)
         for req, deltas in touched.values():
             if deltas:
                 req.emit(deltas)
@@ -231,7 +243,10 @@ class Scheduler:
         """Sample one token for ``seq`` from ``row`` and turn it into a delta."""
         p = req.params
         runner = self.runner
-        token = seq.sampler.sample(row)
+        allowed = seq.matcher.allowed() if seq.matcher is not None else None
+        token = seq.sampler.sample(row, allowed)
+        if seq.matcher is not None:
+            seq.matcher.consume(token)
         seq.sampler.accept(token)
         seq.tokens.append(token)
         seq.n_generated += 1
@@ -244,6 +259,9 @@ class Scheduler:
         else:
             text = seq.detok.push(runner.token_bytes[token])
             if seq.detok.stopped:
+                seq.finish_reason = "stop"
+            elif seq.matcher is not None and seq.matcher.finished:
+                text += seq.detok.flush()
                 seq.finish_reason = "stop"
             elif seq.n_generated >= p.max_new_tokens or len(seq.tokens) >= self.config.n_ctx_seq:
                 text += seq.detok.flush()

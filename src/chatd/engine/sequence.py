@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from chatd.engine.detokenizer import Detokenizer
+from chatd.engine.grammar import Matcher
 from chatd.engine.params import Delta, SamplingParams, TokenLogprob
 from chatd.engine.sampler import Sampler
 
@@ -29,6 +30,7 @@ class Sequence:
     tokens: list[int]
     sampler: Sampler
     detok: Detokenizer
+    matcher: Matcher | None = None  # grammar state when the output is constrained
     seq_id: int | None = None
     n_cached: int = 0  # tokens of `tokens` already in the KV cache
     n_generated: int = 0
@@ -73,6 +75,7 @@ class Request:
                 tokens=list(prompt),
                 sampler=Sampler(params, i, n_vocab),
                 detok=Detokenizer(params.stop),
+                matcher=params.grammar.matcher() if params.grammar else None,
             )
             for i in range(params.n)
         ]

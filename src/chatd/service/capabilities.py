@@ -48,8 +48,6 @@ def check_local_support(req: ChatCompletionRequest, model_id: str, n_vocab: int)
             raise NotYetSupported(name)
     if req.store is True:
         raise NotYetSupported("store")
-    if req.response_format is not None and req.response_format.type != "text":
-        raise NotYetSupported("response_format")
     for token in req.logit_bias_map():
         if token >= n_vocab:
             raise InvalidRequest(

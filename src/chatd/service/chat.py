@@ -7,11 +7,13 @@ byte, so a streamed request is refused with a proper status code, never mid-stre
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from chatd.engine.engine import Engine, Generation
+from chatd.engine.grammar import Grammar, GrammarError
 from chatd.engine.params import SamplingParams, TokenLogprob
 from chatd.engine.scheduler import EngineFailure, QueueFull
 from chatd.engine.template import TemplateRenderError
@@ -26,6 +28,7 @@ from chatd.protocol.responses import (
 )
 from chatd.service.capabilities import check_local_support
 from chatd.service.models import LocalModel, ModelRegistry
+from chatd.service.structured import SCHEMA_PARAM, json_schema_for
 
 log = logging.getLogger("chatd.service")
 
@@ -34,13 +37,14 @@ class ChatService:
     def __init__(self, models: ModelRegistry) -> None:
         self.models = models
 
-    def start(self, req: ChatCompletionRequest) -> ChatCompletion:
+    async def start(self, req: ChatCompletionRequest) -> ChatCompletion:
         """Validate against the model and submit; raises APIError for any refusal."""
         model = self.models.get(req.model)
         engine = model.engine
         check_local_support(req, model.id, engine.n_vocab)
+        grammar = await _grammar(engine, req)
         prompt = _render(engine, req)
-        params = _sampling_params(req, len(prompt), engine.context_window)
+        params = _sampling_params(req, len(prompt), engine.context_window, grammar)
         try:
             generation = engine.submit(prompt, params)
         except QueueFull:
@@ -144,7 +148,24 @@ def _render(engine: Engine, req: ChatCompletionRequest) -> list[int]:
         ) from None
 
 
-def _sampling_params(req: ChatCompletionRequest, prompt_tokens: int, window: int) -> SamplingParams:
+async def _grammar(engine: Engine, req: ChatCompletionRequest) -> Grammar | None:
+    schema = json_schema_for(req)
+    if schema is None:
+        return None
+    try:
+        # Compiling can take long for big schemas (and builds the tokenizer once).
+        return await asyncio.to_thread(engine.grammars.json_schema, schema)
+    except GrammarError as e:
+        raise InvalidRequest(
+            f"Invalid or unsupported JSON schema: {e}",
+            param=SCHEMA_PARAM,
+            code="invalid_json_schema",
+        ) from None
+
+
+def _sampling_params(
+    req: ChatCompletionRequest, prompt_tokens: int, window: int, grammar: Grammar | None
+) -> SamplingParams:
     requested = req.effective_max_tokens()
     if requested is None:
         if prompt_tokens >= window:
@@ -179,6 +200,7 @@ def _sampling_params(req: ChatCompletionRequest, prompt_tokens: int, window: int
         n=req.effective_n(),
         logprobs=req.wants_logprobs(),
         top_logprobs=req.effective_top_logprobs(),
+        grammar=grammar,
     )
 
 

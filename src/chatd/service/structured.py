@@ -1,0 +1,142 @@
+"""``response_format``: from OpenAI's json_object / json_schema to a JSON schema the engine
+enforces, with OpenAI's checks first (strict-mode rules, a valid schema, JSON mode's
+"json" in the messages)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from chatd.protocol.chat_request import ChatCompletionRequest
+from chatd.protocol.errors import InvalidRequest
+
+SCHEMA_PARAM = "response_format.json_schema.schema"
+_ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+# OpenAI's strict-mode subset (Structured Outputs guide): these keywords and no others.
+_STRICT_KEYWORDS = frozenset(
+    {
+        # structure
+        "type", "properties", "required", "additionalProperties", "items", "anyOf",
+        "enum", "const", "$ref", "$defs", "definitions",
+        # strings
+        "pattern", "format",
+        # numbers
+        "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
+        # arrays
+        "minItems", "maxItems",
+        # annotations
+        "description", "title", "default", "examples", "$schema", "$id", "$comment",
+    }
+)  # fmt: skip
+_STRICT_FORMATS = frozenset(
+    {"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"}
+)
+_MAX_DEPTH = 10
+_MAX_PROPERTIES = 5000
+_MAX_ENUM_VALUES = 1000
+
+
+def json_schema_for(req: ChatCompletionRequest) -> dict[str, Any] | None:
+    """The schema the output must match, or None for free text. Raises InvalidRequest."""
+    rf = req.response_format
+    if rf is None or rf.type == "text":
+        return None
+    if rf.type == "json_object":
+        if not any("json" in m.text().lower() for m in req.messages):
+            raise InvalidRequest(
+                "'messages' must contain the word 'json' in some form, to use 'response_format'"
+                " of type 'json_object'.",
+                param="messages",
+            )
+        return _ANY_OBJECT
+    spec = rf.json_schema
+    schema = spec.schema_ if spec.schema_ is not None else _ANY_OBJECT
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as e:
+        path = _pointer(e.path)
+        raise InvalidRequest(
+            f"Invalid schema for response_format '{spec.name}': {e.message} (at {path}).",
+            param=SCHEMA_PARAM,
+            code="invalid_json_schema",
+        ) from None
+    if spec.strict:
+        problem = strict_violation(schema)
+        if problem is not None:
+            path, why = problem
+            raise InvalidRequest(
+                f"Invalid schema for response_format '{spec.name}': in strict mode, at {path}:"
+                f" {why}",
+                param=SCHEMA_PARAM,
+                code="invalid_json_schema",
+            )
+    return schema
+
+
+def strict_violation(schema: dict[str, Any]) -> tuple[str, str] | None:
+    """The first place where ``schema`` breaks OpenAI's strict-mode rules, as
+    (JSON pointer, reason), or None when it follows them."""
+    if schema.get("type") != "object" or "anyOf" in schema:
+        return "#", "the root must be an object ('type': 'object'), not anyOf"
+    counts = {"properties": 0, "enum": 0}
+    return _check(schema, "#", 1, counts)
+
+
+def _check(node: Any, path: str, depth: int, counts: dict[str, int]) -> tuple[str, str] | None:
+    if not isinstance(node, dict):
+        return path, "every subschema must be an object"
+    if depth > _MAX_DEPTH:
+        return path, f"nesting deeper than {_MAX_DEPTH} levels is not supported"
+    for key in node:
+        if key not in _STRICT_KEYWORDS:
+            return path, f"'{key}' is not supported"
+    if "format" in node and node["format"] not in _STRICT_FORMATS:
+        return path, f"format '{node['format']}' is not supported"
+    if "enum" in node:
+        counts["enum"] += len(node["enum"])
+        if counts["enum"] > _MAX_ENUM_VALUES:
+            return path, f"more than {_MAX_ENUM_VALUES} enum values in all"
+    types = node.get("type")
+    is_object = types == "object" or (isinstance(types, list) and "object" in types)
+    if is_object or "properties" in node:
+        props = node.get("properties", {})
+        if node.get("additionalProperties") is not False:
+            return path, "'additionalProperties' is required to be supplied and to be false"
+        missing = [k for k in props if k not in node.get("required", [])]
+        if missing:
+            return path, (
+                "'required' is required to be supplied and to be an array including every"
+                f" key in properties; missing {', '.join(repr(k) for k in missing)}"
+            )
+        counts["properties"] += len(props)
+        if counts["properties"] > _MAX_PROPERTIES:
+            return path, f"more than {_MAX_PROPERTIES} object properties in all"
+        for name, sub in props.items():
+            found = _check(sub, f"{path}/properties/{_escape(name)}", depth + 1, counts)
+            if found:
+                return found
+    if "items" in node:
+        found = _check(node["items"], f"{path}/items", depth + 1, counts)
+        if found:
+            return found
+    for i, sub in enumerate(node.get("anyOf", [])):
+        found = _check(sub, f"{path}/anyOf/{i}", depth, counts)
+        if found:
+            return found
+    for defs in ("$defs", "definitions"):
+        for name, sub in node.get(defs, {}).items():
+            found = _check(sub, f"{path}/{defs}/{_escape(name)}", 1, counts)
+            if found:
+                return found
+    return None
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _pointer(parts: Any) -> str:
+    return "#" + "".join(f"/{_escape(str(p))}" for p in parts)

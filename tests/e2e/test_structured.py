@@ -1,0 +1,256 @@
+"""response_format json_object / json_schema, enforced by constrained decoding: even a
+135M model's output parses and validates, streamed or not."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import jsonschema
+import openai
+import pytest
+from conftest import MODEL
+from openapi_schemas import assert_valid
+from sse import stream
+
+ASK = [{"role": "user", "content": "Describe a person as JSON."}]
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+        "email": {"type": ["string", "null"], "format": "email"},
+        "role": {"type": "string", "enum": ["admin", "user", "guest"]},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+        "address": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
+            },
+            "required": ["city", "zip"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["name", "age", "email", "role", "tags", "address"],
+    "additionalProperties": False,
+}
+
+DEFS = {  # definitions shared by reference
+    "type": "object",
+    "properties": {"home": {"$ref": "#/$defs/point"}, "work": {"$ref": "#/$defs/point"}},
+    "required": ["home", "work"],
+    "additionalProperties": False,
+    "$defs": {
+        "point": {
+            "type": "object",
+            "properties": {"x": {"type": "number"}, "y": {"type": "number"}},
+            "required": ["x", "y"],
+            "additionalProperties": False,
+        }
+    },
+}
+
+LOOSE = {  # not strict-compatible, fine without strict
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string", "minLength": 2, "maxLength": 20},
+        "score": {"type": "integer", "minimum": 0, "maximum": 10},
+    },
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+
+
+def fmt(schema: dict[str, Any], strict: bool | None = True, name: str = "out") -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": name, "schema": schema}
+    if strict is not None:
+        spec["strict"] = strict
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def ask(http: httpx.Client, **kw: Any) -> httpx.Response:
+    return http.post("/v1/chat/completions", json={"model": MODEL, "messages": ASK, **kw})
+
+
+def test_json_object(http: httpx.Client) -> None:
+    r = ask(http, response_format={"type": "json_object"}, max_tokens=200, temperature=0)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert_valid("CreateChatCompletionResponse", data)
+    assert data["choices"][0]["finish_reason"] == "stop"
+    value = json.loads(data["choices"][0]["message"]["content"])
+    assert isinstance(value, dict)
+    s = stream(
+        http,
+        {
+            "model": MODEL,
+            "messages": ASK,
+            "max_tokens": 200,
+            "temperature": 0,
+            "response_format": {"type": "json_object"},
+        },
+    )
+    assert s.content() == data["choices"][0]["message"]["content"]
+
+
+def test_json_object_needs_the_word_json(http: httpx.Client) -> None:
+    r = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Describe a person."}],
+            "response_format": {"type": "json_object"},
+        },
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "messages"
+
+
+@pytest.mark.parametrize(
+    ("schema", "strict"),
+    [(PERSON, True), (DEFS, True), (LOOSE, False), (LOOSE, None)],
+    ids=["person-strict", "defs-strict", "loose", "loose-default"],
+)
+def test_json_schema_outputs_validate(
+    http: httpx.Client, schema: dict, strict: bool | None
+) -> None:
+    r = ask(http, response_format=fmt(schema, strict), max_tokens=300, temperature=1.0, n=3, seed=3)
+    assert r.status_code == 200, r.text
+    for choice in r.json()["choices"]:
+        assert choice["finish_reason"] == "stop", choice
+        jsonschema.validate(json.loads(choice["message"]["content"]), schema)
+
+
+def test_streamed_json_schema_is_the_same_json(http: httpx.Client) -> None:
+    body = {
+        "model": MODEL,
+        "messages": ASK,
+        "max_tokens": 300,
+        "temperature": 0,
+        "response_format": fmt(PERSON),
+    }
+    plain = http.post("/v1/chat/completions", json=body).json()
+    content = plain["choices"][0]["message"]["content"]
+    s = stream(http, body)
+    assert s.content() == content
+    assert s.finish_reasons() == {0: ["stop"]}
+    for c in s.chunks:
+        assert_valid("CreateChatCompletionStreamResponse", c)
+    jsonschema.validate(json.loads(content), PERSON)
+
+
+def test_sdk_parse(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(
+        model=MODEL, messages=ASK, response_format=fmt(PERSON), max_tokens=300, temperature=0
+    )
+    jsonschema.validate(json.loads(r.choices[0].message.content or ""), PERSON)
+
+
+def test_length_is_the_only_way_to_invalid_json(http: httpx.Client) -> None:
+    r = ask(http, response_format=fmt(PERSON), max_tokens=5, temperature=0)
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "length"
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(choice["message"]["content"])
+
+
+def _strict_error(http: httpx.Client, schema: dict[str, Any]) -> dict[str, Any]:
+    r = ask(http, response_format=fmt(schema), max_tokens=5)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert_valid("ErrorResponse", r.json())
+    assert error["param"] == "response_format.json_schema.schema"
+    assert error["code"] == "invalid_json_schema"
+    return error
+
+
+def _obj(props: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(props),
+        "additionalProperties": False,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("schema", "path", "words"),
+    [
+        (
+            {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+            "#",
+            "additionalProperties",
+        ),
+        (
+            {
+                "type": "object",
+                "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+                "required": ["a"],
+                "additionalProperties": False,
+            },
+            "#",
+            "'b'",
+        ),
+        (_obj({"a": _obj({"b": {"type": "string"}}, required=[])}), "#/properties/a", "'b'"),
+        (_obj({"a": {"type": "string", "minLength": 1}}), "#/properties/a", "minLength"),
+        (_obj({"a": {"allOf": [{"type": "string"}]}}), "#/properties/a", "allOf"),
+        (_obj({"a": {"type": "string", "format": "binary"}}), "#/properties/a", "binary"),
+        (
+            _obj({"a": {"type": "array", "items": {"type": "object", "properties": {}}}}),
+            "#/properties/a/items",
+            "additionalProperties",
+        ),
+        ({"anyOf": [_obj({"a": {"type": "string"}})]}, "#", "root"),
+        ({"type": "array", "items": {"type": "string"}}, "#", "root"),
+    ],
+    ids=[
+        "no-additional",
+        "not-all-required",
+        "nested-required",
+        "minLength",
+        "allOf",
+        "format",
+        "items-object",
+        "root-anyof",
+        "root-array",
+    ],
+)
+def test_strict_mode_rules(http: httpx.Client, schema: dict, path: str, words: str) -> None:
+    error = _strict_error(http, schema)
+    assert f"at {path}:" in error["message"]
+    assert words in error["message"]
+
+
+def test_strict_false_accepts_what_strict_refuses(http: httpx.Client) -> None:
+    r = ask(http, response_format=fmt(LOOSE, strict=False), max_tokens=60, temperature=0)
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "foo"},
+        {"type": "object", "properties": {"a": {"type": 3}}},
+        {"type": "object", "required": "a"},
+    ],
+    ids=["bad-type", "bad-nested-type", "required-not-array"],
+)
+def test_invalid_schema_is_a_400(http: httpx.Client, schema: dict) -> None:
+    r = ask(http, response_format=fmt(schema, strict=False), max_tokens=5)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "response_format.json_schema.schema"
+    assert r.json()["error"]["code"] == "invalid_json_schema"
+
+
+def test_unsatisfiable_schema_is_a_400_not_a_500(http: httpx.Client) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "string", "pattern": "(("}},
+        "required": ["a"],
+    }
+    r = ask(http, response_format=fmt(schema, strict=False), max_tokens=5)
+    assert r.status_code == 400, r.text
