@@ -544,30 +544,6 @@ CAPABILITY_CASES: list[Any] = [
         id="verbosity",
     ),
     pytest.param(
-        body(tools=[{"type": "function", "function": {"name": "get_weather"}}]),
-        "tools",
-        "unsupported_parameter",
-        ("Unsupported parameter: 'tools'", NOT_YET),
-        id="tools",
-    ),
-    pytest.param(
-        body(functions=[{"name": "get_weather", "parameters": {"type": "object"}}]),
-        "functions",
-        "unsupported_parameter",
-        ("Unsupported parameter: 'functions'", NOT_YET),
-        id="functions",
-    ),
-    pytest.param(
-        body(
-            tools=[{"type": "function", "function": {"name": "get_weather"}}],
-            tool_choice="required",
-        ),
-        ("tools", "tool_choice"),
-        "unsupported_parameter",
-        (NOT_YET,),
-        id="tool-choice-with-tools",
-    ),
-    pytest.param(
         body(store=True),
         "store",
         "unsupported_parameter",
@@ -580,46 +556,6 @@ CAPABILITY_CASES: list[Any] = [
         "unsupported_parameter",
         ("Unsupported parameter: 'prediction'", NOT_YET),
         id="prediction",
-    ),
-    pytest.param(
-        body(
-            messages=[
-                *HI,
-                {"role": "tool", "content": "20 degrees", "tool_call_id": "call_1"},
-            ]
-        ),
-        "messages[1].role",
-        "unsupported_parameter",
-        (NOT_YET,),
-        id="tool-message",
-    ),
-    pytest.param(
-        body(messages=[*HI, {"role": "function", "name": "get_weather", "content": "20"}]),
-        "messages[1].role",
-        "unsupported_parameter",
-        (NOT_YET,),
-        id="function-message",
-    ),
-    pytest.param(
-        body(
-            messages=[
-                *HI,
-                {
-                    "role": "assistant",
-                    "tool_calls": [
-                        {
-                            "id": "call_1",
-                            "type": "function",
-                            "function": {"name": "get_weather", "arguments": "{}"},
-                        }
-                    ],
-                },
-            ]
-        ),
-        "messages[1].tool_calls",
-        "unsupported_parameter",
-        (NOT_YET,),
-        id="assistant-tool-calls",
     ),
 ]
 

@@ -68,15 +68,22 @@ class GrammarCompiler:
             return self._tokenizer
 
     def json_schema(self, schema: dict[str, Any]) -> Grammar:
-        """Compile a JSON schema. Slow for big schemas (the GIL is released): call it
-        off the event loop."""
+        """Compile a JSON schema (compact JSON: no optional whitespace). Slow for big
+        schemas (the GIL is released): call it off the event loop."""
         try:
             grammar = llguidance.LLMatcher.grammar_from_json_schema(
-                json.dumps(schema),
-                defaults={"whitespace_flexible": False},
+                json.dumps(schema), defaults={"whitespace_flexible": False}
             )
         except ValueError as e:
             raise GrammarError(str(e)) from None
+        return self._compile(grammar)
+
+    def lark(self, source: str) -> Grammar:
+        """Compile a Lark grammar (llguidance's dialect: ``%json {schema}`` embeds a
+        JSON schema)."""
+        return self._compile(llguidance.LLMatcher.grammar_from_lark(source))
+
+    def _compile(self, grammar: str) -> Grammar:
         matcher = llguidance.LLMatcher(self._tok(), grammar, log_level=0)
         if matcher.is_error():
             raise GrammarError(matcher.get_error())

@@ -100,11 +100,17 @@ class Envelope:
 
 
 def message_choice(
-    index: int, content: str, finish_reason: str, logprobs: list[LogprobEntry] | None
+    index: int,
+    content: str | None,
+    finish_reason: str,
+    logprobs: list[LogprobEntry] | None,
+    **calls: Any,
 ) -> dict[str, Any]:
+    """``calls``: ``tool_calls=[...]`` or the deprecated ``function_call={...}``."""
+    message = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
     return {
         "index": index,
-        "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
+        "message": {**message, **calls},
         "logprobs": _logprobs(logprobs),
         "finish_reason": finish_reason,
     }

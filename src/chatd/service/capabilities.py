@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from chatd.protocol.chat_request import (
-    AssistantMessage,
-    ChatCompletionRequest,
-    FunctionMessage,
-    ToolMessage,
-)
+from chatd.protocol.chat_request import AssistantMessage, ChatCompletionRequest
 from chatd.protocol.errors import InvalidRequest, NotYetSupported, Unsupported
 
 _NON_TEXT_PARTS = {"image_url": "image", "input_audio": "audio", "file": "file"}
@@ -26,15 +21,8 @@ def check_local_support(req: ChatCompletionRequest, model_id: str, n_vocab: int)
                     param=f"messages[{i}].content[{j}].type",
                     code="unsupported_content_type",
                 )
-        if isinstance(msg, AssistantMessage):
-            if msg.audio is not None:
-                raise Unsupported(f"messages[{i}].audio", f"is not supported by `{model_id}`.")
-            if msg.tool_calls is not None:
-                raise NotYetSupported(f"messages[{i}].tool_calls")
-            if msg.function_call is not None:
-                raise NotYetSupported(f"messages[{i}].function_call")
-        if isinstance(msg, ToolMessage | FunctionMessage):
-            raise NotYetSupported(f"messages[{i}].role")
+        if isinstance(msg, AssistantMessage) and msg.audio is not None:
+            raise Unsupported(f"messages[{i}].audio", f"is not supported by `{model_id}`.")
     if req.modalities and "audio" in req.modalities:
         raise Unsupported("modalities", f"'audio' is not supported by `{model_id}` (text only).")
     for name in ("audio", "web_search_options", "moderation", "prompt_cache_options"):
@@ -43,9 +31,8 @@ def check_local_support(req: ChatCompletionRequest, model_id: str, n_vocab: int)
     for name in ("reasoning_effort", "verbosity"):
         if name in given:
             raise Unsupported(name, f"is only supported by reasoning models; `{model_id}` is not.")
-    for name in ("tools", "functions", "tool_choice", "function_call", "prediction"):
-        if name in given:
-            raise NotYetSupported(name)
+    if "prediction" in given:
+        raise NotYetSupported("prediction")
     if req.store is True:
         raise NotYetSupported("store")
     for token in req.logit_bias_map():

@@ -14,11 +14,17 @@ from typing import Any
 
 from chatd.engine.engine import Engine, Generation
 from chatd.engine.grammar import Grammar, GrammarError
-from chatd.engine.params import SamplingParams, TokenLogprob
+from chatd.engine.params import Delta, SamplingParams, TokenLogprob
 from chatd.engine.scheduler import EngineFailure, QueueFull
 from chatd.engine.template import TemplateRenderError
 from chatd.protocol.chat_request import ChatCompletionRequest
-from chatd.protocol.errors import APIError, InvalidRequest, Overloaded, ServerError
+from chatd.protocol.errors import (
+    APIError,
+    InvalidRequest,
+    NotYetSupported,
+    Overloaded,
+    ServerError,
+)
 from chatd.protocol.responses import (
     Envelope,
     LogprobEntry,
@@ -29,6 +35,15 @@ from chatd.protocol.responses import (
 from chatd.service.capabilities import check_local_support
 from chatd.service.models import LocalModel, ModelRegistry
 from chatd.service.structured import SCHEMA_PARAM, json_schema_for
+from chatd.service.tools import (
+    CallEvent,
+    OutputParser,
+    ParsedCall,
+    ToolPlan,
+    plan_tools,
+    render_messages,
+)
+from chatd.service.tools import grammar as tool_grammar
 
 log = logging.getLogger("chatd.service")
 
@@ -42,8 +57,9 @@ class ChatService:
         model = self.models.get(req.model)
         engine = model.engine
         check_local_support(req, model.id, engine.n_vocab)
-        grammar = await _grammar(engine, req)
-        prompt = _render(engine, req)
+        plan = plan_tools(req)
+        grammar = await _grammar(engine, req, plan)
+        prompt = _render(engine, req, plan)
         params = _sampling_params(req, len(prompt), engine.context_window, grammar)
         try:
             generation = engine.submit(prompt, params)
@@ -59,7 +75,7 @@ class ChatService:
             system_fingerprint=engine.fingerprint,
             service_tier=_service_tier(req.service_tier),
         )
-        return ChatCompletion(req, model, generation, envelope, len(prompt))
+        return ChatCompletion(req, model, generation, envelope, len(prompt), plan)
 
 
 class ChatCompletion:
@@ -72,6 +88,7 @@ class ChatCompletion:
         generation: Generation,
         envelope: Envelope,
         prompt_tokens: int,
+        plan: ToolPlan | None = None,
     ) -> None:
         self.req = req
         self.model = model
@@ -79,35 +96,31 @@ class ChatCompletion:
         self.envelope = envelope
         self.prompt_tokens = prompt_tokens
         self.n = req.effective_n()
-        self.logprobs = req.wants_logprobs()
+        self.choices = [Choice(i, plan, req.wants_logprobs()) for i in range(self.n)]
 
     def cancel(self) -> None:
         self.generation.cancel()
 
-    async def result(self) -> dict[str, Any]:
-        texts = [""] * self.n
-        logprobs: list[list[LogprobEntry]] = [[] for _ in range(self.n)]
-        finish: list[str] = ["stop"] * self.n
-        tokens = [0] * self.n
+    async def _deltas(self) -> AsyncIterator[tuple[Choice, Delta]]:
         try:
             async for deltas in self.generation:
                 for d in deltas:
-                    texts[d.index] += d.text
-                    logprobs[d.index].extend(_entries(d.logprobs))
-                    tokens[d.index] = d.completion_tokens
-                    if d.finish_reason is not None:
-                        finish[d.index] = d.finish_reason
+                    yield self.choices[d.index], d
         except EngineFailure as e:
             raise ServerError(f"The engine failed while generating: {e}") from None
-        choices = [
-            message_choice(i, texts[i], finish[i], logprobs[i] if self.logprobs else None)
-            for i in range(self.n)
-        ]
-        return self.envelope.completion(choices, Usage(self.prompt_tokens, sum(tokens)))
+
+    def _usage(self) -> Usage:
+        return Usage(self.prompt_tokens, sum(c.tokens for c in self.choices))
+
+    async def result(self) -> dict[str, Any]:
+        async for choice, d in self._deltas():
+            choice.on_delta(d)
+        return self.envelope.completion([c.message() for c in self.choices], self._usage())
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
-        """Chunks in OpenAI's order: per choice a role delta first, content deltas, an
-        empty delta carrying finish_reason; then the usage chunk if asked for."""
+        """Chunks in OpenAI's order: per choice a role delta first, content (or tool
+        call) deltas, an empty delta carrying finish_reason; then the usage chunk if
+        asked for."""
         env = self.envelope
         include_usage = self.req.include_usage()
         obfuscate = self.req.include_obfuscation()
@@ -115,31 +128,141 @@ class ChatCompletion:
         def chunk(choice: dict[str, Any]) -> dict[str, Any]:
             return env.chunk([choice], include_usage=include_usage, obfuscate=obfuscate)
 
-        for i in range(self.n):
-            yield chunk(delta_choice(i, {"role": "assistant", "content": "", "refusal": None}))
-        tokens = [0] * self.n
-        try:
-            async for deltas in self.generation:
-                for d in deltas:
-                    tokens[d.index] = d.completion_tokens
-                    if d.text or d.logprobs:
-                        lp = _entries(d.logprobs) if self.logprobs else None
-                        yield chunk(delta_choice(d.index, {"content": d.text}, logprobs=lp))
-                    if d.finish_reason is not None:
-                        yield chunk(delta_choice(d.index, {}, finish_reason=d.finish_reason))
-        except EngineFailure as e:
-            raise ServerError(f"The engine failed while generating: {e}") from None
+        for c in self.choices:
+            for opening in c.open_early():
+                yield chunk(opening)
+        async for choice, d in self._deltas():
+            for out in choice.on_delta(d):
+                yield chunk(out)
         if include_usage:
-            usage = Usage(self.prompt_tokens, sum(tokens))
-            yield env.chunk([], usage=usage, include_usage=True, obfuscate=obfuscate)
+            yield env.chunk([], usage=self._usage(), include_usage=True, obfuscate=obfuscate)
 
 
-def _render(engine: Engine, req: ChatCompletionRequest) -> list[int]:
-    messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-    for m, source in zip(messages, req.messages, strict=True):
-        name = getattr(source, "name", None)
-        if name:
-            m["name"] = name
+class Choice:
+    """One choice's output: plain text, or tool calls read back by an OutputParser.
+
+    ``on_delta`` turns engine deltas into stream deltas and accumulates the message, so
+    a streamed answer and a whole one are built by the same code.
+    """
+
+    def __init__(self, index: int, plan: ToolPlan | None, logprobs: bool) -> None:
+        self.index = index
+        self.parser = OutputParser(plan) if plan is not None and plan.may_call else None
+        self.legacy = plan is not None and plan.legacy
+        self.want_logprobs = logprobs
+        self.content = ""
+        self.logprobs: list[LogprobEntry] = []
+        self._unsent_logprobs: list[LogprobEntry] = []
+        self.tokens = 0
+        self.finish: str | None = None
+        self.opened = False
+
+    def open_early(self) -> list[dict[str, Any]]:
+        """Plain text opens at once; tool-capable choices open when they know what
+        they are writing (content, or content null and a call)."""
+        if self.parser is not None:
+            return []
+        return [self._open_text()]
+
+    def _open_text(self) -> dict[str, Any]:
+        self.opened = True
+        return delta_choice(self.index, {"role": "assistant", "content": "", "refusal": None})
+
+    def on_delta(self, d: Delta) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        self.tokens = d.completion_tokens
+        entries = _entries(d.logprobs)
+        self.logprobs.extend(entries)
+        self._unsent_logprobs.extend(entries)
+        if self.parser is None:
+            content, events = d.text, []
+        else:
+            content, events = self.parser.feed(d.text)
+            if d.finish_reason is not None:
+                content += self.parser.finish()
+        if content:
+            if not self.opened:
+                out.append(self._open_text())
+            self.content += content
+            lp = self._unsent_logprobs if self.want_logprobs else None
+            out.append(delta_choice(self.index, {"content": content}, logprobs=lp))
+            self._unsent_logprobs = []
+        elif self.parser is None and entries and self.want_logprobs:
+            out.append(delta_choice(self.index, {"content": ""}, logprobs=entries))
+            self._unsent_logprobs = []
+        for event in events:
+            out.append(delta_choice(self.index, self._call_delta(event)))
+        if d.finish_reason is not None:
+            if not self.opened:
+                out.append(self._open_text())
+            self.finish = d.finish_reason
+            if d.finish_reason == "stop" and self.calls:
+                self.finish = "function_call" if self.legacy else "tool_calls"
+            out.append(delta_choice(self.index, {}, finish_reason=self.finish))
+        return out
+
+    @property
+    def calls(self) -> list[ParsedCall]:
+        return self.parser.calls if self.parser is not None else []
+
+    def _call_delta(self, event: CallEvent) -> dict[str, Any]:
+        delta: dict[str, Any] = {}
+        if not self.opened:
+            self.opened = True
+            delta = {"role": "assistant", "content": None}
+        if self.legacy:
+            fc = (
+                {"name": event.name, "arguments": ""}
+                if event.name
+                else {"arguments": event.arguments}
+            )
+            delta["function_call"] = fc
+        elif event.name is not None:
+            call = self.calls[event.index]
+            delta["tool_calls"] = [
+                {
+                    "index": event.index,
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": ""},
+                }
+            ]
+        else:
+            delta["tool_calls"] = [
+                {"index": event.index, "function": {"arguments": event.arguments}}
+            ]
+        if "role" in delta:
+            delta["refusal"] = None
+        return delta
+
+    def message(self) -> dict[str, Any]:
+        calls = self.calls
+        content: str | None = self.content
+        if calls and not content:
+            content = None
+        extra: dict[str, Any] = {}
+        if calls and self.legacy:
+            extra["function_call"] = {"name": calls[0].name, "arguments": calls[0].arguments}
+        elif calls:
+            extra["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in calls
+            ]
+        return message_choice(
+            self.index,
+            content,
+            self.finish or "stop",
+            self.logprobs if self.want_logprobs else None,
+            **extra,
+        )
+
+
+def _render(engine: Engine, req: ChatCompletionRequest, plan: ToolPlan | None) -> list[int]:
+    messages = render_messages(req, plan)
     try:
         return engine.render_chat(messages)
     except TemplateRenderError as e:
@@ -148,19 +271,33 @@ def _render(engine: Engine, req: ChatCompletionRequest) -> list[int]:
         ) from None
 
 
-async def _grammar(engine: Engine, req: ChatCompletionRequest) -> Grammar | None:
+async def _grammar(
+    engine: Engine, req: ChatCompletionRequest, plan: ToolPlan | None
+) -> Grammar | None:
+    """The grammar the output must follow: tool calls, a JSON schema, or none."""
     schema = json_schema_for(req)
-    if schema is None:
-        return None
+    lark = tool_grammar(plan) if plan is not None else None
+    if lark is not None and schema is not None:
+        raise NotYetSupported("response_format (together with tools that may be called)")
     try:
         # Compiling can take long for big schemas (and builds the tokenizer once).
-        return await asyncio.to_thread(engine.grammars.json_schema, schema)
+        if lark is not None:
+            return await asyncio.to_thread(engine.grammars.lark, lark)
+        if schema is not None:
+            return await asyncio.to_thread(engine.grammars.json_schema, schema)
     except GrammarError as e:
+        if lark is not None:
+            raise InvalidRequest(
+                f"Invalid or unsupported function parameters schema: {e}",
+                param="tools" if req.tools else "functions",
+                code="invalid_function_parameters",
+            ) from None
         raise InvalidRequest(
             f"Invalid or unsupported JSON schema: {e}",
             param=SCHEMA_PARAM,
             code="invalid_json_schema",
         ) from None
+    return None
 
 
 def _sampling_params(
