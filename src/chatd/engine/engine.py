@@ -91,8 +91,10 @@ class Engine:
         }
 
     # --- prompts ----------------------------------------------------------------------
-    def render_chat(self, messages: list[dict[str, Any]]) -> list[int]:
-        text = self.template.render(messages, add_generation_prompt=True)
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
+        text = self.template.render(messages, add_generation_prompt=True, tools=tools)
         return self.runner.tokenize(text, add_special=self.runner.add_bos, parse_special=True)
 
     def token_exists(self, token: int) -> bool:

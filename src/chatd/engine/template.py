@@ -47,8 +47,16 @@ class ChatTemplate:
         # A template that never mentions "developer" cannot render that role; OpenAI
         # defines developer messages as the successor of system messages.
         self.has_developer_role = "developer" in self.source
+        # Hugging Face templates that can describe tools read a `tools` variable.
+        self.supports_tools = "tools" in self.source
 
-    def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str:
+    def render(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
         if not self.has_developer_role:
             messages = [
                 {**m, "role": "system"} if m.get("role") == "developer" else m for m in messages
@@ -59,6 +67,7 @@ class ChatTemplate:
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self._bos,
                 eos_token=self._eos,
+                tools=tools,
             )
         except TemplateRenderError:
             raise

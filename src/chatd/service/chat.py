@@ -42,6 +42,7 @@ from chatd.service.tools import (
     ToolPlan,
     plan_tools,
     render_messages,
+    template_tools,
 )
 from chatd.service.tools import grammar as tool_grammar
 
@@ -262,9 +263,11 @@ class Choice:
 
 
 def _render(engine: Engine, req: ChatCompletionRequest, plan: ToolPlan | None) -> list[int]:
-    messages = render_messages(req, plan)
+    native = plan is not None and plan.may_call and engine.template.supports_tools
+    messages = render_messages(req, plan, native=native)
+    tools = template_tools(plan) if native and plan is not None else None
     try:
-        return engine.render_chat(messages)
+        return engine.render_chat(messages, tools)
     except TemplateRenderError as e:
         raise InvalidRequest(
             f"The model's chat template rejected these messages: {e}", param="messages"

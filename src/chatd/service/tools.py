@@ -200,25 +200,57 @@ def _re(text: str) -> str:
     return "".join("\\" + c if c in "\\/.^$|?*+()[]{}-" else c for c in text)
 
 
-def render_messages(req: ChatCompletionRequest, plan: ToolPlan | None) -> list[dict[str, Any]]:
-    """The conversation as plain role/content messages for a template without tools:
-    earlier calls become their <tool_call> text, results become <tool_response> turns,
-    and the tool prompt joins the system message."""
+def template_tools(plan: ToolPlan) -> list[dict[str, Any]]:
+    """The tools as Hugging Face chat templates expect them."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": f.name,
+                "description": f.description or "",
+                "parameters": f.parameters,
+            },
+        }
+        for f in plan.functions
+    ]
+
+
+def render_messages(
+    req: ChatCompletionRequest, plan: ToolPlan | None, *, native: bool = False
+) -> list[dict[str, Any]]:
+    """The conversation as messages for the chat template.
+
+    ``native``: the template renders tools itself (Hugging Face conventions: assistant
+    ``tool_calls`` with parsed arguments, ``tool`` messages). Otherwise earlier calls
+    become their <tool_call> text, results become <tool_response> user turns, and the
+    tool prompt joins the system message.
+    """
     known_ids: set[str] = set()
     out: list[dict[str, Any]] = []
     for i, m in enumerate(req.messages):
         if isinstance(m, AssistantMessage):
-            parts = [m.text()] if m.content is not None and m.text() else []
+            text = m.text() if m.content is not None else ""
             calls = []
             for call in m.tool_calls or []:
                 if not isinstance(call, FunctionToolCall):
                     raise NotYetSupported(f"messages[{i}].tool_calls")
                 known_ids.add(call.id)
-                calls.append((call.function.name, call.function.arguments))
+                calls.append((call.id, call.function.name, call.function.arguments))
             if m.function_call is not None:
-                calls.append((m.function_call.name, m.function_call.arguments))
-            parts += [_call_text(name, args) for name, args in calls]
-            out.append({"role": "assistant", "content": "\n".join(parts)})
+                calls.append(("", m.function_call.name, m.function_call.arguments))
+            if native and calls:
+                native_calls = [
+                    {
+                        "id": cid,
+                        "type": "function",
+                        "function": {"name": name, "arguments": _arguments(args)},
+                    }
+                    for cid, name, args in calls
+                ]
+                out.append({"role": "assistant", "content": text, "tool_calls": native_calls})
+            else:
+                parts = ([text] if text else []) + [_call_text(n, a) for _, n, a in calls]
+                out.append({"role": "assistant", "content": "\n".join(parts)})
         elif isinstance(m, ToolMessage):
             if m.tool_call_id not in known_ids:
                 raise InvalidRequest(
@@ -226,15 +258,21 @@ def render_messages(req: ChatCompletionRequest, plan: ToolPlan | None) -> list[d
                     " 'tool_calls' of previous message.",
                     param=f"messages[{i}].tool_call_id",
                 )
-            out.append({"role": "user", "content": _response_text(m.text())})
+            if native:
+                out.append({"role": "tool", "content": m.text(), "tool_call_id": m.tool_call_id})
+            else:
+                out.append({"role": "user", "content": _response_text(m.text())})
         elif isinstance(m, FunctionMessage):
-            out.append({"role": "user", "content": _response_text(m.content or "", m.name)})
+            if native:
+                out.append({"role": "tool", "content": m.content or "", "name": m.name})
+            else:
+                out.append({"role": "user", "content": _response_text(m.content or "", m.name)})
         else:
             entry: dict[str, Any] = {"role": m.role, "content": m.text()}
             if getattr(m, "name", None):
                 entry["name"] = m.name  # type: ignore[union-attr]
             out.append(entry)
-    if plan is not None and plan.may_call:
+    if plan is not None and plan.may_call and not native:
         prompt = system_prompt(plan)
         if out and out[0]["role"] in ("system", "developer"):
             out[0] = {**out[0], "content": f"{out[0]['content']}\n\n{prompt}"}
@@ -243,12 +281,16 @@ def render_messages(req: ChatCompletionRequest, plan: ToolPlan | None) -> list[d
     return out
 
 
-def _call_text(name: str, arguments: str) -> str:
+def _arguments(arguments: str) -> Any:
+    """A call's arguments as JSON when they are (they should be), else the raw string."""
     try:
-        args: Any = json.loads(arguments)
+        return json.loads(arguments)
     except ValueError:
-        args = arguments
-    body = json.dumps({"name": name, "arguments": args}, ensure_ascii=False)
+        return arguments
+
+
+def _call_text(name: str, arguments: str) -> str:
+    body = json.dumps({"name": name, "arguments": _arguments(arguments)}, ensure_ascii=False)
     return f"{OPEN}{body}{CLOSE}"
 
 
