@@ -163,27 +163,52 @@ def grammar(plan: ToolPlan) -> str | None:
     if plan.mode == "none":
         return None
     functions = [f for f in plan.functions if plan.forced in (None, f.name)]
-    payload = {
-        "anyOf": [
-            {
-                "type": "object",
-                "properties": {"name": {"const": f.name}, "arguments": f.parameters},
-                "required": ["name", "arguments"],
-                "additionalProperties": False,
-            }
-            for f in functions
-        ],
-        "x-guidance": {"whitespace_flexible": False},
-    }
     calls = "call" if not plan.parallel else 'call ("\\n" call)*'
     rules = [
         f"calls: {calls}",
         f"call: {json.dumps(OPEN)} payload {json.dumps(CLOSE)}",
-        f"payload: %json {json.dumps(payload)}",
+        "payload: " + " | ".join(f"fn{i}" for i in range(len(functions))),
+        *(f"fn{i}: %json {json.dumps(_call_schema(f))}" for i, f in enumerate(functions)),
     ]
     if plan.mode == "auto":
         return "\n".join(["start: calls | text", f"text: /{_not_a_call_regex()}/", *rules])
     return "\n".join(["start: calls", *rules])
+
+
+_ARGS = "chatd_arguments"
+
+
+def _call_schema(f: Function) -> dict[str, Any]:
+    """``{"name": f, "arguments": <f's parameters>}``. The parameters move under
+    ``$defs`` (with their own ``$defs``/``definitions`` lifted to the root), and their
+    ``$ref``s are rewritten, so references inside them keep pointing where they did."""
+    params = dict(f.parameters)
+    defs = {k: _rehome(v) for k, v in params.pop("$defs", {}).items()}
+    definitions = {k: _rehome(v) for k, v in params.pop("definitions", {}).items()}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"name": {"const": f.name}, "arguments": {"$ref": f"#/$defs/{_ARGS}"}},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+        "$defs": {**defs, _ARGS: _rehome(params)},
+        "x-guidance": {"whitespace_flexible": False},
+    }
+    if definitions:
+        schema["definitions"] = definitions
+    return schema
+
+
+def _rehome(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_rehome(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _rehome(v) for k, v in node.items()}
+    ref = out.get("$ref")
+    lifted = ("#/$defs/", "#/definitions/")
+    if isinstance(ref, str) and ref.startswith("#") and not ref.startswith(lifted):
+        out["$ref"] = f"#/$defs/{_ARGS}{ref[1:]}"
+    return out
 
 
 def _not_a_call_regex() -> str:
