@@ -315,7 +315,9 @@ def _arguments(arguments: str) -> Any:
 
 
 def _call_text(name: str, arguments: str) -> str:
-    body = json.dumps({"name": name, "arguments": _arguments(arguments)}, ensure_ascii=False)
+    # Compact, as the grammar makes the model write its own calls.
+    call = {"name": name, "arguments": _arguments(arguments)}
+    body = json.dumps(call, ensure_ascii=False, separators=(",", ":"))
     return f"{OPEN}{body}{CLOSE}"
 
 
