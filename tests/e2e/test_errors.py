@@ -544,13 +544,6 @@ CAPABILITY_CASES: list[Any] = [
         id="verbosity",
     ),
     pytest.param(
-        body(store=True),
-        "store",
-        "unsupported_parameter",
-        ("Unsupported parameter: 'store'", NOT_YET),
-        id="store",
-    ),
-    pytest.param(
         body(prediction={"type": "content", "content": "hello"}),
         "prediction",
         "unsupported_parameter",

@@ -15,23 +15,31 @@ from chatd.api.auth import KeyChecker
 from chatd.api.errors import install_error_handlers
 from chatd.api.sse import event_stream
 from chatd.protocol.chat_request import parse_chat_request
+from chatd.protocol.stored import parse_list_query, parse_update
 from chatd.service.chat import ChatService
 from chatd.service.models import ModelRegistry
+from chatd.service.stored import StoredCompletions
+from chatd.store.completions import CompletionStore
+from chatd.store.db import Database
 
 T = TypeVar("T")
 
 
-def create_app(models: ModelRegistry, api_keys: list[str]) -> FastAPI:
-    service = ChatService(models)
+def create_app(models: ModelRegistry, api_keys: list[str], db: Database) -> FastAPI:
+    store = CompletionStore(db)
+    service = ChatService(models, store)
+    stored = StoredCompletions(store)
     auth = KeyChecker(api_keys)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+        await db.upgrade()
         models.start()
         try:
             yield
         finally:
             models.stop()
+            await db.close()
 
     app = FastAPI(title="chatd", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
@@ -50,10 +58,10 @@ def create_app(models: ModelRegistry, api_keys: list[str]) -> FastAPI:
     async def get_model(model_id: str) -> dict[str, Any]:
         return models.get(model_id).card()
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
-    async def create_chat_completion(request: Request) -> Response:
+    @app.post("/v1/chat/completions")
+    async def create_chat_completion(request: Request, owner: str = Depends(auth)) -> Response:
         req = parse_chat_request(await request.body())
-        completion = await service.start(req)
+        completion = await service.start(req, owner)
         if req.is_streaming():
             return StreamingResponse(
                 event_stream(completion.chunks()),
@@ -69,6 +77,33 @@ def create_app(models: ModelRegistry, api_keys: list[str]) -> FastAPI:
         return Response(
             json.dumps(body, ensure_ascii=False, separators=(",", ":")),
             media_type="application/json",
+        )
+
+    # --- stored completions -------------------------------------------------------------
+    @app.get("/v1/chat/completions")
+    async def list_completions(request: Request, owner: str = Depends(auth)) -> dict[str, Any]:
+        return await stored.list(owner, parse_list_query(request.query_params, filters=True))
+
+    @app.get("/v1/chat/completions/{cid}")
+    async def get_completion(cid: str, owner: str = Depends(auth)) -> dict[str, Any]:
+        return await stored.get(owner, cid)
+
+    @app.post("/v1/chat/completions/{cid}")
+    async def update_completion(
+        cid: str, request: Request, owner: str = Depends(auth)
+    ) -> dict[str, Any]:
+        return await stored.update(owner, cid, parse_update(await request.body()))
+
+    @app.delete("/v1/chat/completions/{cid}")
+    async def delete_completion(cid: str, owner: str = Depends(auth)) -> dict[str, Any]:
+        return await stored.delete(owner, cid)
+
+    @app.get("/v1/chat/completions/{cid}/messages")
+    async def list_messages(
+        cid: str, request: Request, owner: str = Depends(auth)
+    ) -> dict[str, Any]:
+        return await stored.messages(
+            owner, cid, parse_list_query(request.query_params, filters=False)
         )
 
     return app

@@ -1,4 +1,7 @@
-"""Bearer API keys. Keys are kept only as SHA-256 digests and compared in constant time."""
+"""Bearer API keys. Keys are kept only as SHA-256 digests and compared in constant time.
+
+The check returns the caller's owner id, which scopes stored completions: a key's
+digest prefix (never the key), or "anonymous" on an open server."""
 
 from __future__ import annotations
 
@@ -18,13 +21,17 @@ class KeyChecker:
     def __init__(self, keys: list[str]) -> None:
         self._digests = [digest(k) for k in keys if k]
 
+    @staticmethod
+    def owner_of(d: bytes) -> str:
+        return "key_" + d.hex()[:24]
+
     @property
     def open(self) -> bool:
         return not self._digests
 
-    def __call__(self, request: Request) -> None:
+    def __call__(self, request: Request) -> str:
         if self.open:
-            return
+            return "anonymous"
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         key = key.strip()
@@ -38,6 +45,7 @@ class KeyChecker:
             raise AuthenticationError(
                 f"Incorrect API key provided: {_redact(key)}.", code="invalid_api_key"
             )
+        return self.owner_of(d)
 
 
 def _redact(key: str) -> str:

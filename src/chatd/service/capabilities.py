@@ -33,8 +33,6 @@ def check_local_support(req: ChatCompletionRequest, model_id: str, n_vocab: int)
             raise Unsupported(name, f"is only supported by reasoning models; `{model_id}` is not.")
     if "prediction" in given:
         raise NotYetSupported("prediction")
-    if req.store is True:
-        raise NotYetSupported("store")
     for token in req.logit_bias_map():
         if token >= n_vocab:
             raise InvalidRequest(

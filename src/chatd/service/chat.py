@@ -32,16 +32,19 @@ from chatd.service.models import LocalModel, ModelRegistry
 from chatd.service.structured import SCHEMA_PARAM, json_schema_for
 from chatd.service.tools import ToolPlan, plan_tools, render_messages, template_tools
 from chatd.service.tools import grammar as tool_grammar
+from chatd.store.completions import CompletionStore
 
 log = logging.getLogger("chatd.service")
 
 
 class ChatService:
-    def __init__(self, models: ModelRegistry) -> None:
+    def __init__(self, models: ModelRegistry, store: CompletionStore | None = None) -> None:
         self.models = models
+        self.store = store
 
-    async def start(self, req: ChatCompletionRequest) -> ChatCompletion:
-        """Validate against the model and submit; raises APIError for any refusal."""
+    async def start(self, req: ChatCompletionRequest, owner: str) -> ChatCompletion:
+        """Validate against the model and submit; raises APIError for any refusal.
+        ``owner`` (the caller's key) owns the stored completion if ``store`` is set."""
         model = self.models.get(req.model)
         engine = model.engine
         check_local_support(req, model.id, engine.n_vocab)
@@ -63,7 +66,8 @@ class ChatService:
             system_fingerprint=engine.fingerprint,
             service_tier=_service_tier(req.service_tier),
         )
-        return ChatCompletion(req, model, generation, envelope, len(prompt), plan)
+        saver = _Saver(self.store, owner, req) if req.store is True else None
+        return ChatCompletion(req, model, generation, envelope, len(prompt), plan, saver)
 
 
 class ChatCompletion:
@@ -77,6 +81,7 @@ class ChatCompletion:
         envelope: Envelope,
         prompt_tokens: int,
         plan: ToolPlan | None = None,
+        saver: _Saver | None = None,
     ) -> None:
         self.req = req
         self.model = model
@@ -85,6 +90,7 @@ class ChatCompletion:
         self.prompt_tokens = prompt_tokens
         self.n = req.effective_n()
         self.choices = [Choice(i, plan, req.wants_logprobs()) for i in range(self.n)]
+        self.saver = saver
 
     def cancel(self) -> None:
         self.generation.cancel()
@@ -100,10 +106,17 @@ class ChatCompletion:
     def _usage(self) -> Usage:
         return Usage(self.prompt_tokens, sum(c.tokens for c in self.choices))
 
+    def _completion(self) -> dict[str, Any]:
+        return self.envelope.completion([c.message() for c in self.choices], self._usage())
+
     async def result(self) -> dict[str, Any]:
+        """The whole completion; stored (committed) before it is returned if asked."""
         async for choice, d in self._deltas():
             choice.on_delta(d)
-        return self.envelope.completion([c.message() for c in self.choices], self._usage())
+        body = self._completion()
+        if self.saver is not None:
+            await self.saver.save(body)
+        return body
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         """Chunks in OpenAI's order: per choice a role delta first, content (or tool
@@ -124,6 +137,33 @@ class ChatCompletion:
                 yield chunk(out)
         if include_usage:
             yield env.chunk([], usage=self._usage(), include_usage=True, obfuscate=obfuscate)
+        if self.saver is not None:  # committed before the caller writes [DONE]
+            await self.saver.save(self._completion())
+
+
+class _Saver:
+    """Persists one completion for its owner; a failure is an error, never swallowed."""
+
+    def __init__(self, store: CompletionStore | None, owner: str, req: ChatCompletionRequest):
+        if store is None:
+            raise NotYetSupported("store (this server has no database)")
+        self.store = store
+        self.owner = owner
+        self.req = req
+
+    async def save(self, body: dict[str, Any]) -> None:
+        req = self.req
+        request = req.model_dump(
+            mode="json", by_alias=True, exclude={"messages"}, exclude_none=True
+        )
+        messages = [
+            m.model_dump(mode="json", by_alias=True, exclude_none=True) for m in req.messages
+        ]
+        try:
+            await self.store.save(self.owner, body, request, messages, dict(req.metadata or {}))
+        except Exception as e:
+            log.exception("storing completion %s failed", body.get("id"))
+            raise ServerError(f"The completion could not be stored: {type(e).__name__}.") from None
 
 
 def _render(engine: Engine, req: ChatCompletionRequest, plan: ToolPlan | None) -> list[int]:

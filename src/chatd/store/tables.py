@@ -1,0 +1,57 @@
+"""The database schema (SQLAlchemy Core). Migrations in ``migrations/`` must match it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+metadata_obj = MetaData()
+
+completions = Table(
+    "stored_completions",
+    metadata_obj,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),  # ordering: time, then id
+    Column("body", JSON, nullable=False),  # the chat.completion as returned
+    Column("request", JSON, nullable=False),  # the request's parameters (no messages)
+    Column("metadata", JSON, nullable=False),
+    Index("ix_completions_owner_order", "owner", "created_ns", "id"),
+)
+
+completion_tags = Table(
+    "stored_completion_metadata",
+    metadata_obj,
+    Column(
+        "completion_id",
+        String(64),
+        ForeignKey("stored_completions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("key", String(64), primary_key=True),
+    Column("value", String(512), nullable=False),
+    Index("ix_metadata_key_value", "key", "value"),
+)
+
+messages = Table(
+    "stored_messages",
+    metadata_obj,
+    Column(
+        "completion_id",
+        String(64),
+        ForeignKey("stored_completions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("position", Integer, primary_key=True),
+    Column("message", JSON, nullable=False),
+)
