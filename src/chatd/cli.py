@@ -1,4 +1,5 @@
-"""``chatd serve``: the server's command line."""
+"""The command line: ``chatd serve``, and the database commands (``db``, ``keys``,
+``usage``, in admin.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 from chatd import __version__
+from chatd.admin import add_commands, add_database_options
+from chatd.admin import run as run_admin
 from chatd.config import Settings, env_api_keys
 
 log = logging.getLogger("chatd")
@@ -54,61 +57,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     s.add_argument("--log-level", default="info")
-    for cmd in (s, _db_parser(sub)):
-        cmd.add_argument(
-            "--data-dir",
-            type=Path,
-            default=None,
-            help="where the embedded SQLite database lives (default: $XDG_DATA_HOME/chatd)",
-        )
-        cmd.add_argument(
-            "--database-url",
-            default=None,
-            help="e.g. postgresql+asyncpg://user@host/db (default: SQLite)",
-        )
+    add_database_options(s)
+    add_commands(sub)
     return p
-
-
-def _db_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    db = sub.add_parser("db", help="database maintenance")
-    db.add_argument("action", choices=["upgrade"], help="apply pending migrations")
-    return db
-
-
-def _db_settings(args: argparse.Namespace) -> Settings:
-    settings = Settings(database_url=args.database_url)
-    if args.data_dir is not None:
-        settings.data_dir = args.data_dir
-    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=getattr(args, "log_level", "warning").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "serve":
         return serve(args)
-    if args.command == "db":
-        return db_upgrade(args)
-    return 2
-
-
-def db_upgrade(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from chatd.store.db import Database
-
-    async def run() -> None:
-        db = Database(_db_settings(args).resolved_database_url())
-        try:
-            await db.upgrade()
-        finally:
-            await db.close()
-
-    asyncio.run(run())
-    print("database is up to date")
-    return 0
+    return run_admin(args)
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -6,30 +6,41 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from chatd.api.auth import KeyChecker
+from chatd.api.auth import Caller, KeyChecker
 from chatd.api.errors import install_error_handlers
 from chatd.api.sse import event_stream
 from chatd.protocol.chat_request import parse_chat_request
+from chatd.protocol.errors import ModelNotFound
 from chatd.protocol.stored import parse_list_query, parse_update
 from chatd.service.chat import ChatService
 from chatd.service.models import ModelRegistry
 from chatd.service.stored import StoredCompletions
 from chatd.store.completions import CompletionStore
 from chatd.store.db import Database
+from chatd.store.keys import KeyStore
+from chatd.store.usage import UsageStore
 
 T = TypeVar("T")
 
 
+async def _caller(request: Request) -> Caller:
+    checker: KeyChecker = request.app.state.auth
+    return await checker(request)
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+
+
 def create_app(models: ModelRegistry, api_keys: list[str], db: Database) -> FastAPI:
     store = CompletionStore(db)
-    service = ChatService(models, store)
+    service = ChatService(models, store, UsageStore(db))
     stored = StoredCompletions(store)
-    auth = KeyChecker(api_keys)
+    auth = KeyChecker(api_keys, KeyStore(db))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
@@ -43,25 +54,30 @@ def create_app(models: ModelRegistry, api_keys: list[str], db: Database) -> Fast
 
     app = FastAPI(title="chatd", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    app.state.auth = auth
     app.state.models = models
-    app.state.auth_open = auth.open
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "models": models.stats()}
 
-    @app.get("/v1/models", dependencies=[Depends(auth)])
-    async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [m.card() for m in models.all()]}
+    @app.get("/v1/models")
+    async def list_models(caller: CallerDep) -> dict[str, Any]:
+        cards = [m.card() for m in models.all() if caller.may_use(m.id)]
+        return {"object": "list", "data": cards}
 
-    @app.get("/v1/models/{model_id:path}", dependencies=[Depends(auth)])
-    async def get_model(model_id: str) -> dict[str, Any]:
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str, caller: CallerDep) -> dict[str, Any]:
+        if not caller.may_use(model_id):
+            raise ModelNotFound(model_id)
         return models.get(model_id).card()
 
     @app.post("/v1/chat/completions")
-    async def create_chat_completion(request: Request, owner: str = Depends(auth)) -> Response:
+    async def create_chat_completion(request: Request, caller: CallerDep) -> Response:
         req = parse_chat_request(await request.body())
-        completion = await service.start(req, owner)
+        if not caller.may_use(req.model):
+            raise ModelNotFound(req.model)
+        completion = await service.start(req, caller.owner)
         if req.is_streaming():
             return StreamingResponse(
                 event_stream(completion.chunks()),
@@ -81,29 +97,25 @@ def create_app(models: ModelRegistry, api_keys: list[str], db: Database) -> Fast
 
     # --- stored completions -------------------------------------------------------------
     @app.get("/v1/chat/completions")
-    async def list_completions(request: Request, owner: str = Depends(auth)) -> dict[str, Any]:
-        return await stored.list(owner, parse_list_query(request.query_params, filters=True))
+    async def list_completions(request: Request, caller: CallerDep) -> dict[str, Any]:
+        return await stored.list(caller.owner, parse_list_query(request.query_params, filters=True))
 
     @app.get("/v1/chat/completions/{cid}")
-    async def get_completion(cid: str, owner: str = Depends(auth)) -> dict[str, Any]:
-        return await stored.get(owner, cid)
+    async def get_completion(cid: str, caller: CallerDep) -> dict[str, Any]:
+        return await stored.get(caller.owner, cid)
 
     @app.post("/v1/chat/completions/{cid}")
-    async def update_completion(
-        cid: str, request: Request, owner: str = Depends(auth)
-    ) -> dict[str, Any]:
-        return await stored.update(owner, cid, parse_update(await request.body()))
+    async def update_completion(cid: str, request: Request, caller: CallerDep) -> dict[str, Any]:
+        return await stored.update(caller.owner, cid, parse_update(await request.body()))
 
     @app.delete("/v1/chat/completions/{cid}")
-    async def delete_completion(cid: str, owner: str = Depends(auth)) -> dict[str, Any]:
-        return await stored.delete(owner, cid)
+    async def delete_completion(cid: str, caller: CallerDep) -> dict[str, Any]:
+        return await stored.delete(caller.owner, cid)
 
     @app.get("/v1/chat/completions/{cid}/messages")
-    async def list_messages(
-        cid: str, request: Request, owner: str = Depends(auth)
-    ) -> dict[str, Any]:
+    async def list_messages(cid: str, request: Request, caller: CallerDep) -> dict[str, Any]:
         return await stored.messages(
-            owner, cid, parse_list_query(request.query_params, filters=False)
+            caller.owner, cid, parse_list_query(request.query_params, filters=False)
         )
 
     return app

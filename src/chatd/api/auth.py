@@ -1,51 +1,90 @@
-"""Bearer API keys. Keys are kept only as SHA-256 digests and compared in constant time.
+"""Bearer API keys: static ones from the command line (kept as SHA-256 digests, compared
+in constant time) and the database's keys (``chatd keys``), which can be limited to some
+models, expire, or be revoked.
 
-The check returns the caller's owner id, which scopes stored completions: a key's
-digest prefix (never the key), or "anonymous" on an open server."""
+The check returns the ``Caller``: its owner id scopes stored completions and usage (a
+database key's id, a static key's digest prefix, never the key), and the models it may
+use. A server with no key at all is open: every caller is "anonymous"."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from dataclasses import dataclass
 
 from fastapi import Request
 
 from chatd.protocol.errors import AuthenticationError
+from chatd.store.keys import KeyStore
 
 
 def digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-class KeyChecker:
-    def __init__(self, keys: list[str]) -> None:
-        self._digests = [digest(k) for k in keys if k]
+@dataclass(frozen=True)
+class Caller:
+    owner: str
+    models: frozenset[str] | None = None  # None: every model
 
-    @staticmethod
-    def owner_of(d: bytes) -> str:
-        return "key_" + d.hex()[:24]
+    def may_use(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+
+_MISSING = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization"
+    " header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+
+
+class KeyChecker:
+    def __init__(self, keys: list[str], store: KeyStore | None = None) -> None:
+        self._digests = [digest(k) for k in keys if k]
+        self._store = store
+        self._db_keys_seen_at = 0.0
+        self._db_has_keys = False
 
     @property
-    def open(self) -> bool:
+    def static_only_open(self) -> bool:
         return not self._digests
 
-    def __call__(self, request: Request) -> str:
-        if self.open:
-            return "anonymous"
+    async def _open(self) -> bool:
+        """Open only while no key exists anywhere (database keys checked every 2 s)."""
+        if self._digests:
+            return False
+        if self._store is None:
+            return True
+        now = time.monotonic()
+        if not self._db_has_keys and now - self._db_keys_seen_at > 2.0:
+            self._db_has_keys = await self._store.any()
+            self._db_keys_seen_at = now
+        return not self._db_has_keys
+
+    async def __call__(self, request: Request) -> Caller:
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
-            raise AuthenticationError(
-                "You didn't provide an API key. You need to provide your API key in an"
-                " Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-            )
+            if await self._open():
+                return Caller("anonymous")
+            raise AuthenticationError(_MISSING)
         d = digest(key)
-        if not any(hmac.compare_digest(d, known) for known in self._digests):
+        if any(hmac.compare_digest(d, known) for known in self._digests):
+            return Caller("key_" + d.hex()[:24])
+        record = await self._store.find(key) if self._store is not None else None
+        if record is None:
+            if await self._open():
+                return Caller("anonymous")
             raise AuthenticationError(
                 f"Incorrect API key provided: {_redact(key)}.", code="invalid_api_key"
             )
-        return self.owner_of(d)
+        state = record.state()
+        if state != "active":
+            raise AuthenticationError(
+                f"The API key {record.id} has been {state}.", code="invalid_api_key"
+            )
+        return Caller(record.id, frozenset(record.models) if record.models else None)
 
 
 def _redact(key: str) -> str:

@@ -33,14 +33,21 @@ from chatd.service.structured import SCHEMA_PARAM, json_schema_for
 from chatd.service.tools import ToolPlan, plan_tools, render_messages, template_tools
 from chatd.service.tools import grammar as tool_grammar
 from chatd.store.completions import CompletionStore
+from chatd.store.usage import UsageStore
 
 log = logging.getLogger("chatd.service")
 
 
 class ChatService:
-    def __init__(self, models: ModelRegistry, store: CompletionStore | None = None) -> None:
+    def __init__(
+        self,
+        models: ModelRegistry,
+        store: CompletionStore | None = None,
+        usage: UsageStore | None = None,
+    ) -> None:
         self.models = models
         self.store = store
+        self.usage = usage
 
     async def start(self, req: ChatCompletionRequest, owner: str) -> ChatCompletion:
         """Validate against the model and submit; raises APIError for any refusal.
@@ -67,7 +74,10 @@ class ChatService:
             service_tier=_service_tier(req.service_tier),
         )
         saver = _Saver(self.store, owner, req) if req.store is True else None
-        return ChatCompletion(req, model, generation, envelope, len(prompt), plan, saver)
+        completion = ChatCompletion(req, model, generation, envelope, len(prompt), plan, saver)
+        if self.usage is not None:
+            completion.accountant = _Accountant(self.usage, owner, model.id)
+        return completion
 
 
 class ChatCompletion:
@@ -91,6 +101,7 @@ class ChatCompletion:
         self.n = req.effective_n()
         self.choices = [Choice(i, plan, req.wants_logprobs()) for i in range(self.n)]
         self.saver = saver
+        self.accountant: _Accountant | None = None
 
     def cancel(self) -> None:
         self.generation.cancel()
@@ -111,12 +122,21 @@ class ChatCompletion:
 
     async def result(self) -> dict[str, Any]:
         """The whole completion; stored (committed) before it is returned if asked."""
-        async for choice, d in self._deltas():
-            choice.on_delta(d)
+        try:
+            async for choice, d in self._deltas():
+                choice.on_delta(d)
+        finally:
+            self._account()
         body = self._completion()
         if self.saver is not None:
             await self.saver.save(body)
         return body
+
+    def _account(self) -> None:
+        """Usage is counted for every request, finished, failed or abandoned."""
+        if self.accountant is not None:
+            self.accountant.record(self._usage())
+            self.accountant = None
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         """Chunks in OpenAI's order: per choice a role delta first, content (or tool
@@ -132,13 +152,40 @@ class ChatCompletion:
         for c in self.choices:
             for opening in c.open_early():
                 yield chunk(opening)
-        async for choice, d in self._deltas():
-            for out in choice.on_delta(d):
-                yield chunk(out)
+        try:
+            async for choice, d in self._deltas():
+                for out in choice.on_delta(d):
+                    yield chunk(out)
+        finally:
+            self._account()
         if include_usage:
             yield env.chunk([], usage=self._usage(), include_usage=True, obfuscate=obfuscate)
         if self.saver is not None:  # committed before the caller writes [DONE]
             await self.saver.save(self._completion())
+
+
+class _Accountant:
+    """Records one request's usage in the background (the answer does not wait on it)."""
+
+    _pending: set[asyncio.Task[None]] = set()
+
+    def __init__(self, store: UsageStore, owner: str, model: str) -> None:
+        self.store = store
+        self.owner = owner
+        self.model = model
+
+    def record(self, usage: Usage) -> None:
+        task = asyncio.get_running_loop().create_task(self._write(usage))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _write(self, usage: Usage) -> None:
+        try:
+            await self.store.record(
+                self.owner, self.model, usage.prompt_tokens, usage.completion_tokens
+            )
+        except Exception:
+            log.exception("usage accounting failed for %s / %s", self.owner, self.model)
 
 
 class _Saver:

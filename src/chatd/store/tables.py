@@ -55,3 +55,26 @@ messages = Table(
     Column("position", Integer, primary_key=True),
     Column("message", JSON, nullable=False),
 )
+
+api_keys = Table(
+    "api_keys",
+    metadata_obj,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),  # sha256 hex of the key
+    Column("models", JSON, nullable=True),  # None: every model
+    Column("created_at", BigInteger, nullable=False),  # unix seconds
+    Column("expires_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+usage = Table(
+    "usage",
+    metadata_obj,
+    Column("owner", String(64), primary_key=True),
+    Column("model", String(256), primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    Column("requests", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+)

@@ -1,0 +1,128 @@
+"""The database commands of the CLI: migrations, API keys, usage reports."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from chatd.config import Settings
+from chatd.store.db import Database
+from chatd.store.keys import KeyStore
+from chatd.store.usage import UsageStore
+
+
+def add_database_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the embedded SQLite database lives (default: $XDG_DATA_HOME/chatd)",
+    )
+    cmd.add_argument(
+        "--database-url",
+        default=None,
+        help="e.g. postgresql+asyncpg://user@host/db (default: SQLite in the data dir)",
+    )
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    db = sub.add_parser("db", help="database maintenance")
+    db.add_argument("action", choices=["upgrade"], help="apply pending migrations")
+    add_database_options(db)
+
+    keys = sub.add_parser("keys", help="API keys kept in the database")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    create = ksub.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--models", help="comma-separated model ids this key may use")
+    create.add_argument("--expires", type=_date, help="expiry date, YYYY-MM-DD (UTC)")
+    ksub.add_parser("list", help="list keys (never the keys themselves)")
+    revoke = ksub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id")
+    for cmd in (create, *[ksub.choices[n] for n in ("list", "revoke")]):
+        add_database_options(cmd)
+
+    usage = sub.add_parser("usage", help="tokens per key, model and day")
+    usage.add_argument("--key", help="only this key id (owner)")
+    usage.add_argument("--since", type=_date, help="from this day, YYYY-MM-DD")
+    add_database_options(usage)
+
+
+def run(args: argparse.Namespace) -> int:
+    commands: dict[str, Callable[[Database, argparse.Namespace], Awaitable[int]]] = {
+        "db": _db,
+        "keys": _keys,
+        "usage": _usage,
+    }
+    return asyncio.run(_with_db(args, commands[args.command]))
+
+
+async def _with_db(
+    args: argparse.Namespace, command: Callable[[Database, argparse.Namespace], Awaitable[int]]
+) -> int:
+    settings = Settings(database_url=args.database_url)
+    if args.data_dir is not None:
+        settings.data_dir = args.data_dir
+    db = Database(settings.resolved_database_url())
+    try:
+        await db.upgrade()
+        return await command(db, args)
+    finally:
+        await db.close()
+
+
+async def _db(_: Database, __: argparse.Namespace) -> int:
+    print("database is up to date")
+    return 0
+
+
+async def _keys(db: Database, args: argparse.Namespace) -> int:
+    store = KeyStore(db)
+    if args.keys_command == "create":
+        models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+        expires = int(args.expires.timestamp()) if args.expires else None
+        record, key = await store.create(args.name, models, expires)
+        print(f"id:      {record.id}")
+        print(f"key:     {key}")
+        print("(the key is shown only now; chatd keeps only its SHA-256 digest)")
+        return 0
+    if args.keys_command == "list":
+        print(f"{'id':<21} {'state':<8} {'expires':<10} {'models':<30} name")
+        for r in await store.all():
+            expires = _day(r.expires_at) if r.expires_at else "-"
+            models = ",".join(r.models) if r.models else "*"
+            print(f"{r.id:<21} {r.state():<8} {expires:<10} {models:<30} {r.name}")
+        return 0
+    if not await store.revoke(args.id):
+        print(f"no active key with id {args.id}")
+        return 1
+    print(f"revoked {args.id}")
+    return 0
+
+
+async def _usage(db: Database, args: argparse.Namespace) -> int:
+    since = args.since.date().isoformat() if args.since else None
+    rows = await UsageStore(db).rows(owner=args.key, since=since)
+    print(
+        f"{'day':<10} {'key':<26} {'model':<24} {'requests':>8} {'prompt':>10} {'completion':>10}"
+    )
+    for r in rows:
+        print(
+            f"{r.day:<10} {r.owner:<26} {r.model:<24} {r.requests:>8} {r.prompt_tokens:>10}"
+            f" {r.completion_tokens:>10}"
+        )
+    return 0
+
+
+def _date(text: str) -> dt.datetime:
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text}") from None
+
+
+def _day(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).date().isoformat()
