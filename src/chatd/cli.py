@@ -124,7 +124,10 @@ def serve(args: argparse.Namespace) -> int:
         engine.context_window,
     )
     if not settings.api_keys:
-        log.warning("no API key configured: the server is open to anyone who can reach it")
+        log.warning(
+            "no --api-key configured: the server is open to anyone who can reach it"
+            " unless keys exist in the database (chatd keys create)"
+        )
     else:
         log.info("API keys required (%d configured)", len(settings.api_keys))
     from chatd.store.db import Database

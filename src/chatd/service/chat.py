@@ -59,6 +59,8 @@ class ChatService:
         grammar = await _grammar(engine, req, plan)
         prompt = _render(engine, req, plan)
         params = _sampling_params(req, len(prompt), engine.context_window, grammar)
+        saver = _Saver(self.store, owner, req) if req.store is True else None
+        # Nothing may refuse the request after this point: it is running.
         try:
             generation = engine.submit(prompt, params)
         except QueueFull:
@@ -73,7 +75,6 @@ class ChatService:
             system_fingerprint=engine.fingerprint,
             service_tier=_service_tier(req.service_tier),
         )
-        saver = _Saver(self.store, owner, req) if req.store is True else None
         completion = ChatCompletion(req, model, generation, envelope, len(prompt), plan, saver)
         if self.usage is not None:
             completion.accountant = _Accountant(self.usage, owner, model.id)

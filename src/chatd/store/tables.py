@@ -16,6 +16,17 @@ from sqlalchemy import (
 
 metadata_obj = MetaData()
 
+
+def _completion_key() -> Column:  # type: ignore[type-arg]
+    """The completion a row belongs to (part of the row's key); deleted with it."""
+    return Column(
+        "completion_id",
+        String(64),
+        ForeignKey("stored_completions.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+
+
 completions = Table(
     "stored_completions",
     metadata_obj,
@@ -32,12 +43,7 @@ completions = Table(
 completion_tags = Table(
     "stored_completion_metadata",
     metadata_obj,
-    Column(
-        "completion_id",
-        String(64),
-        ForeignKey("stored_completions.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    _completion_key(),
     Column("key", String(64), primary_key=True),
     Column("value", String(512), nullable=False),
     Index("ix_metadata_key_value", "key", "value"),
@@ -46,12 +52,7 @@ completion_tags = Table(
 messages = Table(
     "stored_messages",
     metadata_obj,
-    Column(
-        "completion_id",
-        String(64),
-        ForeignKey("stored_completions.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    _completion_key(),
     Column("position", Integer, primary_key=True),
     Column("message", JSON, nullable=False),
 )
