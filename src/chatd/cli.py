@@ -7,11 +7,19 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from chatd import __version__
 from chatd.admin import add_commands, add_database_options
 from chatd.admin import run as run_admin
-from chatd.config import Settings, env_api_keys
+from chatd.config import (
+    ConfigError,
+    FileConfig,
+    Settings,
+    embedded_model_path,
+    env_api_keys,
+    load_config,
+)
 
 log = logging.getLogger("chatd")
 
@@ -56,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
         help="queued requests beyond which new ones get 503 + Retry-After",
     )
     s.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    s.add_argument(
+        "--config",
+        type=Path,
+        help="a TOML file: local models, aliases, upstream channels (see chatd.example.toml)",
+    )
     s.add_argument("--log-level", default="info")
     add_database_options(s)
     add_commands(sub)
@@ -77,9 +90,6 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from chatd.api.app import create_app
-    from chatd.engine.engine import Engine, EngineConfig
-    from chatd.engine.model_runner import RunnerConfig
-    from chatd.engine.scheduler import SchedulerConfig
     from chatd.service.models import LocalModel, ModelRegistry
 
     settings = Settings(
@@ -98,31 +108,33 @@ def serve(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         settings.data_dir = args.data_dir
     try:
-        path, model_id = settings.resolved_model()
-        engine = Engine(
-            EngineConfig(
-                RunnerConfig(
-                    path,
-                    n_ctx=settings.n_ctx,
-                    # + the retired sequence, so n=max_sequences fits
-                    n_seq_max=settings.max_sequences + 1,
-                    n_threads=settings.threads,
-                ),
-                SchedulerConfig(
-                    max_waiting=settings.max_waiting, n_ctx_seq=settings.context_window
-                ),
+        file = load_config(args.config) if args.config else FileConfig([], [])
+        specs = [(m.path, m.id) for m in file.models]
+        if not specs:
+            specs = [settings.resolved_model()]
+        else:
+            specs = [(p or embedded_model_path(), i) for p, i in specs]
+        local = []
+        for path, model_id in specs:
+            engine = _engine(settings, Path(path))
+            local.append(LocalModel(model_id, engine))
+            log.info(
+                "model %s from %s (%s), context window %d tokens",
+                model_id,
+                path,
+                engine.fingerprint,
+                engine.context_window,
             )
-        )
+    except ConfigError as e:
+        print(f"chatd: invalid configuration: {e}", file=sys.stderr)
+        return 1
     except (FileNotFoundError, RuntimeError) as e:
         print(f"chatd: {e}", file=sys.stderr)
         return 1
-    log.info(
-        "model %s from %s (%s), context window %d tokens",
-        model_id,
-        path,
-        engine.fingerprint,
-        engine.context_window,
-    )
+    aliases = {a: m.id for m in file.models for a in m.aliases}
+    for c in file.channels:
+        log.info("channel %s -> %s serving %s", c.name, c.base_url, ", ".join(c.models))
+    registry = ModelRegistry(local, aliases, file.channels)
     if not settings.api_keys:
         log.warning(
             "no --api-key configured: the server is open to anyone who can reach it"
@@ -134,7 +146,7 @@ def serve(args: argparse.Namespace) -> int:
 
     db = Database(settings.resolved_database_url())
     log.info("database: %s", db.url.split("@")[-1] if "@" in db.url else db.url)
-    app = create_app(ModelRegistry([LocalModel(model_id, engine)]), settings.api_keys, db)
+    app = create_app(registry, settings.api_keys, db)
     uvicorn.run(
         app,
         host=settings.host,
@@ -143,6 +155,24 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,
     )
     return 0
+
+
+def _engine(settings: Settings, path: Path) -> Any:
+    from chatd.engine.engine import Engine, EngineConfig
+    from chatd.engine.model_runner import RunnerConfig
+    from chatd.engine.scheduler import SchedulerConfig
+
+    return Engine(
+        EngineConfig(
+            RunnerConfig(
+                path,
+                n_ctx=settings.n_ctx,
+                n_seq_max=settings.max_sequences + 1,  # + the retired sequence
+                n_threads=settings.threads,
+            ),
+            SchedulerConfig(max_waiting=settings.max_waiting, n_ctx_seq=settings.context_window),
+        )
+    )
 
 
 if __name__ == "__main__":

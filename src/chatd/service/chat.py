@@ -12,6 +12,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+
 from chatd.engine.engine import Engine, Generation
 from chatd.engine.grammar import Grammar, GrammarError
 from chatd.engine.params import Delta, SamplingParams
@@ -28,12 +30,13 @@ from chatd.protocol.errors import (
 from chatd.protocol.responses import Envelope, Usage
 from chatd.service.capabilities import check_local_support
 from chatd.service.choice import Choice
-from chatd.service.models import LocalModel, ModelRegistry
+from chatd.service.models import LocalModel, ModelRegistry, UpstreamModel
 from chatd.service.structured import SCHEMA_PARAM, json_schema_for
 from chatd.service.tools import ToolPlan, plan_tools, render_messages, template_tools
 from chatd.service.tools import grammar as tool_grammar
 from chatd.store.completions import CompletionStore
 from chatd.store.usage import UsageStore
+from chatd.upstream.relay import UpstreamCall
 
 log = logging.getLogger("chatd.service")
 
@@ -48,11 +51,16 @@ class ChatService:
         self.models = models
         self.store = store
         self.usage = usage
+        self._client: httpx.AsyncClient | None = None
 
-    async def start(self, req: ChatCompletionRequest, owner: str) -> ChatCompletion:
+    async def start(
+        self, req: ChatCompletionRequest, owner: str
+    ) -> ChatCompletion | RelayedCompletion:
         """Validate against the model and submit; raises APIError for any refusal.
         ``owner`` (the caller's key) owns the stored completion if ``store`` is set."""
         model = self.models.get(req.model)
+        if isinstance(model, UpstreamModel):
+            return self._start_upstream(req, model, owner)
         engine = model.engine
         check_local_support(req, model.id, engine.n_vocab)
         plan = plan_tools(req)
@@ -71,14 +79,144 @@ class ChatService:
         except EngineFailure as e:
             raise InvalidRequest(str(e), param="n") from None
         envelope = Envelope(
-            model=model.id,
+            model=req.model,  # the public id asked for (an alias stays the alias)
             system_fingerprint=engine.fingerprint,
             service_tier=_service_tier(req.service_tier),
         )
         completion = ChatCompletion(req, model, generation, envelope, len(prompt), plan, saver)
         if self.usage is not None:
-            completion.accountant = _Accountant(self.usage, owner, model.id)
+            completion.accountant = _Accountant(self.usage, owner, req.model)
         return completion
+
+    def _start_upstream(
+        self, req: ChatCompletionRequest, model: UpstreamModel, owner: str
+    ) -> RelayedCompletion:
+        """Fields pass through untouched: the upstream decides what it supports."""
+        body = dict(req.raw or req.model_dump(mode="json", by_alias=True, exclude_none=True))
+        call = UpstreamCall(model.id, model.channels, body, self._http())
+        saver = _Saver(self.store, owner, req) if req.store is True else None
+        accountant = _Accountant(self.usage, owner, req.model) if self.usage else None
+        return RelayedCompletion(call, saver, accountant)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+            )
+        return self._client
+
+
+class RelayedCompletion:
+    """An upstream's answer, relayed; stored and accounted like a local one."""
+
+    def __init__(
+        self, call: UpstreamCall, saver: _Saver | None, accountant: _Accountant | None
+    ) -> None:
+        self.call = call
+        self.saver = saver
+        self.accountant = accountant
+        self._stream: AsyncIterator[dict[str, Any]] | None = None
+        self._first: dict[str, Any] | None = None
+
+    def cancel(self) -> None:
+        """Closing the relay (the client left) closes the upstream stream."""
+
+    def _account(self) -> None:
+        u = self.call.usage or {}
+        if self.accountant is not None:
+            self.accountant.record(
+                Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
+            )
+            self.accountant = None
+
+    async def result(self) -> dict[str, Any]:
+        try:
+            body = await self.call.result()
+        finally:
+            self._account()
+        if self.saver is not None:
+            await self.saver.save(body)
+        return body
+
+    async def prime(self) -> None:
+        """Open the upstream stream up to its first chunk, so that a request no channel
+        can answer is refused with a real status code before any byte is sent."""
+        self._stream = self.call.chunks()
+        try:
+            self._first = await anext(self._stream)
+        except StopAsyncIteration:
+            self._first = None
+        except BaseException:
+            self._account()
+            raise
+
+    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+        assembled = _Assembler()
+        try:
+            if self._first is not None:
+                assembled.add(self._first)
+                yield self._first
+            async for chunk in self._stream:
+                assembled.add(chunk)
+                yield chunk
+        finally:
+            self._account()
+        if self.saver is not None:
+            await self.saver.save(assembled.completion(self.call.usage))
+
+
+class _Assembler:
+    """Rebuilds the whole completion from relayed chunks (for ``store``)."""
+
+    def __init__(self) -> None:
+        self.head: dict[str, Any] = {}
+        self.choices: dict[int, dict[str, Any]] = {}
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        if not self.head:
+            self.head = {k: chunk[k] for k in ("id", "created", "model") if k in chunk}
+            self.head["system_fingerprint"] = chunk.get("system_fingerprint")
+        for ch in chunk.get("choices", []):
+            c = self.choices.setdefault(
+                ch["index"],
+                {"index": ch["index"], "content": None, "finish_reason": None, "calls": {}},
+            )
+            delta = ch.get("delta") or {}
+            if delta.get("content") is not None:
+                c["content"] = (c["content"] or "") + delta["content"]
+            for tc in delta.get("tool_calls") or []:
+                call = c["calls"].setdefault(
+                    tc["index"],
+                    {"id": None, "type": "function", "function": {"name": None, "arguments": ""}},
+                )
+                call["id"] = tc.get("id") or call["id"]
+                fn = tc.get("function") or {}
+                call["function"]["name"] = fn.get("name") or call["function"]["name"]
+                call["function"]["arguments"] += fn.get("arguments") or ""
+            if ch.get("finish_reason"):
+                c["finish_reason"] = ch["finish_reason"]
+
+    def completion(self, usage: dict[str, Any] | None) -> dict[str, Any]:
+        choices = []
+        for i in sorted(self.choices):
+            c = self.choices[i]
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": c["content"],
+                "refusal": None,
+                "annotations": [],
+            }
+            if c["calls"]:
+                message["tool_calls"] = [c["calls"][k] for k in sorted(c["calls"])]
+            choices.append(
+                {
+                    "index": i,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": c["finish_reason"] or "stop",
+                }
+            )
+        return {**self.head, "object": "chat.completion", "choices": choices, "usage": usage or {}}
 
 
 class ChatCompletion:
@@ -106,6 +244,9 @@ class ChatCompletion:
 
     def cancel(self) -> None:
         self.generation.cancel()
+
+    async def prime(self) -> None:
+        """Nothing to open: the engine accepted the request already."""
 
     async def _deltas(self) -> AsyncIterator[tuple[Choice, Delta]]:
         try:

@@ -1,0 +1,62 @@
+"""Upstream channels: OpenAI-compatible servers that serve some public model ids, with
+their health. A channel that fails repeatedly cools down (skipped), then is probed
+again by real traffic once the cooldown has passed."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Channel:
+    name: str
+    base_url: str  # ends with /v1
+    models: dict[str, str]  # public id -> upstream id
+    api_key: str | None = None  # resolved from the environment, never from the file
+    priority: int = 0  # lower first
+    weight: float = 1.0
+    connect_timeout: float = 5.0
+    first_token_timeout: float = 60.0  # no first byte of the answer within: try the next
+    read_timeout: float = 300.0
+    failures_before_cooldown: int = 3
+    cooldown_seconds: float = 30.0
+    failures: int = field(default=0, init=False)
+    cooling_until: float = field(default=0.0, init=False)
+
+    def healthy(self, now: float | None = None) -> bool:
+        return (now or time.monotonic()) >= self.cooling_until
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.cooling_until = 0.0
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.failures >= self.failures_before_cooldown:
+            self.cooling_until = time.monotonic() + self.cooldown_seconds
+
+    def state(self) -> dict[str, object]:
+        now = time.monotonic()
+        return {
+            "name": self.name,
+            "healthy": self.healthy(now),
+            "failures": self.failures,
+            "cooling_seconds_left": max(0.0, round(self.cooling_until - now, 1)),
+        }
+
+
+def route(channels: list[Channel], rng: random.Random | None = None) -> list[Channel]:
+    """The order to try channels in: healthy ones only, lowest priority number first,
+    weighted random within a priority."""
+    rng = rng or random.Random()
+    healthy = [c for c in channels if c.healthy()]
+    order: list[Channel] = []
+    for priority in sorted({c.priority for c in healthy}):
+        group = [c for c in healthy if c.priority == priority]
+        while group:
+            pick = rng.choices(group, weights=[max(c.weight, 1e-9) for c in group])[0]
+            order.append(pick)
+            group.remove(pick)
+    return order
