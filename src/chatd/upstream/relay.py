@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -102,9 +103,13 @@ class UpstreamCall:
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         last = "no channel"
         for channel in self.order:
+            deadline = time.monotonic() + channel.first_token_timeout
             try:
-                response = await self.client.send(self._request(channel), stream=True)
-            except httpx.HTTPError as e:
+                response = await asyncio.wait_for(
+                    self.client.send(self._request(channel), stream=True),
+                    channel.first_token_timeout,
+                )
+            except (httpx.HTTPError, TimeoutError) as e:
                 channel.failed()
                 last = f"{channel.name}: {type(e).__name__}"
                 continue
@@ -120,7 +125,7 @@ class UpstreamCall:
                 raise _passed_back(response.status_code, data)
             events = _events(response)
             try:  # nothing sent yet: failures here move on to the next channel
-                first = await asyncio.wait_for(anext(events), channel.first_token_timeout)
+                first = await asyncio.wait_for(anext(events), deadline - time.monotonic())
             except (httpx.HTTPError, StopAsyncIteration, TimeoutError) as e:
                 await response.aclose()
                 channel.failed()

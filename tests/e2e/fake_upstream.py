@@ -1,0 +1,126 @@
+"""A misbehaving OpenAI-compatible upstream for the gateway tests. The requested model
+id picks the behaviour: ok, 500, 429, 400, hang (no first byte for 30 s), cut (two
+chunks, then the connection drops: no [DONE])."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+CALLS: dict[str, int] = {}
+
+
+def chunk(content: str | None, finish: str | None = None, usage: bool = False) -> bytes:
+    body = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": "upstream-model",
+        "system_fingerprint": "fp_fake",
+        "choices": []
+        if usage
+        else [
+            {
+                "index": 0,
+                "delta": {} if content is None else {"content": content},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        ],
+    }
+    if usage:
+        body["usage"] = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+async def completions(request: Request) -> Response:
+    body = await request.json()
+    mode = body["model"]
+    CALLS[mode] = CALLS.get(mode, 0) + 1
+    if mode == "500":
+        return JSONResponse(
+            {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}},
+            status_code=500,
+        )
+    if mode == "429":
+        return JSONResponse(
+            {
+                "error": {
+                    "message": "slow down",
+                    "type": "requests",
+                    "param": None,
+                    "code": "rate_limit_exceeded",
+                }
+            },
+            status_code=429,
+        )
+    if mode == "400":
+        return JSONResponse(
+            {
+                "error": {
+                    "message": "bad field 'foo'",
+                    "type": "invalid_request_error",
+                    "param": "foo",
+                    "code": None,
+                }
+            },
+            status_code=400,
+        )
+    if mode == "hang":
+        await asyncio.sleep(30)
+    if body.get("stream"):
+
+        async def events():  # type: ignore[no-untyped-def]
+            yield chunk("Hel")
+            yield chunk("lo")
+            if mode == "cut":
+                raise RuntimeError("connection dropped")  # uvicorn closes the socket
+            yield chunk(None, "stop")
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield chunk(None, usage=True)
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+    return JSONResponse(
+        {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": "upstream-model",
+            "system_fingerprint": "fp_fake",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": "Hello",
+                        "refusal": None,
+                        "annotations": [],
+                    },
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
+        }
+    )
+
+
+async def calls(_: Request) -> Response:
+    return JSONResponse(CALLS)
+
+
+app = Starlette(
+    routes=[Route("/v1/chat/completions", completions, methods=["POST"]), Route("/calls", calls)]
+)
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

@@ -1,0 +1,185 @@
+"""chatd as a gateway: real upstreams on 127.0.0.1 (the session's chatd, and a
+misbehaving fake), routing, failover before the first byte, truncated streams that never
+look complete, cooldown, usage and store for relayed answers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import API_KEY, MODEL, Server, free_port
+
+HERE = Path(__file__).parent
+REAL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(HERE / "fake_upstream.py"), str(port)])
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(url + "/calls", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield url
+    proc.kill()  # it may still be sleeping in a "hang" request
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gateway(fake: str, server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    real = server.base_url + "/v1"
+
+    def channel(name: str, url: str, models: str, priority: int, extra: str = "") -> str:
+        return (
+            f'[[channels]]\nname = "{name}"\nbase_url = "{url}"\nmodels = [{models}]\n'
+            f"priority = {priority}\n{extra}\n"
+        )
+
+    toml = "".join(
+        [
+            channel("fake500", fake + "/v1", '{ id = "m500", upstream = "500" }', 0),
+            channel("fake429", fake + "/v1", '{ id = "m429", upstream = "429" }', 0),
+            channel(
+                "fakehang",
+                fake + "/v1",
+                '{ id = "mhang", upstream = "hang" }',
+                0,
+                "first_token_timeout = 1",
+            ),
+            channel("fake400", fake + "/v1", '{ id = "m400", upstream = "400" }', 0),
+            channel("fakecut", fake + "/v1", '{ id = "mcut", upstream = "cut" }', 0),
+            channel("fakeok", fake + "/v1", '{ id = "mok", upstream = "ok" }', 0),
+            channel(
+                "dead",
+                "http://127.0.0.1:1/v1",
+                '"mdead"',
+                0,
+                "failures_before_cooldown = 2\ncooldown_seconds = 300",
+            ),
+            channel(
+                "real",
+                real,
+                ", ".join(
+                    f'{{ id = "{m}", upstream = "{REAL}" }}'
+                    for m in ("m500", "m429", "mhang", "m400")
+                ),
+                1,
+                'api_key_env = "REAL_UPSTREAM_KEY"',
+            ),
+        ]
+    )
+    path = tmp_path_factory.mktemp("gw") / "chatd.toml"
+    path.write_text(toml)
+    srv = Server("--config", str(path), env={"REAL_UPSTREAM_KEY": API_KEY})
+    yield srv
+    srv.stop()
+
+
+def ask(srv: Server, model: str, **kw: object) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, **kw}
+    return httpx.post(srv.base_url + "/v1/chat/completions", json=body, timeout=60)
+
+
+def events(r: httpx.Response) -> list[str]:
+    return [ln[6:] for ln in r.text.splitlines() if ln.startswith("data: ")]
+
+
+@pytest.mark.parametrize("model", ["m500", "m429", "mhang"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_failover_before_the_first_byte(gateway: Server, model: str, stream: bool) -> None:
+    r = ask(gateway, model, stream=stream)
+    assert r.status_code == 200, r.text
+    if stream:
+        ev = events(r)
+        assert ev[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in ev[:-1]]
+        assert all(c["model"] == model for c in chunks)
+        assert "".join(
+            c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
+        )
+    else:
+        data = r.json()
+        assert data["model"] == model  # the public id, not the upstream's
+        assert data["choices"][0]["message"]["content"]
+
+
+def test_client_errors_are_passed_back_not_retried(gateway: Server, fake: str) -> None:
+    before = httpx.get(fake + "/calls").json().get("400", 0)
+    r = ask(gateway, "m400")
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "foo" and "bad field" in r.json()["error"]["message"]
+    assert httpx.get(fake + "/calls").json()["400"] == before + 1
+
+
+def test_truncated_stream_never_looks_complete(gateway: Server) -> None:
+    r = ask(gateway, "mcut", stream=True)
+    ev = events(r)
+    assert "[DONE]" not in ev
+    assert "error" in json.loads(ev[-1])
+    content = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in ev[:-1])
+    assert content == "Hello"  # what arrived was relayed as it came
+
+
+def test_dead_channel_cools_down_and_model_becomes_unavailable(gateway: Server) -> None:
+    for _ in range(2):
+        r = ask(gateway, "mdead")
+        assert r.status_code == 503 and "channel" in r.json()["error"]["message"]
+    listed = httpx.get(gateway.base_url + "/v1/models").json()
+    assert "mdead" not in [m["id"] for m in listed["data"]]
+    assert "mok" in [m["id"] for m in listed["data"]]
+    r = ask(gateway, "mdead", stream=True)
+    assert r.status_code == 503  # refused before any SSE byte
+    assert "no channel is available" in r.json()["error"]["message"]
+
+
+def test_usage_chunk_only_when_asked(gateway: Server) -> None:
+    plain = [json.loads(e) for e in events(ask(gateway, "mok", stream=True))[:-1]]
+    assert all("usage" not in c for c in plain)
+    asked = [
+        json.loads(e)
+        for e in events(ask(gateway, "mok", stream=True, stream_options={"include_usage": True}))[
+            :-1
+        ]
+    ]
+    assert asked[-1]["choices"] == [] and asked[-1]["usage"]["total_tokens"] == 9
+
+
+def test_store_and_usage_for_relayed_answers(gateway: Server) -> None:
+    made = ask(gateway, "mok", store=True).json()
+    got = httpx.get(gateway.base_url + f"/v1/chat/completions/{made['id']}").json()
+    assert got["choices"][0]["message"]["content"] == "Hello"
+    streamed = ask(gateway, "mok", store=True, stream=True)
+    cid = json.loads(events(streamed)[0])["id"]
+    got = httpx.get(gateway.base_url + f"/v1/chat/completions/{cid}").json()
+    assert got["choices"][0]["message"]["content"] == "Hello" and got["model"] == "mok"
+    deadline = time.monotonic() + 10
+    chatd = str(Path(sys.executable).parent / "chatd")
+    while True:
+        out = subprocess.run(
+            [chatd, "usage", "--data-dir", str(gateway.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        rows = [ln.split() for ln in out.splitlines() if " mok " in ln]
+        if rows and int(rows[0][3]) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    _, _, _, requests, prompt, completion = rows[0]
+    assert int(prompt) == 7 * int(requests) and int(completion) == 2 * int(requests)
+
+
+def test_local_alias_and_unknown_model(gateway: Server) -> None:
+    assert ask(gateway, MODEL).status_code == 200
+    r = ask(gateway, "nobody-serves-this")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
