@@ -183,3 +183,48 @@ def test_local_alias_and_unknown_model(gateway: Server) -> None:
     assert ask(gateway, MODEL).status_code == 200
     r = ask(gateway, "nobody-serves-this")
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
+def test_channels_endpoint(gateway: Server) -> None:
+    data = httpx.get(gateway.base_url + "/v1/channels").json()["data"]
+    by_name = {c["name"]: c for c in data}
+    assert by_name["real"]["healthy"] and by_name["real"]["priority"] == 1
+    assert set(by_name["real"]["models"]) == {"m500", "m429", "mhang", "m400"}
+    ask(gateway, "mdead")
+    ask(gateway, "mdead")
+    dead = {c["name"]: c for c in httpx.get(gateway.base_url + "/v1/channels").json()["data"]}
+    assert not dead["dead"]["healthy"] and dead["dead"]["cooling_seconds_left"] > 0
+
+
+@pytest.mark.parametrize(
+    ("toml", "words"),
+    [
+        ("[[channels]]\nname = 'a'\n", "channels[0].base_url"),
+        ("[[channels]]\nname = 'a'\nbase_url = 'http://x/v1'\nmodels = []\n", "channels[0].models"),
+        (
+            "[[channels]]\nname = 'a'\nbase_url = 'http://x/v1'\nmodels = ['m']\ncolour = 1\n",
+            "colour",
+        ),
+        (
+            "[[channels]]\nname = 'a'\nbase_url = 'http://x/v1'\nmodels = ['m']\n"
+            "api_key_env = 'CHATD_TEST_UNSET_VAR'\n",
+            "CHATD_TEST_UNSET_VAR",
+        ),
+        ("[server]\nport = 1\n", "server"),
+        ("[[models]]\nid = 3\n", "models[0].id"),
+        ("not toml = = =", "chatd.toml"),
+    ],
+)
+def test_invalid_config_fails_at_start_up(tmp_path: Path, toml: str, words: str) -> None:
+    path = tmp_path / "chatd.toml"
+    path.write_text(toml)
+    chatd = str(Path(sys.executable).parent / "chatd")
+    r = subprocess.run(
+        [chatd, "serve", "--config", str(path), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1
+    assert "invalid configuration" in r.stderr and words in r.stderr
+    assert "Traceback" not in r.stderr

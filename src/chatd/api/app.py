@@ -15,7 +15,7 @@ from chatd.api.auth import Caller, KeyChecker
 from chatd.api.errors import install_error_handlers
 from chatd.api.sse import event_stream
 from chatd.protocol.chat_request import parse_chat_request
-from chatd.protocol.errors import ModelNotFound
+from chatd.protocol.errors import ModelNotFound, NotFound
 from chatd.protocol.stored import parse_list_query, parse_update
 from chatd.service.chat import ChatService
 from chatd.service.models import ModelRegistry
@@ -95,6 +95,25 @@ def create_app(models: ModelRegistry, api_keys: list[str], db: Database) -> Fast
             json.dumps(body, ensure_ascii=False, separators=(",", ":")),
             media_type="application/json",
         )
+
+    @app.get("/v1/channels")
+    async def list_channels(caller: CallerDep) -> dict[str, Any]:
+        """Upstream channels and their health: for the operator's keys (--api-key) only."""
+        if not caller.operator:
+            raise NotFound("Invalid URL (GET /v1/channels)")
+        return {
+            "object": "list",
+            "data": [
+                {
+                    **c.state(),
+                    "base_url": c.base_url,
+                    "models": sorted(c.models),
+                    "priority": c.priority,
+                    "weight": c.weight,
+                }
+                for c in models.channels
+            ],
+        }
 
     # --- stored completions -------------------------------------------------------------
     @app.get("/v1/chat/completions")

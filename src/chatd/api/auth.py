@@ -27,6 +27,7 @@ def digest(key: str) -> bytes:
 class Caller:
     owner: str
     models: frozenset[str] | None = None  # None: every model
+    operator: bool = False  # a static --api-key, or anyone on an open server
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -67,15 +68,15 @@ class KeyChecker:
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
             if await self._open():
-                return Caller("anonymous")
+                return Caller("anonymous", operator=True)
             raise AuthenticationError(_MISSING)
         d = digest(key)
         if any(hmac.compare_digest(d, known) for known in self._digests):
-            return Caller("key_" + d.hex()[:24])
+            return Caller("key_" + d.hex()[:24], operator=True)
         record = await self._store.find(key) if self._store is not None else None
         if record is None:
             if await self._open():
-                return Caller("anonymous")
+                return Caller("anonymous", operator=True)
             raise AuthenticationError(
                 f"Incorrect API key provided: {_redact(key)}.", code="invalid_api_key"
             )
