@@ -39,6 +39,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     create.add_argument("--name", required=True)
     create.add_argument("--models", help="comma-separated model ids this key may use")
     create.add_argument("--expires", type=_date, help="expiry date, YYYY-MM-DD (UTC)")
+    create.add_argument("--rpm", type=int, help="requests per minute (default: unlimited)")
+    create.add_argument("--tpm", type=int, help="tokens per minute (default: unlimited)")
     ksub.add_parser("list", help="list keys (never the keys themselves)")
     revoke = ksub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id")
@@ -84,7 +86,7 @@ async def _keys(db: Database, args: argparse.Namespace) -> int:
     if args.keys_command == "create":
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
         expires = int(args.expires.timestamp()) if args.expires else None
-        record, key = await store.create(args.name, models, expires)
+        record, key = await store.create(args.name, models, expires, args.rpm, args.tpm)
         print(f"id:      {record.id}")
         print(f"key:     {key}")
         print("(the key is shown only now; chatd keeps only its SHA-256 digest)")

@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="a TOML file: local models, aliases, upstream channels (see chatd.example.toml)",
     )
+    s.add_argument(
+        "--redis-url",
+        help="share rate-limit counters between replicas,"
+        " e.g. redis://127.0.0.1:6379/0 (default: counted in this process)",
+    )
     s.add_argument("--log-level", default="info")
     add_database_options(s)
     add_commands(sub)
@@ -146,7 +151,7 @@ def serve(args: argparse.Namespace) -> int:
 
     db = Database(settings.resolved_database_url())
     log.info("database: %s", db.url.split("@")[-1] if "@" in db.url else db.url)
-    app = create_app(registry, settings.api_keys, db)
+    app = create_app(registry, settings.api_keys, db, args.redis_url)
     uvicorn.run(
         app,
         host=settings.host,

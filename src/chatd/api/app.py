@@ -18,6 +18,7 @@ from chatd.protocol.chat_request import parse_chat_request
 from chatd.protocol.errors import ModelNotFound, NotFound
 from chatd.protocol.stored import parse_list_query, parse_update
 from chatd.service.chat import ChatService
+from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
 from chatd.service.models import ModelRegistry
 from chatd.service.stored import StoredCompletions
 from chatd.store.completions import CompletionStore
@@ -36,9 +37,12 @@ async def _caller(request: Request) -> Caller:
 CallerDep = Annotated[Caller, Depends(_caller)]
 
 
-def create_app(models: ModelRegistry, api_keys: list[str], db: Database) -> FastAPI:
+def create_app(
+    models: ModelRegistry, api_keys: list[str], db: Database, redis_url: str | None = None
+) -> FastAPI:
     store = CompletionStore(db)
-    service = ChatService(models, store, UsageStore(db))
+    limiter = RateLimiter(RedisCounters(redis_url) if redis_url else LocalCounters())
+    service = ChatService(models, store, UsageStore(db), limiter)
     stored = StoredCompletions(store)
     auth = KeyChecker(api_keys, KeyStore(db))
 
@@ -77,6 +81,7 @@ def create_app(models: ModelRegistry, api_keys: list[str], db: Database) -> Fast
         req = parse_chat_request(await request.body())
         if not caller.may_use(req.model):
             raise ModelNotFound(req.model)
+        await limiter.admit(caller.owner, caller.rpm, caller.tpm)
         completion = await service.start(req, caller.owner)
         if req.is_streaming():
             await completion.prime()

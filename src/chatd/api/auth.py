@@ -28,6 +28,8 @@ class Caller:
     owner: str
     models: frozenset[str] | None = None  # None: every model
     operator: bool = False  # a static --api-key, or anyone on an open server
+    rpm: int | None = None  # rate limits (None: unlimited)
+    tpm: int | None = None
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -85,7 +87,8 @@ class KeyChecker:
             raise AuthenticationError(
                 f"The API key {record.id} has been {state}.", code="invalid_api_key"
             )
-        return Caller(record.id, frozenset(record.models) if record.models else None)
+        models = frozenset(record.models) if record.models else None
+        return Caller(record.id, models, rpm=record.rpm, tpm=record.tpm)
 
 
 def _redact(key: str) -> str:

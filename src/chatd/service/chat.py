@@ -30,6 +30,7 @@ from chatd.protocol.errors import (
 from chatd.protocol.responses import Envelope, Usage
 from chatd.service.capabilities import check_local_support
 from chatd.service.choice import Choice
+from chatd.service.limits import RateLimiter
 from chatd.service.models import LocalModel, ModelRegistry, UpstreamModel
 from chatd.service.structured import SCHEMA_PARAM, json_schema_for
 from chatd.service.tools import ToolPlan, plan_tools, render_messages, template_tools
@@ -47,10 +48,12 @@ class ChatService:
         models: ModelRegistry,
         store: CompletionStore | None = None,
         usage: UsageStore | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.models = models
         self.store = store
         self.usage = usage
+        self.limiter = limiter
         self._client: httpx.AsyncClient | None = None
 
     async def start(
@@ -85,7 +88,7 @@ class ChatService:
         )
         completion = ChatCompletion(req, model, generation, envelope, len(prompt), plan, saver)
         if self.usage is not None:
-            completion.accountant = _Accountant(self.usage, owner, req.model)
+            completion.accountant = _Accountant(self.usage, owner, req.model, self.limiter)
         return completion
 
     def _start_upstream(
@@ -95,7 +98,7 @@ class ChatService:
         body = dict(req.raw or req.model_dump(mode="json", by_alias=True, exclude_none=True))
         call = UpstreamCall(model.id, model.channels, body, self._http())
         saver = _Saver(self.store, owner, req) if req.store is True else None
-        accountant = _Accountant(self.usage, owner, req.model) if self.usage else None
+        accountant = _Accountant(self.usage, owner, req.model, self.limiter) if self.usage else None
         return RelayedCompletion(call, saver, accountant)
 
     def _http(self) -> httpx.AsyncClient:
@@ -311,10 +314,13 @@ class _Accountant:
 
     _pending: set[asyncio.Task[None]] = set()
 
-    def __init__(self, store: UsageStore, owner: str, model: str) -> None:
+    def __init__(
+        self, store: UsageStore, owner: str, model: str, limiter: RateLimiter | None = None
+    ) -> None:
         self.store = store
         self.owner = owner
         self.model = model
+        self.limiter = limiter
 
     def record(self, usage: Usage) -> None:
         task = asyncio.get_running_loop().create_task(self._write(usage))
@@ -323,6 +329,9 @@ class _Accountant:
 
     async def _write(self, usage: Usage) -> None:
         try:
+            if self.limiter is not None:
+                total = usage.prompt_tokens + usage.completion_tokens
+                await self.limiter.add_tokens(self.owner, total)
             await self.store.record(
                 self.owner, self.model, usage.prompt_tokens, usage.completion_tokens
             )

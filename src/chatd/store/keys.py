@@ -27,6 +27,8 @@ class KeyRecord:
     created_at: int
     expires_at: int | None
     revoked_at: int | None
+    rpm: int | None = None
+    tpm: int | None = None
 
     def state(self, now: float | None = None) -> str:
         if self.revoked_at is not None:
@@ -41,7 +43,12 @@ class KeyStore:
         self.db = db
 
     async def create(
-        self, name: str, models: list[str] | None = None, expires_at: int | None = None
+        self,
+        name: str,
+        models: list[str] | None = None,
+        expires_at: int | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
     ) -> tuple[KeyRecord, str]:
         """Returns the record and the key, which is never stored."""
         key = "sk-chatd-" + secrets.token_urlsafe(32)
@@ -52,6 +59,8 @@ class KeyStore:
             created_at=int(time.time()),
             expires_at=expires_at,
             revoked_at=None,
+            rpm=rpm,
+            tpm=tpm,
         )
         async with self.db.engine.begin() as conn:
             await conn.execute(api_keys.insert().values(digest=key_digest(key), **record.__dict__))
@@ -92,4 +101,6 @@ def _record(row: Any) -> KeyRecord:
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
+        rpm=row.rpm,
+        tpm=row.tpm,
     )

@@ -67,6 +67,8 @@ api_keys = Table(
     Column("created_at", BigInteger, nullable=False),  # unix seconds
     Column("expires_at", BigInteger, nullable=True),
     Column("revoked_at", BigInteger, nullable=True),
+    Column("rpm", BigInteger, nullable=True),  # requests per minute (None: unlimited)
+    Column("tpm", BigInteger, nullable=True),  # tokens per minute
 )
 
 usage = Table(
