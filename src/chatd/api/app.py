@@ -24,7 +24,7 @@ from chatd.service.stored import StoredCompletions
 from chatd.store.completions import CompletionStore
 from chatd.store.db import Database
 from chatd.store.keys import KeyStore
-from chatd.store.usage import UsageStore
+from chatd.store.usage import UsageBuffer, UsageStore
 
 T = TypeVar("T")
 
@@ -42,7 +42,8 @@ def create_app(
 ) -> FastAPI:
     store = CompletionStore(db)
     limiter = RateLimiter(RedisCounters(redis_url) if redis_url else LocalCounters())
-    service = ChatService(models, store, UsageStore(db), limiter)
+    usage = UsageBuffer(UsageStore(db))
+    service = ChatService(models, store, usage, limiter)
     stored = StoredCompletions(store)
     auth = KeyChecker(api_keys, KeyStore(db))
 
@@ -54,6 +55,7 @@ def create_app(
             yield
         finally:
             models.stop()
+            await usage.close()
             await db.close()
 
     app = FastAPI(title="chatd", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -36,7 +36,7 @@ from chatd.service.structured import SCHEMA_PARAM, json_schema_for
 from chatd.service.tools import ToolPlan, plan_tools, render_messages, template_tools
 from chatd.service.tools import grammar as tool_grammar
 from chatd.store.completions import CompletionStore
-from chatd.store.usage import UsageStore
+from chatd.store.usage import UsageBuffer
 from chatd.upstream.relay import UpstreamCall
 
 log = logging.getLogger("chatd.service")
@@ -47,7 +47,7 @@ class ChatService:
         self,
         models: ModelRegistry,
         store: CompletionStore | None = None,
-        usage: UsageStore | None = None,
+        usage: UsageBuffer | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
         self.models = models
@@ -310,33 +310,28 @@ class ChatCompletion:
 
 
 class _Accountant:
-    """Records one request's usage in the background (the answer does not wait on it)."""
-
-    _pending: set[asyncio.Task[None]] = set()
+    """Counts one request's usage: rate-limit tokens, and the usage table (buffered)."""
 
     def __init__(
-        self, store: UsageStore, owner: str, model: str, limiter: RateLimiter | None = None
+        self, usage: UsageBuffer, owner: str, model: str, limiter: RateLimiter | None = None
     ) -> None:
-        self.store = store
+        self.usage = usage
         self.owner = owner
         self.model = model
         self.limiter = limiter
 
     def record(self, usage: Usage) -> None:
-        task = asyncio.get_running_loop().create_task(self._write(usage))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _write(self, usage: Usage) -> None:
-        try:
-            if self.limiter is not None:
-                total = usage.prompt_tokens + usage.completion_tokens
-                await self.limiter.add_tokens(self.owner, total)
-            await self.store.record(
-                self.owner, self.model, usage.prompt_tokens, usage.completion_tokens
+        self.usage.add(self.owner, self.model, usage.prompt_tokens, usage.completion_tokens)
+        if self.limiter is not None:
+            total = usage.prompt_tokens + usage.completion_tokens
+            task = asyncio.get_running_loop().create_task(
+                self.limiter.add_tokens(self.owner, total)
             )
-        except Exception:
-            log.exception("usage accounting failed for %s / %s", self.owner, self.model)
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Task[None]] = set()
 
 
 class _Saver:
