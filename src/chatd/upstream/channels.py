@@ -47,10 +47,13 @@ class Channel:
         }
 
 
+_rng = random.Random()
+
+
 def route(channels: list[Channel], rng: random.Random | None = None) -> list[Channel]:
     """The order to try channels in: healthy ones only, lowest priority number first,
     weighted random within a priority."""
-    rng = rng or random.Random()
+    rng = rng or _rng
     healthy = [c for c in channels if c.healthy()]
     order: list[Channel] = []
     for priority in sorted({c.priority for c in healthy}):
