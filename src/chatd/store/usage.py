@@ -41,7 +41,7 @@ class UsageStore:
             owner=owner,
             model=model,
             day=day,
-            requests=1,
+            requests=requests,
             prompt_tokens=prompt,
             completion_tokens=completion,
         )
@@ -87,8 +87,10 @@ class UsageBuffer:
             self._task = asyncio.get_running_loop().create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self.interval)
-        await self.flush()
+        # Counts added while a flush is writing are picked up by the next round.
+        while self._pending:
+            await asyncio.sleep(self.interval)
+            await self.flush()
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, {}
