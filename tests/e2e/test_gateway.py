@@ -54,7 +54,7 @@ def gateway(fake: str, server: Server, tmp_path_factory: pytest.TempPathFactory)
                 fake + "/v1",
                 '{ id = "mhang", upstream = "hang" }',
                 0,
-                "first_token_timeout = 1",
+                "first_token_timeout = 1\nread_timeout = 1",
             ),
             channel("fake400", fake + "/v1", '{ id = "m400", upstream = "400" }', 0),
             channel("fakecut", fake + "/v1", '{ id = "mcut", upstream = "cut" }', 0),

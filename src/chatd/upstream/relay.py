@@ -80,9 +80,9 @@ class UpstreamCall:
         last: str = "no channel"
         for channel in self.order:
             try:
-                response = await asyncio.wait_for(
-                    self.client.send(self._request(channel)), channel.first_token_timeout
-                )
+                # A non-streamed answer shows no first token: only the read timeout
+                # (no byte for read_timeout seconds) tells a hung upstream.
+                response = await self.client.send(self._request(channel))
             except (httpx.HTTPError, TimeoutError) as e:
                 channel.failed()
                 last = f"{channel.name}: {type(e).__name__}"
