@@ -110,11 +110,12 @@ async def _usage(db: Database, args: argparse.Namespace) -> int:
     rows = await UsageStore(db).rows(owner=args.key, since=since)
     print(
         f"{'day':<10} {'key':<26} {'model':<24} {'requests':>8} {'prompt':>10} {'completion':>10}"
+        f" {'estimated':>9}"
     )
     for r in rows:
         print(
             f"{r.day:<10} {r.owner:<26} {r.model:<24} {r.requests:>8} {r.prompt_tokens:>10}"
-            f" {r.completion_tokens:>10}"
+            f" {r.completion_tokens:>10} {r.estimated_requests:>9}"
         )
     return 0
 

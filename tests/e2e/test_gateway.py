@@ -59,6 +59,7 @@ def gateway(fake: str, server: Server, tmp_path_factory: pytest.TempPathFactory)
             channel("fake400", fake + "/v1", '{ id = "m400", upstream = "400" }', 0),
             channel("fakecut", fake + "/v1", '{ id = "mcut", upstream = "cut" }', 0),
             channel("fakeok", fake + "/v1", '{ id = "mok", upstream = "ok" }', 0),
+            channel("fakenousage", fake + "/v1", '{ id = "mnousage", upstream = "nousage" }', 0),
             channel(
                 "dead",
                 "http://127.0.0.1:1/v1",
@@ -175,7 +176,7 @@ def test_store_and_usage_for_relayed_answers(gateway: Server) -> None:
         if rows and int(rows[0][3]) >= 2 or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    _, _, _, requests, prompt, completion = rows[0]
+    _, _, _, requests, prompt, completion, _estimated = rows[0]
     assert int(prompt) == 7 * int(requests) and int(completion) == 2 * int(requests)
 
 
@@ -228,3 +229,25 @@ def test_invalid_config_fails_at_start_up(tmp_path: Path, toml: str, words: str)
     assert r.returncode == 1
     assert "invalid configuration" in r.stderr and words in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_usage_estimated_when_the_upstream_sends_none(gateway: Server) -> None:
+    assert ask(gateway, "mnousage").json()["choices"][0]["message"]["content"] == "Hello"
+    ev = events(ask(gateway, "mnousage", stream=True, stream_options={"include_usage": True}))
+    assert ev[-1] == "[DONE]"
+    chatd = str(Path(sys.executable).parent / "chatd")
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run(
+            [chatd, "usage", "--data-dir", str(gateway.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        rows = [ln.split() for ln in out.splitlines() if " mnousage " in ln]
+        if rows and int(rows[0][3]) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    _, _, _, requests, prompt, completion, estimated = rows[0]
+    assert int(requests) == int(estimated) == 2  # counted by chatd, and marked so
+    assert int(prompt) > 0 and int(completion) == 2  # "Hello" is one token, twice

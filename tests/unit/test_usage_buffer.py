@@ -12,7 +12,13 @@ class SlowStore:
         self.rows: list[tuple[str, str, int, int, int]] = []
 
     async def record(
-        self, owner: str, model: str, prompt: int, completion: int, requests: int = 1
+        self,
+        owner: str,
+        model: str,
+        prompt: int,
+        completion: int,
+        requests: int = 1,
+        estimated: int = 0,
     ) -> None:
         await asyncio.sleep(0.05)  # a write that takes time: adds arrive meanwhile
         self.rows.append((owner, model, requests, prompt, completion))

@@ -97,6 +97,10 @@ class Engine:
         text = self.template.render(messages, add_generation_prompt=True, tools=tools)
         return self.runner.tokenize(text, add_special=self.runner.add_bos, parse_special=True)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of plain text with this model's tokenizer (for estimates)."""
+        return len(self.runner.tokenize(text, add_special=False, parse_special=False))
+
     def token_exists(self, token: int) -> bool:
         return 0 <= token < self.n_vocab
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -99,7 +99,10 @@ class ChatService:
         call = UpstreamCall(model.id, model.channels, body, self._http())
         saver = _Saver(self.store, owner, req) if req.store is True else None
         accountant = _Accountant(self.usage, owner, req.model, self.limiter) if self.usage else None
-        return RelayedCompletion(call, saver, accountant)
+        local = self.models.local()
+        counter = local[0].engine.count_tokens if local else None
+        prompt_text = "\n".join(m.text() for m in req.messages)
+        return RelayedCompletion(call, saver, accountant, counter, prompt_text)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -113,30 +116,46 @@ class RelayedCompletion:
     """An upstream's answer, relayed; stored and accounted like a local one."""
 
     def __init__(
-        self, call: UpstreamCall, saver: _Saver | None, accountant: _Accountant | None
+        self,
+        call: UpstreamCall,
+        saver: _Saver | None,
+        accountant: _Accountant | None,
+        count_tokens: Callable[[str], int] | None = None,
+        prompt_text: str = "",
     ) -> None:
         self.call = call
         self.saver = saver
         self.accountant = accountant
+        self.count_tokens = count_tokens
+        self.prompt_text = prompt_text
         self._stream: AsyncIterator[dict[str, Any]] | None = None
         self._first: dict[str, Any] | None = None
 
     def cancel(self) -> None:
         """Closing the relay (the client left) closes the upstream stream."""
 
-    def _account(self) -> None:
-        u = self.call.usage or {}
-        if self.accountant is not None:
-            self.accountant.record(
-                Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
-            )
-            self.accountant = None
+    def _account(self, output: str) -> None:
+        """The upstream's usage; without one, chatd's own count of the prompt and of
+        everything generated (text and tool arguments), marked as estimated."""
+        if self.accountant is None:
+            return
+        u = self.call.usage
+        if u and "prompt_tokens" in u:
+            usage = Usage(int(u["prompt_tokens"]), int(u.get("completion_tokens", 0)))
+            self.accountant.record(usage)
+        elif self.count_tokens is not None:
+            usage = Usage(self.count_tokens(self.prompt_text), self.count_tokens(output))
+            self.accountant.record(usage, estimated=True)
+        else:
+            self.accountant.record(Usage(0, 0), estimated=True)
+        self.accountant = None
 
     async def result(self) -> dict[str, Any]:
+        body: dict[str, Any] = {}
         try:
             body = await self.call.result()
         finally:
-            self._account()
+            self._account(_generated_text(body.get("choices", [])))
         if self.saver is not None:
             await self.saver.save(body)
         return body
@@ -150,7 +169,7 @@ class RelayedCompletion:
         except StopAsyncIteration:
             self._first = None
         except BaseException:
-            self._account()
+            self._account("")
             raise
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
@@ -163,9 +182,19 @@ class RelayedCompletion:
                 assembled.add(chunk)
                 yield chunk
         finally:
-            self._account()
+            self._account(_generated_text(assembled.completion(None)["choices"]))
         if self.saver is not None:
             await self.saver.save(assembled.completion(self.call.usage))
+
+
+def _generated_text(choices: list[dict[str, Any]]) -> str:
+    parts = []
+    for c in choices:
+        message = c.get("message") or {}
+        parts.append(message.get("content") or "")
+        for call in message.get("tool_calls") or []:
+            parts.append((call.get("function") or {}).get("arguments") or "")
+    return "".join(parts)
 
 
 class _Assembler:
@@ -320,8 +349,10 @@ class _Accountant:
         self.model = model
         self.limiter = limiter
 
-    def record(self, usage: Usage) -> None:
-        self.usage.add(self.owner, self.model, usage.prompt_tokens, usage.completion_tokens)
+    def record(self, usage: Usage, estimated: bool = False) -> None:
+        self.usage.add(
+            self.owner, self.model, usage.prompt_tokens, usage.completion_tokens, estimated
+        )
         if self.limiter is not None:
             total = usage.prompt_tokens + usage.completion_tokens
             task = asyncio.get_running_loop().create_task(

@@ -80,4 +80,6 @@ usage = Table(
     Column("requests", BigInteger, nullable=False),
     Column("prompt_tokens", BigInteger, nullable=False),
     Column("completion_tokens", BigInteger, nullable=False),
+    # requests counted with chatd's tokenizer because their upstream sent no usage
+    Column("estimated_requests", BigInteger, nullable=False, server_default="0"),
 )

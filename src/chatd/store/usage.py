@@ -26,6 +26,7 @@ class UsageRow:
     requests: int
     prompt_tokens: int
     completion_tokens: int
+    estimated_requests: int = 0
 
 
 class UsageStore:
@@ -33,7 +34,13 @@ class UsageStore:
         self.db = db
 
     async def record(
-        self, owner: str, model: str, prompt: int, completion: int, requests: int = 1
+        self,
+        owner: str,
+        model: str,
+        prompt: int,
+        completion: int,
+        requests: int = 1,
+        estimated: int = 0,
     ) -> None:
         day = dt.datetime.now(dt.UTC).date().isoformat()
         insert = sqlite_insert if self.db.is_sqlite else pg_insert
@@ -44,6 +51,7 @@ class UsageStore:
             requests=requests,
             prompt_tokens=prompt,
             completion_tokens=completion,
+            estimated_requests=estimated,
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=[usage.c.owner, usage.c.model, usage.c.day],
@@ -51,6 +59,7 @@ class UsageStore:
                 "requests": usage.c.requests + requests,
                 "prompt_tokens": usage.c.prompt_tokens + prompt,
                 "completion_tokens": usage.c.completion_tokens + completion,
+                "estimated_requests": usage.c.estimated_requests + estimated,
             },
         )
         async with self.db.engine.begin() as conn:
@@ -78,11 +87,14 @@ class UsageBuffer:
         self._pending: dict[tuple[str, str], list[int]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, owner: str, model: str, prompt: int, completion: int) -> None:
-        counts = self._pending.setdefault((owner, model), [0, 0, 0])
+    def add(
+        self, owner: str, model: str, prompt: int, completion: int, estimated: bool = False
+    ) -> None:
+        counts = self._pending.setdefault((owner, model), [0, 0, 0, 0])
         counts[0] += 1
         counts[1] += prompt
         counts[2] += completion
+        counts[3] += int(estimated)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._flush_later())
 
@@ -94,9 +106,11 @@ class UsageBuffer:
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, {}
-        for (owner, model), (requests, prompt, completion) in pending.items():
+        for (owner, model), (requests, prompt, completion, estimated) in pending.items():
             try:
-                await self.store.record(owner, model, prompt, completion, requests=requests)
+                await self.store.record(
+                    owner, model, prompt, completion, requests=requests, estimated=estimated
+                )
             except Exception:
                 log.exception("usage accounting failed for %s / %s", owner, model)
 
