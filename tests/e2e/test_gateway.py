@@ -91,6 +91,25 @@ def ask(srv: Server, model: str, **kw: object) -> httpx.Response:
     return httpx.post(srv.base_url + "/v1/chat/completions", json=body, timeout=60)
 
 
+def usage_row(gateway: Server, model: str, requests: int) -> list[str]:
+    """The `chatd usage` row of a model, once it counts ``requests`` (usage is written
+    in the background, about once a second)."""
+    chatd = str(Path(sys.executable).parent / "chatd")
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run(
+            [chatd, "usage", "--data-dir", str(gateway.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        rows = [ln.split() for ln in out.splitlines() if f" {model} " in ln]
+        if rows and int(rows[0][3]) >= requests or time.monotonic() > deadline:
+            assert rows, out
+            return rows[0]
+        time.sleep(0.2)
+
+
 def events(r: httpx.Response) -> list[str]:
     return [ln[6:] for ln in r.text.splitlines() if ln.startswith("data: ")]
 
@@ -163,20 +182,7 @@ def test_store_and_usage_for_relayed_answers(gateway: Server) -> None:
     cid = json.loads(events(streamed)[0])["id"]
     got = httpx.get(gateway.base_url + f"/v1/chat/completions/{cid}").json()
     assert got["choices"][0]["message"]["content"] == "Hello" and got["model"] == "mok"
-    deadline = time.monotonic() + 10
-    chatd = str(Path(sys.executable).parent / "chatd")
-    while True:
-        out = subprocess.run(
-            [chatd, "usage", "--data-dir", str(gateway.data_dir)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-        rows = [ln.split() for ln in out.splitlines() if " mok " in ln]
-        if rows and int(rows[0][3]) >= 2 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    _, _, _, requests, prompt, completion, _estimated = rows[0]
+    _, _, _, requests, prompt, completion, _estimated = usage_row(gateway, "mok", 2)
     assert int(prompt) == 7 * int(requests) and int(completion) == 2 * int(requests)
 
 
@@ -235,19 +241,6 @@ def test_usage_estimated_when_the_upstream_sends_none(gateway: Server) -> None:
     assert ask(gateway, "mnousage").json()["choices"][0]["message"]["content"] == "Hello"
     ev = events(ask(gateway, "mnousage", stream=True, stream_options={"include_usage": True}))
     assert ev[-1] == "[DONE]"
-    chatd = str(Path(sys.executable).parent / "chatd")
-    deadline = time.monotonic() + 10
-    while True:
-        out = subprocess.run(
-            [chatd, "usage", "--data-dir", str(gateway.data_dir)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-        rows = [ln.split() for ln in out.splitlines() if " mnousage " in ln]
-        if rows and int(rows[0][3]) >= 2 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    _, _, _, requests, prompt, completion, estimated = rows[0]
+    _, _, _, requests, prompt, completion, estimated = usage_row(gateway, "mnousage", 2)
     assert int(requests) == int(estimated) == 2  # counted by chatd, and marked so
     assert int(prompt) > 0 and int(completion) == 2  # "Hello" is one token, twice

@@ -8,7 +8,6 @@ use. A server with no key at all is open: every caller is "anonymous"."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from dataclasses import dataclass
@@ -16,11 +15,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from chatd.protocol.errors import AuthenticationError
-from chatd.store.keys import KeyStore
-
-
-def digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+from chatd.store.keys import KeyStore, key_digest
 
 
 @dataclass(frozen=True)
@@ -43,14 +38,10 @@ _MISSING = (
 
 class KeyChecker:
     def __init__(self, keys: list[str], store: KeyStore | None = None) -> None:
-        self._digests = [digest(k) for k in keys if k]
+        self._digests = [key_digest(k) for k in keys if k]
         self._store = store
         self._db_keys_seen_at = 0.0
         self._db_has_keys = False
-
-    @property
-    def static_only_open(self) -> bool:
-        return not self._digests
 
     async def _open(self) -> bool:
         """Open only while no key exists anywhere (database keys checked every 2 s)."""
@@ -72,9 +63,9 @@ class KeyChecker:
             if await self._open():
                 return Caller("anonymous", operator=True)
             raise AuthenticationError(_MISSING)
-        d = digest(key)
+        d = key_digest(key)
         if any(hmac.compare_digest(d, known) for known in self._digests):
-            return Caller("key_" + d.hex()[:24], operator=True)
+            return Caller("key_" + d[:24], operator=True)
         record = await self._store.find(key) if self._store is not None else None
         if record is None:
             if await self._open():

@@ -50,7 +50,6 @@ class Engine:
         self.grammars = GrammarCompiler(r)
         self.fingerprint = r.fingerprint
         self.n_vocab = r.n_vocab
-        self.max_choices = config.runner.n_seq_max
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chatd-engine", daemon=True)
 
@@ -100,9 +99,6 @@ class Engine:
     def count_tokens(self, text: str) -> int:
         """Tokens of plain text with this model's tokenizer (for estimates)."""
         return len(self.runner.tokenize(text, add_special=False, parse_special=False))
-
-    def token_exists(self, token: int) -> bool:
-        return 0 <= token < self.n_vocab
 
     # --- generation -------------------------------------------------------------------
     def submit(self, prompt: list[int], params: SamplingParams) -> Generation:

@@ -156,10 +156,8 @@ class Scheduler:
         if not self.running:
             self._free_retired()
         while True:
-            feeds = self._plan_once()
-            planned = sum(f.n_tokens for f in feeds)
-            used = sum(r.kv_cells() for r in self.running)
-            if used + planned + self._retired_cells <= self.runner.n_ctx:
+            feeds, needed = self._plan_once()
+            if needed <= self.runner.n_ctx:
                 return feeds
             if self._retired_cells:
                 self._free_retired()
@@ -171,7 +169,8 @@ class Scheduler:
                 self._release(req)
                 req.emit(EngineFailure("the request does not fit in the KV cache"))
 
-    def _plan_once(self) -> list[_Feed]:
+    def _plan_once(self) -> tuple[list[_Feed], int]:
+        """The step's feeds, and the KV cells they need in all (held + new + retired)."""
         feeds: list[_Feed] = []
         for req in self.running:
             if req.forked:
@@ -209,7 +208,7 @@ class Scheduler:
             before = budget
             budget = self._plan_prefill(req, feeds, budget)
             used += before - budget
-        return feeds
+        return feeds, used
 
     def _plan_prefill(self, req: Request, feeds: list[_Feed], budget: int) -> int:
         if budget <= 0:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import and_, delete, exists, or_, select, update
 
 from chatd.store.db import Database
 from chatd.store.tables import completion_tags, completions, messages
@@ -158,11 +158,6 @@ class CompletionStore:
             rows = (await conn.execute(query.order_by(key).limit(limit + 1))).all()
         items = [{"id": f"{cid}-{r.position}", **r.message} for r in rows[:limit]]
         return Page(items, len(rows) > limit)
-
-    async def count(self, owner: str) -> int:
-        async with self.db.engine.connect() as conn:
-            q = select(func.count()).select_from(completions).where(completions.c.owner == owner)
-            return int((await conn.execute(q)).scalar_one())
 
     @staticmethod
     async def _owned(conn: Any, owner: str, cid: str) -> bool:
