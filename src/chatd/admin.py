@@ -7,10 +7,11 @@ import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from chatd.config import Settings
 from chatd.store.db import Database
-from chatd.store.keys import KeyStore
+from chatd.store.keys import KeyRecord, KeyStore
 from chatd.store.usage import UsageStore
 
 
@@ -41,6 +42,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     create.add_argument("--expires", type=_date, help="expiry date, YYYY-MM-DD (UTC)")
     create.add_argument("--rpm", type=int, help="requests per minute (default: unlimited)")
     create.add_argument("--tpm", type=int, help="tokens per minute (default: unlimited)")
+    create.add_argument(
+        "--model-limit",
+        dest="model_limits",
+        type=_model_limit,
+        action=_ModelLimits,
+        metavar="MODEL:rpm=N,tpm=N",
+        help="limits for one public model id, on top of --rpm/--tpm (repeatable; rpm or tpm"
+        " may be omitted)",
+    )
     ksub.add_parser("list", help="list keys (never the keys themselves)")
     revoke = ksub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id")
@@ -86,17 +96,20 @@ async def _keys(db: Database, args: argparse.Namespace) -> int:
     if args.keys_command == "create":
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
         expires = int(args.expires.timestamp()) if args.expires else None
-        record, key = await store.create(args.name, models, expires, args.rpm, args.tpm)
+        record, key = await store.create(
+            args.name, models, expires, args.rpm, args.tpm, args.model_limits
+        )
         print(f"id:      {record.id}")
         print(f"key:     {key}")
         print("(the key is shown only now; chatd keeps only its SHA-256 digest)")
         return 0
     if args.keys_command == "list":
-        print(f"{'id':<21} {'state':<8} {'expires':<10} {'models':<30} name")
+        print(f"{'id':<21} {'state':<8} {'expires':<10} {'models':<30} {'limits':<30} name")
         for r in await store.all():
             expires = _day(r.expires_at) if r.expires_at else "-"
             models = ",".join(r.models) if r.models else "*"
-            print(f"{r.id:<21} {r.state():<8} {expires:<10} {models:<30} {r.name}")
+            limits = _limits_text(r)
+            print(f"{r.id:<21} {r.state():<8} {expires:<10} {models:<30} {limits:<30} {r.name}")
         return 0
     if not await store.revoke(args.id):
         print(f"no active key with id {args.id}")
@@ -125,6 +138,56 @@ def _date(text: str) -> dt.datetime:
         return dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.UTC)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text}") from None
+
+
+def _model_limit(text: str) -> tuple[str, dict[str, int | None]]:
+    """MODEL:rpm=N,tpm=N -> (MODEL, {"rpm": N, "tpm": N}); the last ':' splits, since model
+    ids may contain one."""
+    bad = argparse.ArgumentTypeError(
+        f"expected MODEL:rpm=N,tpm=N (positive integers, either may be omitted): {text!r}"
+    )
+    model, _, spec = text.rpartition(":")
+    if not model.strip():
+        raise bad
+    limits: dict[str, int | None] = {"rpm": None, "tpm": None}
+    for item in spec.split(","):  # at least one item, so at least one limit
+        name, _, value = (s.strip() for s in item.partition("="))
+        if name not in limits or limits[name] is not None:  # unknown, or given twice
+            raise bad
+        if not (value.isascii() and value.isdigit() and int(value) > 0):
+            raise bad
+        limits[name] = int(value)
+    return model.strip(), limits
+
+
+class _ModelLimits(argparse.Action):
+    """Collects repeated --model-limit into {model: limits}; a model given twice is an error."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        model, limits = values
+        collected = dict(getattr(namespace, self.dest) or {})
+        if model in collected:
+            raise argparse.ArgumentError(self, f"{model} is given more than once")
+        collected[model] = limits
+        setattr(namespace, self.dest, collected)
+
+
+def _limits_text(r: KeyRecord) -> str:
+    """Key-wide, then per-model limits, in the flags' syntax: rpm=60 gpt-4o:rpm=3,tpm=900."""
+
+    def spec(rpm: int | None, tpm: int | None) -> str:
+        return ",".join(f"{k}={v}" for k, v in (("rpm", rpm), ("tpm", tpm)) if v is not None)
+
+    parts = [spec(r.rpm, r.tpm)] if r.rpm is not None or r.tpm is not None else []
+    for model, limits in sorted((r.model_limits or {}).items()):
+        parts.append(f"{model}:{spec(limits.get('rpm'), limits.get('tpm'))}")
+    return " ".join(parts) or "-"
 
 
 def _day(ts: int) -> str:

@@ -15,11 +15,14 @@ from chatd.admin import run as run_admin
 from chatd.config import (
     ConfigError,
     FileConfig,
+    LocalModelConfig,
     Settings,
     embedded_model_path,
     env_api_keys,
     load_config,
 )
+from chatd.status import add_command as add_status_command
+from chatd.status import run as run_status
 
 log = logging.getLogger("chatd")
 
@@ -77,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="info")
     add_database_options(s)
     add_commands(sub)
+    add_status_command(sub)
     return p
 
 
@@ -88,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "serve":
         return serve(args)
+    if args.command == "channels":
+        return run_status(args)
     return run_admin(args)
 
 
@@ -114,15 +120,15 @@ def serve(args: argparse.Namespace) -> int:
         settings.data_dir = args.data_dir
     try:
         file = load_config(args.config) if args.config else FileConfig([], [])
-        specs = [(m.path, m.id) for m in file.models]
-        if not specs:
-            specs = [settings.resolved_model()]
-        else:
-            specs = [(p or embedded_model_path(), i) for p, i in specs]
+        configs = file.models
+        if not configs:
+            path, model_id = settings.resolved_model()
+            configs = [LocalModelConfig(model_id, path)]
         local = []
-        for path, model_id in specs:
+        for m in configs:
+            path, model_id = m.path or embedded_model_path(), m.id
             engine = _engine(settings, Path(path))
-            local.append(LocalModel(model_id, engine))
+            local.append(LocalModel(model_id, engine, m.priority, m.weight))
             log.info(
                 "model %s from %s (%s), context window %d tokens",
                 model_id,

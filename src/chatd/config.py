@@ -72,6 +72,8 @@ class LocalModelConfig:
     id: str
     path: Path | None  # None: the embedded model
     aliases: list[str] = field(default_factory=list)
+    priority: int = 0  # where an id of this model is also served by channels
+    weight: float = 1.0
 
 
 @dataclass
@@ -103,15 +105,20 @@ def load_config(path: Path) -> FileConfig:
     models = []
     for i, m in enumerate(data.get("models", [])):
         where = f"{path}: models[{i}]"
-        _known(m, {"id", "path", "aliases"}, where)
+        _known(m, {"id", "path", "aliases", "priority", "weight"}, where)
         if not isinstance(m.get("id"), str):
             raise ConfigError(f"{where}.id: a string is required")
+        aliases = m.get("aliases", [])
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise ConfigError(f"{where}.aliases: a list of strings is required")
+        priority, weight = m.get("priority", 0), m.get("weight", 1.0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ConfigError(f"{where}.priority: an integer is required")
+        if not isinstance(weight, int | float) or isinstance(weight, bool) or weight <= 0:
+            raise ConfigError(f"{where}.weight: a positive number is required")
         raw = m.get("path", "embedded")
-        models.append(
-            LocalModelConfig(
-                m["id"], None if raw == "embedded" else Path(raw), list(m.get("aliases", []))
-            )
-        )
+        path_ = None if raw == "embedded" else Path(raw)
+        models.append(LocalModelConfig(m["id"], path_, aliases, priority, float(weight)))
     channels = []
     for i, c in enumerate(data.get("channels", [])):
         where = f"{path}: channels[{i}]"

@@ -5,6 +5,7 @@ look complete, cooldown, usage and store for relayed answers."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -45,8 +46,16 @@ def gateway(fake: str, server: Server, tmp_path_factory: pytest.TempPathFactory)
             f"priority = {priority}\n{extra}\n"
         )
 
+    # The local model is also a route (priority 1) for two ids served by channels.
+    local = (
+        f'[[models]]\nid = "{MODEL}"\npath = "embedded"\n'
+        'aliases = ["mfallback", "mlocalfirst"]\npriority = 1\n'
+    )
     toml = "".join(
         [
+            local,
+            channel("deadfirst", "http://127.0.0.1:1/v1", '"mfallback"', 0),
+            channel("oklast", fake + "/v1", '{ id = "mlocalfirst", upstream = "ok" }', 2),
             channel("fake500", fake + "/v1", '{ id = "m500", upstream = "500" }', 0),
             channel("fake429", fake + "/v1", '{ id = "m429", upstream = "429" }', 0),
             channel(
@@ -219,6 +228,9 @@ def test_channels_endpoint(gateway: Server) -> None:
         ),
         ("[server]\nport = 1\n", "server"),
         ("[[models]]\nid = 3\n", "models[0].id"),
+        ("[[models]]\nid = 'x'\npriority = 'high'\n", "models[0].priority"),
+        ("[[models]]\nid = 'x'\nweight = 0\n", "models[0].weight"),
+        ("[[models]]\nid = 'x'\naliases = 'y'\n", "models[0].aliases"),
         ("not toml = = =", "chatd.toml"),
     ],
 )
@@ -244,3 +256,103 @@ def test_usage_estimated_when_the_upstream_sends_none(gateway: Server) -> None:
     _, _, _, requests, prompt, completion, estimated = usage_row(gateway, "mnousage", 2)
     assert int(requests) == int(estimated) == 2  # counted by chatd, and marked so
     assert int(prompt) > 0 and int(completion) == 2  # "Hello" is one token, twice
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_local_engine_is_the_fallback_when_channels_fail(gateway: Server, stream: bool) -> None:
+    """`mfallback`: a dead channel first (priority 0), then the local model (priority 1)."""
+    r = ask(gateway, "mfallback", stream=stream)
+    assert r.status_code == 200, r.text
+    if stream:
+        ev = events(r)
+        assert ev[-1] == "[DONE]"
+        first = json.loads(ev[0])
+        assert first["model"] == "mfallback" and first["system_fingerprint"].startswith("fp_")
+    else:
+        data = r.json()
+        assert data["model"] == "mfallback" and data["usage"]["prompt_tokens"] > 7
+        assert data["choices"][0]["message"]["content"] != "Hello"  # not the fake's answer
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_local_first_then_channel_for_what_local_cannot_do(gateway: Server, stream: bool) -> None:
+    """`mlocalfirst`: the local model first (priority 1), a channel after it (priority 2);
+    a field the local engine refuses goes to the channel, which supports it."""
+    local = ask(gateway, "mlocalfirst", stream=stream)
+    relayed = ask(gateway, "mlocalfirst", stream=stream, web_search_options={})
+    assert local.status_code == relayed.status_code == 200, relayed.text
+    if stream:
+        text = [
+            "".join(
+                json.loads(e)["choices"][0]["delta"].get("content") or ""
+                for e in events(r)[:-1]
+                if json.loads(e)["choices"]
+            )
+            for r in (local, relayed)
+        ]
+    else:
+        text = [r.json()["choices"][0]["message"]["content"] for r in (local, relayed)]
+    assert text[0] != "Hello" and text[1] == "Hello"
+
+
+def test_models_status_names_routes_and_reasons(gateway: Server) -> None:
+    ask(gateway, "mdead")
+    ask(gateway, "mdead")
+    status = {m["id"]: m for m in httpx.get(gateway.base_url + "/v1/channels").json()["models"]}
+    assert status["mfallback"]["routes"] == ["deadfirst", f"local:{MODEL}"]
+    assert status["mfallback"]["available"]  # the local route is always there
+    assert not status["mdead"]["available"]
+    assert "no channel is available" in status["mdead"]["reason"]
+    assert "dead cooling down" in status["mdead"]["reason"]
+    assert status[MODEL] == {
+        "id": MODEL,
+        "available": True,
+        "reason": None,
+        "routes": [f"local:{MODEL}"],
+    }
+
+
+def test_channels_cli(gateway: Server) -> None:
+    ask(gateway, "mdead")
+    ask(gateway, "mdead")
+    chatd = str(Path(sys.executable).parent / "chatd")
+    out = subprocess.run(
+        [chatd, "channels", "--url", gateway.base_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    dead = next(ln for ln in lines if ln.startswith("dead "))
+    assert "cooling down" in dead
+    mdead = lines.index(next(ln for ln in lines if ln.startswith("mdead ")))
+    assert "UNAVAILABLE" in lines[mdead] and "no channel is available" in lines[mdead + 1]
+    assert "available" in next(ln for ln in lines if ln.startswith("mok "))
+
+
+def test_channels_cli_without_a_server_or_with_a_bad_key(server: Server) -> None:
+    chatd = str(Path(sys.executable).parent / "chatd")
+    down = subprocess.run(
+        [chatd, "channels", "--url", f"http://127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert down.returncode == 1 and "cannot reach" in down.stdout
+    refused = subprocess.run(
+        [chatd, "channels", "--url", server.base_url, "--api-key", "sk-wrong"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1 and "401" in refused.stdout
+    assert "sk-wrong" not in refused.stdout  # the key is redacted in the server's message
+    ok = subprocess.run(
+        [chatd, "channels", "--url", server.base_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CHATD_API_KEY": API_KEY},
+    )
+    assert ok.returncode == 0 and "(no channels)" in ok.stdout and MODEL in ok.stdout

@@ -19,6 +19,7 @@ from chatd.protocol.errors import ModelNotFound, NotFound
 from chatd.protocol.stored import parse_list_query, parse_update
 from chatd.service.chat import ChatService
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
+from chatd.service.metrics import exposition, metrics_registry
 from chatd.service.models import ModelRegistry
 from chatd.service.stored import StoredCompletions
 from chatd.store.completions import CompletionStore
@@ -43,6 +44,7 @@ def create_app(
     store = CompletionStore(db)
     limiter = RateLimiter(RedisCounters(redis_url) if redis_url else LocalCounters())
     usage = UsageBuffer(UsageStore(db))
+    metrics = metrics_registry(models, usage)
     service = ChatService(models, store, usage, limiter)
     stored = StoredCompletions(store)
     auth = KeyChecker(api_keys, KeyStore(db))
@@ -83,7 +85,8 @@ def create_app(
         req = parse_chat_request(await request.body())
         if not caller.may_use(req.model):
             raise ModelNotFound(req.model)
-        await limiter.admit(caller.owner, caller.rpm, caller.tpm)
+        model_rpm, model_tpm = caller.limits_for(req.model)
+        await limiter.admit(caller.owner, caller.rpm, caller.tpm, req.model, model_rpm, model_tpm)
         completion = await service.start(req, caller.owner)
         if req.is_streaming():
             await completion.prime()
@@ -105,7 +108,8 @@ def create_app(
 
     @app.get("/v1/channels")
     async def list_channels(caller: CallerDep) -> dict[str, Any]:
-        """Upstream channels and their health: for the operator's keys (--api-key) only."""
+        """Upstream channels and their health, and every public model id with whether it can
+        be served now (and why not): for the operator's keys (--api-key) only."""
         if not caller.operator:
             raise NotFound("Invalid URL (GET /v1/channels)")
         return {
@@ -120,7 +124,17 @@ def create_app(
                 }
                 for c in models.channels
             ],
+            "models": models.status(),
         }
+
+    @app.get("/metrics")
+    async def get_metrics(caller: CallerDep) -> Response:
+        """Prometheus exposition, read at scrape time: operator keys only, like channels
+        (Prometheus scrapes it with a bearer token)."""
+        if not caller.operator:
+            raise NotFound("Invalid URL (GET /metrics)")
+        body, content_type = exposition(metrics)
+        return Response(body, media_type=content_type)
 
     # --- stored completions -------------------------------------------------------------
     @app.get("/v1/chat/completions")

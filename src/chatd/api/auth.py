@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hmac
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -25,9 +26,17 @@ class Caller:
     operator: bool = False  # a static --api-key, or anyone on an open server
     rpm: int | None = None  # rate limits (None: unlimited)
     tpm: int | None = None
+    # per public model id: (rpm, tpm), on top of the key-wide ones
+    model_limits: Mapping[str, tuple[int | None, int | None]] = field(
+        default_factory=dict, hash=False
+    )
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
+
+    def limits_for(self, model: str) -> tuple[int | None, int | None]:
+        """This model's (rpm, tpm); (None, None) when the key does not limit it."""
+        return self.model_limits.get(model, (None, None))
 
 
 _MISSING = (
@@ -79,7 +88,9 @@ class KeyChecker:
                 f"The API key {record.id} has been {state}.", code="invalid_api_key"
             )
         models = frozenset(record.models) if record.models else None
-        return Caller(record.id, models, rpm=record.rpm, tpm=record.tpm)
+        limits = record.model_limits or {}
+        per_model = {m: (v.get("rpm"), v.get("tpm")) for m, v in limits.items()}
+        return Caller(record.id, models, rpm=record.rpm, tpm=record.tpm, model_limits=per_model)
 
 
 def _redact(key: str) -> str:

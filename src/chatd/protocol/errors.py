@@ -94,6 +94,13 @@ class Overloaded(APIError):
         )
 
 
+class ModelUnavailable(APIError):
+    """A configured model none of whose routes can answer now (503, not 404)."""
+
+    status = 503
+    type = "server_error"
+
+
 class ServerError(APIError):
     status = 500
     type = "server_error"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -23,6 +23,7 @@ from chatd.protocol.chat_request import ChatCompletionRequest
 from chatd.protocol.errors import (
     APIError,
     InvalidRequest,
+    ModelUnavailable,
     NotYetSupported,
     Overloaded,
     ServerError,
@@ -31,12 +32,13 @@ from chatd.protocol.responses import Envelope, Usage
 from chatd.service.capabilities import check_local_support
 from chatd.service.choice import Choice
 from chatd.service.limits import RateLimiter
-from chatd.service.models import LocalModel, ModelRegistry, UpstreamModel
+from chatd.service.models import LocalModel, ModelRegistry, Route
 from chatd.service.structured import SCHEMA_PARAM, json_schema_for
 from chatd.service.tools import ToolPlan, plan_tools, render_messages, template_tools
 from chatd.service.tools import grammar as tool_grammar
 from chatd.store.completions import CompletionStore
 from chatd.store.usage import UsageBuffer
+from chatd.upstream.channels import Channel, route
 from chatd.upstream.relay import UpstreamCall
 
 log = logging.getLogger("chatd.service")
@@ -56,14 +58,52 @@ class ChatService:
         self.limiter = limiter
         self._client: httpx.AsyncClient | None = None
 
-    async def start(
-        self, req: ChatCompletionRequest, owner: str
-    ) -> ChatCompletion | RelayedCompletion:
+    async def start(self, req: ChatCompletionRequest, owner: str) -> Completion:
         """Validate against the model and submit; raises APIError for any refusal.
         ``owner`` (the caller's key) owns the stored completion if ``store`` is set."""
         model = self.models.get(req.model)
-        if isinstance(model, UpstreamModel):
-            return self._start_upstream(req, model, owner)
+        if isinstance(model, LocalModel):
+            return await self._start_local(req, model, owner)
+        order = route(model.routes)
+        if not order:
+            raise ModelUnavailable(
+                f"The model `{model.id}` is temporarily unavailable: no channel is available"
+                " (all are cooling down after failures).",
+                code="model_unavailable",
+            )
+        return await self._start_routed(req, order, owner)
+
+    async def _start_routed(
+        self, req: ChatCompletionRequest, order: list[Route], owner: str
+    ) -> Completion:
+        """Try routes in order. The local engine refuses at once (a full queue, or a
+        request it cannot honour) and the next route is tried; channels fail later, before
+        their first byte, and then the routes after them are the fallback."""
+        head, rest = order[0], order[1:]
+        if isinstance(head, LocalModel):
+            try:
+                return await self._start_local(req, head, owner)
+            except APIError:
+                if not rest:
+                    raise
+                return await self._start_routed(req, rest, owner)
+        channels: list[Channel] = []
+        while rest and isinstance(head, Channel):
+            channels.append(head)
+            head, rest = rest[0], rest[1:]
+        if isinstance(head, Channel):
+            channels.append(head)
+        else:
+            rest = [head, *rest]
+
+        async def fallback() -> Completion:
+            return await self._start_routed(req, rest, owner)
+
+        return self._start_upstream(req, channels, owner, fallback if rest else None)
+
+    async def _start_local(
+        self, req: ChatCompletionRequest, model: LocalModel, owner: str
+    ) -> ChatCompletion:
         engine = model.engine
         check_local_support(req, model.id, engine.n_vocab)
         plan = plan_tools(req)
@@ -92,17 +132,21 @@ class ChatService:
         return completion
 
     def _start_upstream(
-        self, req: ChatCompletionRequest, model: UpstreamModel, owner: str
+        self,
+        req: ChatCompletionRequest,
+        channels: list[Channel],
+        owner: str,
+        fallback: Callable[[], Awaitable[Completion]] | None = None,
     ) -> RelayedCompletion:
         """Fields pass through untouched: the upstream decides what it supports."""
         body = dict(req.raw or req.model_dump(mode="json", by_alias=True, exclude_none=True))
-        call = UpstreamCall(model.id, model.channels, body, self._http())
+        call = UpstreamCall(req.model, channels, body, self._http())
         saver = _Saver(self.store, owner, req) if req.store is True else None
         accountant = _Accountant(self.usage, owner, req.model, self.limiter) if self.usage else None
         local = self.models.local()
         counter = local[0].engine.count_tokens if local else None
         prompt_text = "\n".join(m.text() for m in req.messages)
-        return RelayedCompletion(call, saver, accountant, counter, prompt_text)
+        return RelayedCompletion(call, saver, accountant, counter, prompt_text, fallback)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -113,7 +157,8 @@ class ChatService:
 
 
 class RelayedCompletion:
-    """An upstream's answer, relayed; stored and accounted like a local one."""
+    """An upstream's answer, relayed; stored and accounted like a local one. When no
+    channel answers before its first byte, the ``fallback`` routes (if any) take over."""
 
     def __init__(
         self,
@@ -122,17 +167,22 @@ class RelayedCompletion:
         accountant: _Accountant | None,
         count_tokens: Callable[[str], int] | None = None,
         prompt_text: str = "",
+        fallback: Callable[[], Awaitable[Completion]] | None = None,
     ) -> None:
         self.call = call
         self.saver = saver
         self.accountant = accountant
         self.count_tokens = count_tokens
         self.prompt_text = prompt_text
+        self.fallback = fallback
+        self._delegate: Completion | None = None
         self._stream: AsyncIterator[dict[str, Any]] | None = None
         self._first: dict[str, Any] | None = None
 
     def cancel(self) -> None:
         """Closing the relay (the client left) closes the upstream stream."""
+        if self._delegate is not None:
+            self._delegate.cancel()
 
     def _account(self, output: str) -> None:
         """The upstream's usage; without one, chatd's own count of the prompt and of
@@ -150,10 +200,21 @@ class RelayedCompletion:
             self.accountant.record(Usage(0, 0), estimated=True)
         self.accountant = None
 
+    async def _fall_back(self, error: ModelUnavailable) -> Completion:
+        """Hand the request to the next routes; they account and store it themselves."""
+        if self.fallback is None:
+            self._account("")
+            raise error
+        self.accountant = None
+        self._delegate = await self.fallback()
+        return self._delegate
+
     async def result(self) -> dict[str, Any]:
         body: dict[str, Any] = {}
         try:
             body = await self.call.result()
+        except ModelUnavailable as e:
+            return await (await self._fall_back(e)).result()
         finally:
             self._account(_generated_text(body.get("choices", [])))
         if self.saver is not None:
@@ -168,11 +229,17 @@ class RelayedCompletion:
             self._first = await anext(self._stream)
         except StopAsyncIteration:
             self._first = None
+        except ModelUnavailable as e:
+            await (await self._fall_back(e)).prime()
         except BaseException:
             self._account("")
             raise
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+        if self._delegate is not None:
+            async for chunk in self._delegate.chunks():
+                yield chunk
+            return
         assembled = _Assembler()
         try:
             if self._first is not None:
@@ -338,6 +405,9 @@ class ChatCompletion:
             await self.saver.save(self._completion())
 
 
+Completion = ChatCompletion | RelayedCompletion
+
+
 class _Accountant:
     """Counts one request's usage: rate-limit tokens, and the usage table (buffered)."""
 
@@ -356,7 +426,7 @@ class _Accountant:
         if self.limiter is not None:
             total = usage.prompt_tokens + usage.completion_tokens
             task = asyncio.get_running_loop().create_task(
-                self.limiter.add_tokens(self.owner, total)
+                self.limiter.add_tokens(self.owner, total, self.model)
             )
             _background.add(task)
             task.add_done_callback(_background.discard)

@@ -3,7 +3,18 @@
 Counted in this process by default; with ``--redis-url`` the counters live in Redis and
 every chatd replica shares them. A request is refused (429, OpenAI's body, Retry-After
 to the next window) when the key's window is already full; its tokens are added when
-it ends, so the tokens window may overshoot by one request, as OpenAI's does."""
+it ends, so the tokens window may overshoot by one request, as OpenAI's does.
+
+A key may also limit some models (by public id as the client sends it: an alias is its
+own id). Such a request must fit both its model's window and the key-wide one. The
+token windows are only read at admission, so the order only matters for requests, which
+are counted with an atomic increment-then-compare (a read-then-increment would let
+replicas race past the limit). The model's window is counted first, so a refusal by
+the per-model limit never touches the key-wide counter; a refusal by the key-wide limit
+takes back the model's count, and a refused request takes back its own: refused
+requests count in no window (and "Used" stays the real number). Between an increment
+and its take-back a concurrent request may see one count too many and be refused: the
+limits err towards refusing, never towards admitting over a limit."""
 
 from __future__ import annotations
 
@@ -16,11 +27,14 @@ from chatd.protocol.errors import APIError
 class RateLimited(APIError):
     status = 429
 
-    def __init__(self, kind: str, limit: int, used: int, retry_after: int) -> None:
+    def __init__(
+        self, kind: str, limit: int, used: int, retry_after: int, model: str | None = None
+    ) -> None:
         unit = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
+        scope = f" for {model}" if model is not None else ""  # None: the key-wide limit
         super().__init__(
-            f"Rate limit reached on {unit}: Limit {limit}, Used {used}. Please try again in"
-            f" {retry_after}s.",
+            f"Rate limit reached{scope} on {unit}: Limit {limit}, Used {used}. Please try"
+            f" again in {retry_after}s.",
             type=kind,
             code="rate_limit_exceeded",
             headers={"Retry-After": str(retry_after)},
@@ -79,20 +93,52 @@ class RateLimiter:
         minute = int(now // 60)
         return minute, max(1, int((minute + 1) * 60 - now + 0.999))
 
-    async def admit(self, owner: str, rpm: int | None, tpm: int | None) -> None:
-        """Count the request; raise RateLimited if a window is already full."""
-        if rpm is None and tpm is None:
+    async def admit(
+        self,
+        owner: str,
+        rpm: int | None,
+        tpm: int | None,
+        model: str | None = None,
+        model_rpm: int | None = None,
+        model_tpm: int | None = None,
+    ) -> None:
+        """Count the request in the key's window and, if the key limits ``model``, in
+        that model's; raise RateLimited, counting nothing, if a window is already full."""
+        # (counter prefix, rpm, tpm, model named in the 429): the model's window first
+        windows: list[tuple[str, int | None, int | None, str | None]] = []
+        if model is not None and (model_rpm is not None or model_tpm is not None):
+            windows.append((_prefix(owner, model), model_rpm, model_tpm, model))
+        if rpm is not None or tpm is not None:
+            windows.append((_prefix(owner, None), rpm, tpm, None))
+        if not windows:
             return
         minute, retry = self._window()
-        if tpm is not None:
-            used = await self.counters.get(f"chatd:rl:{owner}:{minute}:tok")
-            if used >= tpm:
-                raise RateLimited("tokens", tpm, used, retry)
-        if rpm is not None:
-            n = await self.counters.incr(f"chatd:rl:{owner}:{minute}:req", 1)
-            if n > rpm:
-                raise RateLimited("requests", rpm, n - 1, retry)
+        for prefix, _, limit, name in windows:
+            if limit is not None:
+                used = await self.counters.get(f"{prefix}:{minute}:tok")
+                if used >= limit:
+                    raise RateLimited("tokens", limit, used, retry, name)
+        counted: list[str] = []
+        for prefix, limit, _, name in windows:
+            if limit is not None:
+                key = f"{prefix}:{minute}:req"
+                n = await self.counters.incr(key, 1)
+                if n > limit:
+                    for k in (*counted, key):
+                        await self.counters.incr(k, -1)
+                    raise RateLimited("requests", limit, n - 1, retry, name)
+                counted.append(key)
 
-    async def add_tokens(self, owner: str, tokens: int) -> None:
+    async def add_tokens(self, owner: str, tokens: int, model: str | None = None) -> None:
+        """Add a finished request's tokens to the key's window and to its model's (kept
+        for every model: a key's per-model limits are not known here)."""
         minute, _ = self._window()
-        await self.counters.incr(f"chatd:rl:{owner}:{minute}:tok", tokens)
+        await self.counters.incr(f"{_prefix(owner, None)}:{minute}:tok", tokens)
+        if model is not None:
+            await self.counters.incr(f"{_prefix(owner, model)}:{minute}:tok", tokens)
+
+
+def _prefix(owner: str, model: str | None) -> str:
+    """Counter keys: chatd:rl:{owner}[:{model}]:{minute}:req|tok. Owners have no ':' and
+    minutes are numbers, so a model's keys never collide with the key-wide ones."""
+    return f"chatd:rl:{owner}" if model is None else f"chatd:rl:{owner}:{model}"

@@ -1,5 +1,6 @@
 """The models this server can serve, by public id: local models (our engine, with
-aliases) and upstream models (served by channels)."""
+aliases) and routed models: public ids served by upstream channels, and possibly by a
+local model too (then the local engine is one more route, with its own priority)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,18 @@ class LocalModel:
 
     id: str
     engine: Engine
+    priority: int = 0  # where its ids are also served by channels: its place in routing
+    weight: float = 1.0
     created: int = field(default_factory=lambda: int(time.time()))
     owned_by: str = "chatd"
+
+    @property
+    def name(self) -> str:
+        return f"local:{self.id}"
+
+    def healthy(self, now: float | None = None) -> bool:
+        """Always routable: a full queue is found out (and skipped) when submitting."""
+        return True
 
     def card(self, public_id: str | None = None) -> dict[str, Any]:
         return {
@@ -30,24 +41,43 @@ class LocalModel:
         }
 
 
+Route = Channel | LocalModel
+
+
 @dataclass
-class UpstreamModel:
-    """A public model id served by one or more upstream channels."""
+class RoutedModel:
+    """A public model id served by one or more channels, and maybe the local engine."""
 
     id: str
-    channels: list[Channel]
+    routes: list[Route]
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property
     def available(self) -> bool:
-        return any(c.healthy() for c in self.channels)
+        return any(r.healthy() for r in self.routes)
 
     def card(self, public_id: str | None = None) -> dict[str, Any]:
-        owner = ",".join(c.name for c in self.channels)
+        owner = ",".join(r.name for r in self.routes)
         return {"id": self.id, "object": "model", "created": self.created, "owned_by": owner}
 
+    def status(self) -> dict[str, Any]:
+        down = [r for r in self.routes if not r.healthy()]
+        reason = None
+        if not self.available:
+            reason = "no channel is available: " + ", ".join(
+                f"{r.name} cooling down after {r.failures} failures"
+                for r in down
+                if isinstance(r, Channel)
+            )
+        return {
+            "id": self.id,
+            "available": self.available,
+            "reason": reason,
+            "routes": [r.name for r in self.routes],
+        }
 
-Model = LocalModel | UpstreamModel
+
+Model = LocalModel | RoutedModel
 
 
 class ModelRegistry:
@@ -60,27 +90,42 @@ class ModelRegistry:
         self._models = {m.id: m for m in models}
         self._aliases = dict(aliases or {})
         self.channels = list(channels or [])
-        self._upstream: dict[str, UpstreamModel] = {}
+        self._routed: dict[str, RoutedModel] = {}
         for c in self.channels:
             for public in c.models:
-                if public not in self._models and public not in self._aliases:
-                    self._upstream.setdefault(public, UpstreamModel(public, [])).channels.append(c)
+                self._routed.setdefault(public, RoutedModel(public, [])).routes.append(c)
+        for public, routed in self._routed.items():
+            local = self._models.get(self._aliases.get(public, public))
+            if local is not None:
+                routed.routes.append(local)
 
     def get(self, model_id: str) -> Model:
+        routed = self._routed.get(model_id)
+        if routed is not None:
+            return routed
         local = self._models.get(self._aliases.get(model_id, model_id))
         if local is not None:
             return local
-        upstream = self._upstream.get(model_id)
-        if upstream is not None:
-            return upstream
         raise ModelNotFound(model_id)
 
     def cards(self) -> list[dict[str, Any]]:
         """The models that can be served now."""
-        cards = [m.card() for m in self._models.values()]
-        cards += [self._models[t].card(a) for a, t in self._aliases.items() if t in self._models]
-        cards += [m.card() for m in self._upstream.values() if m.available]
+        local = [(m.id, m) for m in self._models.values()]
+        local += [(a, self._models[t]) for a, t in self._aliases.items() if t in self._models]
+        cards = [m.card(public) for public, m in local if public not in self._routed]
+        cards += [m.card() for m in self._routed.values() if m.available]
         return cards
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every public id, with whether it can be served now and why not."""
+        local = [(m.id, m.name) for m in self._models.values()]
+        local += [(a, self._models[t].name) for a, t in self._aliases.items() if t in self._models]
+        rows = [
+            {"id": public, "available": True, "reason": None, "routes": [name]}
+            for public, name in local
+            if public not in self._routed
+        ]
+        return rows + [m.status() for m in self._routed.values()]
 
     def local(self) -> list[LocalModel]:
         return list(self._models.values())

@@ -29,6 +29,8 @@ class KeyRecord:
     revoked_at: int | None
     rpm: int | None = None
     tpm: int | None = None
+    # {public model id: {"rpm": int | None, "tpm": int | None}}, on top of rpm/tpm
+    model_limits: dict[str, dict[str, int | None]] | None = None
 
     def state(self, now: float | None = None) -> str:
         if self.revoked_at is not None:
@@ -49,6 +51,7 @@ class KeyStore:
         expires_at: int | None = None,
         rpm: int | None = None,
         tpm: int | None = None,
+        model_limits: dict[str, dict[str, int | None]] | None = None,
     ) -> tuple[KeyRecord, str]:
         """Returns the record and the key, which is never stored."""
         key = "sk-chatd-" + secrets.token_urlsafe(32)
@@ -61,6 +64,7 @@ class KeyStore:
             revoked_at=None,
             rpm=rpm,
             tpm=tpm,
+            model_limits=model_limits or None,
         )
         async with self.db.engine.begin() as conn:
             await conn.execute(api_keys.insert().values(digest=key_digest(key), **record.__dict__))
@@ -103,4 +107,5 @@ def _record(row: Any) -> KeyRecord:
         revoked_at=row.revoked_at,
         rpm=row.rpm,
         tpm=row.tpm,
+        model_limits=row.model_limits,
     )

@@ -69,6 +69,8 @@ api_keys = Table(
     Column("revoked_at", BigInteger, nullable=True),
     Column("rpm", BigInteger, nullable=True),  # requests per minute (None: unlimited)
     Column("tpm", BigInteger, nullable=True),  # tokens per minute
+    # per public model id, on top of rpm/tpm: {"model": {"rpm": int|None, "tpm": int|None}}
+    Column("model_limits", JSON, nullable=True),
 )
 
 usage = Table(

@@ -86,10 +86,16 @@ class UsageBuffer:
         self.interval = interval
         self._pending: dict[tuple[str, str], list[int]] = {}
         self._task: asyncio.Task[None] | None = None
+        # model -> [requests, prompt, completion] since the process started, for metrics.
+        self.totals: dict[str, list[int]] = {}
 
     def add(
         self, owner: str, model: str, prompt: int, completion: int, estimated: bool = False
     ) -> None:
+        total = self.totals.setdefault(model, [0, 0, 0])
+        total[0] += 1
+        total[1] += prompt
+        total[2] += completion
         counts = self._pending.setdefault((owner, model), [0, 0, 0, 0])
         counts[0] += 1
         counts[1] += prompt

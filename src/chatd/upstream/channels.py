@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 
 @dataclass
@@ -24,18 +25,27 @@ class Channel:
     cooldown_seconds: float = 30.0
     failures: int = field(default=0, init=False)
     cooling_until: float = field(default=0.0, init=False)
+    # Process-lifetime counts, read by the metrics collector (plain ints: no prometheus here).
+    successes_total: int = field(default=0, init=False)
+    failures_total: int = field(default=0, init=False)
+    cooldowns_total: int = field(default=0, init=False)
 
     def healthy(self, now: float | None = None) -> bool:
         return (now or time.monotonic()) >= self.cooling_until
 
     def succeeded(self) -> None:
+        self.successes_total += 1
         self.failures = 0
         self.cooling_until = 0.0
 
     def failed(self) -> None:
         self.failures += 1
+        self.failures_total += 1
         if self.failures >= self.failures_before_cooldown:
-            self.cooling_until = time.monotonic() + self.cooldown_seconds
+            now = time.monotonic()
+            if self.healthy(now):  # a failure while already cooling extends, not re-enters
+                self.cooldowns_total += 1
+            self.cooling_until = now + self.cooldown_seconds
 
     def state(self) -> dict[str, object]:
         now = time.monotonic()
@@ -47,15 +57,25 @@ class Channel:
         }
 
 
+class Routable(Protocol):
+    """Anything a public model id can be routed to: a channel, or the local engine."""
+
+    priority: int
+    weight: float
+
+    def healthy(self, now: float | None = None) -> bool: ...
+
+
+R = TypeVar("R", bound=Routable)
 _rng = random.Random()
 
 
-def route(channels: list[Channel], rng: random.Random | None = None) -> list[Channel]:
-    """The order to try channels in: healthy ones only, lowest priority number first,
+def route(routes: list[R], rng: random.Random | None = None) -> list[R]:
+    """The order to try routes in: healthy ones only, lowest priority number first,
     weighted random within a priority."""
     rng = rng or _rng
-    healthy = [c for c in channels if c.healthy()]
-    order: list[Channel] = []
+    healthy = [c for c in routes if c.healthy()]
+    order: list[R] = []
     for priority in sorted({c.priority for c in healthy}):
         group = [c for c in healthy if c.priority == priority]
         while group:

@@ -19,35 +19,24 @@ from typing import Any
 
 import httpx
 
-from chatd.protocol.errors import APIError, ServerError
-from chatd.upstream.channels import Channel, route
+from chatd.protocol.errors import APIError, ModelUnavailable, ServerError
+from chatd.upstream.channels import Channel
 
 log = logging.getLogger("chatd.upstream")
 
 
-class Unavailable(APIError):
-    status = 503
-    type = "server_error"
-
-
 class UpstreamCall:
-    """One request to try on a model's channels, in routing order."""
+    """One request to try on channels, in the given (routed) order."""
 
     def __init__(
         self,
         public_id: str,
-        channels: list[Channel],
+        order: list[Channel],
         body: dict[str, Any],
         client: httpx.AsyncClient,
     ) -> None:
         self.public_id = public_id
-        self.order = route(channels)
-        if not self.order:
-            raise Unavailable(
-                f"The model `{public_id}` is temporarily unavailable: no channel is available"
-                " (all are cooling down after failures).",
-                code="model_unavailable",
-            )
+        self.order = order
         self.body = body
         self.client = client
         self.streaming = body.get("stream") is True
@@ -98,7 +87,7 @@ class UpstreamCall:
             data["model"] = self.public_id
             self.usage = data.get("usage")
             return data
-        raise Unavailable(f"No channel could answer for `{self.public_id}` ({last}).")
+        raise ModelUnavailable(f"No channel could answer for `{self.public_id}` ({last}).")
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         last = "no channel"
@@ -135,7 +124,7 @@ class UpstreamCall:
             async for chunk in self._relay(first, events, response):
                 yield chunk
             return
-        raise Unavailable(f"No channel could answer for `{self.public_id}` ({last}).")
+        raise ModelUnavailable(f"No channel could answer for `{self.public_id}` ({last}).")
 
     async def _relay(
         self, first: str, events: AsyncIterator[str], response: httpx.Response
@@ -165,9 +154,35 @@ class UpstreamCall:
                 f"The upstream stream broke off before it ended ({type(e).__name__})."
             ) from None
         finally:
-            await response.aclose()
+            if done:
+                _finish_in_background(events, response)
+            else:
+                await response.aclose()
         if not done:
             raise ServerError("The upstream stream ended without [DONE].")
+
+
+_draining: set[asyncio.Task[None]] = set()
+
+
+def _finish_in_background(events: AsyncIterator[str], response: httpx.Response) -> None:
+    """Read the body's end after [DONE] so the connection goes back to the pool (closing a
+    response early closes its connection, and a new one per request costs a TCP connect),
+    without making the client wait for it."""
+
+    async def finish() -> None:
+        try:
+            async with asyncio.timeout(5):
+                async for _ in events:
+                    pass
+        except (httpx.HTTPError, TimeoutError):
+            pass
+        finally:
+            await response.aclose()
+
+    task = asyncio.get_running_loop().create_task(finish())
+    _draining.add(task)
+    task.add_done_callback(_draining.discard)
 
 
 async def _events(response: httpx.Response) -> AsyncIterator[str]:

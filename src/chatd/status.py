@@ -1,0 +1,66 @@
+"""``chatd channels``: what a running server can serve now, asked over HTTP (the state
+is per process, so it is read from the server, not from the config file)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import httpx
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    cmd = sub.add_parser("channels", help="a running server's channels and models, with health")
+    cmd.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
+    cmd.add_argument(
+        "--api-key",
+        default=None,
+        help="an operator key (--api-key of serve); default: env CHATD_API_KEY",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    key = args.api_key or os.environ.get("CHATD_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    url = args.url.rstrip("/") + "/v1/channels"
+    try:
+        response = httpx.get(url, headers=headers, timeout=10)
+    except httpx.HTTPError as e:
+        print(f"chatd: cannot reach {url}: {type(e).__name__}: {e}")
+        return 1
+    if response.status_code != 200:
+        message = _error_message(response)
+        print(f"chatd: {url} answered {response.status_code}: {message}")
+        return 1
+    print(format_status(response.json()))
+    return 0
+
+
+def format_status(data: dict[str, Any]) -> str:
+    lines = [f"{'channel':<20} {'state':<22} {'prio':>4} {'weight':>6}  base_url / models"]
+    for c in data.get("data", []):
+        if c["healthy"]:
+            state = "healthy" + (f" ({c['failures']} failed)" if c["failures"] else "")
+        else:
+            state = f"cooling down {c['cooling_seconds_left']:.0f}s"
+        lines.append(
+            f"{c['name']:<20} {state:<22} {c['priority']:>4} {c['weight']:>6g}  {c['base_url']}"
+        )
+        lines.append(f"{'':<57}{', '.join(c['models'])}")
+    if len(lines) == 1:
+        lines.append("(no channels)")
+    lines += ["", f"{'model':<32} {'state':<12} routes"]
+    for m in data.get("models", []):
+        state = "available" if m["available"] else "UNAVAILABLE"
+        lines.append(f"{m['id']:<32} {state:<12} {', '.join(m['routes'])}")
+        if m.get("reason"):
+            lines.append(f"{'':<33}{m['reason']}")
+    return "\n".join(lines)
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
