@@ -74,6 +74,8 @@ async def completions(request: Request) -> Response:
             },
             status_code=400,
         )
+    if mode == "html":  # a proxy's error page with a 200: not an answer
+        return Response("<html>upstream down</html>", media_type="text/html")
     if mode == "hang":
         await asyncio.sleep(30)
     if body.get("stream"):

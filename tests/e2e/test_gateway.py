@@ -66,6 +66,7 @@ def gateway(fake: str, server: Server, tmp_path_factory: pytest.TempPathFactory)
                 "first_token_timeout = 1\nread_timeout = 1",
             ),
             channel("fake400", fake + "/v1", '{ id = "m400", upstream = "400" }', 0),
+            channel("fakehtml", fake + "/v1", '{ id = "mhtml", upstream = "html" }', 0),
             channel("fakecut", fake + "/v1", '{ id = "mcut", upstream = "cut" }', 0),
             channel("fakeok", fake + "/v1", '{ id = "mok", upstream = "ok" }', 0),
             channel("fakenousage", fake + "/v1", '{ id = "mnousage", upstream = "nousage" }', 0),
@@ -81,7 +82,7 @@ def gateway(fake: str, server: Server, tmp_path_factory: pytest.TempPathFactory)
                 real,
                 ", ".join(
                     f'{{ id = "{m}", upstream = "{REAL}" }}'
-                    for m in ("m500", "m429", "mhang", "m400")
+                    for m in ("m500", "m429", "mhang", "m400", "mhtml")
                 ),
                 1,
                 'api_key_env = "REAL_UPSTREAM_KEY"',
@@ -123,7 +124,7 @@ def events(r: httpx.Response) -> list[str]:
     return [ln[6:] for ln in r.text.splitlines() if ln.startswith("data: ")]
 
 
-@pytest.mark.parametrize("model", ["m500", "m429", "mhang"])
+@pytest.mark.parametrize("model", ["m500", "m429", "mhang", "mhtml"])
 @pytest.mark.parametrize("stream", [False, True])
 def test_failover_before_the_first_byte(gateway: Server, model: str, stream: bool) -> None:
     r = ask(gateway, model, stream=stream)
@@ -205,7 +206,7 @@ def test_channels_endpoint(gateway: Server) -> None:
     data = httpx.get(gateway.base_url + "/v1/channels").json()["data"]
     by_name = {c["name"]: c for c in data}
     assert by_name["real"]["healthy"] and by_name["real"]["priority"] == 1
-    assert set(by_name["real"]["models"]) == {"m500", "m429", "mhang", "m400"}
+    assert set(by_name["real"]["models"]) == {"m500", "m429", "mhang", "m400", "mhtml"}
     ask(gateway, "mdead")
     ask(gateway, "mdead")
     dead = {c["name"]: c for c in httpx.get(gateway.base_url + "/v1/channels").json()["data"]}

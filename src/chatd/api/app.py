@@ -57,6 +57,7 @@ def create_app(
             yield
         finally:
             models.stop()
+            await service.close()
             await usage.close()
             await db.close()
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import httpx
+import aiohttp
 
 from chatd.engine.engine import Engine, Generation
 from chatd.engine.grammar import Grammar, GrammarError
@@ -56,7 +56,7 @@ class ChatService:
         self.store = store
         self.usage = usage
         self.limiter = limiter
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     async def start(self, req: ChatCompletionRequest, owner: str) -> Completion:
         """Validate against the model and submit; raises APIError for any refusal.
@@ -148,12 +148,18 @@ class ChatService:
         prompt_text = "\n".join(m.text() for m in req.messages)
         return RelayedCompletion(call, saver, accountant, counter, prompt_text, fallback)
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+    def _http(self) -> aiohttp.ClientSession:
+        """One pool of upstream connections, kept alive between requests."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30),
+                auto_decompress=True,
             )
-        return self._client
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 class RelayedCompletion:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol, TypeVar
+
+import aiohttp
 
 
 @dataclass
@@ -32,6 +35,25 @@ class Channel:
 
     def healthy(self, now: float | None = None) -> bool:
         return (now or time.monotonic()) >= self.cooling_until
+
+    @cached_property
+    def chat_url(self) -> str:
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    @cached_property
+    def timeouts(self) -> aiohttp.ClientTimeout:
+        """No overall limit (a stream may be long); a connect limit, and a limit on
+        silence: no byte for read_timeout seconds."""
+        return aiohttp.ClientTimeout(
+            total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout
+        )
 
     def succeeded(self) -> None:
         self.successes_total += 1

@@ -13,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from chatd.protocol.errors import APIError, ModelUnavailable, ServerError
 from chatd.upstream.channels import Channel
@@ -33,36 +32,28 @@ class UpstreamCall:
         public_id: str,
         order: list[Channel],
         body: dict[str, Any],
-        client: httpx.AsyncClient,
+        session: aiohttp.ClientSession,
     ) -> None:
         self.public_id = public_id
         self.order = order
         self.body = body
-        self.client = client
+        self.session = session
         self.streaming = body.get("stream") is True
         opts = body.get("stream_options") or {}
         self.client_wants_usage = self.streaming and opts.get("include_usage") is True
         self.usage: dict[str, Any] | None = None
 
-    def _request(self, channel: Channel) -> httpx.Request:
+    def _send(self, channel: Channel) -> Any:
+        """The POST to one channel (an awaitable aiohttp response)."""
         body = dict(self.body)
         body["model"] = channel.models[self.public_id]
         if self.streaming:  # always ask for usage, for accounting; dropped if not wanted
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        headers = {"content-type": "application/json"}
-        if channel.api_key:
-            headers["authorization"] = f"Bearer {channel.api_key}"
-        return self.client.build_request(
-            "POST",
-            channel.base_url.rstrip("/") + "/chat/completions",
-            content=json.dumps(body).encode(),
-            headers=headers,
-            timeout=httpx.Timeout(
-                connect=channel.connect_timeout,
-                read=channel.read_timeout,
-                write=channel.connect_timeout,
-                pool=channel.connect_timeout,
-            ),
+        return self.session.post(
+            channel.chat_url,
+            data=json.dumps(body).encode(),
+            headers=channel.headers,
+            timeout=channel.timeouts,
         )
 
     async def result(self) -> dict[str, Any]:
@@ -71,19 +62,21 @@ class UpstreamCall:
             try:
                 # A non-streamed answer shows no first token: only the read timeout
                 # (no byte for read_timeout seconds) tells a hung upstream.
-                response = await self.client.send(self._request(channel))
-            except (httpx.HTTPError, TimeoutError) as e:
+                async with self._send(channel) as response:
+                    status = response.status
+                    raw = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as e:
                 channel.failed()
                 last = f"{channel.name}: {type(e).__name__}"
                 continue
-            if response.status_code == 429 or response.status_code >= 500:
+            data = _json(raw)
+            if status == 429 or status >= 500 or (status < 400 and not isinstance(data, dict)):
                 channel.failed()
-                last = f"{channel.name}: HTTP {response.status_code}"
+                last = f"{channel.name}: HTTP {status}" + ("" if data is not None else ", not JSON")
                 continue
             channel.succeeded()
-            data = response.json()
-            if response.status_code >= 400:
-                raise _passed_back(response.status_code, data)
+            if status >= 400:
+                raise _passed_back(status, data)
             data["model"] = self.public_id
             self.usage = data.get("usage")
             return data
@@ -92,33 +85,25 @@ class UpstreamCall:
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         last = "no channel"
         for channel in self.order:
-            deadline = time.monotonic() + channel.first_token_timeout
-            try:
-                response = await asyncio.wait_for(
-                    self.client.send(self._request(channel), stream=True),
-                    channel.first_token_timeout,
-                )
-            except (httpx.HTTPError, TimeoutError) as e:
-                channel.failed()
-                last = f"{channel.name}: {type(e).__name__}"
-                continue
-            if response.status_code == 429 or response.status_code >= 500:
-                await response.aclose()
-                channel.failed()
-                last = f"{channel.name}: HTTP {response.status_code}"
-                continue
-            if response.status_code >= 400:
-                data = json.loads(await response.aread())
-                await response.aclose()
-                channel.succeeded()
-                raise _passed_back(response.status_code, data)
-            events = _events(response)
+            response: aiohttp.ClientResponse | None = None
             try:  # nothing sent yet: failures here move on to the next channel
-                first = await asyncio.wait_for(anext(events), deadline - time.monotonic())
-            except (httpx.HTTPError, StopAsyncIteration, TimeoutError) as e:
-                await response.aclose()
+                async with asyncio.timeout(channel.first_token_timeout):
+                    response = await self._send(channel)
+                    if response.status == 429 or response.status >= 500:
+                        raise _Refused(f"HTTP {response.status}")
+                    if response.status >= 400:
+                        data = _json(await response.read())
+                        response.release()
+                        channel.succeeded()
+                        raise _passed_back(response.status, data)
+                    events = _events(response)
+                    first = await anext(events)
+            except (aiohttp.ClientError, StopAsyncIteration, TimeoutError, _Refused) as e:
+                if response is not None:
+                    response.close()
                 channel.failed()
-                last = f"{channel.name}: no first event ({type(e).__name__})"
+                what = str(e) if isinstance(e, _Refused) else f"no first event ({type(e).__name__})"
+                last = f"{channel.name}: {what}"
                 continue
             channel.succeeded()
             async for chunk in self._relay(first, events, response):
@@ -127,7 +112,7 @@ class UpstreamCall:
         raise ModelUnavailable(f"No channel could answer for `{self.public_id}` ({last}).")
 
     async def _relay(
-        self, first: str, events: AsyncIterator[str], response: httpx.Response
+        self, first: str, events: AsyncIterator[str], response: aiohttp.ClientResponse
     ) -> AsyncIterator[dict[str, Any]]:
         done = False
         try:
@@ -149,7 +134,7 @@ class UpstreamCall:
                         chunk.pop("usage", None)
                     yield chunk
                 event = await anext(events)
-        except (httpx.HTTPError, StopAsyncIteration, ValueError) as e:
+        except (aiohttp.ClientError, StopAsyncIteration, ValueError, TimeoutError) as e:
             raise ServerError(
                 f"The upstream stream broke off before it ended ({type(e).__name__})."
             ) from None
@@ -157,15 +142,19 @@ class UpstreamCall:
             if done:
                 _finish_in_background(events, response)
             else:
-                await response.aclose()
+                response.close()
         if not done:
             raise ServerError("The upstream stream ended without [DONE].")
+
+
+class _Refused(Exception):
+    """An upstream status that sends the request on to the next channel."""
 
 
 _draining: set[asyncio.Task[None]] = set()
 
 
-def _finish_in_background(events: AsyncIterator[str], response: httpx.Response) -> None:
+def _finish_in_background(events: AsyncIterator[str], response: aiohttp.ClientResponse) -> None:
     """Read the body's end after [DONE] so the connection goes back to the pool (closing a
     response early closes its connection, and a new one per request costs a TCP connect),
     without making the client wait for it."""
@@ -175,24 +164,31 @@ def _finish_in_background(events: AsyncIterator[str], response: httpx.Response) 
             async with asyncio.timeout(5):
                 async for _ in events:
                     pass
-        except (httpx.HTTPError, TimeoutError):
-            pass
-        finally:
-            await response.aclose()
+            response.release()
+        except (aiohttp.ClientError, TimeoutError):
+            response.close()
 
     task = asyncio.get_running_loop().create_task(finish())
     _draining.add(task)
     task.add_done_callback(_draining.discard)
 
 
-async def _events(response: httpx.Response) -> AsyncIterator[str]:
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            yield line[5:].strip()
+async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    async for line in response.content:
+        if line.startswith(b"data:"):
+            yield line[5:].strip().decode()
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 def _passed_back(status: int, data: Any) -> APIError:
     err = data.get("error", {}) if isinstance(data, dict) else {}
+    err = err if isinstance(err, dict) else {"message": str(err)}
     return APIError(
         str(err.get("message") or f"Upstream error {status}"),
         status=status,
