@@ -45,7 +45,7 @@ def create_app(
     limiter = RateLimiter(RedisCounters(redis_url) if redis_url else LocalCounters())
     usage = UsageBuffer(UsageStore(db))
     metrics = metrics_registry(models, usage)
-    service = ChatService(models, store, usage, limiter)
+    service = ChatService(models, store, usage)
     stored = StoredCompletions(store)
     auth = KeyChecker(api_keys, KeyStore(db))
 
@@ -87,8 +87,10 @@ def create_app(
         if not caller.may_use(req.model):
             raise ModelNotFound(req.model)
         model_rpm, model_tpm = caller.limits_for(req.model)
-        await limiter.admit(caller.owner, caller.rpm, caller.tpm, req.model, model_rpm, model_tpm)
-        completion = await service.start(req, caller.owner)
+        admission = await limiter.admit(
+            caller.owner, caller.rpm, caller.tpm, req.model, model_rpm, model_tpm
+        )
+        completion = await service.start(req, caller.owner, admission)
         if req.is_streaming():
             await completion.prime()
             return StreamingResponse(

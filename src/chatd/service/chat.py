@@ -31,7 +31,7 @@ from chatd.protocol.errors import (
 from chatd.protocol.responses import Envelope, Usage
 from chatd.service.capabilities import check_local_support
 from chatd.service.choice import Choice
-from chatd.service.limits import RateLimiter
+from chatd.service.limits import Admission
 from chatd.service.models import LocalModel, ModelRegistry, Route
 from chatd.service.structured import SCHEMA_PARAM, json_schema_for
 from chatd.service.tools import ToolPlan, plan_tools, render_messages, template_tools
@@ -50,20 +50,21 @@ class ChatService:
         models: ModelRegistry,
         store: CompletionStore | None = None,
         usage: UsageBuffer | None = None,
-        limiter: RateLimiter | None = None,
     ) -> None:
         self.models = models
         self.store = store
         self.usage = usage
-        self.limiter = limiter
         self._session: aiohttp.ClientSession | None = None
 
-    async def start(self, req: ChatCompletionRequest, owner: str) -> Completion:
+    async def start(
+        self, req: ChatCompletionRequest, owner: str, admission: Admission | None = None
+    ) -> Completion:
         """Validate against the model and submit; raises APIError for any refusal.
-        ``owner`` (the caller's key) owns the stored completion if ``store`` is set."""
+        ``owner`` (the caller's key) owns the stored completion if ``store`` is set;
+        ``admission`` (its rate-limit windows) gets the tokens used."""
         model = self.models.get(req.model)
         if isinstance(model, LocalModel):
-            return await self._start_local(req, model, owner)
+            return await self._start_local(req, model, owner, admission)
         order = route(model.routes)
         if not order:
             raise ModelUnavailable(
@@ -71,10 +72,14 @@ class ChatService:
                 " (all are cooling down after failures).",
                 code="model_unavailable",
             )
-        return await self._start_routed(req, order, owner)
+        return await self._start_routed(req, order, owner, admission)
 
     async def _start_routed(
-        self, req: ChatCompletionRequest, order: list[Route], owner: str
+        self,
+        req: ChatCompletionRequest,
+        order: list[Route],
+        owner: str,
+        admission: Admission | None,
     ) -> Completion:
         """Try routes in order. The local engine refuses at once (a full queue, or a
         request it cannot honour) and the next route is tried; channels fail later, before
@@ -82,11 +87,11 @@ class ChatService:
         head, rest = order[0], order[1:]
         if isinstance(head, LocalModel):
             try:
-                return await self._start_local(req, head, owner)
+                return await self._start_local(req, head, owner, admission)
             except APIError:
                 if not rest:
                     raise
-                return await self._start_routed(req, rest, owner)
+                return await self._start_routed(req, rest, owner, admission)
         channels: list[Channel] = []
         while rest and isinstance(head, Channel):
             channels.append(head)
@@ -97,12 +102,16 @@ class ChatService:
             rest = [head, *rest]
 
         async def fallback() -> Completion:
-            return await self._start_routed(req, rest, owner)
+            return await self._start_routed(req, rest, owner, admission)
 
-        return self._start_upstream(req, channels, owner, fallback if rest else None)
+        return self._start_upstream(req, channels, owner, admission, fallback if rest else None)
 
     async def _start_local(
-        self, req: ChatCompletionRequest, model: LocalModel, owner: str
+        self,
+        req: ChatCompletionRequest,
+        model: LocalModel,
+        owner: str,
+        admission: Admission | None,
     ) -> ChatCompletion:
         engine = model.engine
         check_local_support(req, model.id, engine.n_vocab)
@@ -128,7 +137,7 @@ class ChatService:
         )
         completion = ChatCompletion(req, model, generation, envelope, len(prompt), plan, saver)
         if self.usage is not None:
-            completion.accountant = _Accountant(self.usage, owner, req.model, self.limiter)
+            completion.accountant = _Accountant(self.usage, owner, req.model, admission)
         return completion
 
     def _start_upstream(
@@ -136,13 +145,14 @@ class ChatService:
         req: ChatCompletionRequest,
         channels: list[Channel],
         owner: str,
+        admission: Admission | None,
         fallback: Callable[[], Awaitable[Completion]] | None = None,
     ) -> RelayedCompletion:
         """Fields pass through untouched: the upstream decides what it supports."""
         body = dict(req.raw or req.model_dump(mode="json", by_alias=True, exclude_none=True))
         call = UpstreamCall(req.model, channels, body, self._http())
         saver = _Saver(self.store, owner, req) if req.store is True else None
-        accountant = _Accountant(self.usage, owner, req.model, self.limiter) if self.usage else None
+        accountant = _Accountant(self.usage, owner, req.model, admission) if self.usage else None
         local = self.models.local()
         counter = local[0].engine.count_tokens if local else None
         prompt_text = "\n".join(m.text() for m in req.messages)
@@ -418,22 +428,20 @@ class _Accountant:
     """Counts one request's usage: rate-limit tokens, and the usage table (buffered)."""
 
     def __init__(
-        self, usage: UsageBuffer, owner: str, model: str, limiter: RateLimiter | None = None
+        self, usage: UsageBuffer, owner: str, model: str, admission: Admission | None = None
     ) -> None:
         self.usage = usage
         self.owner = owner
         self.model = model
-        self.limiter = limiter
+        self.admission = admission
 
     def record(self, usage: Usage, estimated: bool = False) -> None:
         self.usage.add(
             self.owner, self.model, usage.prompt_tokens, usage.completion_tokens, estimated
         )
-        if self.limiter is not None:
+        if self.admission is not None and self.admission.counts_tokens:
             total = usage.prompt_tokens + usage.completion_tokens
-            task = asyncio.get_running_loop().create_task(
-                self.limiter.add_tokens(self.owner, total, self.model)
-            )
+            task = asyncio.get_running_loop().create_task(self.admission.add_tokens(total))
             _background.add(task)
             task.add_done_callback(_background.discard)
 

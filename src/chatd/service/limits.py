@@ -19,6 +19,7 @@ limits err towards refusing, never towards admitting over a limit."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chatd.protocol.errors import APIError
@@ -98,20 +99,21 @@ class RateLimiter:
         owner: str,
         rpm: int | None,
         tpm: int | None,
-        model: str | None = None,
+        model: str = "",
         model_rpm: int | None = None,
         model_tpm: int | None = None,
-    ) -> None:
+    ) -> Admission:
         """Count the request in the key's window and, if the key limits ``model``, in
         that model's; raise RateLimited, counting nothing, if a window is already full."""
+        admission = Admission(self, owner, model, tpm is not None, model_tpm is not None)
         # (counter prefix, rpm, tpm, model named in the 429): the model's window first
         windows: list[tuple[str, int | None, int | None, str | None]] = []
-        if model is not None and (model_rpm is not None or model_tpm is not None):
+        if model_rpm is not None or model_tpm is not None:
             windows.append((_prefix(owner, model), model_rpm, model_tpm, model))
         if rpm is not None or tpm is not None:
             windows.append((_prefix(owner, None), rpm, tpm, None))
         if not windows:
-            return
+            return admission
         minute, retry = self._window()
         for prefix, _, limit, name in windows:
             if limit is not None:
@@ -128,14 +130,38 @@ class RateLimiter:
                         await self.counters.incr(k, -1)
                     raise RateLimited("requests", limit, n - 1, retry, name)
                 counted.append(key)
+        return admission
 
-    async def add_tokens(self, owner: str, tokens: int, model: str | None = None) -> None:
-        """Add a finished request's tokens to the key's window and to its model's (kept
-        for every model: a key's per-model limits are not known here)."""
+    async def add_tokens(
+        self, owner: str, tokens: int, model: str | None = None, key_wide: bool = True
+    ) -> None:
+        """Add a finished request's tokens to the key's window and to its model's."""
         minute, _ = self._window()
-        await self.counters.incr(f"{_prefix(owner, None)}:{minute}:tok", tokens)
+        if key_wide:
+            await self.counters.incr(f"{_prefix(owner, None)}:{minute}:tok", tokens)
         if model is not None:
             await self.counters.incr(f"{_prefix(owner, model)}:{minute}:tok", tokens)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An admitted request's token windows: only the windows a limit reads are counted,
+    so a key without token limits costs no counter write when its requests end."""
+
+    limiter: RateLimiter
+    owner: str
+    model: str
+    key_tpm: bool
+    model_tpm: bool
+
+    @property
+    def counts_tokens(self) -> bool:
+        return self.key_tpm or self.model_tpm
+
+    async def add_tokens(self, tokens: int) -> None:
+        if self.counts_tokens:
+            model = self.model if self.model_tpm else None
+            await self.limiter.add_tokens(self.owner, tokens, model, key_wide=self.key_tpm)
 
 
 def _prefix(owner: str, model: str | None) -> str:
