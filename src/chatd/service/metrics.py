@@ -17,6 +17,8 @@ from prometheus_client.registry import Collector
 from chatd.service.models import ModelRegistry
 from chatd.store.usage import UsageBuffer
 
+_CUMULATIVE = {"preemptions"}  # engine stats that only grow: counters, not gauges
+
 
 class ChatdCollector(Collector):
     """Builds every chatd_ metric family from the live objects on each scrape."""
@@ -60,7 +62,7 @@ class ChatdCollector(Collector):
         yield from (healthy, failures, left, successes_total, failures_total, cooldowns_total)
 
     def _engines(self) -> Iterator[Metric]:
-        families: dict[str, GaugeMetricFamily] = {}
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
         for model, stats in sorted(self.models.stats().items()):
             for key, value in stats.items():
                 if not isinstance(value, int | float):
@@ -68,7 +70,8 @@ class ChatdCollector(Collector):
                 name = "chatd_engine_" + re.sub(r"[^a-zA-Z0-9_]", "_", key)
                 family = families.get(name)
                 if family is None:
-                    family = GaugeMetricFamily(name, f"Engine stat {key}", labels=["model"])
+                    kind = CounterMetricFamily if key in _CUMULATIVE else GaugeMetricFamily
+                    family = kind(name, f"Engine stat {key}", labels=["model"])
                     families[name] = family
                 family.add_metric([model], float(value))
         yield from families.values()
