@@ -1,6 +1,7 @@
 """A misbehaving OpenAI-compatible upstream for the gateway tests. The requested model
 id picks the behaviour: ok, 500, 429, 400, hang (no first byte for 30 s), cut (two
-chunks, then the connection drops: no [DONE])."""
+chunks, then the connection drops: no [DONE]), html (a 200 that is not JSON), nousage,
+flaky (500 while switched down with POST /flaky/down, ok after POST /flaky/up)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 CALLS: dict[str, int] = {}
+FLAKY = {"down": True}
 
 
 def chunk(content: str | None, finish: str | None = None, usage: bool = False) -> bytes:
@@ -45,7 +47,7 @@ async def completions(request: Request) -> Response:
     body = await request.json()
     mode = body["model"]
     CALLS[mode] = CALLS.get(mode, 0) + 1
-    if mode == "500":
+    if mode == "500" or (mode == "flaky" and FLAKY["down"]):
         return JSONResponse(
             {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}},
             status_code=500,
@@ -121,8 +123,17 @@ async def calls(_: Request) -> Response:
     return JSONResponse(CALLS)
 
 
+async def flaky(request: Request) -> Response:
+    FLAKY["down"] = request.path_params["state"] == "down"
+    return JSONResponse(FLAKY)
+
+
 app = Starlette(
-    routes=[Route("/v1/chat/completions", completions, methods=["POST"]), Route("/calls", calls)]
+    routes=[
+        Route("/v1/chat/completions", completions, methods=["POST"]),
+        Route("/calls", calls),
+        Route("/flaky/{state}", flaky, methods=["POST"]),
+    ]
 )
 
 if __name__ == "__main__":

@@ -67,6 +67,13 @@ def gateway(fake: str, server: Server, tmp_path_factory: pytest.TempPathFactory)
             ),
             channel("fake400", fake + "/v1", '{ id = "m400", upstream = "400" }', 0),
             channel("fakehtml", fake + "/v1", '{ id = "mhtml", upstream = "html" }', 0),
+            channel(
+                "flaky",
+                fake + "/v1",
+                '{ id = "mflaky", upstream = "flaky" }',
+                0,
+                "failures_before_cooldown = 1\ncooldown_seconds = 1",
+            ),
             channel("fakecut", fake + "/v1", '{ id = "mcut", upstream = "cut" }', 0),
             channel("fakeok", fake + "/v1", '{ id = "mok", upstream = "ok" }', 0),
             channel("fakenousage", fake + "/v1", '{ id = "mnousage", upstream = "nousage" }', 0),
@@ -357,3 +364,22 @@ def test_channels_cli_without_a_server_or_with_a_bad_key(server: Server) -> None
         env={**os.environ, "CHATD_API_KEY": API_KEY},
     )
     assert ok.returncode == 0 and "(no channels)" in ok.stdout and MODEL in ok.stdout
+
+
+def test_a_cooled_channel_is_probed_again_and_recovers(gateway: Server, fake: str) -> None:
+    httpx.post(fake + "/flaky/down")
+    r = ask(gateway, "mflaky")
+    assert r.status_code == 503  # its only channel failed, and now cools down
+    models = httpx.get(gateway.base_url + "/v1/models").json()["data"]
+    assert "mflaky" not in [m["id"] for m in models]
+    assert ask(gateway, "mflaky", stream=True).status_code == 503  # skipped: not even tried
+    calls = httpx.get(fake + "/calls").json()["flaky"]
+    httpx.post(fake + "/flaky/up")
+    time.sleep(1.2)  # the cooldown is over: the next request probes the channel
+    models = httpx.get(gateway.base_url + "/v1/models").json()["data"]
+    assert "mflaky" in [m["id"] for m in models]
+    r = ask(gateway, "mflaky", stream=True)
+    assert r.status_code == 200 and events(r)[-1] == "[DONE]"
+    assert httpx.get(fake + "/calls").json()["flaky"] == calls + 1
+    state = {c["name"]: c for c in httpx.get(gateway.base_url + "/v1/channels").json()["data"]}
+    assert state["flaky"]["healthy"] and state["flaky"]["failures"] == 0
