@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -67,6 +68,27 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self._log.close()
+
+
+@contextlib.contextmanager
+def fake_upstream() -> Iterator[str]:
+    """The misbehaving upstream of tests/e2e/fake_upstream.py, in its own process: its
+    base URL (the model id picks the behaviour)."""
+    port = free_port()
+    script = Path(__file__).parent / "e2e" / "fake_upstream.py"
+    proc = subprocess.Popen([sys.executable, str(script), str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(url + "/calls", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.kill()  # it may still be sleeping in a "hang" request
+        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

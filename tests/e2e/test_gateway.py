@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import API_KEY, MODEL, Server, free_port
+from conftest import API_KEY, MODEL, Server, fake_upstream, free_port
 
 HERE = Path(__file__).parent
 REAL = "smollm2-135m-instruct"
@@ -22,18 +22,8 @@ REAL = "smollm2-135m-instruct"
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "fake_upstream.py"), str(port)])
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url + "/calls", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield url
-    proc.kill()  # it may still be sleeping in a "hang" request
-    proc.wait(timeout=10)
+    with fake_upstream() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

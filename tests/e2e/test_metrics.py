@@ -6,13 +6,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import API_KEY, MODEL, Server, free_port
+from conftest import API_KEY, MODEL, Server, fake_upstream
 from prometheus_client.parser import text_string_to_metric_families
 
 HERE = Path(__file__).parent
@@ -84,28 +83,18 @@ def test_operator_keys_only(server: Server) -> None:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """An open chatd (every caller is the operator) before the misbehaving fake upstream:
     channel "bad" answers 500 and cools down after 2 failures, "good" answers."""
-    port = free_port()
-    fake = subprocess.Popen([sys.executable, str(HERE / "fake_upstream.py"), str(port)])
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url + "/calls", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    path = tmp_path_factory.mktemp("metrics") / "chatd.toml"
-    path.write_text(
-        f'[[channels]]\nname = "bad"\nbase_url = "{url}/v1"\n'
-        'models = [{ id = "mbad", upstream = "500" }]\n'
-        "failures_before_cooldown = 2\ncooldown_seconds = 300\n\n"
-        f'[[channels]]\nname = "good"\nbase_url = "{url}/v1"\n'
-        'models = [{ id = "mgood", upstream = "ok" }]\n'
-    )
-    srv = Server("--config", str(path))
-    yield srv
-    srv.stop()
-    fake.kill()
-    fake.wait(timeout=10)
+    with fake_upstream() as url:
+        path = tmp_path_factory.mktemp("metrics") / "chatd.toml"
+        path.write_text(
+            f'[[channels]]\nname = "bad"\nbase_url = "{url}/v1"\n'
+            'models = [{ id = "mbad", upstream = "500" }]\n'
+            "failures_before_cooldown = 2\ncooldown_seconds = 300\n\n"
+            f'[[channels]]\nname = "good"\nbase_url = "{url}/v1"\n'
+            'models = [{ id = "mgood", upstream = "ok" }]\n'
+        )
+        srv = Server("--config", str(path))
+        yield srv
+        srv.stop()
 
 
 def test_channel_cooldown(gateway: Server) -> None:
