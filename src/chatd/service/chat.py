@@ -159,11 +159,11 @@ class ChatService:
         return RelayedCompletion(call, saver, accountant, counter, prompt_text, fallback)
 
     def _http(self) -> aiohttp.ClientSession:
-        """One pool of upstream connections, kept alive between requests."""
+        """One pool of upstream connections, kept alive between requests; no cap on
+        their number (the requests chatd accepts already bound it)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30),
-                auto_decompress=True,
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
             )
         return self._session
 
