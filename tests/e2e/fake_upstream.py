@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 CALLS: dict[str, int] = {}
+LAST: dict[str, dict] = {}  # the last body received, per mode
 FLAKY = {"down": True}
 
 
@@ -47,6 +48,7 @@ async def completions(request: Request) -> Response:
     body = await request.json()
     mode = body["model"]
     CALLS[mode] = CALLS.get(mode, 0) + 1
+    LAST[mode] = body
     if mode == "500" or (mode == "flaky" and FLAKY["down"]):
         return JSONResponse(
             {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}},
@@ -123,6 +125,10 @@ async def calls(_: Request) -> Response:
     return JSONResponse(CALLS)
 
 
+async def last(_: Request) -> Response:
+    return JSONResponse(LAST)
+
+
 async def flaky(request: Request) -> Response:
     FLAKY["down"] = request.path_params["state"] == "down"
     return JSONResponse(FLAKY)
@@ -132,6 +138,7 @@ app = Starlette(
     routes=[
         Route("/v1/chat/completions", completions, methods=["POST"]),
         Route("/calls", calls),
+        Route("/last", last),
         Route("/flaky/{state}", flaky, methods=["POST"]),
     ]
 )

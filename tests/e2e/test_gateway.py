@@ -183,10 +183,13 @@ def test_usage_chunk_only_when_asked(gateway: Server) -> None:
 
 def test_store_and_usage_for_relayed_answers(gateway: Server) -> None:
     made = ask(gateway, "mok", store=True).json()
+    assert made["id"] != "chatcmpl-fake"  # a stored answer gets chatd's own, unique id
     got = httpx.get(gateway.base_url + f"/v1/chat/completions/{made['id']}").json()
     assert got["choices"][0]["message"]["content"] == "Hello"
     streamed = ask(gateway, "mok", store=True, stream=True)
-    cid = json.loads(events(streamed)[0])["id"]
+    ids = {json.loads(e)["id"] for e in events(streamed)[:-1]}
+    assert len(ids) == 1 and made["id"] not in ids
+    cid = ids.pop()
     got = httpx.get(gateway.base_url + f"/v1/chat/completions/{cid}").json()
     assert got["choices"][0]["message"]["content"] == "Hello" and got["model"] == "mok"
     _, _, _, requests, prompt, completion, _estimated = usage_row(gateway, "mok", 2)
@@ -373,3 +376,72 @@ def test_a_cooled_channel_is_probed_again_and_recovers(gateway: Server, fake: st
     assert httpx.get(fake + "/calls").json()["flaky"] == calls + 1
     state = {c["name"]: c for c in httpx.get(gateway.base_url + "/v1/channels").json()["data"]}
     assert state["flaky"]["healthy"] and state["flaky"]["failures"] == 0
+
+
+def test_requests_for_upstream_only_models_pass_through_untouched(
+    gateway: Server, fake: str
+) -> None:
+    """The upstream decides what it supports: a field newer than chatd's contract, or a
+    value chatd's engine would refuse, reaches it as sent."""
+    sent = {
+        "future_param": {"x": [1, 2]},
+        "temperature": 7,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+        "reasoning_effort": "max",
+    }
+    for stream in (False, True):
+        r = ask(gateway, "mok", stream=stream, **sent)
+        assert r.status_code == 200, r.text
+        got = httpx.get(fake + "/last").json()["ok"]
+        assert got["model"] == "ok"  # mapped to the upstream's id
+        assert {k: got[k] for k in sent} == sent
+        if stream:
+            assert got["stream_options"] == {"include_usage": True}  # asked for accounting
+
+
+def test_ids_with_a_local_route_keep_the_whole_contract(gateway: Server) -> None:
+    for model in (MODEL, "mlocalfirst"):
+        r = ask(gateway, model, future_param=1)
+        assert r.status_code == 400
+        assert (
+            r.json()["error"]["message"] == "Unrecognized request argument supplied: future_param"
+        )
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"stream": "yes"}, "stream"),
+        ({"store": 1}, "store"),
+        (
+            {"stream": True, "stream_options": {"include_usage": "no"}},
+            "stream_options.include_usage",
+        ),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"metadata": {"k" * 65: "v"}}, "metadata." + "k" * 65),
+        ({"messages": []}, "messages"),
+        ({"messages": ["Hi"]}, "messages[0]"),
+    ],
+)
+def test_relayed_requests_check_the_fields_chatd_acts_on(
+    gateway: Server, fields: dict, param: str
+) -> None:
+    r = ask(gateway, "mok", **fields)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["param"] == param, err
+
+
+def test_a_relayed_stored_completion_keeps_the_messages_as_sent(gateway: Server) -> None:
+    messages = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}], "name": "ann"},
+    ]
+    made = ask(gateway, "mok", store=True, messages=messages, metadata={"run": "relay"}).json()
+    got = httpx.get(gateway.base_url + f"/v1/chat/completions/{made['id']}/messages").json()
+    assert [m["role"] for m in got["data"]] == ["developer", "user"]
+    assert got["data"][1]["content"] == "Hi" or got["data"][1]["content_parts"]
+    listed = httpx.get(
+        gateway.base_url + "/v1/chat/completions", params={"metadata[run]": "relay"}
+    ).json()
+    assert [c["id"] for c in listed["data"]] == [made["id"]]

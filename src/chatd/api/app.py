@@ -9,13 +9,18 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from chatd.api.auth import Caller, KeyChecker
 from chatd.api.errors import install_error_handlers
-from chatd.api.sse import event_stream
-from chatd.protocol.chat_request import parse_chat_request
+from chatd.api.sse import EventStreamResponse, event_stream
+from chatd.protocol.chat_request import (
+    ChatCompletionRequest,
+    decode_chat_body,
+    validate_chat_request,
+)
 from chatd.protocol.errors import ModelNotFound, NotFound
+from chatd.protocol.relayed_request import RelayedRequest, validate_relayed_request
 from chatd.protocol.stored import parse_list_query, parse_update
 from chatd.service.chat import ChatService
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
@@ -83,7 +88,11 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def create_chat_completion(request: Request, caller: CallerDep) -> Response:
-        req = parse_chat_request(await request.body())
+        data = decode_chat_body(await request.body())
+        if service.relays_untouched(data.get("model")):
+            req: ChatCompletionRequest | RelayedRequest = validate_relayed_request(data)
+        else:
+            req = validate_chat_request(data)
         if not caller.may_use(req.model):
             raise ModelNotFound(req.model)
         model_rpm, model_tpm = caller.limits_for(req.model)
@@ -93,11 +102,7 @@ def create_app(
         completion = await service.start(req, caller.owner, admission)
         if req.is_streaming():
             await completion.prime()
-            return StreamingResponse(
-                event_stream(completion.chunks()),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
+            return EventStreamResponse(event_stream(completion.chunks()))
         try:
             body = await _until_disconnect(request, completion.result)
         finally:

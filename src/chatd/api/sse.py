@@ -4,10 +4,15 @@ truncated stream never looks complete."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from chatd.protocol.errors import APIError, ServerError
 
@@ -30,3 +35,43 @@ async def event_stream(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[b
         yield encode(ServerError("The server had an error while generating the stream.").body())
         return
     yield b"data: [DONE]\n\n"
+
+
+class EventStreamResponse(Response):
+    """An SSE response written straight to ASGI ``send``, with a plain asyncio watcher
+    for the client's disconnect, which cancels the stream (freeing the engine slot, or
+    closing the upstream). Starlette's StreamingResponse does the same through an anyio
+    task group, which cost 0.3 ms of a relayed stream's first chunk (measured)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[bytes]) -> None:
+        self.events = events
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream = asyncio.ensure_future(self._stream(send))
+        watcher = asyncio.ensure_future(_disconnect(receive))
+        try:
+            await asyncio.wait((stream, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            if not stream.done():
+                stream.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stream
+        if not stream.cancelled():
+            stream.result()
+
+    async def _stream(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        async for event in self.events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -807,17 +807,7 @@ class ChatCompletionRequest(_Strict):
     @field_validator("metadata")
     @classmethod
     def _metadata_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for key in value or ():
-            if len(key) > 64:
-                shown = f"{key[:3]}...{key[-3:]}"
-                raise _openai_error(
-                    f"Invalid property name in 'metadata': '{shown}' is too long. Expected a "
-                    f"string with maximum length 64, but got a string with length {len(key)} "
-                    "instead.",
-                    code="property_name_above_max_length",
-                    suffix=f".{key}",
-                )
-        return value
+        return check_metadata_keys(value)
 
     @field_validator("logit_bias", mode="before")
     @classmethod
@@ -992,6 +982,17 @@ class ChatCompletionRequest(_Strict):
         """``logit_bias`` with token ids as integers."""
         return {int(token): bias for token, bias in (self.logit_bias or {}).items()}
 
+    def prompt_text(self) -> str:
+        """The text of the messages, for chatd's own token count of relayed requests."""
+        return "\n".join(m.text() for m in self.messages)
+
+    def stored_request(self) -> dict[str, Any]:
+        """The request as a stored completion keeps it (its messages apart)."""
+        return self.model_dump(mode="json", by_alias=True, exclude={"messages"}, exclude_none=True)
+
+    def stored_messages(self) -> list[dict[str, Any]]:
+        return [m.model_dump(mode="json", by_alias=True, exclude_none=True) for m in self.messages]
+
 
 KNOWN_REQUEST_FIELDS: frozenset[str] = frozenset(
     field.alias or name for name, field in ChatCompletionRequest.model_fields.items()
@@ -1010,8 +1011,27 @@ def _reject_constant(name: str) -> Any:
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+def check_metadata_keys(value: dict[str, str] | None) -> dict[str, str] | None:
+    for key in value or ():
+        if len(key) > 64:
+            shown = f"{key[:3]}...{key[-3:]}"
+            raise _openai_error(
+                f"Invalid property name in 'metadata': '{shown}' is too long. Expected a "
+                f"string with maximum length 64, but got a string with length {len(key)} "
+                "instead.",
+                code="property_name_above_max_length",
+                suffix=f".{key}",
+            )
+    return value
+
+
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
     """Decode and validate a request body; any fault is an OpenAI-worded ``InvalidRequest``."""
+    return validate_chat_request(decode_chat_body(body))
+
+
+def decode_chat_body(body: bytes) -> dict[str, Any]:
+    """The JSON object of a request body; anything else is OpenAI's invalid-JSON 400."""
     try:
         data = json.loads(body, parse_constant=_reject_constant)
         # A lone surrogate escape decodes to a str that cannot be encoded back to UTF-8.
@@ -1021,7 +1041,7 @@ def parse_chat_request(body: bytes) -> ChatCompletionRequest:
         raise InvalidRequest(_INVALID_JSON) from None
     if not isinstance(data, dict):
         raise InvalidRequest(_INVALID_JSON)
-    return validate_chat_request(data)
+    return data
 
 
 def validate_chat_request(data: Any) -> ChatCompletionRequest:
@@ -1029,7 +1049,7 @@ def validate_chat_request(data: Any) -> ChatCompletionRequest:
     try:
         request = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
-        raise _first_error(exc) from None
+        raise translate_error(exc) from None
     except RecursionError:
         raise InvalidRequest(_INVALID_JSON) from None
     except Exception as exc:  # only reachable with non-JSON Python input; still a 400
@@ -1039,7 +1059,8 @@ def validate_chat_request(data: Any) -> ChatCompletionRequest:
     return request
 
 
-def _first_error(exc: ValidationError) -> InvalidRequest:
+def translate_error(exc: ValidationError) -> InvalidRequest:
+    """A validation failure as OpenAI words it (its first error)."""
     try:
         return _translate(exc.errors(include_url=False)[0])
     except Exception:  # a translation bug must still read as a 400, not escape as a 500

@@ -23,16 +23,18 @@ from chatd.protocol.chat_request import ChatCompletionRequest
 from chatd.protocol.errors import (
     APIError,
     InvalidRequest,
+    ModelNotFound,
     ModelUnavailable,
     NotYetSupported,
     Overloaded,
     ServerError,
 )
-from chatd.protocol.responses import Envelope, Usage
+from chatd.protocol.relayed_request import RelayedRequest
+from chatd.protocol.responses import Envelope, Usage, completion_id
 from chatd.service.capabilities import check_local_support
 from chatd.service.choice import Choice
 from chatd.service.limits import Admission
-from chatd.service.models import LocalModel, ModelRegistry, Route
+from chatd.service.models import LocalModel, ModelRegistry, Route, RoutedModel
 from chatd.service.structured import SCHEMA_PARAM, json_schema_for
 from chatd.service.tools import ToolPlan, plan_tools, render_messages, template_tools
 from chatd.service.tools import grammar as tool_grammar
@@ -42,6 +44,8 @@ from chatd.upstream.channels import Channel, route
 from chatd.upstream.relay import UpstreamCall
 
 log = logging.getLogger("chatd.service")
+
+Request = ChatCompletionRequest | RelayedRequest  # in full, or only what a relay acts on
 
 
 class ChatService:
@@ -56,8 +60,19 @@ class ChatService:
         self.usage = usage
         self._session: aiohttp.ClientSession | None = None
 
+    def relays_untouched(self, model_id: Any) -> bool:
+        """Whether only upstream channels serve this id: its requests then pass through
+        as sent (``RelayedRequest``), and the upstream decides what it supports."""
+        if not isinstance(model_id, str):
+            return False
+        try:
+            model = self.models.get(model_id)
+        except ModelNotFound:
+            return False
+        return isinstance(model, RoutedModel) and all(isinstance(r, Channel) for r in model.routes)
+
     async def start(
-        self, req: ChatCompletionRequest, owner: str, admission: Admission | None = None
+        self, req: Request, owner: str, admission: Admission | None = None
     ) -> Completion:
         """Validate against the model and submit; raises APIError for any refusal.
         ``owner`` (the caller's key) owns the stored completion if ``store`` is set;
@@ -76,7 +91,7 @@ class ChatService:
 
     async def _start_routed(
         self,
-        req: ChatCompletionRequest,
+        req: Request,
         order: list[Route],
         owner: str,
         admission: Admission | None,
@@ -92,14 +107,9 @@ class ChatService:
                 if not rest:
                     raise
                 return await self._start_routed(req, rest, owner, admission)
-        channels: list[Channel] = []
-        while rest and isinstance(head, Channel):
-            channels.append(head)
-            head, rest = rest[0], rest[1:]
-        if isinstance(head, Channel):
-            channels.append(head)
-        else:
-            rest = [head, *rest]
+        n = next((i for i, r in enumerate(order) if not isinstance(r, Channel)), len(order))
+        channels = [r for r in order[:n] if isinstance(r, Channel)]
+        rest = order[n:]
 
         async def fallback() -> Completion:
             return await self._start_routed(req, rest, owner, admission)
@@ -108,11 +118,13 @@ class ChatService:
 
     async def _start_local(
         self,
-        req: ChatCompletionRequest,
+        req: Request,
         model: LocalModel,
         owner: str,
         admission: Admission | None,
     ) -> ChatCompletion:
+        if not isinstance(req, ChatCompletionRequest):  # the API parses these in full
+            raise ServerError(f"`{req.model}` is served locally: its request needs the contract.")
         engine = model.engine
         check_local_support(req, model.id, engine.n_vocab)
         plan = plan_tools(req)
@@ -142,21 +154,22 @@ class ChatService:
 
     def _start_upstream(
         self,
-        req: ChatCompletionRequest,
+        req: Request,
         channels: list[Channel],
         owner: str,
         admission: Admission | None,
         fallback: Callable[[], Awaitable[Completion]] | None = None,
     ) -> RelayedCompletion:
         """Fields pass through untouched: the upstream decides what it supports."""
-        body = dict(req.raw or req.model_dump(mode="json", by_alias=True, exclude_none=True))
-        call = UpstreamCall(req.model, channels, body, self._http())
+        body = dict(req.raw)
         saver = _Saver(self.store, owner, req) if req.store is True else None
+        # A stored answer is chatd's object: its id is chatd's, unique whatever the upstream.
+        stored_id = completion_id() if saver is not None else None
+        call = UpstreamCall(req.model, channels, body, self._http(), stored_id)
         accountant = _Accountant(self.usage, owner, req.model, admission) if self.usage else None
         local = self.models.local()
         counter = local[0].engine.count_tokens if local else None
-        prompt_text = "\n".join(m.text() for m in req.messages)
-        return RelayedCompletion(call, saver, accountant, counter, prompt_text, fallback)
+        return RelayedCompletion(call, saver, accountant, counter, req.prompt_text(), fallback)
 
     def _http(self) -> aiohttp.ClientSession:
         """One pool of upstream connections, kept alive between requests; no cap on
@@ -452,7 +465,7 @@ _background: set[asyncio.Task[None]] = set()
 class _Saver:
     """Persists one completion for its owner; a failure is an error, never swallowed."""
 
-    def __init__(self, store: CompletionStore | None, owner: str, req: ChatCompletionRequest):
+    def __init__(self, store: CompletionStore | None, owner: str, req: Request):
         if store is None:
             raise NotYetSupported("store (this server has no database)")
         self.store = store
@@ -461,12 +474,7 @@ class _Saver:
 
     async def save(self, body: dict[str, Any]) -> None:
         req = self.req
-        request = req.model_dump(
-            mode="json", by_alias=True, exclude={"messages"}, exclude_none=True
-        )
-        messages = [
-            m.model_dump(mode="json", by_alias=True, exclude_none=True) for m in req.messages
-        ]
+        request, messages = req.stored_request(), req.stored_messages()
         try:
             await self.store.save(self.owner, body, request, messages, dict(req.metadata or {}))
         except Exception as e:

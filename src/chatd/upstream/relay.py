@@ -33,8 +33,10 @@ class UpstreamCall:
         order: list[Channel],
         body: dict[str, Any],
         session: aiohttp.ClientSession,
+        completion_id: str | None = None,
     ) -> None:
         self.public_id = public_id
+        self.completion_id = completion_id  # set: the answer's id is chatd's own
         self.order = order
         self.body = body
         self.session = session
@@ -78,6 +80,8 @@ class UpstreamCall:
             if status >= 400:
                 raise _passed_back(status, data)
             data["model"] = self.public_id
+            if self.completion_id is not None:
+                data["id"] = self.completion_id
             self.usage = data.get("usage")
             return data
         raise ModelUnavailable(f"No channel could answer for `{self.public_id}` ({last}).")
@@ -125,6 +129,8 @@ class UpstreamCall:
                 if "error" in chunk:
                     raise ServerError(f"The upstream failed mid-stream: {chunk['error']}")
                 chunk["model"] = self.public_id
+                if self.completion_id is not None:
+                    chunk["id"] = self.completion_id
                 if chunk.get("usage"):
                     self.usage = chunk["usage"]
                 if not chunk.get("choices") and chunk.get("usage") and not self.client_wants_usage:
