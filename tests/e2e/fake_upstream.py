@@ -1,7 +1,8 @@
 """A misbehaving OpenAI-compatible upstream for the gateway tests. The requested model
 id picks the behaviour: ok, 500, 429, 400, hang (no first byte for 30 s), cut (two
 chunks, then the connection drops: no [DONE]), html (a 200 that is not JSON), nousage,
-flaky (500 while switched down with POST /flaky/down, ok after POST /flaky/up)."""
+flaky (500 while switched down with POST /flaky/down, ok after POST /flaky/up), slow
+(a stream of 30 s; /calls counts "slow_closed" when its client went away or it ended)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,13 @@ async def completions(request: Request) -> Response:
         async def events():  # type: ignore[no-untyped-def]
             yield chunk("Hel")
             yield chunk("lo")
+            if mode == "slow":  # 30 s more of chunks, unless the client goes away
+                try:
+                    for _ in range(150):
+                        await asyncio.sleep(0.2)
+                        yield chunk(".")
+                finally:
+                    CALLS["slow_closed"] = CALLS.get("slow_closed", 0) + 1
             if mode == "cut":
                 raise RuntimeError("connection dropped")  # uvicorn closes the socket
             yield chunk(None, "stop")

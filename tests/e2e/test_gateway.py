@@ -57,6 +57,7 @@ def gateway(fake: str, server: Server, tmp_path_factory: pytest.TempPathFactory)
             ),
             channel("fake400", fake + "/v1", '{ id = "m400", upstream = "400" }', 0),
             channel("fakehtml", fake + "/v1", '{ id = "mhtml", upstream = "html" }', 0),
+            channel("fakeslow", fake + "/v1", '{ id = "mslow", upstream = "slow" }', 0),
             channel(
                 "flaky",
                 fake + "/v1",
@@ -445,3 +446,17 @@ def test_a_relayed_stored_completion_keeps_the_messages_as_sent(gateway: Server)
         gateway.base_url + "/v1/chat/completions", params={"metadata[run]": "relay"}
     ).json()
     assert [c["id"] for c in listed["data"]] == [made["id"]]
+
+
+def test_a_client_leaving_a_relayed_stream_closes_the_upstream(gateway: Server, fake: str) -> None:
+    """The upstream stops generating for nobody: its connection is closed too."""
+    body = {"model": "mslow", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    with httpx.stream("POST", gateway.base_url + "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                break  # one chunk, then the client goes away
+    deadline = time.monotonic() + 10
+    while httpx.get(fake + "/calls").json().get("slow_closed", 0) < 1:
+        assert time.monotonic() < deadline, "the upstream stream was not closed"
+        time.sleep(0.1)
