@@ -180,9 +180,17 @@ def _finish_in_background(events: AsyncIterator[str], response: aiohttp.ClientRe
 
 
 async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    async for line in response.content:
-        if line.startswith(b"data:"):
-            yield line[5:].strip().decode()
+    """The ``data:`` payloads of an SSE body, read as the bytes arrive (every event of a
+    read at once, not a line per wake-up)."""
+    pending = b""
+    async for data in response.content.iter_any():
+        lines = (pending + data).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            if line.startswith(b"data:"):
+                yield line[5:].strip().decode()
+    if pending.startswith(b"data:"):
+        yield pending[5:].strip().decode()
 
 
 def _json(raw: bytes) -> Any:
