@@ -20,8 +20,14 @@ i x (stream length / C) late: streams of a fixed length would otherwise run in l
 requests, then 32 chunks, arriving at the same instant), which a direct path keeps but a relay
 breaks up, making a relay look faster than direct.
 
-Rows are interleaved (paced: direct, chatd, LiteLLM; instant: the same) and the whole round
-is measured twice. For every gateway level the script reads the gateway's CPU time
+A third paced row, "direct, held", asks the stub to hold its response headers until its first
+event (``?hold=1``): what a client sees from any gateway that fails over before the first
+byte, since it cannot answer before an upstream has. A client handles the headers during the
+wait when they come early, and inside the TTFT when they come with the first event; the row
+measures that share of a gateway's added TTFT, which is not the gateway's work.
+
+Rows are interleaved (paced: direct, held, chatd, LiteLLM; instant: direct, chatd, LiteLLM)
+and the whole round is measured twice. For every gateway level the script reads the gateway's CPU time
 (utime + stime of every process in its session, from /proc) before and after: "CPU ms per
 relayed request" does not depend on the load generator. Before each level it waits until
 the rest of the machine is quiet (``--wait-quiet``) and measures a level again when other
@@ -95,6 +101,7 @@ async def completions(request):
     model = body.get("model", "")
     mode = request.query_params.get("mode") or ("instant" if "instant" in model else "paced")
     paced = mode == "paced"
+    hold = request.query_params.get("hold") == "1"  # headers go with the first event
     usage = (body.get("stream_options") or {}).get("include_usage") is True
     if not body.get("stream"):
         if paced:
@@ -117,6 +124,8 @@ async def completions(request):
                 "created": int(time.time()), "model": model, "system_fingerprint": "fp_stub",
                 "choices": [], "usage": USAGE})
         yield b"data: [DONE]\n\n"
+    if hold and paced:
+        await asyncio.sleep(max(0.0, arrived + TTFT - time.monotonic()))
     return StreamingResponse(events(), media_type="text/event-stream")
 
 async def health(request):
@@ -651,9 +660,11 @@ async def warm_up(path: Route, concurrency: int) -> None:
     await run_level(path.client, "instant", concurrency, 2 * concurrency)
 
 
-def client(base_url: str, concurrency: int) -> httpx.AsyncClient:
+def client(
+    base_url: str, concurrency: int, params: dict[str, str] | None = None
+) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    return httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits)
+    return httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits, params=params)
 
 
 async def amain(args: argparse.Namespace, tmp: Path) -> int:
@@ -662,6 +673,9 @@ async def amain(args: argparse.Namespace, tmp: Path) -> int:
     await bring_up("stub", stub)
     servers = [stub]
     paths = [Route("direct", client(stub.base_url, args.concurrency))]
+    # The stub again, its headers held until its first event: what a client sees from any
+    # gateway that fails over before the first byte (it cannot answer before that).
+    held = Route("held", client(stub.base_url, args.concurrency, {"hold": "1"}))
     gateways: list[tuple[str, Callable[[], Managed]]] = [("chatd", lambda: start_chatd(stub, tmp))]
     peer_version = None
     if args.litellm:
@@ -696,6 +710,7 @@ async def amain(args: argparse.Namespace, tmp: Path) -> int:
         notes.append(f"{s.name} idle: {idle:.0f} CPU ms/s with no traffic (+-2: clock ticks)")
 
     notes += await fidelity(paths)
+    paths.insert(1, held)
     run_start = CpuSample.take(servers)
     started = datetime.datetime.now(datetime.UTC)
     levels: list[Level] = []
@@ -703,6 +718,8 @@ async def amain(args: argparse.Namespace, tmp: Path) -> int:
         for run in (1, 2):
             for mode in MODES:
                 for path in paths:
+                    if path.name == "held" and mode != "paced":
+                        continue
                     levels.append(await measure(path, mode, run, servers, args))
     finally:
         for p in paths:
@@ -794,7 +811,8 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _label(path: str) -> str:
-    return {"direct": "direct", "chatd": "via chatd", "litellm": "via LiteLLM"}[path]
+    labels = {"direct": "direct", "held": "direct, held", "chatd": "via chatd"}
+    return labels.get(path, "via LiteLLM")
 
 
 def _rows(levels: list[Level], mode: str) -> list[tuple[str, Level, Level | None]]:
@@ -805,7 +823,9 @@ def _rows(levels: list[Level], mode: str) -> list[tuple[str, Level, Level | None
             group = [lv for lv in levels if lv.mode == mode and lv.run == run]
         else:
             group = [
-                p for path in ("direct", "chatd", "litellm") if (p := pooled(levels, mode, path))
+                p
+                for path in ("direct", "held", "chatd", "litellm")
+                if (p := pooled(levels, mode, path))
             ]
         direct = next((lv for lv in group if lv.path == "direct"), None)
         out += [(str(run) if run else "both", lv, direct) for lv in group]
@@ -884,6 +904,14 @@ def summary(levels: list[Level]) -> list[str]:
         f"chatd adds {ttft:+.2f} ms TTFT, {total:+.2f} ms total at p50 (both runs pooled; "
         f"target < 2 ms: {verdict})"
     )
+    held = pooled(levels, "paced", "held")
+    if held is not None:
+        floor = held.pct("ttft", 0.5) - direct.pct("ttft", 0.5)
+        lines.append(
+            f"the stub with its headers held until its first event (what any gateway that fails"
+            f" over before the first byte shows) adds {floor:+.2f} ms TTFT by itself; chatd"
+            f" beyond that: {ttft - floor:+.2f} ms"
+        )
     if "litellm" in added:
         p_ttft, p_total = added["litellm"]
         lines.append(f"LiteLLM adds {p_ttft:+.2f} ms TTFT, {p_total:+.2f} ms total at p50")
