@@ -27,11 +27,12 @@ wait when they come early, and inside the TTFT when they come with the first eve
 measures that share of a gateway's added TTFT, which is not the gateway's work.
 
 Rows are interleaved (paced: direct, held, chatd, LiteLLM; instant: direct, chatd, LiteLLM)
-and the whole round is measured twice. For every gateway level the script reads the gateway's CPU time
-(utime + stime of every process in its session, from /proc) before and after: "CPU ms per
-relayed request" does not depend on the load generator. Before each level it waits until
-the rest of the machine is quiet (``--wait-quiet``) and measures a level again when other
-processes used more than 0.3 cores during it (``--retries``), keeping the least disturbed.
+and the whole round is measured twice. For every gateway level the script reads the
+gateway's CPU time (utime + stime of every process in its session, from /proc) before and
+after: "CPU ms per relayed request" does not depend on the load generator. Before each level
+it waits until the rest of the machine is quiet (``--wait-quiet``) and measures a level again
+when other processes used more than 0.3 cores during it (``--retries``), keeping the least
+disturbed.
 
     .venv/bin/python benchmarks/relay.py [--concurrency 32] [--requests 640]
         [--litellm /tmp/litellm-venv/bin/litellm] [--wait-quiet 120] [--retries 2]
@@ -54,11 +55,8 @@ import asyncio
 import contextlib
 import datetime
 import json
-import math
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -66,14 +64,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any, NamedTuple
+from typing import Any
 
+import harness
 import httpx
 
-STARTUP_TIMEOUT_S = 180.0
-DISTURBED_CORES = 0.3  # other processes' CPU during a level beyond which it is measured again
-TICK = os.sysconf("SC_CLK_TCK")
 MODES = ("paced", "instant")
 
 STUB = r"""
@@ -140,92 +135,15 @@ uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="warning", access_log=Fa
 # ---------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Managed:
-    """A process this script started, in its own session; stopped (the whole group) on exit."""
-
-    def __init__(
-        self,
-        name: str,
-        cmd: list[str],
-        port: int,
-        health: str,
-        tmp: Path,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.name, self.cmd, self.health = name, cmd, health
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.log_path = tmp / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env if env is not None else os.environ.copy(),
-            start_new_session=True,  # Ctrl-C reaches only us; we stop it ourselves
-        )
-        _running.append(self)
-
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    async def wait_healthy(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{self.name} exited with code {self.proc.returncode}:\n{self.log_tail()}"
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(self.health)).status_code == 200:
-                        return
-                await asyncio.sleep(0.25)
-        raise RuntimeError(f"{self.name} not healthy after {STARTUP_TIMEOUT_S:.0f}s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        # children left behind in the session (e.g. a worker whose parent exited first)
-        for pid in session_pids(self.proc.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self._log.close()
-        if self in _running:
-            _running.remove(self)
-
-
-_running: list[Managed] = []
-
-
-def stop_all() -> None:
-    while _running:
-        _running[-1].stop()
-
-
-def start_stub(args: argparse.Namespace, tmp: Path) -> Managed:
-    port = free_port()
+def start_stub(args: argparse.Namespace, tmp: Path) -> harness.Managed:
+    port = harness.free_port()
     cmd = [sys.executable, "-c", STUB, str(port)]
     cmd += [str(args.ttft_ms), str(args.interval_ms), str(args.chunks)]
-    return Managed("stub", cmd, port, "/health", tmp)
+    return harness.Managed("stub", cmd, port, "/health", log_dir=tmp)
 
 
-def start_chatd(stub: Managed, tmp: Path) -> Managed:
-    port = free_port()
+def start_chatd(stub: harness.Managed, tmp: Path) -> harness.Managed:
+    port = harness.free_port()
     config = tmp / "chatd.toml"
     config.write_text(
         f'[[channels]]\nname = "stub"\nbase_url = "{stub.base_url}/v1"\n'
@@ -235,8 +153,7 @@ def start_chatd(stub: Managed, tmp: Path) -> Managed:
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "chatd.cli"]
     cmd += ["serve", "--host", "127.0.0.1", "--port", str(port), "--config", str(config)]
     cmd += ["--data-dir", str(tmp / "chatd-data"), "--log-level", "warning"]
-    env = {k: v for k, v in os.environ.items() if k != "CHATD_API_KEYS"}
-    return Managed("chatd", cmd, port, "/health", tmp, env)
+    return harness.Managed("chatd", cmd, port, "/health", log_dir=tmp, env=harness.chatd_env())
 
 
 LITELLM_CONFIG = """\
@@ -269,8 +186,8 @@ def litellm_env() -> dict[str, str]:
     return env
 
 
-def start_litellm(exe: str, stub: Managed, tmp: Path) -> Managed:
-    port = free_port()
+def start_litellm(exe: str, stub: harness.Managed, tmp: Path) -> harness.Managed:
+    port = harness.free_port()
     models = "".join(
         f"  - model_name: {m}\n    litellm_params:\n      model: openai/{m}\n"
         f"      api_base: {stub.base_url}/v1\n      api_key: x\n"
@@ -280,7 +197,9 @@ def start_litellm(exe: str, stub: Managed, tmp: Path) -> Managed:
     config.write_text(LITELLM_CONFIG.format(models=models.rstrip("\n")))
     cmd = [exe, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--num_workers", "1"]
-    return Managed("litellm", cmd, port, "/health/liveliness", tmp, litellm_env())
+    return harness.Managed(
+        "litellm", cmd, port, "/health/liveliness", log_dir=tmp, env=litellm_env()
+    )
 
 
 def litellm_version(exe: str) -> str:
@@ -295,90 +214,6 @@ def litellm_version(exe: str) -> str:
         return out.stdout.strip() or "?"
     except (OSError, subprocess.SubprocessError):
         return "?"
-
-
-# ---------------------------------------------------------------- CPU accounting
-
-
-class ProcStat(NamedTuple):
-    sid: int  # session id
-    cpu: float  # CPU seconds: utime + stime
-    children: float  # CPU seconds of its children it has waited for: cutime + cstime
-    name: str
-
-
-def _proc_stats() -> dict[int, ProcStat]:
-    """Every process on the machine, from /proc/<pid>/stat."""
-    stats: dict[int, ProcStat] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            text = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        parts = text[text.rindex(")") + 2 :].split()
-        # after "(comm) ": state ppid pgrp session ... utime(11) stime(12) cutime(13) cstime(14)
-        cpu = (int(parts[11]) + int(parts[12])) / TICK
-        stats[int(d)] = ProcStat(int(parts[3]), cpu, (int(parts[13]) + int(parts[14])) / TICK, name)
-    return stats
-
-
-def session_pids(sid: int) -> list[int]:
-    return [pid for pid, p in _proc_stats().items() if p.sid == sid and pid != os.getpid()]
-
-
-def _machine_busy() -> float:
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / TICK  # minus idle and iowait
-
-
-@dataclass
-class CpuSample:
-    """CPU seconds so far: the machine, this script, each started process's session."""
-
-    busy: float
-    own: float
-    ours: dict[str, float]
-    procs: dict[int, ProcStat]
-
-    @classmethod
-    def take(cls, servers: list[Managed]) -> CpuSample:
-        procs = _proc_stats()
-        ours = {
-            # a session's processes, and the children they reaped (e.g. worker processes)
-            s.name: sum(p.cpu + p.children for p in procs.values() if p.sid == s.proc.pid)
-            for s in servers
-        }
-        t = os.times()
-        return cls(_machine_busy(), t.user + t.system, ours, procs)
-
-    def other_cores(self, start: CpuSample, wall: float) -> float:
-        """Cores used during [start, self] by everything but this script and its servers."""
-        ours = sum(self.ours.values()) - sum(start.ours.values())
-        return max(0.0, (self.busy - start.busy - (self.own - start.own) - ours) / wall)
-
-
-async def wait_quiet(servers: list[Managed], limit_s: float, threshold: float = 0.2) -> float:
-    """Wait (at most ``limit_s``) until the rest of the machine uses less than ``threshold``
-    cores over 2 s; returns the seconds waited."""
-    waited = 0.0
-    told = False
-    while limit_s > 0:
-        start = CpuSample.take(servers)
-        await asyncio.sleep(2.0)
-        busy = CpuSample.take(servers).other_cores(start, 2.0)
-        if busy < threshold:
-            break
-        waited += 2.0
-        if waited >= limit_s:
-            print(f"  (machine still busy: {busy:.2f} other cores; measuring anyway)", flush=True)
-            break
-        if not told:
-            print(f"  (machine busy: {busy:.2f} other cores; waiting for quiet)", flush=True)
-            told = True
-    return waited
 
 
 # ---------------------------------------------------------------- load
@@ -418,23 +253,13 @@ class Level:
         return len(self.good) / self.wall
 
     def pct(self, what: str, q: float) -> float:
-        return percentile([getattr(r, what) for r in self.good], q)
+        return harness.percentile([getattr(r, what) for r in self.good], q)
 
     @property
     def cpu_ms_per_request(self) -> float | None:
         if self.gateway_cpu is None or not self.results:
             return None
         return self.gateway_cpu * 1000 / len(self.results)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default); NaN without values."""
-    if not values:
-        return math.nan
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def body(mode: str) -> dict[str, Any]:
@@ -544,25 +369,25 @@ class Route:
 
     name: str
     client: httpx.AsyncClient
-    server: Managed | None = None  # the gateway (None: direct)
+    server: harness.Managed | None = None  # the gateway (None: direct)
 
 
 async def measure(
     path: Route,
     mode: str,
     run: int,
-    servers: list[Managed],
+    servers: list[harness.Managed],
     args: argparse.Namespace,
 ) -> Level:
     """One level; re-measured when disturbed (the least disturbed attempt is kept)."""
     kept: Level | None = None
     for attempt in range(1 + args.retries):
-        await wait_quiet(servers, args.wait_quiet)
-        before = CpuSample.take(servers)
+        await harness.wait_quiet(servers, args.wait_quiet)
+        before = harness.CpuSample.take(servers)
         # paced: one stream's length spread over the workers, as arrivals of real traffic are
         stagger = stream_seconds(args) / args.concurrency if mode == "paced" else 0.0
         results, wall = await run_level(path.client, mode, args.concurrency, args.requests, stagger)
-        after = CpuSample.take(servers)
+        after = harness.CpuSample.take(servers)
         level = Level(mode, path.name, run, wall, results)
         if path.server is not None:
             level.gateway_cpu = after.ours[path.server.name] - before.ours[path.server.name]
@@ -581,7 +406,7 @@ async def measure(
         if kept is None or level.other < kept.other:
             kept = level
         kept.attempts = attempt + 1
-        if level.other < DISTURBED_CORES:
+        if level.other < harness.DISTURBED_CORES:
             break
     assert kept is not None
     kept.notes = check(kept, args.chunks)
@@ -644,7 +469,7 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-async def bring_up(name: str, server: Managed) -> float:
+async def bring_up(name: str, server: harness.Managed) -> float:
     print(f"[{name}] starting: {' '.join(server.cmd[:2] + ['...'])}", flush=True)
     t0 = time.perf_counter()
     await server.wait_healthy()
@@ -676,13 +501,15 @@ async def amain(args: argparse.Namespace, tmp: Path) -> int:
     # The stub again, its headers held until its first event: what a client sees from any
     # gateway that fails over before the first byte (it cannot answer before that).
     held = Route("held", client(stub.base_url, args.concurrency, {"hold": "1"}))
-    gateways: list[tuple[str, Callable[[], Managed]]] = [("chatd", lambda: start_chatd(stub, tmp))]
+    gateways: list[tuple[str, Callable[[], harness.Managed]]] = [
+        ("chatd", lambda: start_chatd(stub, tmp))
+    ]
     peer_version = None
     if args.litellm:
         peer_version = litellm_version(args.litellm)
         gateways.append(("litellm", lambda: start_litellm(args.litellm, stub, tmp)))
     for name, start in gateways:
-        server: Managed | None = None
+        server: harness.Managed | None = None
         try:
             server = start()
             took = await bring_up(name, server)
@@ -702,16 +529,16 @@ async def amain(args: argparse.Namespace, tmp: Path) -> int:
     await warm_up(paths[0], args.concurrency)
 
     # idle cost: what each gateway burns with no traffic
-    before = CpuSample.take(servers)
+    before = harness.CpuSample.take(servers)
     await asyncio.sleep(5.0)
-    after = CpuSample.take(servers)
+    after = harness.CpuSample.take(servers)
     for s in servers[1:]:
         idle = (after.ours[s.name] - before.ours[s.name]) / 5.0 * 1000
         notes.append(f"{s.name} idle: {idle:.0f} CPU ms/s with no traffic (+-2: clock ticks)")
 
     notes += await fidelity(paths)
     paths.insert(1, held)
-    run_start = CpuSample.take(servers)
+    run_start = harness.CpuSample.take(servers)
     started = datetime.datetime.now(datetime.UTC)
     levels: list[Level] = []
     try:
@@ -724,7 +551,7 @@ async def amain(args: argparse.Namespace, tmp: Path) -> int:
     finally:
         for p in paths:
             await p.client.aclose()
-    run_end = CpuSample.take(servers)
+    run_end = harness.CpuSample.take(servers)
     for s in servers:
         for line in s.log_tail(400).splitlines():
             if "LITELLM_MASTER_KEY is not set" in line:
@@ -757,16 +584,13 @@ async def amain(args: argparse.Namespace, tmp: Path) -> int:
     print(
         "Busiest other processes during the measured levels (CPU s): " + busiest(run_start, run_end)
     )
-    if notes:
-        print("\nNotes:")
-        for n in notes:
-            print(f"- {n}")
+    harness.print_notes(notes)
     return 1 if any(len(lv.good) < len(lv.results) for lv in levels if lv.path == "chatd") else 0
 
 
-def busiest(start: CpuSample, end: CpuSample, n: int = 5) -> str:
+def busiest(start: harness.CpuSample, end: harness.CpuSample, n: int = 5) -> str:
     """The ``n`` other processes that used the most CPU between the two samples."""
-    ours = {s.proc.pid for s in _running}  # session ids of the processes we started
+    ours = harness.started_sessions()
     used: list[tuple[float, str]] = []
     for pid, (sid, cpu, _, name) in end.procs.items():
         if pid == os.getpid() or sid in ours:
@@ -797,17 +621,6 @@ def pooled(levels: list[Level], mode: str, path: str) -> Level | None:
         None if None in cpu else sum(c for c in cpu if c is not None),
         other=max(lv.other for lv in chosen),
     )
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = [
-        "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |",
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-    ]
-    for r in rows:
-        lines.append("| " + " | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) + " |")
-    return "\n".join(lines)
 
 
 def _label(path: str) -> str:
@@ -859,7 +672,7 @@ def render_paced(levels: list[Level]) -> str:
                 f"{lv.other:.2f}",
             ]
         )
-    return "Paced upstream (the target; ms):\n" + table(header, rows)
+    return "Paced upstream (the target; ms):\n" + harness.table(header, rows)
 
 
 def render_instant(levels: list[Level]) -> str:
@@ -879,7 +692,7 @@ def render_instant(levels: list[Level]) -> str:
                 f"{lv.other:.2f}",
             ]
         )
-    return "Instant upstream (capacity, saturated closed loop; not the target):\n" + table(
+    return "Instant upstream (capacity, saturated closed loop; not the target):\n" + harness.table(
         header, rows
     )
 
@@ -959,44 +772,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also measure LiteLLM's proxy, started from this `litellm` executable "
         "(installed in its own venv, e.g. /tmp/litellm-venv/bin/litellm)",
     )
-    p.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="before each level wait up to this long for other processes to use < 0.2 cores "
-        "(0: don't wait)",
-    )
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=2,
-        help=f"re-measure a level up to this many times when other processes used more than "
-        f"{DISTURBED_CORES} cores during it (the least disturbed attempt is reported)",
-    )
+    harness.add_quiet_options(p, retries=2)
     args = p.parse_args(argv)
     if min(args.concurrency, args.requests, args.chunks) < 1:
         p.error("--concurrency, --requests and --chunks must be >= 1")
     return args
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    # Ctrl-C even when started in the background by a shell (which then ignores SIGINT)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     tmp = Path(tempfile.mkdtemp(prefix="chatd-relay-"))  # configs, logs, chatd's database
     try:
-        return asyncio.run(amain(args, tmp))
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+        return harness.run_main(lambda: amain(args, tmp))
     finally:
-        stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -52,20 +52,14 @@ import contextlib
 import importlib.util
 import itertools
 import json
-import math
 import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+import harness
 import httpx
 
 MODEL_ID = "smollm2-135m-instruct"
@@ -88,8 +82,6 @@ TOPICS = [
     "a desert caravan",
     "a city under the ocean",
 ]
-STARTUP_TIMEOUT_S = 180.0
-DISTURBED_CORES = 0.3  # other processes' CPU during a level beyond which it is measured again
 REQUEST_TIMEOUT_S = 900.0
 
 
@@ -134,7 +126,7 @@ class LevelResult:
 
     def ttft(self, q: float) -> float | None:
         values = [r.ttft for r in self.good if r.ttft is not None]
-        return percentile(values, q) if values else None
+        return harness.percentile(values, q) if values else None
 
     @property
     def count_source(self) -> str:
@@ -144,14 +136,6 @@ class LevelResult:
         if good and all(r.usage_tokens is None for r in good):
             return "chunks"
         return "mixed"
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 _request_ids = itertools.count()
@@ -271,85 +255,18 @@ def anomalies(level: LevelResult, max_tokens: int) -> list[str]:
 # ---------------------------------------------------------------- servers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def gguf_path() -> Path:
     from chatd.config import embedded_model_path
 
     return embedded_model_path()
 
 
-class ManagedServer:
-    """A server process this script started; stopped (its whole process group) on exit."""
-
-    def __init__(self, name: str, cmd: list[str], port: int, health_path: str) -> None:
-        self.name = name
-        self.cmd = cmd
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.health_path = health_path
-        fd, log = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
-        os.close(fd)
-        self.log_path = Path(log)
-        self._log = self.log_path.open("wb")
-        env = {k: v for k, v in os.environ.items() if k != "CHATD_API_KEYS"}
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # Ctrl-C reaches only us; we stop it ourselves
-        )
-
-    def log_tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    async def wait_healthy(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{self.name} exited with code {self.proc.returncode}:\n{self.log_tail()}"
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(self.health_path)).status_code == 200:
-                        return
-                await asyncio.sleep(0.25)
-        raise RuntimeError(f"{self.name} not healthy after {STARTUP_TIMEOUT_S:.0f}s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-
-
-def start_chatd() -> ManagedServer:
-    port = free_port()
+def start_chatd() -> harness.Managed:
+    port = harness.free_port()
     exe = Path(sys.executable).parent / "chatd"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "chatd.cli"]
     cmd += ["serve", "--host", "127.0.0.1", "--port", str(port)]
-    return ManagedServer("chatd", cmd, port, "/health")
+    return harness.Managed("chatd", cmd, port, "/health", env=harness.chatd_env())
 
 
 def peer_missing_modules() -> list[str]:
@@ -357,14 +274,14 @@ def peer_missing_modules() -> list[str]:
     return [m for m in needed if importlib.util.find_spec(m) is None]
 
 
-def start_peer() -> ManagedServer:
+def start_peer() -> harness.Managed:
     missing = peer_missing_modules()
     if missing:
         raise RuntimeError(
             f"llama_cpp.server needs {', '.join(missing)}: "
             f"{sys.executable} -m pip install sse-starlette starlette-context pydantic-settings"
         )
-    port = free_port()
+    port = harness.free_port()
     threads = str(os.cpu_count() or 1)
     cmd = [
         sys.executable,
@@ -387,90 +304,17 @@ def start_peer() -> ManagedServer:
         "--interrupt_requests",
         "False",
     ]
-    return ManagedServer("peer", cmd, port, "/v1/models")
-
-
-_running: list[ManagedServer] = []
-
-
-def stop_all() -> None:
-    while _running:
-        _running.pop().stop()
-
-
-@contextlib.contextmanager
-def managed(server: ManagedServer) -> Iterator[ManagedServer]:
-    _running.append(server)
-    try:
-        yield server
-    finally:
-        if server in _running:
-            _running.remove(server)
-        server.stop()
+    return harness.Managed("peer", cmd, port, "/v1/models", env=harness.chatd_env())
 
 
 # ---------------------------------------------------------------- driver
-
-
-class CpuMeter:
-    """CPU used on the machine by everything except the measured server and this script,
-    in cores (Linux /proc only; None elsewhere). The machine may be shared: this says how
-    much the numbers of a level were disturbed."""
-
-    def __init__(self, server_pid: int | None) -> None:
-        self.server_pid = server_pid
-        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        self._start = self._sample()
-
-    def _sample(self) -> tuple[float, float, float] | None:
-        try:
-            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-            busy = (sum(fields[:8]) - fields[3] - fields[4]) / self.tick  # minus idle, iowait
-            server = 0.0
-            if self.server_pid is not None:
-                stat = Path(f"/proc/{self.server_pid}/stat").read_text()
-                parts = stat[stat.rindex(")") + 2 :].split()
-                server = (int(parts[11]) + int(parts[12])) / self.tick  # utime, stime
-        except (OSError, ValueError, IndexError):
-            return None
-        own = os.times()
-        return busy, server, own.user + own.system
-
-    def background_cores(self, wall: float) -> float | None:
-        end = self._sample()
-        if self._start is None or end is None or wall <= 0:
-            return None
-        busy, server, own = (e - s for e, s in zip(end, self._start, strict=True))
-        return max(0.0, (busy - server - own) / wall)
-
-
-async def wait_quiet(limit_s: float, threshold: float = 0.2, window_s: float = 2.0) -> None:
-    """Before a level: wait (at most ``limit_s``) until the rest of the machine uses less
-    than ``threshold`` cores over ``window_s``; the servers are idle between levels."""
-    if limit_s <= 0:
-        return
-    deadline = time.monotonic() + limit_s
-    told = False
-    while True:
-        meter = CpuMeter(None)
-        t0 = time.perf_counter()
-        await asyncio.sleep(window_s)
-        busy = meter.background_cores(time.perf_counter() - t0)
-        if busy is None or busy < threshold:
-            return
-        if time.monotonic() >= deadline:
-            print(f"  (machine still busy: {busy:.2f} other cores; measuring anyway)", flush=True)
-            return
-        if not told:
-            print(f"  (machine busy: {busy:.2f} other cores; waiting for quiet)", flush=True)
-            told = True
 
 
 @dataclass
 class Target:
     name: str
     url: str | None  # None: start it ourselves
-    server: ManagedServer | None = None
+    server: harness.Managed | None = None
     client: httpx.AsyncClient | None = None
 
 
@@ -478,7 +322,7 @@ async def bring_up(target: Target, args: argparse.Namespace, stack: contextlib.E
     """Start the server (unless given a URL), wait until healthy, open a client, warm up."""
     if target.url is None:
         target.server = start_chatd() if target.name == "chatd" else start_peer()
-        stack.enter_context(managed(target.server))
+        stack.callback(target.server.stop)
         print(f"[{target.name}] starting: {' '.join(target.server.cmd)}", flush=True)
         t0 = time.perf_counter()
         await target.server.wait_healthy()
@@ -513,18 +357,22 @@ async def measure_level(
     ``DISTURBED_CORES`` of CPU) is measured again, up to ``--retries`` times; the least
     disturbed attempt is kept. Failures of any attempt are reported."""
     assert target.client is not None
-    pid = target.server.proc.pid if target.server else None
+    # a server given by URL is not ours to watch: its CPU would count as "other"
+    watched = [target.server] if target.server is not None and harness.HAS_PROC else []
     attempts: list[tuple[LevelResult, float | None]] = []
     attempt_notes: list[list[str]] = []
     notes: list[str] = []
     for _ in range(1 + args.retries):
-        await wait_quiet(args.wait_quiet)
-        meter = CpuMeter(pid)
+        await harness.wait_quiet([], args.wait_quiet)
+        before = harness.CpuSample.take(watched) if watched else None
         level = await run_level(
             target.client, target.name, c, args.rounds, args.max_tokens, args.temperature
         )
-        # a server given by URL is not ours to watch: its CPU would count as "other"
-        bg = meter.background_cores(level.wall) if pid is not None else None
+        bg = (
+            harness.CpuSample.take(watched).other_cores(before, level.wall)
+            if before is not None
+            else None
+        )
         attempts.append((level, bg))
         failed = len(level.results) - len(level.good)
         print(
@@ -534,7 +382,7 @@ async def measure_level(
             flush=True,
         )
         attempt_notes.append(anomalies(level, args.max_tokens))
-        if bg is None or bg < DISTURBED_CORES:
+        if bg is None or bg < harness.DISTURBED_CORES:
             break
     kept = min(range(len(attempts)), key=lambda i: attempts[i][1] or 0.0)
     level, bg = attempts[kept]
@@ -603,10 +451,7 @@ async def amain(args: argparse.Namespace) -> int:
         f"logit_bias={EOG_BIAS}, cpus={os.cpu_count()}"
     )
     print(render_table(all_levels, levels, background))
-    if notes:
-        print("\nNotes:")
-        for n in notes:
-            print(f"- {n}")
+    harness.print_notes(notes)
     if any(len(lv.good) < len(lv.results) for lv in all_levels):
         status = 1
     return status
@@ -663,14 +508,7 @@ def render_table(
             p50_ours, p50_peer = ours.ttft(0.5), peer.ttft(0.5)
             ttft = f"{p50_ours / p50_peer:.2f}x" if p50_ours is not None and p50_peer else "-"
             rows.append(["chatd / peer", str(c), "", "", "", "", ratio, ttft, "", "", ""])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = [
-        "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |",
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-    ]
-    for r in rows:
-        lines.append("| " + " | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) + " |")
-    return "\n".join(lines)
+    return harness.table(header, rows)
 
 
 def parse_levels(text: str) -> list[int]:
@@ -692,21 +530,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chatd-url", help="measure this running chatd instead of starting one")
     p.add_argument("--peer-url", help="measure this running peer instead of starting one")
     p.add_argument("--no-peer", action="store_true", help="measure chatd only")
-    p.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="before each level wait up to this long for other processes to use < 0.2 cores "
-        "(0: don't wait)",
-    )
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=3,
-        help=f"re-measure a level up to this many times when other processes used more than "
-        f"{DISTURBED_CORES} cores during it (the least disturbed attempt is reported)",
-    )
+    harness.add_quiet_options(p, retries=3)
     p.add_argument("--api-key", help="Bearer key sent to both servers (for --*-url servers)")
     args = p.parse_args(argv)
     if args.rounds < 1 or args.max_tokens < 1:
@@ -714,22 +538,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    # Ctrl-C even when started in the background by a shell (which then ignores SIGINT)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        return asyncio.run(amain(args))
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    finally:
-        stop_all()
+    return harness.run_main(lambda: amain(args))
 
 
 if __name__ == "__main__":
