@@ -61,17 +61,16 @@ class RoutedModel:
         return {"id": self.id, "object": "model", "created": self.created, "owned_by": owner}
 
     def status(self) -> dict[str, Any]:
-        down = [r for r in self.routes if not r.healthy()]
-        reason = None
-        if not self.available:
+        available, reason = self.available, None
+        if not available:  # then every route is a channel cooling down
             reason = "no channel is available: " + ", ".join(
                 f"{r.name} cooling down after {r.failures} failures"
-                for r in down
+                for r in self.routes
                 if isinstance(r, Channel)
             )
         return {
             "id": self.id,
-            "available": self.available,
+            "available": available,
             "reason": reason,
             "routes": [r.name for r in self.routes],
         }
@@ -108,22 +107,22 @@ class ModelRegistry:
             return local
         raise ModelNotFound(model_id)
 
+    def _local_only(self) -> list[tuple[str, LocalModel]]:
+        """(public id, model) for the ids only a local model serves: ids and aliases."""
+        ids = [(m.id, m) for m in self._models.values()]
+        ids += [(a, self._models[t]) for a, t in self._aliases.items() if t in self._models]
+        return [(public, m) for public, m in ids if public not in self._routed]
+
     def cards(self) -> list[dict[str, Any]]:
         """The models that can be served now."""
-        local = [(m.id, m) for m in self._models.values()]
-        local += [(a, self._models[t]) for a, t in self._aliases.items() if t in self._models]
-        cards = [m.card(public) for public, m in local if public not in self._routed]
-        cards += [m.card() for m in self._routed.values() if m.available]
-        return cards
+        cards = [m.card(public) for public, m in self._local_only()]
+        return cards + [m.card() for m in self._routed.values() if m.available]
 
     def status(self) -> list[dict[str, Any]]:
         """Every public id, with whether it can be served now and why not."""
-        local = [(m.id, m.name) for m in self._models.values()]
-        local += [(a, self._models[t].name) for a, t in self._aliases.items() if t in self._models]
         rows = [
-            {"id": public, "available": True, "reason": None, "routes": [name]}
-            for public, name in local
-            if public not in self._routed
+            {"id": public, "available": True, "reason": None, "routes": [m.name]}
+            for public, m in self._local_only()
         ]
         return rows + [m.status() for m in self._routed.values()]
 
