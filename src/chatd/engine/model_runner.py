@@ -106,6 +106,11 @@ class ModelRunner:
             raise FileNotFoundError(f"model file not found: {path}")
         llama_cpp.llama_log_set(_silent_log, ctypes.c_void_p(0))
         mparams = llama_cpp.llama_model_default_params()
+        # No extra buffer types (AMX, repacked weights): on Intel CPUs with AMX the AMX
+        # mat-mul of this llama.cpp build crashes (seen on a Xeon with amx_int8), and
+        # repacking would change which kernels run, and so the numbers batch invariance
+        # was measured on. Q4_1 weights have no repacked form on x86 anyway.
+        mparams.use_extra_bufts = False
         self.model = llama_cpp.llama_model_load_from_file(path.encode(), mparams)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load model {path}")
