@@ -68,6 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     s.add_argument(
+        "--prefix-cache-cells",
+        type=int,
+        default=Settings.prefix_cache_cells,
+        help="KV cells of finished requests kept for prompts that share their prefix"
+        " (0: no prefix cache)",
+    )
+    s.add_argument(
+        "--prefix-cache-entries",
+        type=int,
+        default=Settings.prefix_cache_entries,
+        help="finished sequences the prefix cache keeps",
+    )
+    s.add_argument(
         "--config",
         type=Path,
         help="a TOML file: local models, aliases, upstream channels (see chatd.example.toml)",
@@ -114,6 +127,8 @@ def serve(args: argparse.Namespace) -> int:
         max_sequences=args.max_sequences,
         max_waiting=args.max_waiting,
         threads=args.threads,
+        prefix_cache_cells=args.prefix_cache_cells,
+        prefix_cache_entries=args.prefix_cache_entries,
         database_url=args.database_url,
     )
     if args.data_dir is not None:
@@ -178,10 +193,16 @@ def _engine(settings: Settings, path: Path) -> Any:
             RunnerConfig(
                 path,
                 n_ctx=settings.n_ctx,
-                n_seq_max=settings.max_sequences + 1,  # + the retired sequence
+                # running choices + prefix-cache entries + the retired sequence
+                n_seq_max=settings.max_sequences + settings.prefix_cache_entries + 1,
                 n_threads=settings.threads,
             ),
-            SchedulerConfig(max_waiting=settings.max_waiting, n_ctx_seq=settings.context_window),
+            SchedulerConfig(
+                max_waiting=settings.max_waiting,
+                n_ctx_seq=settings.context_window,
+                prefix_cache_cells=settings.prefix_cache_cells,
+                prefix_cache_entries=settings.prefix_cache_entries,
+            ),
         )
     )
 

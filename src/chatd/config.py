@@ -49,6 +49,8 @@ class Settings:
     max_sequences: int = 128  # concurrent choices in the engine (n counts each)
     max_waiting: int = 256  # queued requests before 503
     threads: int = 0
+    prefix_cache_cells: int = 4096  # KV cells the prefix cache keeps while idle (0: off)
+    prefix_cache_entries: int = 32  # finished sequences it keeps
     data_dir: Path = field(default_factory=default_data_dir)
     database_url: str | None = None  # default: SQLite in data_dir
 

@@ -27,7 +27,7 @@ class FakeConfig:
 
 
 class FakeRunner:
-    def __init__(self, n_ctx: int = 1024, n_seq_max: int = 8, n_ubatch: int = 16) -> None:
+    def __init__(self, n_ctx: int = 1024, n_seq_max: int = 41, n_ubatch: int = 16) -> None:
         self.config = FakeConfig(n_seq_max, n_ubatch)
         self.n_ctx = n_ctx
         self.n_vocab = V
@@ -36,29 +36,36 @@ class FakeRunner:
         self.control = frozenset({EOS})
         self.token_bytes = [b""] + [bytes([96 + t % 27]) for t in range(1, V)]
         self.token_names = [b"<eos>", *self.token_bytes[1:]]
-        self.cells: list[set[int]] = []  # owners of each occupied cell
-        self.kv: dict[int, list[int]] = {}  # seq id -> positions held
+        self.cells: list[tuple[int, set[int]]] = []  # (position, owners) per used cell
         self.calls: list[int] = []  # tokens per decode call
 
     def used(self) -> int:
-        return sum(1 for c in self.cells if c)
+        return len(self.cells)
+
+    def held(self, seq: int) -> list[int]:
+        return sorted(p for p, owners in self.cells if seq in owners)
+
+    def _gc(self) -> None:
+        self.cells = [c for c in self.cells if c[1]]
 
     def seq_remove(self, seq: int) -> None:
-        for c in self.cells:
-            c.discard(seq)
-        self.kv.pop(seq, None)
+        for _, owners in self.cells:
+            owners.discard(seq)
+        self._gc()
 
     def seq_copy(self, src: int, dst: int, n: int) -> None:
-        for c in self.cells:
-            if src in c:
-                c.add(dst)
-        self.kv[dst] = [p for p in self.kv.get(src, []) if p < n]
+        for p, owners in self.cells:
+            if src in owners and p < n:
+                owners.add(dst)
 
     def seq_move(self, src: int, dst: int) -> None:
         self.seq_copy(src, dst, 1 << 30)
         self.seq_remove(src)
 
-    def decode(self, n_outputs: int) -> np.ndarray:
+    def memory_clear(self) -> None:
+        self.cells = []
+
+    def decode(self, n_outputs: int, pad_single: bool = False) -> np.ndarray:
         b = self.batch
         n = b.n_tokens
         self.calls.append(n)
@@ -67,16 +74,14 @@ class FakeRunner:
         rows = []
         for i in range(n):
             seq, pos = int(b.seq_id[i]), int(b.pos[i])
-            held = self.kv.setdefault(seq, [])
-            assert pos == len(held), f"seq {seq}: position {pos} after {len(held)} cells"
-            held.append(pos)
-            self.cells.append({seq})
+            held = self.held(seq)
+            assert held == list(range(pos)), f"seq {seq}: position {pos} after {held}"
+            self.cells.append((pos, {seq}))
             if b.logits[i]:
                 row = np.zeros(V, dtype=np.float32)
                 nxt = (int(b.token[i]) + 1) % V
                 row[nxt if nxt != EOS else 1] = 10.0
                 rows.append(row)
-        self.cells = [c for c in self.cells if c]
         assert len(rows) == n_outputs
         return np.array(rows, dtype=np.float32).reshape(n_outputs, V)
 
@@ -125,7 +130,7 @@ def test_single_request_generates_the_known_continuation() -> None:
     assert texts(sink[req.id]) == {0: expected(7, 6)}
     assert sink[req.id][-1].finish_reason == "length"
     assert sink[req.id][-1].completion_tokens == 6
-    assert runner.used() == 0 or sched._retired_cells  # nothing leaks but retired cells
+    assert runner.used() == sched.cells.used  # the accounting is exact
 
 
 def test_n_choices_share_one_prefill() -> None:
@@ -159,7 +164,7 @@ def test_long_prompt_is_chunked_while_others_decode() -> None:
 
 def test_preemption_under_kv_pressure_keeps_outputs_exact() -> None:
     runner = FakeRunner(n_ctx=60, n_seq_max=4)
-    sched = Scheduler(runner, SchedulerConfig())
+    sched = Scheduler(runner, SchedulerConfig(prefix_cache_entries=0))
     sink: dict[int, list] = {}
     reqs = [make(runner, [i + 1] * 10, sink, max_new_tokens=25) for i in range(3)]
     for r in reqs:
@@ -175,7 +180,7 @@ def test_preemption_under_kv_pressure_keeps_outputs_exact() -> None:
 
 def test_cancel_releases_sequences() -> None:
     runner = FakeRunner(n_seq_max=4)
-    sched = Scheduler(runner, SchedulerConfig())
+    sched = Scheduler(runner, SchedulerConfig(prefix_cache_entries=0))
     sink: dict[int, list] = {}
     req = make(runner, [1, 2, 3], sink, max_new_tokens=100, n=3)
     sched.submit(req)
@@ -208,3 +213,115 @@ def test_stop_and_eos() -> None:
     collect(sched, [a], sink)
     assert texts(sink[a.id]) == {0: "cd"}
     assert sink[a.id][-1].finish_reason == "stop"
+
+
+# --- prefix cache ----------------------------------------------------------------------
+
+
+def run_one(sched: Scheduler, runner: FakeRunner, prompt: list[int], **kw: object) -> Request:
+    sink: dict[int, list] = {}
+    req = make(runner, prompt, sink, **kw)
+    sched.submit(req)
+    collect(sched, [req], sink)
+    req.sink = sink[req.id]  # type: ignore[attr-defined]
+    return req
+
+
+def test_a_repeated_prompt_reuses_its_cells_and_says_so() -> None:
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig())
+    prompt = list(range(1, 21))
+    cold = run_one(sched, runner, prompt, max_new_tokens=5)
+    fed = sum(runner.calls)
+    hit = run_one(sched, runner, prompt, max_new_tokens=5)
+    assert cold.cached_tokens == 0
+    assert hit.cached_tokens == 19  # the last prompt token is computed for its logits
+    assert sum(runner.calls) - fed == 1 + 4  # one prompt token, then 4 decodes
+    assert texts(hit.sink) == texts(cold.sink) == {0: expected(20, 5)}  # type: ignore[attr-defined]
+    assert (sched.cache.hit_tokens, sched.cache.miss_tokens) == (19, 21)
+    assert runner.used() == sched.cells.used
+
+
+def test_a_shared_prefix_and_a_cached_answer_are_both_reused() -> None:
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig())
+    system = list(range(1, 31))
+    first = run_one(sched, runner, [*system, 40, 41], max_new_tokens=4)
+    other = run_one(sched, runner, [*system, 7, 8], max_new_tokens=4)
+    assert other.cached_tokens == 30
+    # The next turn of the first conversation: its prompt holds the earlier answer.
+    answer = [42, 43, 44]  # the fake model's continuation of 41 (minus the last token)
+    follow = run_one(sched, runner, [*system, 40, 41, *answer, 45, 9], max_new_tokens=2)
+    # 45 was sampled last and never decoded: the cells hold the prompt and 42, 43, 44.
+    assert follow.cached_tokens == 30 + 2 + 3
+    assert texts(follow.sink) == {0: expected(9, 2)}  # type: ignore[attr-defined]
+    assert first.cached_tokens == 0
+    assert runner.used() == sched.cells.used
+
+
+def test_a_running_sequence_lends_its_prefix() -> None:
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig())
+    sink: dict[int, list] = {}
+    prompt = list(range(1, 41))
+    a = make(runner, prompt, sink, max_new_tokens=20)
+    sched.submit(a)
+    for _ in range(4):
+        sched.step()
+    b = make(runner, [*prompt, 5], sink, max_new_tokens=3)
+    sched.submit(b)
+    collect(sched, [a, b], sink)
+    assert b.cached_tokens == 40
+    assert texts(sink[a.id]) == {0: expected(40, 20)}
+    assert texts(sink[b.id]) == {0: expected(5, 3)}
+    assert runner.used() == sched.cells.used
+
+
+def test_n_choices_on_a_cache_hit() -> None:
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig())
+    prompt = list(range(1, 16))
+    run_one(sched, runner, prompt, max_new_tokens=2)
+    hit = run_one(sched, runner, prompt, max_new_tokens=3, n=3)
+    assert hit.cached_tokens == 14
+    assert texts(hit.sink) == {i: expected(15, 3) for i in range(3)}  # type: ignore[attr-defined]
+    assert runner.used() == sched.cells.used
+
+
+def test_an_idle_cache_over_budget_is_cleared_whole() -> None:
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig(prefix_cache_cells=50))
+    run_one(sched, runner, list(range(1, 31)), max_new_tokens=4)
+    assert runner.used() == sched.cells.used == 33  # kept: the engine just went idle
+    run_one(sched, runner, list(range(1, 31)), max_new_tokens=30)  # a hit, then 63 cells
+    assert runner.used() == sched.cells.used > 50
+    again = run_one(sched, runner, list(range(1, 31)), max_new_tokens=2)
+    assert again.cached_tokens == 0  # cleared at idle before it was admitted
+    assert runner.used() == sched.cells.used
+
+
+def test_entries_beyond_the_limit_retire_least_recently_used_first() -> None:
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig(prefix_cache_entries=2))
+    prompts = [[i, *range(10, 20)] for i in (1, 2, 3)]
+    for p in prompts:
+        run_one(sched, runner, p, max_new_tokens=2)
+    assert len(sched.cache) == 2
+    assert run_one(sched, runner, prompts[0], max_new_tokens=1).cached_tokens == 0
+    assert run_one(sched, runner, prompts[2], max_new_tokens=1).cached_tokens == 10
+    assert runner.used() == sched.cells.used
+
+
+def test_kv_pressure_evicts_the_cache_before_preempting() -> None:
+    runner = FakeRunner(n_ctx=80)
+    sched = Scheduler(runner, SchedulerConfig(prefix_cache_cells=1000))
+    run_one(sched, runner, [1] * 30, max_new_tokens=20)  # 49 cells stay cached
+    sink: dict[int, list] = {}
+    reqs = [make(runner, [i + 2] * 10, sink, max_new_tokens=25) for i in range(2)]
+    for r in reqs:
+        sched.submit(r)
+    collect(sched, reqs, sink)
+    for i, r in enumerate(reqs):
+        assert texts(sink[r.id]) == {0: expected(i + 2, 25)}
+    assert sched.preemptions == 0
+    assert runner.used() == sched.cells.used <= runner.n_ctx

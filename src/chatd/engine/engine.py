@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -34,10 +35,8 @@ class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self.runner = ModelRunner(config.runner)
         n_ctx_seq = min(self.runner.n_ctx_train or self.runner.n_ctx, self.runner.n_ctx)
-        sched = SchedulerConfig(
-            max_prefill_tokens=config.scheduler.max_prefill_tokens,
-            max_waiting=config.scheduler.max_waiting,
-            n_ctx_seq=min(config.scheduler.n_ctx_seq, n_ctx_seq),
+        sched = dataclasses.replace(
+            config.scheduler, n_ctx_seq=min(config.scheduler.n_ctx_seq, n_ctx_seq)
         )
         self.scheduler = Scheduler(self.runner, sched)
         self.context_window = sched.n_ctx_seq
@@ -87,6 +86,10 @@ class Engine:
             "running_sequences": sum(len(r.active()) for r in running),
             "waiting_requests": sched.n_waiting,
             "preemptions": sched.preemptions,
+            "prefix_cache_hit_tokens": sched.cache.hit_tokens,
+            "prefix_cache_miss_tokens": sched.cache.miss_tokens,
+            "prefix_cache_entries": len(sched.cache),
+            "kv_cells_used": sched.cells.used,
         }
 
     # --- prompts ----------------------------------------------------------------------
@@ -131,6 +134,12 @@ class Generation:
         self._finished = 0
         self._request = Request(prompt, params, n_vocab, emit)
         scheduler.submit(self._request)
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens whose KV was reused from the prefix cache (known once the
+        first delta arrived: the engine thread sets it before emitting)."""
+        return self._request.cached_tokens or 0
 
     @property
     def done(self) -> bool:

@@ -122,7 +122,9 @@ class ModelRunner:
         cparams.n_ctx = config.n_ctx
         cparams.n_batch = max(config.n_batch, config.n_seq_max)
         cparams.n_ubatch = config.n_ubatch
-        cparams.n_seq_max = config.n_seq_max
+        # One more sequence than callers see: the scratch row of decode(pad_single=True).
+        cparams.n_seq_max = config.n_seq_max + 1
+        self._scratch_seq = config.n_seq_max
         threads = config.n_threads or os.cpu_count() or 1
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
@@ -133,7 +135,7 @@ class ModelRunner:
             raise RuntimeError("llama.cpp could not create a context")
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
-        self.batch = Batch(max(config.n_batch, config.n_seq_max))
+        self.batch = Batch(max(config.n_batch, config.n_seq_max) + 1)
 
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos = llama_cpp.llama_vocab_bos(self.vocab)
@@ -198,10 +200,25 @@ class ModelRunner:
     def seq_copy(self, src: int, dst: int, n_tokens: int) -> None:
         llama_cpp.llama_memory_seq_cp(self.memory, src, dst, 0, n_tokens)
 
+    def memory_clear(self) -> None:
+        llama_cpp.llama_memory_clear(self.memory, True)
+
     # --- decode -----------------------------------------------------------------------
-    def decode(self, n_outputs: int) -> np.ndarray:
-        """Run the filled batch; returns a (n_outputs, n_vocab) copy of the output logits."""
+    def decode(self, n_outputs: int, pad_single: bool = False) -> np.ndarray:
+        """Run the filled batch; returns a (n_outputs, n_vocab) copy of the output logits.
+
+        ``pad_single``: a batch of one token gets a second, throw-away row (a scratch
+        sequence, removed right after), because llama.cpp computes the attention of a
+        lone token over 512+ cells with another kernel (split KV) whose sums differ from
+        those of every larger pass.
+        """
+        padded = pad_single and self.batch.n_tokens == 1
+        if padded:
+            self.batch.add([0], 0, self._scratch_seq, False)
         rc = llama_cpp.llama_decode(self.ctx, self.batch.as_llama_batch())
+        if padded:
+            self.batch.n_tokens -= 1
+            llama_cpp.llama_memory_seq_rm(self.memory, self._scratch_seq, -1, -1)
         if rc != 0:
             raise DecodeError(rc)
         if n_outputs == 0:

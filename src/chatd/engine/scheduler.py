@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chatd.engine.grammar import GrammarError
+from chatd.engine.kv_cache import KVCells, PrefixCache
 from chatd.engine.model_runner import DecodeError, ModelRunner
 from chatd.engine.params import Delta, TokenLogprob, TopLogprob
 from chatd.engine.sampler import log_softmax, top_k
@@ -46,6 +47,8 @@ class SchedulerConfig:
     max_prefill_tokens: int = 252  # prompt tokens per step when nothing is decoding
     max_waiting: int = 256  # requests waiting for admission before new ones get QueueFull
     n_ctx_seq: int = 8192  # context window of one choice (prompt + completion)
+    prefix_cache_cells: int = 4096  # cells the prefix cache may keep while idle (0: off)
+    prefix_cache_entries: int = 32  # finished sequences kept (each takes a seq id)
 
 
 @dataclass
@@ -63,11 +66,19 @@ class Scheduler:
         self.config = config
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
-        # The last seq id is the "retired" sequence: cells of finished choices are handed
-        # to it instead of being freed at once (see _retire).
-        self._retired_id = runner.config.n_seq_max - 1
-        self._retired_cells = 0
-        self.free_seq_ids = list(range(self._retired_id - 1, -1, -1))
+        # Seq ids: running choices first, then prefix-cache entries, and last the
+        # "retired" sequence, which takes cells that must not be freed yet (see _retire).
+        n_ids = runner.config.n_seq_max
+        n_entries = min(config.prefix_cache_entries, max(0, n_ids - 2))
+        self.n_live = n_ids - 1 - n_entries
+        self.cells = KVCells(runner)
+        self.cache = PrefixCache(
+            self.cells,
+            list(range(self.n_live, self.n_live + n_entries)),
+            n_ids - 1,
+            config.prefix_cache_cells,
+        )
+        self.free_seq_ids = list(range(self.n_live - 1, -1, -1))
         self._incoming: list[Request] = []
         self._lock = threading.Lock()
         self.wake = threading.Condition(self._lock)
@@ -79,10 +90,9 @@ class Scheduler:
         with self._lock:
             if self.n_waiting >= self.config.max_waiting:
                 raise QueueFull(f"{self.n_waiting} requests are already waiting")
-            if request.params.n > self.runner.config.n_seq_max:
+            if request.params.n > self.n_live:
                 raise EngineFailure(
-                    f"n={request.params.n} exceeds this engine's {self.runner.config.n_seq_max}"
-                    " concurrent sequences"
+                    f"n={request.params.n} exceeds this engine's {self.n_live} concurrent sequences"
                 )
             self._incoming.append(request)
             self.n_waiting += 1
@@ -116,12 +126,17 @@ class Scheduler:
             batch.add(f.seq.tokens[start : start + f.n_tokens], start, f.seq.seq_id, f.wants_logits)
             if f.wants_logits:
                 outputs.append(f)
+        # A pass of one token over 512+ cells takes llama.cpp's split-KV attention, whose
+        # sums differ from the path every larger pass takes: pad it to two rows so a
+        # sequence's results do not depend on whether it runs alone.
+        pad = self.cells.used >= 256
         try:
-            logits = self.runner.decode(len(outputs))
+            logits = self.runner.decode(len(outputs), pad_single=pad)
         except DecodeError as e:
             self._on_decode_error(e)
             return True
         for f in feeds:
+            self.cells.appended(f.seq.seq_id, f.seq.n_cached, f.n_tokens)
             f.seq.n_cached += f.n_tokens
         touched: dict[int, tuple[Request, list[Delta]]] = {}
         failed: dict[int, Request] = {}
@@ -154,13 +169,12 @@ class Scheduler:
     # --- planning ---------------------------------------------------------------------
     def _plan(self) -> list[_Feed]:
         if not self.running:
-            self._free_retired()
+            self.cache.on_idle()
         while True:
             feeds, needed = self._plan_once()
             if needed <= self.runner.n_ctx:
                 return feeds
-            if self._retired_cells:
-                self._free_retired()
+            if self.cache.free_retired() or self.cache.evict_one():
                 continue
             if not self._preempt_newest():
                 # A lone request that cannot fit: fail it rather than spin.
@@ -187,14 +201,15 @@ class Scheduler:
         budget = min(budget, self.runner.batch.capacity - len(feeds))
         for req in self.running:
             budget = self._plan_prefill(req, feeds, budget)
-        used = sum(r.kv_cells() for r in self.running) + sum(f.n_tokens for f in feeds)
-        used += self._retired_cells
+        used = self.cells.used + sum(f.n_tokens for f in feeds)
         while self.waiting and budget > 0:
             req = self.waiting[0]
             active = req.active()
             if len(active) > len(self.free_seq_ids):
                 break
-            if used + req.kv_needed() > self.runner.n_ctx and self.running:
+            hit = self.cache.lookup(req.prompt, self._live_prefixes())
+            reused = hit.n_tokens if hit is not None else 0
+            if used + req.kv_needed() - reused > self.runner.n_ctx and self.running:
                 break
             self.waiting.popleft()
             with self._lock:
@@ -202,6 +217,13 @@ class Scheduler:
             for s in active:
                 s.seq_id = self.free_seq_ids.pop()
                 s.n_cached = 0
+            if hit is not None:
+                self.cells.share(hit.source, req.lead.seq_id, reused)
+                req.lead.n_cached = reused
+            if req.cached_tokens is None:  # what the client is told: the first admission
+                req.cached_tokens = reused
+                self.cache.hit_tokens += reused
+                self.cache.miss_tokens += req.prompt_len - reused
             req.phase = Phase.RUNNING
             req.forked = False
             self.running.append(req)
@@ -230,11 +252,20 @@ class Scheduler:
         return budget
 
     # --- sequences --------------------------------------------------------------------
+    def _live_prefixes(self) -> list[tuple[int, np.ndarray]]:
+        """Running sequences' computed tokens, which a new prompt may share."""
+        return [
+            (s.seq_id, np.asarray(s.tokens[: s.n_cached], dtype=np.int32))
+            for r in self.running
+            for s in r.sequences
+            if s.seq_id is not None and s.n_cached > 0
+        ]
+
     def _fork(self, req: Request) -> None:
         lead = req.lead
         for s in req.active():
             if s is not lead:
-                self.runner.seq_copy(lead.seq_id, s.seq_id, req.prompt_len)
+                self.cells.share(lead.seq_id, s.seq_id, req.prompt_len)
                 s.n_cached = req.prompt_len
         req.forked = True
 
@@ -312,8 +343,9 @@ class Scheduler:
         req.phase = Phase.DONE
 
     def _retire(self, seq: Sequence) -> None:
-        """Free a choice's seq id, but keep its KV cells (owned by the retired sequence)
-        until the engine is idle or the cache runs short.
+        """Free a choice's seq id, but keep its KV cells: in the prefix cache (or, when
+        it is off, in the retired sequence) until the engine is idle or the cache runs
+        short.
 
         Freed cells leave holes that llama.cpp fills with the next tokens of running
         sequences, placing them before those sequences' earlier cells; attention then
@@ -322,15 +354,9 @@ class Scheduler:
         results do not depend on what else ran.
         """
         assert seq.seq_id is not None
-        self.runner.seq_move(seq.seq_id, self._retired_id)
-        self._retired_cells += seq.n_cached
+        self.cache.store(seq.seq_id, np.asarray(seq.tokens[: seq.n_cached], dtype=np.int32))
         self.free_seq_ids.append(seq.seq_id)
         seq.seq_id = None
-
-    def _free_retired(self) -> None:
-        if self._retired_cells:
-            self.runner.seq_remove(self._retired_id)
-            self._retired_cells = 0
 
     def _preempt_newest(self) -> bool:
         if len(self.running) <= 1:
@@ -358,8 +384,7 @@ class Scheduler:
 
     def _on_decode_error(self, error: DecodeError) -> None:
         if error.code == 1:  # no KV slot: make room, then retry at the next step
-            if self._retired_cells:
-                self._free_retired()
+            if self.cache.free_retired() or self.cache.evict_one():
                 return
             if self._preempt_newest():
                 return

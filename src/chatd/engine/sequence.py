@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+import numpy as np
+
 from chatd.engine.detokenizer import Detokenizer
 from chatd.engine.grammar import Matcher
 from chatd.engine.params import Delta, SamplingParams, TokenLogprob
@@ -62,7 +64,9 @@ class Request:
         emit: Callable[[list[Delta] | BaseException], None],
     ) -> None:
         self.id = next(_ids)
+        self.prompt = np.asarray(prompt, dtype=np.int32)
         self.prompt_len = len(prompt)
+        self.cached_tokens: int | None = None  # prompt tokens reused at first admission
         self.params = params
         self.emit = emit
         self.arrival = time.monotonic()
@@ -88,14 +92,6 @@ class Request:
 
     def active(self) -> list[Sequence]:
         return [s for s in self.sequences if not s.finished]
-
-    def kv_cells(self) -> int:
-        """KV cells this request occupies (the shared prompt counts once)."""
-        if self.phase is not Phase.RUNNING:
-            return 0
-        if not self.forked:
-            return self.lead.n_cached
-        return self.prompt_len + sum(max(0, s.n_cached - self.prompt_len) for s in self.active())
 
     def kv_needed(self) -> int:
         """Cells needed to (re)admit this request and give each choice one more token:

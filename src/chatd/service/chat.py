@@ -385,7 +385,11 @@ class ChatCompletion:
             raise ServerError(f"The engine failed while generating: {e}") from None
 
     def _usage(self) -> Usage:
-        return Usage(self.prompt_tokens, sum(c.tokens for c in self.choices))
+        return Usage(
+            self.prompt_tokens,
+            sum(c.tokens for c in self.choices),
+            self.generation.cached_tokens,
+        )
 
     def _completion(self) -> dict[str, Any]:
         return self.envelope.completion([c.message() for c in self.choices], self._usage())

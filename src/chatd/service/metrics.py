@@ -17,7 +17,8 @@ from prometheus_client.registry import Collector
 from chatd.service.models import ModelRegistry
 from chatd.store.usage import UsageBuffer
 
-_CUMULATIVE = {"preemptions"}  # engine stats that only grow: counters, not gauges
+# Engine stats that only grow: counters, not gauges.
+_CUMULATIVE = {"preemptions", "prefix_cache_hit_tokens", "prefix_cache_miss_tokens"}
 
 
 class ChatdCollector(Collector):

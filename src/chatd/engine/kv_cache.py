@@ -1,0 +1,228 @@
+"""KV-cache bookkeeping: which sequence owns which cells, and the prefix cache.
+
+llama.cpp's unified cache tags every cell with the sequences that own it; a cell is free
+when no sequence owns it. ``KVCells`` mirrors that exactly (llama.cpp has no API for the
+number of used cells): every sequence holds *pieces*, ranges of a *run* of cells created
+together by one decode of one sequence, and every cell of a run has a reference count.
+Sharing a prefix (``llama_memory_seq_cp``) adds references; removing a sequence drops
+them, and cells whose count reaches zero are free again.
+
+``PrefixCache`` keeps finished sequences' cells under cache seq ids so that a later
+prompt with the same token prefix reuses them instead of recomputing. Why its eviction
+is shaped as it is (see docs/engine.md, "Prefix cache"): freeing cells while sequences
+run leaves holes that llama.cpp fills with those sequences' next tokens, out of position
+order, and results then drift; so while anything runs, cells are never freed unless the
+cache is full, and at idle the cache is either kept whole or cleared whole.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["KVCells", "PrefixCache", "CacheHit"]
+
+
+class _Memory(Protocol):
+    """The part of the model runner that edits llama.cpp's KV memory."""
+
+    def seq_remove(self, seq_id: int) -> None: ...
+    def seq_move(self, src: int, dst: int) -> None: ...
+    def seq_copy(self, src: int, dst: int, n_tokens: int) -> None: ...
+    def memory_clear(self) -> None: ...
+
+
+class _Run:
+    """Cells created by one sequence for consecutive positions from ``start``."""
+
+    __slots__ = ("start", "refs")
+
+    def __init__(self, start: int, n: int) -> None:
+        self.start = start
+        self.refs = [1] * n
+
+
+@dataclass
+class _Piece:
+    run: _Run
+    lo: int  # indices into run.refs
+    hi: int
+
+    @property
+    def end_pos(self) -> int:
+        return self.run.start + self.hi
+
+
+class KVCells:
+    """Exact cell accounting over llama.cpp's KV memory, and the only caller of its
+    sequence edits (so the two never disagree)."""
+
+    def __init__(self, memory: _Memory) -> None:
+        self.memory = memory
+        self.used = 0
+        self._pieces: dict[int, list[_Piece]] = {}
+
+    def length(self, seq_id: int) -> int:
+        pieces = self._pieces.get(seq_id)
+        return pieces[-1].end_pos if pieces else 0
+
+    def appended(self, seq_id: int, start: int, n: int) -> None:
+        """``n`` new cells were decoded for ``seq_id`` at positions ``start``...``"""
+        pieces = self._pieces.setdefault(seq_id, [])
+        last = pieces[-1] if pieces else None
+        if last is not None and last.hi == len(last.run.refs) and last.end_pos == start:
+            last.run.refs.extend([1] * n)  # grow this sequence's own newest run
+            last.hi += n
+        else:
+            pieces.append(_Piece(_Run(start, n), 0, n))
+        self.used += n
+
+    def share(self, src: int, dst: int, n_tokens: int) -> None:
+        """Give ``dst`` (empty) the cells of ``src``'s first ``n_tokens`` positions."""
+        assert not self._pieces.get(dst), f"seq {dst} is not empty"
+        self.memory.seq_copy(src, dst, n_tokens)
+        taken: list[_Piece] = []
+        for p in self._pieces.get(src, []):
+            if p.run.start + p.lo >= n_tokens:
+                break
+            hi = min(p.hi, n_tokens - p.run.start)
+            for i in range(p.lo, hi):
+                p.run.refs[i] += 1
+            taken.append(_Piece(p.run, p.lo, hi))
+        self._pieces[dst] = taken
+
+    def move(self, src: int, dst: int) -> None:
+        """Hand every cell of ``src`` to ``dst`` (no cell is freed)."""
+        self.memory.seq_move(src, dst)
+        self._pieces.setdefault(dst, []).extend(self._pieces.pop(src, []))
+
+    def remove(self, seq_id: int) -> None:
+        self.memory.seq_remove(seq_id)
+        for p in self._pieces.pop(seq_id, []):
+            refs = p.run.refs
+            for i in range(p.lo, p.hi):
+                refs[i] -= 1
+                if refs[i] == 0:
+                    self.used -= 1
+
+    def clear(self) -> None:
+        self.memory.memory_clear()
+        self._pieces.clear()
+        self.used = 0
+
+    def holds(self, seq_id: int) -> bool:
+        return bool(self._pieces.get(seq_id))
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    source: int  # seq id whose cells are shared
+    n_tokens: int
+
+
+@dataclass
+class _Entry:
+    tokens: np.ndarray  # the tokens whose KV the entry's cells hold, from position 0
+
+
+@dataclass
+class PrefixCache:
+    """Finished sequences' cells, kept under their own seq ids, found by longest token
+    prefix; least recently used first out.
+
+    ``budget`` bounds the cells kept while the engine is idle: every kept cell widens
+    the attention of every later step in the unified cache, so an idle cache above it is
+    cleared (whole: see the module's docstring).
+    """
+
+    cells: KVCells
+    entry_ids: list[int]  # seq ids reserved for entries
+    retired_id: int  # holds cells that must outlive their owner until a safe moment
+    budget: int
+    hit_tokens: int = 0  # prompt tokens served from the cache (metrics)
+    miss_tokens: int = 0  # prompt tokens computed
+    _entries: OrderedDict[int, _Entry] = field(default_factory=OrderedDict)
+
+    def __post_init__(self) -> None:
+        self._free = list(reversed(self.entry_ids))
+
+    @property
+    def enabled(self) -> bool:
+        return self.budget > 0 and bool(self.entry_ids)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(
+        self, prompt: np.ndarray, live: list[tuple[int, np.ndarray]] = ()
+    ) -> CacheHit | None:
+        """The longest prefix of ``prompt`` held by an entry or by a live sequence
+        (``(seq id, tokens in its cells)``), leaving at least the prompt's last token to
+        compute (its logits start the answer)."""
+        limit = len(prompt) - 1
+        best: CacheHit | None = None
+        candidates = [(sid, e.tokens) for sid, e in self._entries.items()] if self.enabled else []
+        for sid, tokens in [*candidates, *live]:
+            n = min(_common_prefix(prompt, tokens), limit)
+            if n > 0 and (best is None or n > best.n_tokens):
+                best = CacheHit(sid, n)
+        if best is not None and best.source in self._entries:
+            self._entries.move_to_end(best.source)
+        return best
+
+    def store(self, seq_id: int, tokens: np.ndarray) -> None:
+        """Keep a finished sequence's cells (``seq_id`` is freed for reuse by the
+        caller); entries it makes redundant (a prefix of it) retire."""
+        if not self.enabled or len(tokens) == 0:
+            self.cells.move(seq_id, self.retired_id)
+            return
+        for sid in [s for s, e in self._entries.items() if _is_prefix(e.tokens, tokens)]:
+            self._retire(sid)
+        if not self._free:
+            self._retire(next(iter(self._entries)))  # least recently used
+        entry_id = self._free.pop()
+        self.cells.move(seq_id, entry_id)
+        self._entries[entry_id] = _Entry(tokens)
+
+    def _retire(self, entry_id: int) -> None:
+        del self._entries[entry_id]
+        self.cells.move(entry_id, self.retired_id)
+        self._free.append(entry_id)
+
+    def free_retired(self) -> bool:
+        if not self.cells.holds(self.retired_id):
+            return False
+        self.cells.remove(self.retired_id)
+        return True
+
+    def evict_one(self) -> bool:
+        """Under memory pressure: free the least recently used entry's cells."""
+        if not self._entries:
+            return False
+        entry_id = next(iter(self._entries))
+        del self._entries[entry_id]
+        self.cells.remove(entry_id)
+        self._free.append(entry_id)
+        return True
+
+    def on_idle(self) -> None:
+        """Nothing runs: keep the whole cache, or clear it whole when over budget."""
+        if self.cells.used > self.budget:
+            self.cells.clear()
+            self._entries.clear()
+            self._free = list(reversed(self.entry_ids))
+
+
+def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    diff = np.flatnonzero(a[:n] != b[:n])
+    return int(diff[0]) if diff.size else n
+
+
+def _is_prefix(a: np.ndarray, b: np.ndarray) -> bool:
+    return len(a) <= len(b) and _common_prefix(a, b) == len(a)
