@@ -543,13 +543,6 @@ CAPABILITY_CASES: list[Any] = [
         ("Unsupported parameter: 'verbosity'", "reasoning models"),
         id="verbosity",
     ),
-    pytest.param(
-        body(prediction={"type": "content", "content": "hello"}),
-        "prediction",
-        "unsupported_parameter",
-        ("Unsupported parameter: 'prediction'", NOT_YET),
-        id="prediction",
-    ),
 ]
 
 

@@ -58,6 +58,12 @@ class FakeRunner:
             if src in owners and p < n:
                 owners.add(dst)
 
+    def seq_move_tail(self, src: int, dst: int, start: int) -> None:
+        for p, owners in self.cells:
+            if src in owners and p >= start:
+                owners.discard(src)
+                owners.add(dst)
+
     def seq_move(self, src: int, dst: int) -> None:
         self.seq_copy(src, dst, 1 << 30)
         self.seq_remove(src)
@@ -325,3 +331,58 @@ def test_kv_pressure_evicts_the_cache_before_preempting() -> None:
         assert texts(sink[r.id]) == {0: expected(i + 2, 25)}
     assert sched.preemptions == 0
     assert runner.used() == sched.cells.used <= runner.n_ctx
+
+
+# --- predicted outputs -----------------------------------------------------------------
+
+
+def continuation(last: int, k: int) -> list[int]:
+    out, t = [], last
+    for _ in range(k):
+        t = (t + 1) % V or 1
+        out.append(t)
+    return out
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda c: c,  # the prediction is the answer
+        lambda c: c[:10] + [33] + c[11:],  # one token replaced
+        lambda c: c[:10] + [33, 34] + c[10:],  # inserted
+        lambda c: c[:10] + c[14:],  # deleted
+        lambda c: [7] * len(c),  # unrelated
+    ],
+    ids=["same", "replaced", "inserted", "deleted", "unrelated"],
+)
+def test_predicted_output_is_verified_not_trusted(edit) -> None:  # type: ignore[no-untyped-def]
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig(max_draft_tokens=8))
+    answer = continuation(5, 40)
+    plain = run_one(sched, runner, [3, 4, 5], max_new_tokens=40)
+    steps_plain = len(runner.calls)
+    predicted = run_one(
+        sched, runner, [9, 3, 4, 5], max_new_tokens=40, prediction=tuple(edit(answer))
+    )
+    steps = len(runner.calls) - steps_plain
+    assert texts(predicted.sink) == texts(plain.sink) == {0: expected(5, 40)}  # type: ignore[attr-defined]
+    drafter = predicted.sequences[0].drafter
+    assert drafter is not None
+    accepted = drafter.matched
+    if edit(answer) == answer:
+        assert accepted == 40 and steps <= 1 + 40 // 9 + 1
+    elif edit(answer)[0] != 7:
+        assert accepted >= 30 and steps < 20  # re-aligned after the edit
+    assert runner.used() == sched.cells.used
+
+
+def test_drafter_realigns_where_the_output_rejoins() -> None:
+    from chatd.engine.speculation import Drafter
+
+    d = Drafter((1, 2, 3, 4, 5, 6, 7, 8))
+    assert d.propose([], 3) == [1, 2, 3]
+    for t in (1, 2, 9):  # the output leaves the prediction at 9 ...
+        d.advance(t)
+    assert d.propose([1, 2, 9], 2) == []  # 9 is nowhere in it
+    d.advance(5)  # ... and rejoins it at 5
+    assert d.propose([1, 2, 9, 5], 2) == [6, 7]

@@ -99,9 +99,13 @@ class Engine:
         text = self.template.render(messages, add_generation_prompt=True, tools=tools)
         return self.runner.tokenize(text, add_special=self.runner.add_bos, parse_special=True)
 
+    def tokenize_text(self, text: str) -> list[int]:
+        """Plain text (no special tokens) in this model's tokens."""
+        return self.runner.tokenize(text, add_special=False, parse_special=False)
+
     def count_tokens(self, text: str) -> int:
         """Tokens of plain text with this model's tokenizer (for estimates)."""
-        return len(self.runner.tokenize(text, add_special=False, parse_special=False))
+        return len(self.tokenize_text(text))
 
     # --- generation -------------------------------------------------------------------
     def submit(self, prompt: list[int], params: SamplingParams) -> Generation:
@@ -140,6 +144,14 @@ class Generation:
         """Prompt tokens whose KV was reused from the prefix cache (known once the
         first delta arrived: the engine thread sets it before emitting)."""
         return self._request.cached_tokens or 0
+
+    def prediction_tokens(self) -> tuple[int, int]:
+        """(accepted, rejected) predicted tokens over all choices, as OpenAI counts
+        them: accepted ones appear in the output, the rest of the prediction did not."""
+        req = self._request
+        accepted = sum(s.drafter.matched for s in req.sequences if s.drafter is not None)
+        n_predicted = len(req.params.prediction) * len(req.sequences)
+        return accepted, max(0, n_predicted - accepted)
 
     @property
     def done(self) -> bool:

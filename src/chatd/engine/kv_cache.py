@@ -32,6 +32,7 @@ class _Memory(Protocol):
     def seq_remove(self, seq_id: int) -> None: ...
     def seq_move(self, src: int, dst: int) -> None: ...
     def seq_copy(self, src: int, dst: int, n_tokens: int) -> None: ...
+    def seq_move_tail(self, src: int, dst: int, start: int) -> None: ...
     def memory_clear(self) -> None: ...
 
 
@@ -98,6 +99,25 @@ class KVCells:
         """Hand every cell of ``src`` to ``dst`` (no cell is freed)."""
         self.memory.seq_move(src, dst)
         self._pieces.setdefault(dst, []).extend(self._pieces.pop(src, []))
+
+    def move_tail(self, src: int, dst: int, start: int) -> None:
+        """Hand ``src``'s cells from position ``start`` on to ``dst`` (none is freed:
+        freeing them now would leave holes among running sequences' cells)."""
+        self.memory.seq_move_tail(src, dst, start)
+        kept: list[_Piece] = []
+        moved: list[_Piece] = []
+        for p in self._pieces.get(src, []):
+            first = p.run.start + p.lo
+            if p.end_pos <= start:
+                kept.append(p)
+            elif first >= start:
+                moved.append(p)
+            else:
+                cut = start - p.run.start
+                kept.append(_Piece(p.run, p.lo, cut))
+                moved.append(_Piece(p.run, cut, p.hi))
+        self._pieces[src] = kept
+        self._pieces.setdefault(dst, []).extend(moved)
 
     def remove(self, seq_id: int) -> None:
         self.memory.seq_remove(seq_id)

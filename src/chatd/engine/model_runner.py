@@ -64,14 +64,23 @@ class Batch:
         self.n_tokens = 0
         self.logits[:] = 0
 
-    def add(self, tokens: list[int], start_pos: int, seq_id: int, want_last_logits: bool) -> None:
+    def add(
+        self,
+        tokens: list[int],
+        start_pos: int,
+        seq_id: int,
+        want_last_logits: bool,
+        all_logits: bool = False,
+    ) -> None:
         n = len(tokens)
         i = self.n_tokens
         self.token[i : i + n] = tokens
         self.pos[i : i + n] = np.arange(start_pos, start_pos + n, dtype=np.int32)
         self.seq_id[i : i + n] = seq_id
         self.logits[i : i + n] = 0
-        if want_last_logits:
+        if all_logits:
+            self.logits[i : i + n] = 1
+        elif want_last_logits:
             self.logits[i + n - 1] = 1
         self.n_tokens += n
 
@@ -199,6 +208,11 @@ class ModelRunner:
 
     def seq_copy(self, src: int, dst: int, n_tokens: int) -> None:
         llama_cpp.llama_memory_seq_cp(self.memory, src, dst, 0, n_tokens)
+
+    def seq_move_tail(self, src: int, dst: int, start: int) -> None:
+        """Give ``src``'s cells from position ``start`` on to ``dst``."""
+        llama_cpp.llama_memory_seq_cp(self.memory, src, dst, start, -1)
+        llama_cpp.llama_memory_seq_rm(self.memory, src, start, -1)
 
     def memory_clear(self) -> None:
         llama_cpp.llama_memory_clear(self.memory, True)

@@ -23,6 +23,7 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0
     grammar: Grammar | None = None  # output constrained to this grammar when set
+    prediction: tuple[int, ...] = ()  # tokens the output is expected to largely repeat
 
 
 @dataclass(frozen=True)

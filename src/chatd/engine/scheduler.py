@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,6 +49,7 @@ class SchedulerConfig:
     n_ctx_seq: int = 8192  # context window of one choice (prompt + completion)
     prefix_cache_cells: int = 4096  # cells the prefix cache may keep while idle (0: off)
     prefix_cache_entries: int = 32  # finished sequences kept (each takes a seq id)
+    max_draft_tokens: int = 16  # predicted tokens verified per sequence and step
 
 
 @dataclass
@@ -58,6 +59,12 @@ class _Feed:
     n_tokens: int
     wants_logits: bool
     fork: bool  # this row is the last prompt token of an unforked request
+    drafts: list[int] = field(default_factory=list)  # predicted tokens to verify
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of logits this feed gets back."""
+        return 1 + len(self.drafts) if self.drafts else int(self.wants_logits)
 
 
 class Scheduler:
@@ -123,7 +130,8 @@ class Scheduler:
         outputs = []
         for f in feeds:
             start = f.seq.n_cached
-            batch.add(f.seq.tokens[start : start + f.n_tokens], start, f.seq.seq_id, f.wants_logits)
+            tokens = f.seq.tokens[start : start + f.n_tokens - len(f.drafts)] + f.drafts
+            batch.add(tokens, start, f.seq.seq_id, f.wants_logits, all_logits=bool(f.drafts))
             if f.wants_logits:
                 outputs.append(f)
         # A pass of one token over 512+ cells takes llama.cpp's split-KV attention, whose
@@ -131,7 +139,7 @@ class Scheduler:
         # sequence's results do not depend on whether it runs alone.
         pad = self.cells.used >= 256
         try:
-            logits = self.runner.decode(len(outputs), pad_single=pad)
+            logits = self.runner.decode(sum(f.n_rows for f in outputs), pad_single=pad)
         except DecodeError as e:
             self._on_decode_error(e)
             return True
@@ -140,7 +148,10 @@ class Scheduler:
             f.seq.n_cached += f.n_tokens
         touched: dict[int, tuple[Request, list[Delta]]] = {}
         failed: dict[int, Request] = {}
-        for f, row in zip(outputs, logits, strict=True):
+        first_row = 0
+        for f in outputs:
+            rows = logits[first_row : first_row + f.n_rows]
+            first_row += f.n_rows
             if f.request.id in failed:
                 continue
             out = touched.setdefault(f.request.id, (f.request, []))[1]
@@ -148,9 +159,13 @@ class Scheduler:
                 if f.fork:
                     self._fork(f.request)
                     for s in [s for s in f.request.active() if s.n_generated == 0]:
-                        out.extend(self._advance(f.request, s, row))
+                        out.extend(self._advance(f.request, s, rows[0]))
+                        self._retire_if_done(f.request, s)
+                elif f.drafts:
+                    out.extend(self._verify(f, rows))
                 else:
-                    out.extend(self._advance(f.request, f.seq, row))
+                    out.extend(self._advance(f.request, f.seq, rows[0]))
+                    self._retire_if_done(f.request, f.seq)
             except GrammarError as e:  # this request's grammar broke: fail it alone
                 failed[f.request.id] = f.request
                 f.request.emit(EngineFailure(f"constrained decoding failed: {e}"))
@@ -190,15 +205,23 @@ class Scheduler:
             if req.forked:
                 feeds.extend(_Feed(req, s, 1, True, False) for s in req.active() if s.pending == 1)
         ub = self.runner.config.n_ubatch
+        # Drafts of predicted outputs fill the rest of the step's one compute pass.
+        room = ub - len(feeds)
+        for f in feeds:
+            if f.seq.drafter is not None and room > 0:
+                f.drafts = self._drafts(f.request, f.seq, room)
+                f.n_tokens += len(f.drafts)
+                room -= len(f.drafts)
+        n_decode = sum(f.n_tokens for f in feeds)
         if feeds:
             # Prompts fill the room left in the step's last compute pass (at least a
             # quarter of one), so running streams wait for at most about one extra pass.
-            budget = -len(feeds) % ub
+            budget = -n_decode % ub
             if budget < ub // 4:
                 budget += ub
         else:
             budget = self.config.max_prefill_tokens
-        budget = min(budget, self.runner.batch.capacity - len(feeds))
+        budget = min(budget, self.runner.batch.capacity - n_decode)
         for req in self.running:
             budget = self._plan_prefill(req, feeds, budget)
         used = self.cells.used + sum(f.n_tokens for f in feeds)
@@ -251,6 +274,33 @@ class Scheduler:
                 budget -= n
         return budget
 
+    # --- speculative decoding -------------------------------------------------------------
+    def _drafts(self, req: Request, seq: Sequence, room: int) -> list[int]:
+        assert seq.drafter is not None
+        left = req.params.max_new_tokens - seq.n_generated - 1
+        k = min(self.config.max_draft_tokens, room, left, self.config.n_ctx_seq - len(seq.tokens))
+        return seq.drafter.propose(seq.tokens[req.prompt_len :], k)
+
+    def _verify(self, f: _Feed, rows: np.ndarray) -> list[Delta]:
+        """Sample row after row as plain decoding would, while the sampled token is the
+        drafted one; the first mismatch is the model's own next token. Cells of drafts
+        after it go to the retired sequence (freeing them now would leave holes that
+        running sequences' next tokens fill out of order)."""
+        req, seq = f.request, f.seq
+        start = seq.n_cached - f.n_tokens  # position of the first fed token
+        out: list[Delta] = []
+        used = 0
+        for j, row in enumerate(rows):
+            used = j + 1
+            out.extend(self._advance(req, seq, row))
+            if seq.finished or j == len(f.drafts) or seq.tokens[-1] != f.drafts[j]:
+                break
+        seq.n_cached = start + used
+        if used < f.n_tokens:
+            self.cells.move_tail(seq.seq_id, self.cache.retired_id, seq.n_cached)
+        self._retire_if_done(req, seq)
+        return out
+
     # --- sequences --------------------------------------------------------------------
     def _live_prefixes(self) -> list[tuple[int, np.ndarray]]:
         """Running sequences' computed tokens, which a new prompt may share."""
@@ -297,9 +347,8 @@ class Scheduler:
                 text += seq.detok.flush()
                 seq.finish_reason = "length"
         logprobs = self._release_logprobs(seq) if (text or seq.finished) else ()
-        if seq.finished and seq.seq_id is not None and len(req.sequences) > 1:
-            # Free this choice's own cells now; the shared prompt stays for the others.
-            self._retire(seq)
+        if seq.drafter is not None:
+            seq.drafter.advance(token)
         if not text and not logprobs and not seq.finished:
             return []
         return [Delta(seq.index, text, logprobs, seq.finish_reason, seq.n_generated)]
@@ -333,6 +382,11 @@ class Scheduler:
         return TokenLogprob(
             _token_text(names[token]), _token_bytes(self.runner, token), float(lp[token]), top
         )
+
+    def _retire_if_done(self, req: Request, seq: Sequence) -> None:
+        if seq.finished and seq.seq_id is not None and len(req.sequences) > 1:
+            # Free this choice's own cells now; the shared prompt stays for the others.
+            self._retire(seq)
 
     # --- lifecycle --------------------------------------------------------------------
     def _release(self, req: Request) -> None:

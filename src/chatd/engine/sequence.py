@@ -14,6 +14,7 @@ from chatd.engine.detokenizer import Detokenizer
 from chatd.engine.grammar import Matcher
 from chatd.engine.params import Delta, SamplingParams, TokenLogprob
 from chatd.engine.sampler import Sampler
+from chatd.engine.speculation import Drafter
 
 _ids = itertools.count()
 
@@ -33,6 +34,7 @@ class Sequence:
     sampler: Sampler
     detok: Detokenizer
     matcher: Matcher | None = None  # grammar state when the output is constrained
+    drafter: Drafter | None = None  # drafts from a predicted output
     seq_id: int | None = None
     n_cached: int = 0  # tokens of `tokens` already in the KV cache
     n_generated: int = 0
@@ -80,6 +82,7 @@ class Request:
                 sampler=Sampler(params, i, n_vocab),
                 detok=Detokenizer(params.stop),
                 matcher=params.grammar.matcher() if params.grammar else None,
+                drafter=Drafter(params.prediction) if params.prediction else None,
             )
             for i in range(params.n)
         ]

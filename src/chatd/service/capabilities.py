@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chatd.protocol.chat_request import AssistantMessage, ChatCompletionRequest
-from chatd.protocol.errors import InvalidRequest, NotYetSupported, Unsupported
+from chatd.protocol.errors import InvalidRequest, Unsupported
 
 _NON_TEXT_PARTS = {"image_url": "image", "input_audio": "audio", "file": "file"}
 
@@ -31,8 +31,6 @@ def check_local_support(req: ChatCompletionRequest, model_id: str, n_vocab: int)
     for name in ("reasoning_effort", "verbosity"):
         if name in given:
             raise Unsupported(name, f"is only supported by reasoning models; `{model_id}` is not.")
-    if "prediction" in given:
-        raise NotYetSupported("prediction")
     for token in req.logit_bias_map():
         if token >= n_vocab:
             raise InvalidRequest(

@@ -8,6 +8,7 @@ byte, so a streamed request is refused with a proper status code, never mid-stre
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -131,6 +132,9 @@ class ChatService:
         grammar = await _grammar(engine, req, plan)
         prompt = _render(engine, req, plan)
         params = _sampling_params(req, len(prompt), engine.context_window, grammar)
+        if req.prediction is not None:
+            predicted = engine.tokenize_text(req.prediction.text())
+            params = dataclasses.replace(params, prediction=tuple(predicted))
         saver = _Saver(self.store, owner, req) if req.store is True else None
         # Nothing may refuse the request after this point: it is running.
         try:
@@ -385,10 +389,13 @@ class ChatCompletion:
             raise ServerError(f"The engine failed while generating: {e}") from None
 
     def _usage(self) -> Usage:
+        accepted, rejected = self.generation.prediction_tokens()
         return Usage(
             self.prompt_tokens,
             sum(c.tokens for c in self.choices),
             self.generation.cached_tokens,
+            accepted,
+            rejected,
         )
 
     def _completion(self) -> dict[str, Any]:

@@ -1,0 +1,57 @@
+"""Drafts for speculative decoding from a predicted output (OpenAI's ``prediction``).
+
+The model verifies a run of drafted tokens in one pass; the drafter only guesses. It
+follows the prediction while the output matches it, and after a mismatch (an edit)
+re-aligns where the output rejoins the prediction: the longest suffix of the output (up
+to ``_MAX_NGRAM`` tokens) found in the prediction, nearest after where it left off.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+__all__ = ["Drafter"]
+
+_MAX_NGRAM = 4
+
+
+class Drafter:
+    def __init__(self, prediction: tuple[int, ...]) -> None:
+        self.prediction = prediction
+        self.pos = 0  # index of the prediction token expected next
+        self.synced = True  # the output so far ends where prediction[:pos] ends
+        self.matched = 0  # output tokens that followed the prediction (OpenAI's "accepted")
+        self._index: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for n in range(1, _MAX_NGRAM + 1):
+            for i in range(len(prediction) - n + 1):
+                self._index[prediction[i : i + n]].append(i + n)  # end of the n-gram
+
+    def advance(self, token: int) -> None:
+        """The output grew by ``token``."""
+        p = self.prediction
+        if self.synced and self.pos < len(p) and p[self.pos] == token:
+            self.pos += 1
+            self.matched += 1
+        else:
+            self.synced = False
+
+    def propose(self, output: list[int], k: int) -> list[int]:
+        """Up to ``k`` tokens the output may continue with."""
+        if k <= 0:
+            return []
+        if not self.synced and not self._realign(output):
+            return []
+        return list(self.prediction[self.pos : self.pos + k])
+
+    def _realign(self, output: list[int]) -> bool:
+        for n in range(min(_MAX_NGRAM, len(output)), 0, -1):
+            ends = self._index.get(tuple(output[-n:]))
+            if not ends:
+                continue
+            after = [e for e in ends if e >= self.pos]
+            end = after[0] if after else ends[-1]
+            if end >= len(self.prediction):
+                continue
+            self.pos, self.synced = end, True
+            return True
+        return False
