@@ -296,6 +296,8 @@ class Scheduler:
             if seq.finished or j == len(f.drafts) or seq.tokens[-1] != f.drafts[j]:
                 break
         seq.n_cached = start + used
+        assert seq.drafter is not None
+        seq.drafter.verified(len(f.drafts), used - 1, self.config.max_draft_tokens)
         if used < f.n_tokens:
             self.cells.move_tail(seq.seq_id, self.cache.retired_id, seq.n_cached)
         self._retire_if_done(req, seq)

@@ -21,6 +21,10 @@ class Drafter:
         self.pos = 0  # index of the prediction token expected next
         self.synced = True  # the output so far ends where prediction[:pos] ends
         self.matched = 0  # output tokens that followed the prediction (OpenAI's "accepted")
+        # Drafts per step: a verified row costs compute, so the width follows how much of
+        # the last draft the model kept (doubling after a full match, the kept length + 1
+        # after a miss).
+        self.width = 4
         self._index: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for n in range(1, _MAX_NGRAM + 1):
             for i in range(len(prediction) - n + 1):
@@ -41,7 +45,11 @@ class Drafter:
             return []
         if not self.synced and not self._realign(output):
             return []
-        return list(self.prediction[self.pos : self.pos + k])
+        return list(self.prediction[self.pos : self.pos + min(k, self.width)])
+
+    def verified(self, drafted: int, kept: int, limit: int) -> None:
+        """``kept`` of ``drafted`` tokens were confirmed by the model."""
+        self.width = min(limit, self.width * 2) if kept == drafted else max(1, kept + 1)
 
     def _realign(self, output: list[int]) -> bool:
         for n in range(min(_MAX_NGRAM, len(output)), 0, -1):
