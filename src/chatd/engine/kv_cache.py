@@ -25,6 +25,8 @@ import numpy as np
 
 __all__ = ["KVCells", "PrefixCache", "CacheHit"]
 
+_MIN_KEPT_HIT = 64  # tokens a waiting prompt must reuse for an idle cache over budget to stay
+
 
 class _Memory(Protocol):
     """The part of the model runner that edits llama.cpp's KV memory."""
@@ -228,12 +230,22 @@ class PrefixCache:
         self._free.append(entry_id)
         return True
 
-    def on_idle(self) -> None:
-        """Nothing runs: keep the whole cache, or clear it whole when over budget."""
-        if self.cells.used > self.budget:
-            self.cells.clear()
-            self._entries.clear()
-            self._free = list(reversed(self.entry_ids))
+    def on_idle(self, next_prompt: np.ndarray | None = None) -> None:
+        """Nothing runs: keep the whole cache, or clear it whole when over budget,
+        unless the request about to start reuses part of it (it is kept for that one:
+        clearing it would lose the very prefix a repeated prompt needs)."""
+        if self.cells.used <= self.budget:
+            return
+        if next_prompt is not None and self.enabled:
+            # Worth keeping: a hit of 64+ tokens, or the whole prompt of a short one (not
+            # the few template tokens that every prompt shares).
+            wanted = min(_MIN_KEPT_HIT, len(next_prompt) - 1)
+            for e in self._entries.values():
+                if wanted > 0 and _common_prefix(next_prompt, e.tokens) >= wanted:
+                    return
+        self.cells.clear()
+        self._entries.clear()
+        self._free = list(reversed(self.entry_ids))
 
 
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:

@@ -184,7 +184,7 @@ class Scheduler:
     # --- planning ---------------------------------------------------------------------
     def _plan(self) -> list[_Feed]:
         if not self.running:
-            self.cache.on_idle()
+            self.cache.on_idle(self.waiting[0].prompt if self.waiting else None)
         while True:
             feeds, needed = self._plan_once()
             if needed <= self.runner.n_ctx:
