@@ -508,8 +508,8 @@ EDIT_PROMPT = (
 def edit_body(max_tokens: int, prediction: bool) -> dict[str, Any]:
     body = short_body(EDIT_PROMPT.format(code=EDIT_SOURCE), max_tokens)
     if prediction:
-        expected = EDIT_SOURCE.replace("MAX_RETRIES = 3", "MAX_RETRIES = 5")
-        body["prediction"] = {"type": "content", "content": f"```python\n{expected}```"}
+        # the original file, as a client would send it, in the fence the reply is asked for
+        body["prediction"] = {"type": "content", "content": f"```python\n{EDIT_SOURCE}```"}
     return body
 
 
@@ -840,7 +840,7 @@ def fmt(value: Any, unit: str) -> str:
     if unit == "tok/s":
         return f"{value:.1f}"
     if isinstance(value, float):
-        return f"{value:.1f}"
+        return f"{value:.0f}" if value.is_integer() else f"{value:.1f}"
     return str(value)
 
 
@@ -1107,7 +1107,8 @@ async def amain(args: argparse.Namespace) -> int:
             version = subprocess.run(
                 [str(binary), "--version"], capture_output=True, text=True, check=False
             )
-            info["peer-build"] = {"binary": str(binary), "version": version.stderr.strip()}
+            first = (version.stderr.strip() or version.stdout.strip()).splitlines()
+            info["peer-build"] = {"binary": str(binary), "version": first[0] if first else "?"}
             if wide:
                 servers.append(Server("peer", wide, start=lambda: start_peer(binary, 32, 16384)))
             if narrow:
