@@ -988,14 +988,20 @@ def render(rows: list[Figure]) -> str:
     return harness.table(header, body)
 
 
-def previous_run(quick: bool, exclude: Path) -> Path | None:
-    """The most recent earlier results file of the same mode: a --quick run is not
-    comparable with a full one (shorter streams, fewer samples)."""
+def previous_run(args: argparse.Namespace, exclude: Path) -> Path | None:
+    """The most recent earlier results file of a comparable run: same mode (a --quick run
+    has shorter streams and fewer samples than a full one), workloads and stream levels, so
+    that an ``--only edit`` run in between does not hide the last full comparison."""
     for path in sorted(RESULTS.glob("serving-*.json"), reverse=True):
         if path == exclude:
             continue
         with contextlib.suppress(OSError, ValueError):
-            if json.loads(path.read_text()).get("args", {}).get("quick") == quick:
+            old = json.loads(path.read_text()).get("args", {})
+            if (old.get("quick"), old.get("only"), old.get("concurrency")) == (
+                args.quick,
+                args.only,
+                args.concurrency,
+            ):
                 return path
     return None
 
@@ -1135,7 +1141,7 @@ async def amain(args: argparse.Namespace) -> int:
     rows = figures(res, args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_path = RESULTS / f"serving-{started:%Y%m%d-%H%M%S}.json"
-    prev_path = previous_run(args.quick, out_path)
+    prev_path = previous_run(args, out_path)
     regressed: list[str] = []
     if prev_path is not None:
         with contextlib.suppress(OSError, ValueError):
