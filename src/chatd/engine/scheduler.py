@@ -225,12 +225,13 @@ class Scheduler:
         for req in self.running:
             budget = self._plan_prefill(req, feeds, budget)
         used = self.cells.used + sum(f.n_tokens for f in feeds)
+        live = self._live_prefixes() if self.waiting and budget > 0 else []
         while self.waiting and budget > 0:
             req = self.waiting[0]
             active = req.active()
             if len(active) > len(self.free_seq_ids):
                 break
-            hit = self.cache.lookup(req.prompt, self._live_prefixes())
+            hit = self.cache.lookup(req.prompt, live)
             reused = hit.n_tokens if hit is not None else 0
             if used + req.kv_needed() - reused > self.runner.n_ctx and self.running:
                 break
