@@ -2,9 +2,10 @@
 
 The scripts start servers, measure them under load on a machine that may be shared, and must
 leave nothing running behind them: this module holds the parts that do that the same way for
-every script (free ports, managed processes, CPU accounting from /proc, waiting for quiet,
-signal handling). The scripts run as ``python benchmarks/<name>.py``, so ``import harness``
-finds this file next to them.
+every script (free ports, managed processes, starting chatd, CPU accounting from /proc,
+waiting for quiet, signal handling, common options, tables). The scripts run as
+``python benchmarks/<name>.py``, so ``import harness`` (and every other module here) is found
+next to them by its bare name.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ def free_port() -> int:
 def chatd_env() -> dict[str, str]:
     """This environment without ``CHATD_API_KEYS``: a started server needs no key."""
     return {k: v for k, v in os.environ.items() if k != "CHATD_API_KEYS"}
+
+
+def gguf_path() -> Path:
+    """The GGUF chatd serves by default: every peer is started on this same file."""
+    from chatd.config import embedded_model_path  # only when needed: --help works without
+
+    return embedded_model_path()
 
 
 class Managed:
@@ -129,6 +137,16 @@ class Managed:
 
 
 _running: list[Managed] = []
+
+
+def start_chatd() -> Managed:
+    """``chatd serve`` on a free port with its defaults (all cores, continuous batching), from
+    the console script next to this Python, or the module when it is not installed."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "chatd"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "chatd.cli"]
+    cmd += ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    return Managed("chatd", cmd, port, "/health", env=chatd_env())
 
 
 def started_sessions() -> set[int]:
@@ -249,6 +267,17 @@ async def wait_quiet(servers: Sequence[Managed], limit_s: float, threshold: floa
             told = True
 
 
+def parse_levels(text: str) -> list[int]:
+    """``--concurrency 1,4,16``: comma-separated levels, each at least 1."""
+    try:
+        levels = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text}") from e
+    if not levels or any(c < 1 for c in levels):
+        raise argparse.ArgumentTypeError("concurrency levels must be >= 1")
+    return levels
+
+
 def add_quiet_options(p: argparse.ArgumentParser, retries: int) -> None:
     """``--wait-quiet`` and ``--retries``, the same in every script."""
     p.add_argument(
@@ -269,6 +298,11 @@ def add_quiet_options(p: argparse.ArgumentParser, retries: int) -> None:
 
 
 # ---------------------------------------------------------------- reporting
+
+
+def log(msg: str) -> None:
+    """Progress to stderr, for a script whose stdout holds only its final table."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 def percentile(values: list[float], q: float) -> float:

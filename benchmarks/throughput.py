@@ -47,165 +47,39 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
+import functools
 import importlib.util
-import itertools
-import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import harness
 import httpx
-
-MODEL_ID = "smollm2-135m-instruct"
-EOG_BIAS = {"0": -100, "2": -100, "4": -100}
-TOPICS = [
-    "a lighthouse keeper",
-    "a lost robot",
-    "the first snow of winter",
-    "a dragon who cannot fly",
-    "a bakery at midnight",
-    "an old map",
-    "a talking cat",
-    "a journey to the moon",
-    "a forgotten library",
-    "a storm at sea",
-    "a garden on Mars",
-    "a clockmaker's apprentice",
-    "a haunted train station",
-    "a friendly ghost",
-    "a desert caravan",
-    "a city under the ocean",
-]
-REQUEST_TIMEOUT_S = 900.0
-
+from client import Level, base_url, open_client, stream
+from client import run_level as run_streams
+from prompts import EOG_BIAS, MODEL_ID, story_body
 
 # ---------------------------------------------------------------- measurement
 
 
 @dataclass
-class RequestResult:
-    ok: bool
-    ttft: float | None = None  # seconds to the first non-empty content delta
-    duration: float = 0.0
-    usage_tokens: int | None = None  # usage.completion_tokens of the final chunk
-    content_chunks: int = 0  # chunks whose delta carried non-empty content
-    finish_reason: str | None = None
-    saw_done: bool = False
-    max_gap: float = 0.0  # longest silence between two content chunks
-    error: str | None = None
+class LevelResult(Level):
+    """One level of one server: ``client.Level`` and where it was measured."""
 
-    @property
-    def tokens(self) -> int:
-        return self.usage_tokens if self.usage_tokens is not None else self.content_chunks
-
-
-@dataclass
-class LevelResult:
-    server: str
-    concurrency: int
-    wall: float
-    results: list[RequestResult] = field(default_factory=list)
-
-    @property
-    def good(self) -> list[RequestResult]:
-        return [r for r in self.results if r.ok]
-
-    @property
-    def tokens(self) -> int:
-        return sum(r.tokens for r in self.good)
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.wall if self.wall > 0 else 0.0
-
-    def ttft(self, q: float) -> float | None:
-        values = [r.ttft for r in self.good if r.ttft is not None]
-        return harness.percentile(values, q) if values else None
+    server: str = ""
+    concurrency: int = 0
 
     @property
     def count_source(self) -> str:
+        """Where the tokens were counted: the usage chunk, or content chunks without one."""
         good = self.good
         if good and all(r.usage_tokens is not None for r in good):
             return "usage"
         if good and all(r.usage_tokens is None for r in good):
             return "chunks"
         return "mixed"
-
-
-_request_ids = itertools.count()
-
-
-def request_body(max_tokens: int, temperature: float) -> dict[str, Any]:
-    """A prompt never sent before in this run (number first), so no server can answer it
-    from a cached KV of an identical earlier prompt; what all prompts share is the chat
-    template's default system prompt, as real traffic would."""
-    n = next(_request_ids)
-    topic = TOPICS[n % len(TOPICS)]
-    return {
-        "model": MODEL_ID,
-        "messages": [
-            {"role": "user", "content": f"Story {n}: write a long, detailed story about {topic}."},
-        ],
-        "max_tokens": max_tokens,
-        "temperature": temperature,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "logit_bias": EOG_BIAS,
-    }
-
-
-async def stream_one(client: httpx.AsyncClient, body: dict[str, Any]) -> RequestResult:
-    res = RequestResult(ok=False)
-    start = time.perf_counter()
-    last_content: float | None = None
-    try:
-        async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
-            if resp.status_code != 200:
-                text = (await resp.aread()).decode(errors="replace")
-                res.error = f"HTTP {resp.status_code}: {text[:200]}"
-                return res
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # blank separators, comments / pings (": ping ...")
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    res.saw_done = True
-                    break
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    res.error = f"error event: {json.dumps(chunk['error'])[:200]}"
-                    return res
-                if chunk.get("usage"):
-                    res.usage_tokens = chunk["usage"].get("completion_tokens")
-                for choice in chunk.get("choices") or []:
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        now = time.perf_counter()
-                        if res.ttft is None:
-                            res.ttft = now - start
-                        else:
-                            assert last_content is not None
-                            res.max_gap = max(res.max_gap, now - last_content)
-                        last_content = now
-                        res.content_chunks += 1
-                    if choice.get("finish_reason"):
-                        res.finish_reason = choice["finish_reason"]
-    except (httpx.HTTPError, json.JSONDecodeError) as e:
-        res.error = f"{type(e).__name__}: {e}"
-        return res
-    finally:
-        res.duration = time.perf_counter() - start
-    if not res.saw_done:
-        res.error = "stream ended without [DONE]"
-        return res
-    res.ok = True
-    return res
 
 
 async def run_level(
@@ -216,22 +90,19 @@ async def run_level(
     max_tokens: int,
     temperature: float,
 ) -> LevelResult:
-    async def worker() -> list[RequestResult]:
-        return [
-            await stream_one(client, request_body(max_tokens, temperature)) for _ in range(rounds)
-        ]
-
-    start = time.perf_counter()
-    per_worker = await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall = time.perf_counter() - start
-    return LevelResult(server, concurrency, wall, [r for rs in per_worker for r in rs])
+    """``concurrency`` workers start together, each sending ``rounds`` requests back to back,
+    every one a story prompt new to the server."""
+    level = await run_streams(
+        client, concurrency, functools.partial(story_body, max_tokens, temperature), rounds
+    )
+    return LevelResult(level.replies, level.wall, server, concurrency)
 
 
 def anomalies(level: LevelResult, max_tokens: int) -> list[str]:
     """Things worth a look: failures, short streams, usage != streamed chunks, stalls."""
     notes: list[str] = []
     tag = f"{level.server} c={level.concurrency}"
-    for i, r in enumerate(level.results):
+    for i, r in enumerate(level.replies):
         if not r.ok:
             notes.append(f"{tag} req {i}: FAILED after {r.duration:.1f}s: {r.error}")
             continue
@@ -255,20 +126,6 @@ def anomalies(level: LevelResult, max_tokens: int) -> list[str]:
 # ---------------------------------------------------------------- servers
 
 
-def gguf_path() -> Path:
-    from chatd.config import embedded_model_path
-
-    return embedded_model_path()
-
-
-def start_chatd() -> harness.Managed:
-    port = harness.free_port()
-    exe = Path(sys.executable).parent / "chatd"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "chatd.cli"]
-    cmd += ["serve", "--host", "127.0.0.1", "--port", str(port)]
-    return harness.Managed("chatd", cmd, port, "/health", env=harness.chatd_env())
-
-
 def peer_missing_modules() -> list[str]:
     needed = ["llama_cpp", "sse_starlette", "starlette_context", "pydantic_settings", "uvicorn"]
     return [m for m in needed if importlib.util.find_spec(m) is None]
@@ -288,7 +145,7 @@ def start_peer() -> harness.Managed:
         "-m",
         "llama_cpp.server",
         "--model",
-        str(gguf_path()),
+        str(harness.gguf_path()),
         "--model_alias",
         MODEL_ID,
         "--host",
@@ -321,24 +178,17 @@ class Target:
 async def bring_up(target: Target, args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     """Start the server (unless given a URL), wait until healthy, open a client, warm up."""
     if target.url is None:
-        target.server = start_chatd() if target.name == "chatd" else start_peer()
+        target.server = harness.start_chatd() if target.name == "chatd" else start_peer()
         stack.callback(target.server.stop)
         print(f"[{target.name}] starting: {' '.join(target.server.cmd)}", flush=True)
         t0 = time.perf_counter()
         await target.server.wait_healthy()
         print(f"[{target.name}] healthy after {time.perf_counter() - t0:.1f}s", flush=True)
-        base_url = target.server.base_url
+        base = target.server.base_url
     else:
-        base_url = target.url.rstrip("/").removesuffix("/v1")
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    limits = httpx.Limits(max_connections=max(args.concurrency) + 4)
-    target.client = httpx.AsyncClient(
-        base_url=base_url,
-        headers=headers,
-        limits=limits,
-        timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=10.0),
-    )
-    warm = await stream_one(target.client, request_body(args.max_tokens, args.temperature))
+        base = base_url(target.url)
+    target.client = open_client(base, args.api_key, max(args.concurrency) + 4)
+    warm = await stream(target.client, story_body(args.max_tokens, args.temperature))
     if not warm.ok:
         await target.client.aclose()
         target.client = None
@@ -374,10 +224,10 @@ async def measure_level(
             else None
         )
         attempts.append((level, bg))
-        failed = len(level.results) - len(level.good)
+        failed = len(level.replies) - len(level.good)
         print(
             f"[{target.name}] c={c}: {level.tokens} tokens in {level.wall:.2f}s = "
-            f"{level.tokens_per_s:.1f} tok/s, {failed} failed"
+            f"{level.tok_s:.1f} tok/s, {failed} failed"
             + ("" if bg is None else f", other processes used {bg:.2f} cores"),
             flush=True,
         )
@@ -390,7 +240,7 @@ async def measure_level(
         prefix = "" if i == kept else f"(discarded attempt {i + 1}) "
         notes += [prefix + n for n in found]
     if len(attempts) > 1:
-        tried = ", ".join(f"{a.tokens_per_s:.1f} tok/s @ {b or 0:.2f}" for a, b in attempts)
+        tried = ", ".join(f"{a.tok_s:.1f} tok/s @ {b or 0:.2f}" for a, b in attempts)
         notes.append(
             f"{target.name} c={c}: disturbed, measured {len(attempts)} times "
             f"(tok/s @ other cores: {tried}); kept the least disturbed"
@@ -452,7 +302,7 @@ async def amain(args: argparse.Namespace) -> int:
     )
     print(render_table(all_levels, levels, background))
     harness.print_notes(notes)
-    if any(len(lv.good) < len(lv.results) for lv in all_levels):
+    if any(len(lv.good) < len(lv.replies) for lv in all_levels):
         status = 1
     return status
 
@@ -491,11 +341,11 @@ def render_table(
                 [
                     server,
                     str(c),
-                    str(len(lv.results)),
-                    str(len(lv.results) - len(lv.good)),
+                    str(len(lv.replies)),
+                    str(len(lv.replies) - len(lv.good)),
                     str(lv.tokens),
                     f"{lv.wall:.2f}",
-                    f"{lv.tokens_per_s:.1f}",
+                    f"{lv.tok_s:.1f}",
                     fmt_ms(lv.ttft(0.5)),
                     fmt_ms(lv.ttft(0.9)),
                     lv.count_source,
@@ -503,27 +353,19 @@ def render_table(
                 ]
             )
         ours, peer = by_key.get(("chatd", c)), by_key.get(("peer", c))
-        if ours and peer and peer.tokens_per_s > 0:
-            ratio = f"{ours.tokens_per_s / peer.tokens_per_s:.2f}x"
+        if ours and peer and peer.tok_s > 0:
+            ratio = f"{ours.tok_s / peer.tok_s:.2f}x"
             p50_ours, p50_peer = ours.ttft(0.5), peer.ttft(0.5)
             ttft = f"{p50_ours / p50_peer:.2f}x" if p50_ours is not None and p50_peer else "-"
             rows.append(["chatd / peer", str(c), "", "", "", "", ratio, ttft, "", "", ""])
     return harness.table(header, rows)
 
 
-def parse_levels(text: str) -> list[int]:
-    try:
-        levels = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text}") from e
-    if not levels or any(c < 1 for c in levels):
-        raise argparse.ArgumentTypeError("concurrency levels must be >= 1")
-    return levels
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--concurrency", type=parse_levels, default=[1, 4, 16], help="e.g. 1,4,16")
+    p.add_argument(
+        "--concurrency", type=harness.parse_levels, default=[1, 4, 16], help="e.g. 1,4,16"
+    )
     p.add_argument("--max-tokens", type=int, default=128, help="new tokens per request")
     p.add_argument("--rounds", type=int, default=1, help="requests per concurrent worker")
     p.add_argument("--temperature", type=float, default=0.7)
