@@ -1,4 +1,5 @@
-"""Sampler: greedy, bias, penalties, seeding, temperature, nucleus; log_softmax and top_k."""
+"""Sampler: greedy, bias, penalties, seeding, temperature, nucleus, the inverse CDF;
+logprobs_of and top_k."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from chatd.engine.params import SamplingParams
-from chatd.engine.sampler import _NUCLEUS_FAST_K, Sampler, _nucleus, log_softmax, top_k
+from chatd.engine.sampler import Sampler, _inverse_cdf, _nucleus, logprobs_of, top_k
 
 
 def make(n_vocab: int = 8, choice_index: int = 0, **kw: object) -> Sampler:
@@ -192,9 +193,10 @@ def _nucleus_reference(probs: np.ndarray, top_p: float) -> np.ndarray:
 
 @pytest.mark.parametrize("n", [5, 100, 1024, 1025, 5000])
 @pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.99])
-@pytest.mark.parametrize("scale", [0.01, 1.0, 5.0])
+@pytest.mark.parametrize("scale", [0.01, 1.0, 5.0, 30.0])
 def test_nucleus_matches_reference(n: int, top_p: float, scale: float) -> None:
-    # scale 0.01: so flat that > 1024 tokens are needed (fallback path when n > 1024).
+    # scale 0.01: so flat that every floor but the last is too high; 30: a few tokens
+    # hold all the mass and most underflow to 0.
     rng = np.random.default_rng(n)
     logits = rng.normal(size=n) * scale
     probs = np.exp(logits - logits.max())
@@ -205,8 +207,8 @@ def test_nucleus_matches_reference(n: int, top_p: float, scale: float) -> None:
     assert p.sum() >= top_p * probs.sum() * (1 - 1e-12)
 
 
-def test_nucleus_fast_path_over_1024_tokens() -> None:
-    # 10 tokens hold ~98% of the mass: the top-1024 fast path suffices.
+def test_nucleus_from_the_tokens_above_a_floor() -> None:
+    # 10 tokens hold ~98% of the mass: only they are sorted, and only they are drawn.
     n = 5000
     logits = np.zeros(n, dtype=np.float32)
     top = np.arange(100, 1100, 100)
@@ -216,22 +218,54 @@ def test_nucleus_fast_path_over_1024_tokens() -> None:
     assert set(got) == set(top.tolist())
 
 
-def test_nucleus_fallback_path_over_1024_tokens() -> None:
-    # 4000 tokens at logit 0 and 96 at logit -1: top_p=0.99 needs ~3995 tokens, so the top
-    # 1024 do not reach it. The 96 low tokens (~0.9% of the mass) must never be drawn.
+def test_nucleus_of_a_flat_distribution_needs_every_token() -> None:
+    # 4000 tokens at logit 0 and 96 at logit -1: top_p=0.99 needs ~3995 tokens. The 96 low
+    # tokens (~0.9% of the mass) must never be drawn.
     n = 4096
     logits = np.zeros(n, dtype=np.float32)
     low = np.arange(0, n, 42)[:96]
     logits[low] = -1.0
-    probs = np.exp(logits.astype(np.float64))
-    assert np.sort(probs)[::-1][:_NUCLEUS_FAST_K].sum() < 0.99 * probs.sum()
     s = make(n, temperature=1.0, top_p=0.99, seed=3)
     got = draws(s, logits, 1500)
     assert not set(got) & set(low.tolist())
-    assert len(set(got)) > _NUCLEUS_FAST_K  # not confined to the fast-path candidates
+    assert len(set(got)) > 1024
     # Without top_p the low tokens are drawn (~26 expected).
     s = make(n, temperature=1.0, seed=3)
     assert set(draws(s, logits, 3000)) & set(low.tolist())
+
+
+@pytest.mark.parametrize("n", [1, 7, 1024, 1025, 3000, 49152])
+def test_inverse_cdf_matches_a_full_cumulative_sum(n: int) -> None:
+    rng = np.random.default_rng(n)
+    probs = np.exp(rng.normal(size=n) * 3).astype(np.float32)
+    probs[rng.random(n) < 0.3] = 0  # tokens ruled out
+    if not probs.any():
+        probs[0] = 1
+    cdf = np.cumsum(probs.astype(np.float64))
+    for u in [0.0, 1e-9, *rng.random(200), 1 - 1e-12]:
+        got = _inverse_cdf(probs, u)
+        want = min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), n - 1)
+        assert probs[got] > 0
+        # equal, unless float rounding moved a boundary by a hair onto a neighbour
+        assert got == want or abs(cdf[got] - u * cdf[-1]) < 1e-9 * cdf[-1]
+
+
+def test_inverse_cdf_never_returns_a_ruled_out_token() -> None:
+    probs = np.zeros(3000, dtype=np.float32)
+    probs[[5, 2047, 2999]] = [1e-30, 1.0, 1e-30]
+    assert {_inverse_cdf(probs, u) for u in np.linspace(0, 0.999999, 500)} <= {5, 2047, 2999}
+    probs = np.zeros(2048, dtype=np.float32)
+    probs[1500] = 1.0
+    assert {_inverse_cdf(probs, u) for u in (0.0, 0.5, 0.9999999999)} == {1500}
+
+
+def test_sampling_frequencies_match_the_distribution() -> None:
+    probs = np.array([0.5, 0.0, 0.2, 0.3] * 700)  # 2800 tokens over three blocks
+    logits = np.log(probs + 1e-45).astype(np.float32)
+    s = make(len(probs), temperature=1.0, seed=3)
+    counts = np.bincount(draws(s, logits, 20000), minlength=len(probs)).reshape(-1, 4).sum(0)
+    assert counts[1] == 0
+    np.testing.assert_allclose(counts / 20000, [0.5, 0, 0.2, 0.3], atol=0.015)
 
 
 def test_allowed_mask_restricts_sampling() -> None:
@@ -242,44 +276,63 @@ def test_allowed_mask_restricts_sampling() -> None:
     assert set(s.sample(logits, allowed) for _ in range(200)) == {1, 3}
 
 
-# --- log_softmax / top_k ------------------------------------------------------------------
+# --- logprobs_of / top_k ------------------------------------------------------------------
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    return x - x.max() - np.log(np.exp(x - x.max()).sum())
 
 
 @pytest.mark.parametrize(
     "logits",
     [
-        np.array([0.0]),
-        np.array([1.0, 2.0, 3.0]),
-        np.array([1000.0, 999.0, -1000.0]),  # no overflow
+        np.array([0.0], dtype=np.float32),
+        np.array([1.0, 2.0, 3.0], dtype=np.float32),
+        np.array([1000.0, 999.0, -1000.0], dtype=np.float32),  # no overflow
         np.random.default_rng(0).normal(size=32000).astype(np.float32) * 10,
     ],
     ids=["single", "small", "huge", "vocab"],
 )
-def test_log_softmax_sums_to_one(logits: np.ndarray) -> None:
-    lp = log_softmax(logits)
-    assert lp.shape == logits.shape
+def test_logprobs_of_is_the_log_softmax(logits: np.ndarray) -> None:
+    ids = np.arange(len(logits))
+    lp = logprobs_of(logits, ids)
+    assert lp.dtype == np.float64
     assert np.all(np.isfinite(lp))
-    assert np.all(lp <= 0)
-    assert np.exp(lp).sum() == pytest.approx(1.0, abs=1e-9)
-    assert int(np.argmax(lp)) == int(np.argmax(logits))
-    np.testing.assert_allclose(log_softmax(logits.astype(np.float64) + 7.0), lp, atol=1e-9)
+    assert np.all(lp <= 1e-12)
+    np.testing.assert_allclose(lp, _log_softmax(logits), atol=1e-6)
+    assert np.exp(lp).sum() == pytest.approx(1.0, abs=1e-6)
 
 
-def test_log_softmax_known_values() -> None:
-    lp = log_softmax(np.array([0.0, np.log(3.0)]))
-    np.testing.assert_allclose(np.exp(lp), [0.25, 0.75])
+def test_logprobs_of_known_values() -> None:
+    lp = logprobs_of(np.array([0.0, np.log(3.0)], dtype=np.float32), np.array([0, 1]))
+    np.testing.assert_allclose(np.exp(lp), [0.25, 0.75], rtol=1e-6)
 
 
 @pytest.mark.parametrize(
-    ("n", "k"), [(10, 1), (10, 2), (10, 10), (1000, 5), (1000, 20), (1000, 500), (50000, 20)]
+    ("n", "k", "scale"),
+    [
+        (10, 1, 1),
+        (10, 2, 1),
+        (10, 10, 1),
+        (1000, 5, 1),
+        (1000, 20, 1),
+        (1000, 500, 1),
+        (50000, 20, 1),
+        (50000, 20, 0.01),
+        (50000, 20, 30),
+    ],
 )
-def test_top_k_sorted_descending(n: int, k: int) -> None:
-    lp = log_softmax(np.random.default_rng(k).normal(size=n))
-    idx = top_k(lp, k)
+def test_top_k_sorted_descending(n: int, k: int, scale: float) -> None:
+    logits = (np.random.default_rng(k).normal(size=n) * scale).astype(np.float32)
+    idx = top_k(logits, k)
     assert len(idx) == k
-    vals = lp[idx]
-    assert np.all(np.diff(vals) <= 0)
-    np.testing.assert_array_equal(idx, np.argsort(-lp)[:k])
+    assert np.all(np.diff(logits[idx]) <= 0)
+    np.testing.assert_array_equal(idx, np.argsort(-logits, kind="stable")[:k])
+
+
+def test_top_k_ties_go_to_the_lower_id() -> None:
+    np.testing.assert_array_equal(top_k(np.array([1.0, 3.0, 3.0, 3.0], np.float32), 2), [1, 2])
 
 
 @pytest.mark.parametrize("k", [0, -1])

@@ -55,6 +55,9 @@ class Engine:
     # --- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
+        # Constrained decoding needs llguidance's view of the vocabulary: build it now,
+        # beside the engine, rather than inside the first json_schema request's TTFT.
+        threading.Thread(target=self.grammars.warm, name="chatd-grammar-warm", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()

@@ -219,7 +219,10 @@ class ModelRunner:
 
     # --- decode -----------------------------------------------------------------------
     def decode(self, n_outputs: int, pad_single: bool = False) -> np.ndarray:
-        """Run the filled batch; returns a (n_outputs, n_vocab) copy of the output logits.
+        """Run the filled batch; returns the (n_outputs, n_vocab) output logits.
+
+        The array is a view of llama.cpp's buffer, valid until the next ``decode``: the
+        scheduler samples every row within the step (a copy cost ~1 ms a step at 32 rows).
 
         ``pad_single``: a batch of one token gets a second, throw-away row (a scratch
         sequence, removed right after), because llama.cpp computes the attention of a
@@ -238,7 +241,7 @@ class ModelRunner:
         if n_outputs == 0:
             return np.empty((0, self.n_vocab), dtype=np.float32)
         ptr = llama_cpp.llama_get_logits(self.ctx)
-        return np.ctypeslib.as_array(ptr, shape=(n_outputs, self.n_vocab)).copy()
+        return np.ctypeslib.as_array(ptr, shape=(n_outputs, self.n_vocab))
 
     def close(self) -> None:
         if self.ctx:

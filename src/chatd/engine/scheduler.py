@@ -30,7 +30,7 @@ from chatd.engine.grammar import GrammarError
 from chatd.engine.kv_cache import KVCells, PrefixCache
 from chatd.engine.model_runner import DecodeError, ModelRunner
 from chatd.engine.params import Delta, TokenLogprob, TopLogprob
-from chatd.engine.sampler import log_softmax, top_k
+from chatd.engine.sampler import logprobs_of, top_k
 from chatd.engine.sequence import Phase, Request, Sequence
 
 
@@ -376,14 +376,15 @@ class Scheduler:
         return out
 
     def _logprob(self, row: np.ndarray, token: int, k: int) -> TokenLogprob:
-        lp = log_softmax(row)
+        best = top_k(row, k)
+        lp = logprobs_of(row, np.append(best, token))
         names = self.runner.token_names
         top = tuple(
-            TopLogprob(_token_text(names[t]), _token_bytes(self.runner, t), float(lp[t]))
-            for t in top_k(lp, k)
+            TopLogprob(_token_text(names[t]), _token_bytes(self.runner, t), float(v))
+            for t, v in zip(best.tolist(), lp[:-1].tolist(), strict=True)
         )
         return TokenLogprob(
-            _token_text(names[token]), _token_bytes(self.runner, token), float(lp[token]), top
+            _token_text(names[token]), _token_bytes(self.runner, token), float(lp[-1]), top
         )
 
     def _retire_if_done(self, req: Request, seq: Sequence) -> None:

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _ALPHABET = string.ascii_letters + string.digits
+# Each of the 256 byte values to a letter or digit; 256 = 4 x 62 + 8, so the first 8 come up
+# 5/256 instead of 4/256: padding only has to be unpredictable, not uniform.
+_BYTE_TO_CHAR = bytes(ord(_ALPHABET[i % len(_ALPHABET)]) for i in range(256))
 
 
 def completion_id() -> str:
@@ -145,4 +148,6 @@ def _padding(choices: list[dict[str, Any]]) -> str:
     visible = sum(len(c.get("delta", {}).get("content") or "") for c in choices)
     target = 16 + secrets.randbelow(16)
     n = max(1, target - visible)
-    return "".join(secrets.choice(_ALPHABET) for _ in range(n))
+    # One read of the system's CSPRNG per event (a secrets.choice per character made this
+    # the costliest line of a streamed token, measured under 32 streams).
+    return secrets.token_bytes(n).translate(_BYTE_TO_CHAR).decode("ascii")
