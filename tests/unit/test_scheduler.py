@@ -38,6 +38,7 @@ class FakeRunner:
         self.token_names = [b"<eos>", *self.token_bytes[1:]]
         self.cells: list[tuple[int, set[int]]] = []  # (position, owners) per used cell
         self.calls: list[int] = []  # tokens per decode call
+        self.prefill: FakePrefill | None = None
 
     def used(self) -> int:
         return len(self.cells)
@@ -90,6 +91,45 @@ class FakeRunner:
                 rows.append(row)
         assert len(rows) == n_outputs
         return np.array(rows, dtype=np.float32).reshape(n_outputs, V)
+
+
+class FakePrefill:
+    """The prefill context: one prompt's positions 0..n-1, handed over whole blocks at a
+    time, checked against what the main context holds."""
+
+    BLOCK = 64
+
+    def __init__(self, runner: FakeRunner) -> None:
+        self.runner = runner
+        self.positions: list[int] = []
+        self.passes: list[tuple[int, int]] = []  # (start, tokens) of every pass
+        self.restored: list[int] = []  # prefix lengths restored by begin()
+
+    def begin(self, source: int | None, n: int) -> None:
+        if source is not None:
+            assert self.runner.held(source)[:n] == list(range(n))
+        self.positions = list(range(n))
+        self.restored.append(n)
+
+    def run(self, tokens: list[int], start: int) -> None:
+        assert len(tokens) % self.BLOCK == 0 and start % self.BLOCK == 0
+        assert start == len(self.positions), (start, len(self.positions))
+        self.positions += range(start, start + len(tokens))
+        self.passes.append((start, len(tokens)))
+
+    def finish(self, start: int, dst: int) -> bool:
+        new = self.positions[start:]
+        if self.runner.used() + len(new) > self.runner.n_ctx:
+            return False
+        assert self.runner.held(dst) == list(range(start))
+        self.runner.cells += [(p, {dst}) for p in new]
+        self.positions = []
+        return True
+
+
+def wide(runner: FakeRunner) -> FakePrefill:
+    runner.prefill = FakePrefill(runner)
+    return runner.prefill
 
 
 def collect(sched: Scheduler, requests: list[Request], sink: dict[int, list], limit=500):
@@ -388,3 +428,78 @@ def test_drafter_realigns_where_the_output_rejoins() -> None:
     assert d.propose([1, 2, 9], 2) == []  # 9 is nowhere in it
     d.advance(5)  # ... and rejoins it at 5
     assert d.propose([1, 2, 9, 5], 2) == [6, 7]
+
+
+# --- wide prefill passes (PrefillContext) ---------------------------------------------------
+
+
+def test_a_long_prompt_goes_to_the_prefill_context_in_whole_blocks() -> None:
+    runner = FakeRunner(n_ctx=2048)
+    prefill = wide(runner)
+    sched = Scheduler(runner, SchedulerConfig(tiled_tokens_idle=128))
+    prompt = [1 + i % 40 for i in range(200)]
+    req = run_one(sched, runner, prompt, max_new_tokens=3)
+    assert req.tiled_len == 192  # whole blocks, short of the last token
+    assert prefill.passes == [(0, 128), (128, 64)]
+    assert runner.calls == [8, 1, 1]  # the main context computes the last 8, then decodes
+    assert texts(req.sink) == {0: expected(prompt[-1], 3)}  # type: ignore[attr-defined]
+    assert runner.used() == sched.cells.used
+
+
+def test_blocks_go_one_pass_a_step_while_others_decode() -> None:
+    runner = FakeRunner(n_ctx=2048)
+    prefill = wide(runner)
+    sched = Scheduler(runner, SchedulerConfig())
+    sink: dict[int, list] = {}
+    a = make(runner, [3, 4], sink, max_new_tokens=12)
+    sched.submit(a)
+    sched.step()
+    b = make(runner, [1 + i % 40 for i in range(300)], sink, max_new_tokens=2)
+    sched.submit(b)
+    collect(sched, [a, b], sink)
+    assert all(n == 64 for _, n in prefill.passes)
+    assert texts(sink[a.id]) == {0: expected(4, 12)}
+    assert texts(sink[b.id]) == {0: expected(int(b.prompt[-1]), 2)}
+    assert runner.used() == sched.cells.used
+
+
+def test_hits_reuse_only_positions_computed_the_way_the_prompt_would() -> None:
+    runner = FakeRunner(n_ctx=4096)
+    prefill = wide(runner)
+    sched = Scheduler(runner, SchedulerConfig())
+    base = [1 + i % 40 for i in range(200)]
+    first = run_one(sched, runner, base, max_new_tokens=2)  # tiled 192
+    # Same tiled length, diverging at 150: reuse rounds down to a block (128), and the
+    # prefill context restarts from there with the cached 128 restored.
+    second = run_one(sched, runner, [*base[:150], *[7] * 60], max_new_tokens=2)
+    assert (first.cached_tokens, second.cached_tokens) == (0, 128)
+    assert prefill.restored[-1] == 128 and prefill.passes[-1] == (128, 64)
+    # A 100-token prompt computes 64 positions wide: exactly what the cache can lend.
+    short = run_one(sched, runner, base[:100], max_new_tokens=2)
+    assert short.tiled_len == 64 and short.cached_tokens == 64
+    # Under one block, everything is computed one row at a time: nothing wide is lent.
+    tiny = run_one(sched, runner, base[:50], max_new_tokens=2)
+    assert tiny.tiled_len == 0 and tiny.cached_tokens == 0
+    # and a prompt's own one-row positions are lent to a prompt that computes them so
+    tiny_again = run_one(sched, runner, [*base[:50], 9], max_new_tokens=2)
+    assert tiny_again.cached_tokens == 50
+    for r in (second, short, tiny, tiny_again):
+        assert texts(r.sink) == {0: expected(int(r.prompt[-1]), 2)}  # type: ignore[attr-defined]
+    assert runner.used() == sched.cells.used
+
+
+def test_a_cancelled_prompt_in_the_prefill_context_frees_it() -> None:
+    runner = FakeRunner(n_ctx=2048)
+    prefill = wide(runner)
+    sched = Scheduler(runner, SchedulerConfig(tiled_tokens_idle=64))
+    sink: dict[int, list] = {}
+    a = make(runner, [1 + i % 40 for i in range(300)], sink, max_new_tokens=2)
+    sched.submit(a)
+    sched.step()
+    sched.cancel(a)
+    b = make(runner, [2 + i % 30 for i in range(130)], sink, max_new_tokens=2)
+    sched.submit(b)
+    collect(sched, [b], sink)
+    assert prefill.restored[-1] == 0 and prefill.passes[-1] == (64, 64)  # b from scratch
+    assert texts(sink[b.id]) == {0: expected(int(b.prompt[-1]), 2)}
+    assert runner.used() == sched.cells.used

@@ -18,12 +18,13 @@ cache is full, and at idle the cache is either kept whole or cleared whole.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-__all__ = ["KVCells", "PrefixCache", "CacheHit"]
+__all__ = ["KVCells", "PrefixCache", "CacheHit", "Lender", "reusable"]
 
 _MIN_KEPT_HIT = 64  # tokens a waiting prompt must reuse for an idle cache over budget to stay
 
@@ -148,6 +149,28 @@ class CacheHit:
 @dataclass
 class _Entry:
     tokens: np.ndarray  # the tokens whose KV the entry's cells hold, from position 0
+    tiled: int  # positions before this were computed in wide passes (PrefillContext)
+
+
+@dataclass(frozen=True)
+class Lender:
+    """Cells a new prompt may share: a cache entry's or a running sequence's."""
+
+    seq_id: int
+    tokens: np.ndarray  # tokens of the cells, from position 0
+    tiled: int  # positions before this were computed in wide passes
+
+
+def reusable(prompt: np.ndarray, tiled: int, lender: Lender) -> int:
+    """How many leading positions of ``prompt`` can take ``lender``'s cells: its common
+    prefix, as long as each position was computed the way this prompt would compute it
+    (in wide passes below ``tiled``, one row at a time from there): the two ways give
+    different numbers, and a hit must give the answer a cold prompt gives. Leaves at
+    least the prompt's last token to compute (its logits start the answer)."""
+    n = min(_common_prefix(prompt, lender.tokens), len(prompt) - 1)
+    if lender.tiled != tiled:
+        n = min(n, lender.tiled, tiled)
+    return max(n, 0)
 
 
 @dataclass
@@ -179,35 +202,41 @@ class PrefixCache:
         return len(self._entries)
 
     def lookup(
-        self, prompt: np.ndarray, live: list[tuple[int, np.ndarray]] = ()
+        self, prompt: np.ndarray, tiled: int = 0, live: Sequence[Lender] = ()
     ) -> CacheHit | None:
-        """The longest prefix of ``prompt`` held by an entry or by a live sequence
-        (``(seq id, tokens in its cells)``), leaving at least the prompt's last token to
-        compute (its logits start the answer)."""
-        limit = len(prompt) - 1
+        """The longest prefix of ``prompt`` (whose positions before ``tiled`` are computed
+        in wide passes) that an entry or a live sequence can lend (see ``reusable``)."""
         best: CacheHit | None = None
-        candidates = [(sid, e.tokens) for sid, e in self._entries.items()] if self.enabled else []
-        for sid, tokens in [*candidates, *live]:
-            n = min(_common_prefix(prompt, tokens), limit)
+        entries = (
+            [Lender(sid, e.tokens, e.tiled) for sid, e in self._entries.items()]
+            if self.enabled
+            else []
+        )
+        for lender in [*entries, *live]:
+            n = reusable(prompt, tiled, lender)
             if n > 0 and (best is None or n > best.n_tokens):
-                best = CacheHit(sid, n)
+                best = CacheHit(lender.seq_id, n)
         if best is not None and best.source in self._entries:
             self._entries.move_to_end(best.source)
         return best
 
-    def store(self, seq_id: int, tokens: np.ndarray) -> None:
+    def store(self, seq_id: int, tokens: np.ndarray, tiled: int = 0) -> None:
         """Keep a finished sequence's cells (``seq_id`` is freed for reuse by the
-        caller); entries it makes redundant (a prefix of it) retire."""
+        caller); entries it makes redundant (a prefix of it, computed the same way)
+        retire."""
         if not self.enabled or len(tokens) == 0:
             self.cells.move(seq_id, self.retired_id)
             return
-        for sid in [s for s, e in self._entries.items() if _is_prefix(e.tokens, tokens)]:
+        redundant = [
+            s for s, e in self._entries.items() if e.tiled == tiled and _is_prefix(e.tokens, tokens)
+        ]
+        for sid in redundant:
             self._retire(sid)
         if not self._free:
             self._retire(next(iter(self._entries)))  # least recently used
         entry_id = self._free.pop()
         self.cells.move(seq_id, entry_id)
-        self._entries[entry_id] = _Entry(tokens)
+        self._entries[entry_id] = _Entry(tokens, tiled)
 
     def _retire(self, entry_id: int) -> None:
         del self._entries[entry_id]

@@ -42,6 +42,9 @@ class RunnerConfig:
     # is unchanged (~450 tok/s either way).
     n_ubatch: int = 63
     n_threads: int = 0  # 0: every core
+    # Cells of the second context that computes long prompts in wide passes (0: none; see
+    # PrefillContext). At least the longest prompt a request may have.
+    prefill_ctx: int = 0
 
 
 class Batch:
@@ -145,6 +148,9 @@ class ModelRunner:
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = Batch(max(config.n_batch, config.n_seq_max) + 1)
+        self.prefill = (
+            PrefillContext(self, config.prefill_ctx, threads) if config.prefill_ctx > 0 else None
+        )
 
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos = llama_cpp.llama_vocab_bos(self.vocab)
@@ -244,12 +250,112 @@ class ModelRunner:
         return np.ctypeslib.as_array(ptr, shape=(n_outputs, self.n_vocab))
 
     def close(self) -> None:
+        if self.prefill is not None:
+            self.prefill.close()
         if self.ctx:
             llama_cpp.llama_free(self.ctx)
             self.ctx = None
         if self.model:
             llama_cpp.llama_model_free(self.model)
             self.model = None
+
+
+class PrefillContext:
+    """A second llama.cpp context on the same model that computes long prompts in wide,
+    tiled passes, then hands their KV cells to the main context.
+
+    Why a second context: the main context runs passes of at most 63 tokens, the only
+    attention path whose results do not depend on the other rows of the pass nor on where
+    the cells lie (see RunnerConfig.n_ubatch), but for prompts it is ~25% slower than the
+    tiled attention llama.cpp uses for passes of 64+ rows. Tiled results do depend on how
+    a sequence's cells fall into 64-cell tiles, so here a prompt is computed alone, its
+    cell i holding position i, in passes of whole 64-token blocks: every prompt position
+    is then computed the same way whatever else runs, and whether its prefix came from
+    the prefix cache or not. Moving the cells costs ~4 ms per 1000 tokens
+    (``llama_state_seq_get/set_data``).
+
+    One prompt at a time, in sequence 0: ``begin`` (optionally restoring a cached prefix
+    from the main context), ``run`` for each pass, ``finish`` to move the computed cells.
+    """
+
+    BLOCK = 64  # GGML_FA_TILE_Q: passes of at least this many rows take the tiled path
+
+    def __init__(self, runner: ModelRunner, n_ctx: int, threads: int) -> None:
+        self.runner = runner
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = 512
+        cparams.n_ubatch = 512
+        cparams.n_seq_max = 1
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.kv_unified = True
+        cparams.no_perf = True
+        self.ctx = llama_cpp.llama_init_from_model(runner.model, cparams)
+        if not self.ctx:
+            raise RuntimeError("llama.cpp could not create the prefill context")
+        self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.batch = Batch(512)
+
+    def begin(self, source_seq: int | None, n_tokens: int) -> None:
+        """Start a prompt: empty, or with the first ``n_tokens`` positions of the main
+        context's ``source_seq`` (cells computed here earlier) restored into cells 0..n-1."""
+        llama_cpp.llama_memory_clear(self.memory, True)
+        if source_seq is None or n_tokens == 0:
+            return
+        r = self.runner
+        llama_cpp.llama_memory_seq_cp(r.memory, source_seq, r._scratch_seq, 0, n_tokens)
+        try:
+            data = _state_get(r.ctx, r._scratch_seq)
+        finally:
+            llama_cpp.llama_memory_seq_rm(r.memory, r._scratch_seq, -1, -1)
+        if not _state_set(self.ctx, data, 0):
+            raise DecodeError(1)
+
+    def run(self, tokens: list[int], start: int) -> None:
+        """Compute ``tokens`` at positions ``start``...: whole 64-token blocks, all of them
+        in one pass or in passes of whole blocks."""
+        assert len(tokens) % self.BLOCK == 0 and start % self.BLOCK == 0
+        assert len(tokens) <= self.batch.capacity
+        self.batch.clear()
+        self.batch.add(tokens, start, 0, False)
+        rc = llama_cpp.llama_decode(self.ctx, self.batch.as_llama_batch())
+        if rc != 0:
+            raise DecodeError(rc)
+
+    def finish(self, start: int, dst_seq: int) -> bool:
+        """Give the main context's ``dst_seq`` the cells of positions ``start``... (it
+        may already hold the positions before); False when the main cache has no room
+        for them (the prompt stays here: retry after making room)."""
+        r = self.runner
+        llama_cpp.llama_memory_seq_rm(self.memory, 0, 0, start)
+        data = _state_get(self.ctx, 0)
+        if not _state_set(r.ctx, data, r._scratch_seq):
+            return False
+        llama_cpp.llama_memory_seq_cp(r.memory, r._scratch_seq, dst_seq, -1, -1)
+        llama_cpp.llama_memory_seq_rm(r.memory, r._scratch_seq, -1, -1)
+        llama_cpp.llama_memory_clear(self.memory, True)
+        return True
+
+    def close(self) -> None:
+        if self.ctx:
+            llama_cpp.llama_free(self.ctx)
+            self.ctx = None
+
+
+def _state_get(ctx: llama_cpp.llama_context_p, seq: int) -> ctypes.Array[ctypes.c_ubyte]:
+    n = llama_cpp.llama_state_seq_get_size(ctx, seq)
+    buf = (ctypes.c_ubyte * n)()
+    if llama_cpp.llama_state_seq_get_data(ctx, buf, n, seq) != n:
+        raise RuntimeError("llama.cpp could not read a sequence's KV state")
+    return buf
+
+
+def _state_set(
+    ctx: llama_cpp.llama_context_p, data: ctypes.Array[ctypes.c_ubyte], seq: int
+) -> bool:
+    return llama_cpp.llama_state_seq_set_data(ctx, data, len(data), seq) == len(data)
 
 
 @llama_cpp.llama_log_callback

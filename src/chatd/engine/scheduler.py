@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from chatd.engine.grammar import GrammarError
-from chatd.engine.kv_cache import KVCells, PrefixCache
-from chatd.engine.model_runner import DecodeError, ModelRunner
+from chatd.engine.kv_cache import KVCells, Lender, PrefixCache
+from chatd.engine.model_runner import DecodeError, ModelRunner, PrefillContext
 from chatd.engine.params import Delta, TokenLogprob, TopLogprob
 from chatd.engine.sampler import logprobs_of, top_k
 from chatd.engine.sequence import Phase, Request, Sequence
@@ -50,6 +50,10 @@ class SchedulerConfig:
     prefix_cache_cells: int = 4096  # cells the prefix cache may keep while idle (0: off)
     prefix_cache_entries: int = 32  # finished sequences kept (each takes a seq id)
     max_draft_tokens: int = 16  # predicted tokens verified per sequence and step
+    # Prompt tokens computed in the prefill context per step: while others decode (one
+    # pass of one 64-token block, ~0.25 s here), and when nothing else runs.
+    tiled_tokens_busy: int = 64
+    tiled_tokens_idle: int = 256
 
 
 @dataclass
@@ -86,6 +90,9 @@ class Scheduler:
             config.prefix_cache_cells,
         )
         self.free_seq_ids = list(range(self.n_live - 1, -1, -1))
+        # The request whose prompt is in the prefill context, and how far it got there.
+        self._tiled_owner: Request | None = None
+        self._tiled_done = 0
         self._incoming: list[Request] = []
         self._lock = threading.Lock()
         self.wake = threading.Condition(self._lock)
@@ -123,8 +130,9 @@ class Scheduler:
         if not self.waiting and not self.running:
             return False
         feeds = self._plan()
+        worked = self._prefill_tiled(busy=bool(feeds))
         if not feeds:
-            return bool(self.running or self.waiting)
+            return worked or bool(self.running or self.waiting)
         batch = self.runner.batch
         batch.clear()
         outputs = []
@@ -225,14 +233,18 @@ class Scheduler:
         for req in self.running:
             budget = self._plan_prefill(req, feeds, budget)
         used = self.cells.used + sum(f.n_tokens for f in feeds)
-        live = self._live_prefixes() if self.waiting and budget > 0 else []
+        live = self._lenders() if self.waiting and budget > 0 else []
         while self.waiting and budget > 0:
             req = self.waiting[0]
             active = req.active()
             if len(active) > len(self.free_seq_ids):
                 break
-            hit = self.cache.lookup(req.prompt, live)
+            if req.tiled_len < 0:
+                req.tiled_len = self._tiled_len(req.prompt_len)
+            hit = self.cache.lookup(req.prompt, req.tiled_len, live)
             reused = hit.n_tokens if hit is not None else 0
+            if reused < req.tiled_len:  # the prefill context restarts at a block boundary
+                reused -= reused % PrefillContext.BLOCK
             if used + req.kv_needed() - reused > self.runner.n_ctx and self.running:
                 break
             self.waiting.popleft()
@@ -241,7 +253,7 @@ class Scheduler:
             for s in active:
                 s.seq_id = self.free_seq_ids.pop()
                 s.n_cached = 0
-            if hit is not None:
+            if hit is not None and reused > 0:
                 self.cells.share(hit.source, req.lead.seq_id, reused)
                 req.lead.n_cached = reused
             if req.cached_tokens is None:  # what the client is told: the first admission
@@ -254,12 +266,16 @@ class Scheduler:
             before = budget
             budget = self._plan_prefill(req, feeds, budget)
             used += before - budget
+        # cells the prefill context will hand over
+        used += sum(r.tiled_len - r.lead.n_cached for r in self.running if self._in_tiled(r))
         return feeds, used
 
     def _plan_prefill(self, req: Request, feeds: list[_Feed], budget: int) -> int:
         if budget <= 0:
             return budget
         if not req.forked:
+            if self._in_tiled(req):  # the prefill context computes this part
+                return budget
             lead = req.lead
             n = min(req.prompt_len - lead.n_cached, budget)
             if n > 0:
@@ -274,6 +290,56 @@ class Scheduler:
                 feeds.append(_Feed(req, s, n, done, False))
                 budget -= n
         return budget
+
+    # --- wide prefill passes ------------------------------------------------------------
+    def _tiled_len(self, prompt_len: int) -> int:
+        """Prompt positions computed in the prefill context: whole 64-token blocks, short
+        of the last token (the main context computes the rest, one row at a time, and
+        the last token's logits start the answer). 0 without a prefill context."""
+        if self.runner.prefill is None:
+            return 0
+        block = PrefillContext.BLOCK
+        return (prompt_len - 1) // block * block
+
+    @staticmethod
+    def _in_tiled(req: Request) -> bool:
+        return not req.forked and req.lead.n_cached < req.tiled_len
+
+    def _prefill_tiled(self, busy: bool) -> bool:
+        """One pass of the prefill context for the oldest running request that needs it;
+        when its blocks are done, its cells move to the main context. Returns whether
+        it did anything."""
+        prefill = self.runner.prefill
+        req = self._tiled_owner
+        if req is None or req not in self.running or not self._in_tiled(req):
+            req = next((r for r in self.running if self._in_tiled(r)), None)
+            if req is None or prefill is None:
+                self._tiled_owner = None
+                return False
+            lead = req.lead
+            prefill.begin(lead.seq_id if lead.n_cached else None, lead.n_cached)
+            self._tiled_owner, self._tiled_done = req, lead.n_cached
+        lead = req.lead
+        assert prefill is not None and lead.seq_id is not None
+        cfg = self.config
+        n = min(
+            req.tiled_len - self._tiled_done,
+            cfg.tiled_tokens_busy if busy else cfg.tiled_tokens_idle,
+        )
+        if n > 0:
+            prefill.run(lead.tokens[self._tiled_done : self._tiled_done + n], self._tiled_done)
+            self._tiled_done += n
+        if self._tiled_done == req.tiled_len:
+            start = lead.n_cached
+            if not prefill.finish(start, lead.seq_id):
+                # no room in the main cache yet: make some, and hand over next step
+                if not (self.cache.free_retired() or self.cache.evict_one()):
+                    self._preempt_newest()
+                return True
+            self.cells.appended(lead.seq_id, start, req.tiled_len - start)
+            lead.n_cached = req.tiled_len
+            self._tiled_owner = None
+        return True
 
     # --- speculative decoding -------------------------------------------------------------
     def _drafts(self, req: Request, seq: Sequence, room: int) -> list[int]:
@@ -305,10 +371,10 @@ class Scheduler:
         return out
 
     # --- sequences --------------------------------------------------------------------
-    def _live_prefixes(self) -> list[tuple[int, np.ndarray]]:
+    def _lenders(self) -> list[Lender]:
         """Running sequences' computed tokens, which a new prompt may share."""
         return [
-            (s.seq_id, np.asarray(s.tokens[: s.n_cached], dtype=np.int32))
+            Lender(s.seq_id, np.asarray(s.tokens[: s.n_cached], dtype=np.int32), r.tiled_len)
             for r in self.running
             for s in r.sequences
             if s.seq_id is not None and s.n_cached > 0
@@ -390,17 +456,19 @@ class Scheduler:
     def _retire_if_done(self, req: Request, seq: Sequence) -> None:
         if seq.finished and seq.seq_id is not None and len(req.sequences) > 1:
             # Free this choice's own cells now; the shared prompt stays for the others.
-            self._retire(seq)
+            self._retire(seq, req.tiled_len)
 
     # --- lifecycle --------------------------------------------------------------------
     def _release(self, req: Request) -> None:
         for s in req.sequences:
             if s.seq_id is not None:
-                self._retire(s)
+                self._retire(s, req.tiled_len)
             s.n_cached = 0
+        if self._tiled_owner is req:
+            self._tiled_owner = None
         req.phase = Phase.DONE
 
-    def _retire(self, seq: Sequence) -> None:
+    def _retire(self, seq: Sequence, tiled: int) -> None:
         """Free a choice's seq id, but keep its KV cells: in the prefix cache (or, when
         it is off, in the retired sequence) until the engine is idle or the cache runs
         short.
@@ -412,7 +480,8 @@ class Scheduler:
         results do not depend on what else ran.
         """
         assert seq.seq_id is not None
-        self.cache.store(seq.seq_id, np.asarray(seq.tokens[: seq.n_cached], dtype=np.int32))
+        tokens = np.asarray(seq.tokens[: seq.n_cached], dtype=np.int32)
+        self.cache.store(seq.seq_id, tokens, tiled)
         self.free_seq_ids.append(seq.seq_id)
         seq.seq_id = None
 

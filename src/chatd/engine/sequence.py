@@ -69,6 +69,7 @@ class Request:
         self.prompt = np.asarray(prompt, dtype=np.int32)
         self.prompt_len = len(prompt)
         self.cached_tokens: int | None = None  # prompt tokens reused at first admission
+        self.tiled_len = -1  # prompt positions computed in wide passes (set at admission)
         self.params = params
         self.emit = emit
         self.arrival = time.monotonic()
