@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         help="finished sequences the prefix cache keeps",
     )
     s.add_argument(
+        "--prompt-lookup",
+        action="store_true",
+        help="speculative decoding from the prompt's own n-grams when a request has no"
+        " prediction: faster when answers repeat the prompt (edits, quotes), slower when"
+        " they do not (off by default)",
+    )
+    s.add_argument(
         "--no-wide-prefill",
         dest="wide_prefill",
         action="store_false",
@@ -136,6 +143,7 @@ def serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         prefix_cache_cells=args.prefix_cache_cells,
         prefix_cache_entries=args.prefix_cache_entries,
+        prompt_lookup=args.prompt_lookup,
         wide_prefill=args.wide_prefill,
         database_url=args.database_url,
     )
@@ -211,6 +219,7 @@ def _engine(settings: Settings, path: Path) -> Any:
                 n_ctx_seq=settings.context_window,
                 prefix_cache_cells=settings.prefix_cache_cells,
                 prefix_cache_entries=settings.prefix_cache_entries,
+                prompt_lookup=settings.prompt_lookup,
             ),
         )
     )

@@ -51,6 +51,7 @@ class Settings:
     threads: int = 0
     prefix_cache_cells: int = 4096  # KV cells the prefix cache keeps while idle (0: off)
     prefix_cache_entries: int = 32  # finished sequences it keeps
+    prompt_lookup: bool = False  # speculative drafts from the prompt when no prediction
     wide_prefill: bool = True  # long prompts computed in a second context's wide passes
     data_dir: Path = field(default_factory=default_data_dir)
     database_url: str | None = None  # default: SQLite in data_dir

@@ -503,3 +503,28 @@ def test_a_cancelled_prompt_in_the_prefill_context_frees_it() -> None:
     assert prefill.restored[-1] == 0 and prefill.passes[-1] == (64, 64)  # b from scratch
     assert texts(sink[b.id]) == {0: expected(int(b.prompt[-1]), 2)}
     assert runner.used() == sched.cells.used
+
+
+def test_prompt_lookup_drafts_from_the_prompt_and_stays_exact() -> None:
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig(prompt_lookup=True))
+    # The fake model counts up from the last token; the prompt holds a counting run.
+    prompt = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 3, 4, 5, 6]
+    req = run_one(sched, runner, prompt, max_new_tokens=12)
+    assert texts(req.sink) == {0: expected(6, 12)}  # type: ignore[attr-defined]
+    assert len(runner.calls) < 1 + 12  # drafts were verified several at a time
+    drafter = req.sequences[0].drafter
+    assert drafter is not None and drafter.from_prompt and drafter.matched > 0
+    # off by default: one decode per token
+    runner = FakeRunner()
+    plain = run_one(Scheduler(runner, SchedulerConfig()), runner, prompt, max_new_tokens=12)
+    assert texts(plain.sink) == texts(req.sink)  # type: ignore[attr-defined]
+    assert len(runner.calls) == 1 + 11
+
+
+def test_prompt_lookup_needs_a_two_token_match() -> None:
+    from chatd.engine.speculation import Drafter
+
+    d = Drafter((1, 2, 3, 4, 5), from_prompt=True)
+    assert d.propose([9, 2], 4) == []  # only "2" matches: no draft
+    assert d.propose([1, 2], 4) == [3, 4, 5]  # "1 2" matches: what followed it

@@ -152,6 +152,8 @@ class Generation:
         """(accepted, rejected) predicted tokens over all choices, as OpenAI counts
         them: accepted ones appear in the output, the rest of the prediction did not."""
         req = self._request
+        if not req.params.prediction:  # prompt-lookup drafts are no prediction of the client's
+            return 0, 0
         accepted = sum(s.drafter.matched for s in req.sequences if s.drafter is not None)
         n_predicted = len(req.params.prediction) * len(req.sequences)
         return accepted, max(0, n_predicted - accepted)

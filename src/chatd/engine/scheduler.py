@@ -32,6 +32,7 @@ from chatd.engine.model_runner import DecodeError, ModelRunner, PrefillContext
 from chatd.engine.params import Delta, TokenLogprob, TopLogprob
 from chatd.engine.sampler import logprobs_of, top_k
 from chatd.engine.sequence import Phase, Request, Sequence
+from chatd.engine.speculation import Drafter
 
 
 class QueueFull(Exception):
@@ -49,7 +50,8 @@ class SchedulerConfig:
     n_ctx_seq: int = 8192  # context window of one choice (prompt + completion)
     prefix_cache_cells: int = 4096  # cells the prefix cache may keep while idle (0: off)
     prefix_cache_entries: int = 32  # finished sequences kept (each takes a seq id)
-    max_draft_tokens: int = 16  # predicted tokens verified per sequence and step
+    max_draft_tokens: int = 48  # predicted tokens verified per sequence and step
+    prompt_lookup: bool = False  # without a prediction, draft from n-grams of the prompt
     # Prompt tokens computed in the prefill context per step: while others decode (one
     # pass of one 64-token block, ~0.25 s here), and when nothing else runs.
     tiled_tokens_busy: int = 64
@@ -260,6 +262,10 @@ class Scheduler:
                 req.cached_tokens = reused
                 self.cache.hit_tokens += reused
                 self.cache.miss_tokens += req.prompt_len - reused
+            if self.config.prompt_lookup and not req.params.prediction:
+                prompt = tuple(req.prompt.tolist())
+                for s in active:
+                    s.drafter = s.drafter or Drafter(prompt, from_prompt=True)
             req.phase = Phase.RUNNING
             req.forked = False
             self.running.append(req)
@@ -346,7 +352,8 @@ class Scheduler:
         assert seq.drafter is not None
         left = req.params.max_new_tokens - seq.n_generated - 1
         k = min(self.config.max_draft_tokens, room, left, self.config.n_ctx_seq - len(seq.tokens))
-        return seq.drafter.propose(seq.tokens[req.prompt_len :], k)
+        start = 0 if seq.drafter.from_prompt else req.prompt_len  # what it matches on
+        return seq.drafter.propose(seq.tokens[max(start, len(seq.tokens) - 4) :], k)
 
     def _verify(self, f: _Feed, rows: np.ndarray) -> list[Delta]:
         """Sample row after row as plain decoding would, while the sampled token is the

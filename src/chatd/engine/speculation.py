@@ -1,9 +1,12 @@
-"""Drafts for speculative decoding from a predicted output (OpenAI's ``prediction``).
+"""Drafts for speculative decoding: from a predicted output (OpenAI's ``prediction``), or
+from the prompt itself (prompt lookup, a server option).
 
 The model verifies a run of drafted tokens in one pass; the drafter only guesses. It
-follows the prediction while the output matches it, and after a mismatch (an edit)
-re-aligns where the output rejoins the prediction: the longest suffix of the output (up
-to ``_MAX_NGRAM`` tokens) found in the prediction, nearest after where it left off.
+follows its source while the output matches it, and after a mismatch (an edit)
+re-aligns where the output rejoins it: the longest suffix of the output (up to
+``_MAX_NGRAM`` tokens, at least ``min_ngram``) found in the source, nearest after where
+it left off. A prompt-lookup drafter starts unaligned and needs a 2-token match, so it
+proposes nothing until the output starts repeating a stretch of the prompt.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ _MAX_NGRAM = 4
 
 
 class Drafter:
-    def __init__(self, prediction: tuple[int, ...]) -> None:
+    def __init__(self, prediction: tuple[int, ...], *, from_prompt: bool = False) -> None:
         self.prediction = prediction
+        self.from_prompt = from_prompt  # prompt lookup: its matches are not "accepted" ones
+        self.min_ngram = 2 if from_prompt else 1
         self.pos = 0  # index of the prediction token expected next
-        self.synced = True  # the output so far ends where prediction[:pos] ends
+        self.synced = not from_prompt  # the output so far ends where prediction[:pos] ends
         self.matched = 0  # output tokens that followed the prediction (OpenAI's "accepted")
         # Drafts per step: a verified row costs compute, so the width follows how much of
         # the last draft the model kept (doubling after a full match, the kept length + 1
@@ -52,7 +57,7 @@ class Drafter:
         self.width = min(limit, self.width * 2) if kept == drafted else max(1, kept + 1)
 
     def _realign(self, output: list[int]) -> bool:
-        for n in range(min(_MAX_NGRAM, len(output)), 0, -1):
+        for n in range(min(_MAX_NGRAM, len(output)), self.min_ngram - 1, -1):
             ends = self._index.get(tuple(output[-n:]))
             if not ends:
                 continue
