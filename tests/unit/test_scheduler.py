@@ -528,3 +528,24 @@ def test_prompt_lookup_needs_a_two_token_match() -> None:
     d = Drafter((1, 2, 3, 4, 5), from_prompt=True)
     assert d.propose([9, 2], 4) == []  # only "2" matches: no draft
     assert d.propose([1, 2], 4) == [3, 4, 5]  # "1 2" matches: what followed it
+
+
+def test_a_lone_row_over_many_cells_drafts_from_the_prompt_instead_of_padding() -> None:
+    # 300 counting tokens: the fake model's continuation repeats the prompt's n-grams.
+    prompt = [1 + i % 49 for i in range(300)]
+    runner = FakeRunner()
+    req = run_one(Scheduler(runner, SchedulerConfig()), runner, prompt, max_new_tokens=20)
+    assert texts(req.sink) == {0: expected(prompt[-1], 20)}  # type: ignore[attr-defined]
+    decodes = runner.calls[len(runner.calls) - sum(1 for n in runner.calls if n <= 64) :]
+    assert any(n > 1 for n in decodes[1:]) and len(decodes) < 20  # drafts rode along
+    # Beside another decoding sequence nothing is padded, so nothing is drafted.
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig())
+    sink: dict[int, list] = {}
+    a = make(runner, prompt, sink, max_new_tokens=10)
+    b = make(runner, [3, 4], sink, max_new_tokens=10)
+    sched.submit(a)
+    sched.submit(b)
+    collect(sched, [a, b], sink)
+    assert texts(sink[a.id]) == {0: expected(prompt[-1], 10)}
+    assert a.sequences[0].drafter is not None and a.sequences[0].drafter.width == 4  # unused

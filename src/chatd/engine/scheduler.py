@@ -135,6 +135,14 @@ class Scheduler:
         worked = self._prefill_tiled(busy=bool(feeds))
         if not feeds:
             return worked or bool(self.running or self.waiting)
+        # A pass of one token over 512+ cells takes llama.cpp's split-KV attention, whose
+        # sums differ from the path every larger pass takes: such a pass gets a second
+        # row so a sequence's results do not depend on whether it runs alone. That row
+        # costs a whole row of compute (~6 ms here): drafts from the prompt take its
+        # place when there are any, so that it may yield tokens.
+        pad = self.cells.used >= 256
+        if pad and len(feeds) == 1:
+            self._draft_alone(feeds[0])
         batch = self.runner.batch
         batch.clear()
         outputs = []
@@ -144,10 +152,6 @@ class Scheduler:
             batch.add(tokens, start, f.seq.seq_id, f.wants_logits, all_logits=bool(f.drafts))
             if f.wants_logits:
                 outputs.append(f)
-        # A pass of one token over 512+ cells takes llama.cpp's split-KV attention, whose
-        # sums differ from the path every larger pass takes: pad it to two rows so a
-        # sequence's results do not depend on whether it runs alone.
-        pad = self.cells.used >= 256
         try:
             logits = self.runner.decode(sum(f.n_rows for f in outputs), pad_single=pad)
         except DecodeError as e:
@@ -218,7 +222,7 @@ class Scheduler:
         # Drafts of predicted outputs fill the rest of the step's one compute pass.
         room = ub - len(feeds)
         for f in feeds:
-            if f.seq.drafter is not None and room > 0:
+            if self._drafting(f.seq) and room > 0:
                 f.drafts = self._drafts(f.request, f.seq, room)
                 f.n_tokens += len(f.drafts)
                 room -= len(f.drafts)
@@ -262,7 +266,7 @@ class Scheduler:
                 req.cached_tokens = reused
                 self.cache.hit_tokens += reused
                 self.cache.miss_tokens += req.prompt_len - reused
-            if self.config.prompt_lookup and not req.params.prediction:
+            if not req.params.prediction:  # prompt lookup (always, or for lone rows only)
                 prompt = tuple(req.prompt.tolist())
                 for s in active:
                     s.drafter = s.drafter or Drafter(prompt, from_prompt=True)
@@ -348,6 +352,20 @@ class Scheduler:
         return True
 
     # --- speculative decoding -------------------------------------------------------------
+    def _drafting(self, seq: Sequence) -> bool:
+        """Drafts in every step: from a prediction, or from the prompt with prompt lookup on."""
+        d = seq.drafter
+        return d is not None and (not d.from_prompt or self.config.prompt_lookup)
+
+    def _draft_alone(self, f: _Feed) -> None:
+        """A lone decoding row that would be padded gets prompt-lookup drafts instead."""
+        if f.n_tokens != 1 or f.fork or f.seq.drafter is None or f.seq.n_generated == 0:
+            return
+        room = min(self.runner.config.n_ubatch - 1, self.runner.n_ctx - self.cells.used - 1)
+        if room > 0:
+            f.drafts = self._drafts(f.request, f.seq, room)
+            f.n_tokens += len(f.drafts)
+
     def _drafts(self, req: Request, seq: Sequence, room: int) -> list[int]:
         assert seq.drafter is not None
         left = req.params.max_new_tokens - seq.n_generated - 1

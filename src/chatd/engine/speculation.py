@@ -30,10 +30,19 @@ class Drafter:
         # the last draft the model kept (doubling after a full match, the kept length + 1
         # after a miss).
         self.width = 4
-        self._index: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for n in range(1, _MAX_NGRAM + 1):
-            for i in range(len(prediction) - n + 1):
-                self._index[prediction[i : i + n]].append(i + n)  # end of the n-gram
+        self._index: dict[tuple[int, ...], list[int]] | None = None  # built when needed
+
+    def _ngram_ends(self) -> dict[tuple[int, ...], list[int]]:
+        """Where each n-gram of the source ends (built on the first re-alignment: most
+        prompt-lookup drafters never need it)."""
+        if self._index is None:
+            index: dict[tuple[int, ...], list[int]] = defaultdict(list)
+            p = self.prediction
+            for n in range(self.min_ngram, _MAX_NGRAM + 1):
+                for i in range(len(p) - n + 1):
+                    index[p[i : i + n]].append(i + n)
+            self._index = index
+        return self._index
 
     def advance(self, token: int) -> None:
         """The output grew by ``token``."""
@@ -58,7 +67,7 @@ class Drafter:
 
     def _realign(self, output: list[int]) -> bool:
         for n in range(min(_MAX_NGRAM, len(output)), self.min_ngram - 1, -1):
-            ends = self._index.get(tuple(output[-n:]))
+            ends = self._ngram_ends().get(tuple(output[-n:]))
             if not ends:
                 continue
             after = [e for e in ends if e >= self.pos]
