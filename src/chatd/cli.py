@@ -201,6 +201,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def _engine(settings: Settings, path: Path) -> Any:
     from chatd.engine.engine import Engine, EngineConfig
+    from chatd.engine.kv_cache import KVAllocator
     from chatd.engine.model_runner import RunnerConfig
     from chatd.engine.scheduler import SchedulerConfig
 
@@ -209,8 +210,9 @@ def _engine(settings: Settings, path: Path) -> Any:
             RunnerConfig(
                 path,
                 n_ctx=settings.n_ctx,
-                # running choices + prefix-cache entries + the retired sequence
-                n_seq_max=settings.max_sequences + settings.prefix_cache_entries + 1,
+                n_seq_max=KVAllocator.seq_ids_needed(
+                    settings.max_sequences, settings.prefix_cache_entries
+                ),
                 n_threads=settings.threads,
                 prefill_ctx=settings.context_window if settings.wide_prefill else 0,
             ),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from chatd.engine.model_runner import Batch, DecodeError
+from chatd.engine.model_runner import Batch, Chunk, DecodeError
 from chatd.engine.params import Delta, SamplingParams
 from chatd.engine.scheduler import QueueFull, Scheduler, SchedulerConfig
 from chatd.engine.sequence import Request
@@ -71,6 +71,9 @@ class FakeRunner:
 
     def memory_clear(self) -> None:
         self.cells = []
+
+    def run(self, chunks: list[Chunk], pad_single: bool = False) -> np.ndarray:
+        return self.decode(self.batch.fill(chunks), pad_single)
 
     def decode(self, n_outputs: int, pad_single: bool = False) -> np.ndarray:
         b = self.batch
@@ -232,11 +235,11 @@ def test_cancel_releases_sequences() -> None:
     sched.submit(req)
     for _ in range(5):
         sched.step()
-    assert len(sched.free_seq_ids) == 0
+    assert len(sched.kv.free_ids) == 0
     sched.cancel(req)
     sched.step()
     assert not sched.running
-    assert sorted(sched.free_seq_ids) == [0, 1, 2]
+    assert sorted(sched.kv.free_ids) == [0, 1, 2]
 
 
 def test_queue_bound() -> None:

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["KVCells", "PrefixCache", "CacheHit", "Lender", "reusable"]
+__all__ = ["KVAllocator", "KVCells", "PrefixCache", "CacheHit", "Lender", "reusable"]
 
 _MIN_KEPT_HIT = 64  # tokens a waiting prompt must reuse for an idle cache over budget to stay
 
@@ -287,3 +287,39 @@ def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
 
 def _is_prefix(a: np.ndarray, b: np.ndarray) -> bool:
     return len(a) <= len(b) and _common_prefix(a, b) == len(a)
+
+
+class KVAllocator:
+    """The KV cache's one owner: seq ids and cells for running choices, the prefix cache,
+    and the retired sequence.
+
+    llama.cpp's sequence ids are split three ways: ids for running choices, ids for
+    prefix-cache entries, and the last one for the retired sequence (cells that must
+    outlive their owner until a safe moment: see ``PrefixCache``).
+    """
+
+    def __init__(self, memory: _Memory, n_seq_ids: int, entries: int, idle_budget: int) -> None:
+        n_entries = min(entries, max(0, n_seq_ids - 2))
+        self.n_live = n_seq_ids - 1 - n_entries  # concurrent choices
+        self.cells = KVCells(memory)
+        self.cache = PrefixCache(
+            self.cells,
+            list(range(self.n_live, self.n_live + n_entries)),
+            n_seq_ids - 1,
+            idle_budget,
+        )
+        self.free_ids = list(range(self.n_live - 1, -1, -1))
+
+    @staticmethod
+    def seq_ids_needed(max_sequences: int, entries: int) -> int:
+        """llama.cpp sequences to create for this many choices and cache entries."""
+        return max_sequences + entries + 1
+
+    def allocate(self) -> int:
+        return self.free_ids.pop()
+
+    def release(self, seq_id: int, tokens: np.ndarray, tiled: int) -> None:
+        """A choice is done with ``seq_id``: its cells go to the prefix cache (or the
+        retired sequence), the id back to the pool."""
+        self.cache.store(seq_id, tokens, tiled)
+        self.free_ids.append(seq_id)

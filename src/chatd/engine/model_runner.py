@@ -47,6 +47,21 @@ class RunnerConfig:
     prefill_ctx: int = 0
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive tokens of one sequence in a pass, and which of their logits to return."""
+
+    tokens: list[int]
+    start: int  # position of the first token
+    seq_id: int
+    last_logits: bool = False  # the last token's row (a prompt's end, a decoding token)
+    all_logits: bool = False  # every token's row (verifying drafts)
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.tokens) if self.all_logits else int(self.last_logits)
+
+
 class Batch:
     """A reusable llama_batch whose arrays are numpy views, so filling it is vectorized."""
 
@@ -86,6 +101,13 @@ class Batch:
         elif want_last_logits:
             self.logits[i + n - 1] = 1
         self.n_tokens += n
+
+    def fill(self, chunks: list[Chunk]) -> int:
+        """Put ``chunks`` in the batch, in order; returns the number of output rows."""
+        self.clear()
+        for c in chunks:
+            self.add(c.tokens, c.start, c.seq_id, c.last_logits, c.all_logits)
+        return sum(c.n_outputs for c in chunks)
 
     def as_llama_batch(self) -> llama_cpp.llama_batch:
         b = llama_cpp.llama_batch()
@@ -224,6 +246,10 @@ class ModelRunner:
         llama_cpp.llama_memory_clear(self.memory, True)
 
     # --- decode -----------------------------------------------------------------------
+    def run(self, chunks: list[Chunk], pad_single: bool = False) -> np.ndarray:
+        """One ``llama_decode`` over ``chunks``; their output rows, in order (``decode``)."""
+        return self.decode(self.batch.fill(chunks), pad_single)
+
     def decode(self, n_outputs: int, pad_single: bool = False) -> np.ndarray:
         """Run the filled batch; returns the (n_outputs, n_vocab) output logits.
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from chatd.engine.grammar import GrammarError
-from chatd.engine.kv_cache import KVCells, Lender, PrefixCache
-from chatd.engine.model_runner import DecodeError, ModelRunner, PrefillContext
-from chatd.engine.params import Delta, TokenLogprob, TopLogprob
-from chatd.engine.sampler import logprobs_of, top_k
+from chatd.engine.kv_cache import KVAllocator, Lender
+from chatd.engine.model_runner import Chunk, DecodeError, ModelRunner, PrefillContext
+from chatd.engine.output import OutputStep
+from chatd.engine.params import Delta
 from chatd.engine.sequence import Phase, Request, Sequence
 from chatd.engine.speculation import Drafter
 
@@ -59,6 +59,14 @@ class SchedulerConfig:
 
 
 @dataclass
+class _Work:
+    """What one step computes: the main pass's feeds, and whether a lone row is padded."""
+
+    feeds: list[_Feed]
+    pad: bool
+
+
+@dataclass
 class _Feed:
     request: Request
     seq: Sequence
@@ -72,26 +80,28 @@ class _Feed:
         """Rows of logits this feed gets back."""
         return 1 + len(self.drafts) if self.drafts else int(self.wants_logits)
 
+    def chunk(self) -> Chunk:
+        """The tokens this feed puts into the pass: the next ones not yet computed, then
+        the drafts to verify."""
+        seq = self.seq
+        assert seq.seq_id is not None
+        start = seq.n_cached
+        tokens = seq.tokens[start : start + self.n_tokens - len(self.drafts)] + self.drafts
+        return Chunk(tokens, start, seq.seq_id, self.wants_logits, bool(self.drafts))
+
 
 class Scheduler:
     def __init__(self, runner: ModelRunner, config: SchedulerConfig) -> None:
         self.runner = runner
         self.config = config
+        self.output = OutputStep(runner, config.n_ctx_seq)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
-        # Seq ids: running choices first, then prefix-cache entries, and last the
-        # "retired" sequence, which takes cells that must not be freed yet (see _retire).
-        n_ids = runner.config.n_seq_max
-        n_entries = min(config.prefix_cache_entries, max(0, n_ids - 2))
-        self.n_live = n_ids - 1 - n_entries
-        self.cells = KVCells(runner)
-        self.cache = PrefixCache(
-            self.cells,
-            list(range(self.n_live, self.n_live + n_entries)),
-            n_ids - 1,
-            config.prefix_cache_cells,
+        self.kv = KVAllocator(
+            runner, runner.config.n_seq_max, config.prefix_cache_entries, config.prefix_cache_cells
         )
-        self.free_seq_ids = list(range(self.n_live - 1, -1, -1))
+        self.cells, self.cache = self.kv.cells, self.kv.cache
+        self.n_live = self.kv.n_live
         # The request whose prompt is in the prefill context, and how far it got there.
         self._tiled_owner: Request | None = None
         self._tiled_done = 0
@@ -124,17 +134,26 @@ class Scheduler:
 
     # --- the step -------------------------------------------------------------------
     def step(self) -> bool:
-        """Run one step; returns False when there was nothing to do."""
+        """One step, shaped as nano-vllm's ``LLMEngine.step``: schedule, run, postprocess.
+        Returns False when there was nothing to do."""
+        if not self._take_incoming():
+            return False
+        work = self._schedule()
+        logits = self._run(work)
+        if logits is not None:
+            self._postprocess(work, logits)
+        return True
+
+    def _take_incoming(self) -> bool:
         with self._lock:
             self.waiting.extend(self._incoming)
             self._incoming.clear()
         self._drop_cancelled()
-        if not self.waiting and not self.running:
-            return False
+        return bool(self.waiting or self.running)
+
+    def _schedule(self) -> _Work:
+        """The step's work: which tokens of which sequences go into the pass."""
         feeds = self._plan()
-        worked = self._prefill_tiled(busy=bool(feeds))
-        if not feeds:
-            return worked or bool(self.running or self.waiting)
         # A pass of one token over 512+ cells takes llama.cpp's split-KV attention, whose
         # sums differ from the path every larger pass takes: such a pass gets a second
         # row so a sequence's results do not depend on whether it runs alone. That row
@@ -143,27 +162,31 @@ class Scheduler:
         pad = self.cells.used >= 256
         if pad and len(feeds) == 1:
             self._draft_alone(feeds[0])
-        batch = self.runner.batch
-        batch.clear()
-        outputs = []
-        for f in feeds:
-            start = f.seq.n_cached
-            tokens = f.seq.tokens[start : start + f.n_tokens - len(f.drafts)] + f.drafts
-            batch.add(tokens, start, f.seq.seq_id, f.wants_logits, all_logits=bool(f.drafts))
-            if f.wants_logits:
-                outputs.append(f)
+        return _Work(feeds, pad)
+
+    def _run(self, work: _Work) -> np.ndarray | None:
+        """The prefill context's pass, if a long prompt waits for one, then the main
+        pass; its output rows (None when there was no main pass or it failed)."""
+        self._prefill_tiled(busy=bool(work.feeds))
+        if not work.feeds:
+            return None
+        chunks = [f.chunk() for f in work.feeds]
         try:
-            logits = self.runner.decode(sum(f.n_rows for f in outputs), pad_single=pad)
+            return self.runner.run(chunks, pad_single=work.pad)
         except DecodeError as e:
             self._on_decode_error(e)
-            return True
-        for f in feeds:
+            return None
+
+    def _postprocess(self, work: _Work, logits: np.ndarray) -> None:
+        """Cells are now held; every output row becomes tokens and deltas (the output
+        step), finished choices free their ids, requests are told."""
+        for f in work.feeds:
             self.cells.appended(f.seq.seq_id, f.seq.n_cached, f.n_tokens)
             f.seq.n_cached += f.n_tokens
         touched: dict[int, tuple[Request, list[Delta]]] = {}
         failed: dict[int, Request] = {}
         first_row = 0
-        for f in outputs:
+        for f in [f for f in work.feeds if f.wants_logits]:
             rows = logits[first_row : first_row + f.n_rows]
             first_row += f.n_rows
             if f.request.id in failed:
@@ -173,12 +196,12 @@ class Scheduler:
                 if f.fork:
                     self._fork(f.request)
                     for s in [s for s in f.request.active() if s.n_generated == 0]:
-                        out.extend(self._advance(f.request, s, rows[0]))
+                        out.extend(self.output.advance(f.request, s, rows[0]))
                         self._retire_if_done(f.request, s)
                 elif f.drafts:
                     out.extend(self._verify(f, rows))
                 else:
-                    out.extend(self._advance(f.request, f.seq, rows[0]))
+                    out.extend(self.output.advance(f.request, f.seq, rows[0]))
                     self._retire_if_done(f.request, f.seq)
             except GrammarError as e:  # this request's grammar broke: fail it alone
                 failed[f.request.id] = f.request
@@ -193,7 +216,6 @@ class Scheduler:
         for req in [r for r in self.running if r.all_finished()]:
             self._release(req)
             self.running.remove(req)
-        return True
 
     # --- planning ---------------------------------------------------------------------
     def _plan(self) -> list[_Feed]:
@@ -243,7 +265,7 @@ class Scheduler:
         while self.waiting and budget > 0:
             req = self.waiting[0]
             active = req.active()
-            if len(active) > len(self.free_seq_ids):
+            if len(active) > len(self.kv.free_ids):
                 break
             if req.tiled_len < 0:
                 req.tiled_len = self._tiled_len(req.prompt_len)
@@ -257,7 +279,7 @@ class Scheduler:
             with self._lock:
                 self.n_waiting -= 1
             for s in active:
-                s.seq_id = self.free_seq_ids.pop()
+                s.seq_id = self.kv.allocate()
                 s.n_cached = 0
             if hit is not None and reused > 0:
                 self.cells.share(hit.source, req.lead.seq_id, reused)
@@ -384,7 +406,7 @@ class Scheduler:
         used = 0
         for j, row in enumerate(rows):
             used = j + 1
-            out.extend(self._advance(req, seq, row))
+            out.extend(self.output.advance(req, seq, row))
             if seq.finished or j == len(f.drafts) or seq.tokens[-1] != f.drafts[j]:
                 break
         seq.n_cached = start + used
@@ -413,71 +435,6 @@ class Scheduler:
                 s.n_cached = req.prompt_len
         req.forked = True
 
-    def _advance(self, req: Request, seq: Sequence, row: np.ndarray) -> list[Delta]:
-        """Sample one token for ``seq`` from ``row`` and turn it into a delta."""
-        p = req.params
-        runner = self.runner
-        allowed = seq.matcher.allowed() if seq.matcher is not None else None
-        token = seq.sampler.sample(row, allowed)
-        if seq.matcher is not None:
-            seq.matcher.consume(token)
-        seq.sampler.accept(token)
-        seq.tokens.append(token)
-        seq.n_generated += 1
-        start_char = seq.detok.decoded_chars
-        if p.logprobs and token not in runner.eog:
-            seq.pending_logprobs.append((start_char, self._logprob(row, token, p.top_logprobs)))
-        if token in runner.eog:
-            text = seq.detok.flush()
-            seq.finish_reason = "stop"
-        else:
-            text = seq.detok.push(runner.token_bytes[token])
-            if seq.detok.stopped:
-                seq.finish_reason = "stop"
-            elif seq.matcher is not None and seq.matcher.finished:
-                text += seq.detok.flush()
-                seq.finish_reason = "stop"
-            elif seq.n_generated >= p.max_new_tokens or len(seq.tokens) >= self.config.n_ctx_seq:
-                text += seq.detok.flush()
-                seq.finish_reason = "length"
-        logprobs = self._release_logprobs(seq) if (text or seq.finished) else ()
-        if seq.drafter is not None:
-            seq.drafter.advance(token)
-        if not text and not logprobs and not seq.finished:
-            return []
-        return [Delta(seq.index, text, logprobs, seq.finish_reason, seq.n_generated)]
-
-    @staticmethod
-    def _release_logprobs(seq: Sequence) -> tuple[TokenLogprob, ...]:
-        """Logprobs travel with the text their tokens produced; tokens that only produced
-        stop text are dropped with it."""
-        if not seq.pending_logprobs:
-            return ()
-        if seq.finished and not seq.detok.stopped:
-            out = tuple(e for _, e in seq.pending_logprobs)
-            seq.pending_logprobs = []
-            return out
-        released = seq.detok.released_chars
-        out = tuple(e for start, e in seq.pending_logprobs if start < released)
-        seq.pending_logprobs = (
-            []
-            if seq.finished
-            else [(start, e) for start, e in seq.pending_logprobs if start >= released]
-        )
-        return out
-
-    def _logprob(self, row: np.ndarray, token: int, k: int) -> TokenLogprob:
-        best = top_k(row, k)
-        lp = logprobs_of(row, np.append(best, token))
-        names = self.runner.token_names
-        top = tuple(
-            TopLogprob(_token_text(names[t]), _token_bytes(self.runner, t), float(v))
-            for t, v in zip(best.tolist(), lp[:-1].tolist(), strict=True)
-        )
-        return TokenLogprob(
-            _token_text(names[token]), _token_bytes(self.runner, token), float(lp[-1]), top
-        )
-
     def _retire_if_done(self, req: Request, seq: Sequence) -> None:
         if seq.finished and seq.seq_id is not None and len(req.sequences) > 1:
             # Free this choice's own cells now; the shared prompt stays for the others.
@@ -505,9 +462,7 @@ class Scheduler:
         results do not depend on what else ran.
         """
         assert seq.seq_id is not None
-        tokens = np.asarray(seq.tokens[: seq.n_cached], dtype=np.int32)
-        self.cache.store(seq.seq_id, tokens, tiled)
-        self.free_seq_ids.append(seq.seq_id)
+        self.kv.release(seq.seq_id, np.asarray(seq.tokens[: seq.n_cached], dtype=np.int32), tiled)
         seq.seq_id = None
 
     def _preempt_newest(self) -> bool:
@@ -553,15 +508,3 @@ class Scheduler:
             finally:
                 req.emit(EngineFailure(f"engine step failed: {error!r}"))
         self.running.clear()
-
-
-def _token_text(raw: bytes) -> str:
-    # A token holding part of a UTF-8 character has no text of its own; name it by its
-    # bytes, as OpenAI does ("\\xe2\\x80"), while `bytes` carries the real values.
-    return raw.decode("utf-8", errors="backslashreplace")
-
-
-def _token_bytes(runner: ModelRunner, token: int) -> list[int] | None:
-    if token in runner.control:
-        return None
-    return list(runner.token_bytes[token])
