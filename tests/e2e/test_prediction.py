@@ -103,3 +103,28 @@ def test_text_parts_streamed_with_logprobs(http: Any) -> None:
     assert (
         predicted.chunks[-1]["usage"]["completion_tokens_details"]["accepted_prediction_tokens"] > 0
     )
+
+
+@pytest.fixture(scope="module")
+def narrow_lookup() -> Any:
+    """A server with prompt lookup for every request and no prefill context."""
+    from conftest import API_KEY, Server
+
+    srv = Server("--api-key", API_KEY, "--prompt-lookup", "--no-wide-prefill")
+    yield openai.OpenAI(base_url=srv.base_url + "/v1", api_key=API_KEY, max_retries=0)
+    srv.stop()
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, SEEDED], ids=["greedy", "seeded"])
+def test_prompt_lookup_drafts_change_nothing_but_speed(
+    narrow_lookup: openai.OpenAI, sampling: dict[str, Any]
+) -> None:
+    # The answer repeats the prompt's code: drafts from the prompt are verified, so the
+    # answer is the same as with no drafts at all (here: the same request again, on a
+    # cache hit), and nothing is reported as an accepted prediction.
+    first = create(narrow_lookup, **sampling)
+    again = create(narrow_lookup, **sampling)
+    assert first.choices[0].message.content == again.choices[0].message.content
+    assert first.usage.completion_tokens == 120
+    details = first.usage.completion_tokens_details
+    assert details.accepted_prediction_tokens == details.rejected_prediction_tokens == 0

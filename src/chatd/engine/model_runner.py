@@ -152,21 +152,13 @@ class ModelRunner:
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self.model)
 
-        cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = config.n_ctx
-        cparams.n_batch = max(config.n_batch, config.n_seq_max)
-        cparams.n_ubatch = config.n_ubatch
-        # One more sequence than callers see: the scratch row of decode(pad_single=True).
-        cparams.n_seq_max = config.n_seq_max + 1
-        self._scratch_seq = config.n_seq_max
         threads = config.n_threads or os.cpu_count() or 1
-        cparams.n_threads = threads
-        cparams.n_threads_batch = threads
-        cparams.kv_unified = True
-        cparams.no_perf = True
-        self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
-        if not self.ctx:
-            raise RuntimeError("llama.cpp could not create a context")
+        # One more sequence than callers see: the scratch row of decode(pad_single=True).
+        self._scratch_seq = config.n_seq_max
+        n_batch = max(config.n_batch, config.n_seq_max)
+        self.ctx = _new_context(
+            self.model, config.n_ctx, n_batch, config.n_ubatch, config.n_seq_max + 1, threads
+        )
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = Batch(max(config.n_batch, config.n_seq_max) + 1)
@@ -308,18 +300,7 @@ class PrefillContext:
 
     def __init__(self, runner: ModelRunner, n_ctx: int, threads: int) -> None:
         self.runner = runner
-        cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = n_ctx
-        cparams.n_batch = 512
-        cparams.n_ubatch = 512
-        cparams.n_seq_max = 1
-        cparams.n_threads = threads
-        cparams.n_threads_batch = threads
-        cparams.kv_unified = True
-        cparams.no_perf = True
-        self.ctx = llama_cpp.llama_init_from_model(runner.model, cparams)
-        if not self.ctx:
-            raise RuntimeError("llama.cpp could not create the prefill context")
+        self.ctx = _new_context(runner.model, n_ctx, 512, 512, 1, threads)
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = Batch(512)
@@ -368,6 +349,30 @@ class PrefillContext:
         if self.ctx:
             llama_cpp.llama_free(self.ctx)
             self.ctx = None
+
+
+def _new_context(
+    model: llama_cpp.llama_model_p,
+    n_ctx: int,
+    n_batch: int,
+    n_ubatch: int,
+    n_seq: int,
+    threads: int,
+) -> llama_cpp.llama_context_p:
+    """A context with one unified KV cache (sequences share cells, see kv_cache.py)."""
+    cparams = llama_cpp.llama_context_default_params()
+    cparams.n_ctx = n_ctx
+    cparams.n_batch = n_batch
+    cparams.n_ubatch = n_ubatch
+    cparams.n_seq_max = n_seq
+    cparams.n_threads = threads
+    cparams.n_threads_batch = threads
+    cparams.kv_unified = True
+    cparams.no_perf = True
+    ctx = llama_cpp.llama_init_from_model(model, cparams)
+    if not ctx:
+        raise RuntimeError(f"llama.cpp could not create a context of {n_ctx} cells")
+    return ctx
 
 
 def _state_get(ctx: llama_cpp.llama_context_p, seq: int) -> ctypes.Array[ctypes.c_ubyte]:
