@@ -38,6 +38,7 @@ class FakeRunner:
         self.token_names = [b"<eos>", *self.token_bytes[1:]]
         self.cells: list[tuple[int, set[int]]] = []  # (position, owners) per used cell
         self.calls: list[int] = []  # tokens per decode call
+        self.pads: list[bool] = []  # pad_single of every decode call
         self.prefill: FakePrefill | None = None
 
     def used(self) -> int:
@@ -79,6 +80,7 @@ class FakeRunner:
         b = self.batch
         n = b.n_tokens
         self.calls.append(n)
+        self.pads.append(pad_single)
         if self.used() + n > self.n_ctx:
             raise DecodeError(1)
         rows = []
@@ -552,3 +554,28 @@ def test_a_lone_row_over_many_cells_drafts_from_the_prompt_instead_of_padding() 
     collect(sched, [a, b], sink)
     assert texts(sink[a.id]) == {0: expected(prompt[-1], 10)}
     assert a.sequences[0].drafter is not None and a.sequences[0].drafter.width == 4  # unused
+
+
+@pytest.mark.parametrize(
+    ("sampling", "padded"),
+    [({"temperature": 0.1}, False), ({"temperature": 0.1, "seed": 5}, True), ({}, True)],
+    ids=["sampled", "seeded", "greedy"],
+)
+def test_only_reproducible_requests_pay_for_a_padded_lone_row(
+    sampling: dict[str, float], padded: bool
+) -> None:
+    prompt = [7] * 300  # its n-grams never match the continuation: no drafts
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig())
+    sink: dict[int, list] = {}
+    params = SamplingParams(max_new_tokens=6, **{"temperature": 0, **sampling})  # type: ignore[arg-type]
+    req = Request(prompt, params, V, lambda item: sink.setdefault(0, []).extend(item))
+    sched.submit(req)
+    collect(sched, [req], sink)
+    assert texts(sink[0]) == {0: expected(7, 6)}
+    lone = [pad for n, pad in zip(runner.calls, runner.pads, strict=True) if n == 1]
+    assert lone and all(pad is padded for pad in lone)
+    # Cells computed by the unpadded (split-KV) kernel are not lent: a follow-up that
+    # holds the answer reuses the prompt only; a reproducible answer is lent whole.
+    follow = run_one(sched, runner, [*prompt, 8, 9, 10, 11, 3], max_new_tokens=1)
+    assert follow.cached_tokens == (304 if padded else 300)

@@ -158,10 +158,17 @@ class Scheduler:
         # sums differ from the path every larger pass takes: such a pass gets a second
         # row so a sequence's results do not depend on whether it runs alone. That row
         # costs a whole row of compute (~6 ms here): drafts from the prompt take its
-        # place when there are any, so that it may yield tokens.
+        # place when there are any, so that it may yield tokens; and a request that asked
+        # for no reproducibility (sampled, no seed) skips it, its cells from there on no
+        # longer lent to other prompts (they would not match a cold computation).
         pad = self.cells.used >= 256
         if pad and len(feeds) == 1:
-            self._draft_alone(feeds[0])
+            f = feeds[0]
+            self._draft_alone(f)
+            p = f.request.params
+            if f.n_tokens == 1 and p.seed is None and p.temperature > 0:
+                pad = False
+                f.seq.lendable = min(f.seq.lendable, f.seq.n_cached)
         return _Work(feeds, pad)
 
     def _run(self, work: _Work) -> np.ndarray | None:
@@ -281,6 +288,7 @@ class Scheduler:
             for s in active:
                 s.seq_id = self.kv.allocate()
                 s.n_cached = 0
+                s.lendable = Sequence.lendable  # recomputed from scratch: exact again
             if hit is not None and reused > 0:
                 self.cells.share(hit.source, req.lead.seq_id, reused)
                 req.lead.n_cached = reused
@@ -421,10 +429,10 @@ class Scheduler:
     def _lenders(self) -> list[Lender]:
         """Running sequences' computed tokens, which a new prompt may share."""
         return [
-            Lender(s.seq_id, np.asarray(s.tokens[: s.n_cached], dtype=np.int32), r.tiled_len)
+            Lender(s.seq_id, _lendable_tokens(s), r.tiled_len)
             for r in self.running
             for s in r.sequences
-            if s.seq_id is not None and s.n_cached > 0
+            if s.seq_id is not None and min(s.n_cached, s.lendable) > 0
         ]
 
     def _fork(self, req: Request) -> None:
@@ -433,6 +441,7 @@ class Scheduler:
             if s is not lead:
                 self.cells.share(lead.seq_id, s.seq_id, req.prompt_len)
                 s.n_cached = req.prompt_len
+                s.lendable = min(s.lendable, lead.lendable)
         req.forked = True
 
     def _retire_if_done(self, req: Request, seq: Sequence) -> None:
@@ -462,7 +471,7 @@ class Scheduler:
         results do not depend on what else ran.
         """
         assert seq.seq_id is not None
-        self.kv.release(seq.seq_id, np.asarray(seq.tokens[: seq.n_cached], dtype=np.int32), tiled)
+        self.kv.release(seq.seq_id, _lendable_tokens(seq), tiled)
         seq.seq_id = None
 
     def _preempt_newest(self) -> bool:
@@ -508,3 +517,8 @@ class Scheduler:
             finally:
                 req.emit(EngineFailure(f"engine step failed: {error!r}"))
         self.running.clear()
+
+
+def _lendable_tokens(seq: Sequence) -> np.ndarray:
+    """The tokens of ``seq``'s cells that other prompts may share."""
+    return np.asarray(seq.tokens[: min(seq.n_cached, seq.lendable)], dtype=np.int32)

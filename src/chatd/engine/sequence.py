@@ -37,6 +37,10 @@ class Sequence:
     drafter: Drafter | None = None  # drafts from a predicted output
     seq_id: int | None = None
     n_cached: int = 0  # tokens of `tokens` already in the KV cache
+    # Positions before this were computed by the batch-invariant kernels, so their cells
+    # may be lent to other prompts (see Scheduler._schedule: lone rows of requests that
+    # need no exactness skip the padding row and take llama.cpp's split-KV attention).
+    lendable: int = 1 << 62
     n_generated: int = 0
     finish_reason: str | None = None
     # Logprob entries not yet attached to released text: (first char index, entry).
