@@ -558,8 +558,13 @@ def test_a_lone_row_over_many_cells_drafts_from_the_prompt_instead_of_padding() 
 
 @pytest.mark.parametrize(
     ("sampling", "padded"),
-    [({"temperature": 0.1}, False), ({"temperature": 0.1, "seed": 5}, True), ({}, True)],
-    ids=["sampled", "seeded", "greedy"],
+    [
+        ({"temperature": 0.1}, False),
+        ({"temperature": 0.1, "seed": 5}, True),
+        ({}, True),
+        ({"temperature": 1.0, "top_p": 1e-9}, True),
+    ],
+    ids=["sampled", "seeded", "greedy", "nucleus"],
 )
 def test_only_reproducible_requests_pay_for_a_padded_lone_row(
     sampling: dict[str, float], padded: bool

@@ -159,14 +159,16 @@ class Scheduler:
         # row so a sequence's results do not depend on whether it runs alone. That row
         # costs a whole row of compute (~6 ms here): drafts from the prompt take its
         # place when there are any, so that it may yield tokens; and a request that asked
-        # for no reproducibility (sampled, no seed) skips it, its cells from there on no
-        # longer lent to other prompts (they would not match a cold computation).
+        # for no reproducibility (sampled over the whole vocabulary, no seed) skips it,
+        # its cells from there on no longer lent to other prompts (they would not match a
+        # cold computation). A nucleus (top_p < 1) can be as good as greedy, so it pads.
         pad = self.cells.used >= 256
         if pad and len(feeds) == 1:
             f = feeds[0]
             self._draft_alone(f)
             p = f.request.params
-            if f.n_tokens == 1 and p.seed is None and p.temperature > 0:
+            random = p.seed is None and p.temperature > 0 and p.top_p >= 1.0
+            if f.n_tokens == 1 and random:
                 pad = False
                 f.seq.lendable = min(f.seq.lendable, f.seq.n_cached)
         return _Work(feeds, pad)
