@@ -253,7 +253,7 @@ class Scheduler:
         # Drafts of predicted outputs fill the rest of the step's one compute pass.
         room = ub - len(feeds)
         for f in feeds:
-            if self._drafting(f.seq) and room > 0:
+            if self._drafting(f.request) and room > 0:
                 f.drafts = self._drafts(f.request, f.seq, room)
                 f.n_tokens += len(f.drafts)
                 room -= len(f.drafts)
@@ -298,10 +298,6 @@ class Scheduler:
                 req.cached_tokens = reused
                 self.cache.hit_tokens += reused
                 self.cache.miss_tokens += req.prompt_len - reused
-            if not req.params.prediction:  # prompt lookup (always, or for lone rows only)
-                prompt = tuple(req.prompt.tolist())
-                for s in active:
-                    s.drafter = s.drafter or Drafter(prompt, from_prompt=True)
             req.phase = Phase.RUNNING
             req.forked = False
             self.running.append(req)
@@ -384,14 +380,13 @@ class Scheduler:
         return True
 
     # --- speculative decoding -------------------------------------------------------------
-    def _drafting(self, seq: Sequence) -> bool:
+    def _drafting(self, req: Request) -> bool:
         """Drafts in every step: from a prediction, or from the prompt with prompt lookup on."""
-        d = seq.drafter
-        return d is not None and (not d.from_prompt or self.config.prompt_lookup)
+        return bool(req.params.prediction) or self.config.prompt_lookup
 
     def _draft_alone(self, f: _Feed) -> None:
         """A lone decoding row that would be padded gets prompt-lookup drafts instead."""
-        if f.n_tokens != 1 or f.fork or f.seq.drafter is None or f.seq.n_generated == 0:
+        if f.n_tokens != 1 or f.fork or f.seq.n_generated == 0:
             return
         room = min(self.runner.config.n_ubatch - 1, self.runner.n_ctx - self.cells.used - 1)
         if room > 0:
@@ -399,7 +394,10 @@ class Scheduler:
             f.n_tokens += len(f.drafts)
 
     def _drafts(self, req: Request, seq: Sequence, room: int) -> list[int]:
-        assert seq.drafter is not None
+        if seq.drafter is None:
+            # Made on first use, not at admission: most sequences never draft, and an
+            # unaligned prompt drafter has no state to keep before then.
+            seq.drafter = Drafter(tuple(req.prompt.tolist()), from_prompt=True)
         left = req.params.max_new_tokens - seq.n_generated - 1
         k = min(self.config.max_draft_tokens, room, left, self.config.n_ctx_seq - len(seq.tokens))
         start = 0 if seq.drafter.from_prompt else req.prompt_len  # what it matches on
