@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from chatd.engine.model_runner import Batch, Chunk, DecodeError
-from chatd.engine.params import Delta, SamplingParams
+from chatd.engine.params import Delta, FinishReason, SamplingParams
 from chatd.engine.scheduler import QueueFull, Scheduler, SchedulerConfig
-from chatd.engine.sequence import Request
+from chatd.engine.sequence import SequenceGroup
 
 V = 50
 EOS = 0
@@ -137,7 +137,7 @@ def wide(runner: FakeRunner) -> FakePrefill:
     return runner.prefill
 
 
-def collect(sched: Scheduler, requests: list[Request], sink: dict[int, list], limit=500):
+def collect(sched: Scheduler, requests: list[SequenceGroup], sink: dict[int, list], limit=500):
     for _ in range(limit):
         if all(r.all_finished() or r.cancelled for r in requests) and not sched.running:
             return
@@ -145,10 +145,10 @@ def collect(sched: Scheduler, requests: list[Request], sink: dict[int, list], li
     raise AssertionError("scheduler did not finish")
 
 
-def make(runner: FakeRunner, prompt: list[int], sink: dict[int, list], **kw: object) -> Request:
+def make(runner: FakeRunner, prompt: list[int], sink: dict[int, list], **kw: object) -> SequenceGroup:
     params = SamplingParams(temperature=0, **kw)  # type: ignore[arg-type]
     box: list[Delta | BaseException] = []
-    req = Request(
+    req = SequenceGroup(
         prompt, params, V, lambda item: box.extend(item if isinstance(item, list) else [item])
     )
     sink[req.id] = box
@@ -179,7 +179,7 @@ def test_single_request_generates_the_known_continuation() -> None:
     sched.submit(req)
     collect(sched, [req], sink)
     assert texts(sink[req.id]) == {0: expected(7, 6)}
-    assert sink[req.id][-1].finish_reason == "length"
+    assert sink[req.id][-1].finish_reason is FinishReason.LENGTH
     assert sink[req.id][-1].completion_tokens == 6
     assert runner.used() == sched.cells.used  # the accounting is exact
 
@@ -223,7 +223,7 @@ def test_preemption_under_kv_pressure_keeps_outputs_exact() -> None:
     collect(sched, reqs, sink)
     for i, r in enumerate(reqs):
         assert texts(sink[r.id]) == {0: expected(i + 1, 25)}
-        assert sink[r.id][-1].finish_reason == "length"
+        assert sink[r.id][-1].finish_reason is FinishReason.LENGTH
     assert runner.used() <= runner.n_ctx
     fed_once = 3 * 10 + 3 * 24  # prompts + every sampled token but the last
     assert sum(runner.calls) > fed_once, "expected a preemption and a recompute"
@@ -263,13 +263,13 @@ def test_stop_and_eos() -> None:
     sched.submit(a)
     collect(sched, [a], sink)
     assert texts(sink[a.id]) == {0: "cd"}
-    assert sink[a.id][-1].finish_reason == "stop"
+    assert sink[a.id][-1].finish_reason is FinishReason.STOP_SEQUENCE
 
 
 # --- prefix cache ----------------------------------------------------------------------
 
 
-def run_one(sched: Scheduler, runner: FakeRunner, prompt: list[int], **kw: object) -> Request:
+def run_one(sched: Scheduler, runner: FakeRunner, prompt: list[int], **kw: object) -> SequenceGroup:
     sink: dict[int, list] = {}
     req = make(runner, prompt, sink, **kw)
     sched.submit(req)
@@ -574,7 +574,7 @@ def test_only_reproducible_requests_pay_for_a_padded_lone_row(
     sched = Scheduler(runner, SchedulerConfig())
     sink: dict[int, list] = {}
     params = SamplingParams(max_new_tokens=6, **{"temperature": 0, **sampling})  # type: ignore[arg-type]
-    req = Request(prompt, params, V, lambda item: sink.setdefault(0, []).extend(item))
+    req = SequenceGroup(prompt, params, V, lambda item: sink.setdefault(0, []).extend(item))
     sched.submit(req)
     collect(sched, [req], sink)
     assert texts(sink[0]) == {0: expected(7, 6)}

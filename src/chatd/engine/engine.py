@@ -19,7 +19,7 @@ from chatd.engine.grammar import GrammarCompiler
 from chatd.engine.model_runner import ModelRunner, RunnerConfig
 from chatd.engine.params import Delta, SamplingParams
 from chatd.engine.scheduler import Scheduler, SchedulerConfig
-from chatd.engine.sequence import Request
+from chatd.engine.sequence import SequenceGroup
 from chatd.engine.template import ChatTemplate
 
 log = logging.getLogger("chatd.engine")
@@ -139,7 +139,7 @@ class Generation:
         self._scheduler = scheduler
         self._n = params.n
         self._finished = 0
-        self._request = Request(prompt, params, n_vocab, emit)
+        self._request = SequenceGroup(prompt, params, n_vocab, emit)
         scheduler.submit(self._request)
 
     @property

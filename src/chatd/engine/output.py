@@ -15,9 +15,9 @@ from typing import Protocol
 
 import numpy as np
 
-from chatd.engine.params import Delta, TokenLogprob, TopLogprob
+from chatd.engine.params import Delta, FinishReason, TokenLogprob, TopLogprob
 from chatd.engine.sampler import logprobs_of, top_k
-from chatd.engine.sequence import Request, Sequence
+from chatd.engine.sequence import SequenceGroup, Sequence
 
 __all__ = ["OutputStep", "Vocabulary"]
 
@@ -36,7 +36,7 @@ class OutputStep:
         self.vocab = vocab
         self.n_ctx_seq = n_ctx_seq  # a sequence this long finishes with "length"
 
-    def advance(self, req: Request, seq: Sequence, row: np.ndarray) -> list[Delta]:
+    def advance(self, req: SequenceGroup, seq: Sequence, row: np.ndarray) -> list[Delta]:
         """Sample one token for ``seq`` from ``row`` and turn it into a delta (none when
         the token produced no text yet and finished nothing)."""
         p = req.params
@@ -53,17 +53,17 @@ class OutputStep:
             seq.pending_logprobs.append((start_char, self._logprob(row, token, p.top_logprobs)))
         if token in vocab.eog:
             text = seq.detok.flush()
-            seq.finish_reason = "stop"
+            seq.finish_reason = FinishReason.END_OF_GENERATION
         else:
             text = seq.detok.push(vocab.token_bytes[token])
             if seq.detok.stopped:
-                seq.finish_reason = "stop"
+                seq.finish_reason = FinishReason.STOP_SEQUENCE
             elif seq.matcher is not None and seq.matcher.finished:
                 text += seq.detok.flush()
-                seq.finish_reason = "stop"
+                seq.finish_reason = FinishReason.GRAMMAR_END
             elif seq.n_generated >= p.max_new_tokens or len(seq.tokens) >= self.n_ctx_seq:
                 text += seq.detok.flush()
-                seq.finish_reason = "length"
+                seq.finish_reason = FinishReason.LENGTH
         logprobs = self._release_logprobs(seq) if (text or seq.finished) else ()
         if seq.drafter is not None:
             seq.drafter.advance(token)

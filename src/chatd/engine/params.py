@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,15 @@ class SamplingParams:
     prediction: tuple[int, ...] = ()  # tokens the output is expected to largely repeat
 
 
+class FinishReason(enum.Enum):
+    """Why a choice ended, in the engine's words; each protocol names it its own way."""
+
+    END_OF_GENERATION = "end_of_generation"  # the model wrote an end-of-generation token
+    STOP_SEQUENCE = "stop_sequence"  # the text reached one of ``SamplingParams.stop``
+    GRAMMAR_END = "grammar_end"  # the grammar accepts nothing more
+    LENGTH = "length"  # max_new_tokens, or the context window, was reached
+
+
 @dataclass(frozen=True)
 class TopLogprob:
     token: str
@@ -48,5 +58,5 @@ class Delta:
     index: int
     text: str
     logprobs: tuple[TokenLogprob, ...] = ()
-    finish_reason: str | None = None  # "stop" | "length" once the choice is finished
+    finish_reason: FinishReason | None = None  # set once the choice is finished
     completion_tokens: int = 0  # tokens sampled so far by this choice (final when finished)

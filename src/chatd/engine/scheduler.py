@@ -31,7 +31,7 @@ from chatd.engine.kv_cache import KVAllocator, Lender
 from chatd.engine.model_runner import Chunk, DecodeError, ModelRunner, PrefillContext
 from chatd.engine.output import OutputStep
 from chatd.engine.params import Delta
-from chatd.engine.sequence import Phase, Request, Sequence
+from chatd.engine.sequence import Phase, SequenceGroup, Sequence
 from chatd.engine.speculation import Drafter
 
 
@@ -68,7 +68,7 @@ class _Work:
 
 @dataclass
 class _Feed:
-    request: Request
+    request: SequenceGroup
     seq: Sequence
     n_tokens: int
     wants_logits: bool
@@ -95,24 +95,24 @@ class Scheduler:
         self.runner = runner
         self.config = config
         self.output = OutputStep(runner, config.n_ctx_seq)
-        self.waiting: deque[Request] = deque()
-        self.running: list[Request] = []
+        self.waiting: deque[SequenceGroup] = deque()
+        self.running: list[SequenceGroup] = []
         self.kv = KVAllocator(
             runner, runner.config.n_seq_max, config.prefix_cache_entries, config.prefix_cache_cells
         )
         self.cells, self.cache = self.kv.cells, self.kv.cache
         self.n_live = self.kv.n_live
         # The request whose prompt is in the prefill context, and how far it got there.
-        self._tiled_owner: Request | None = None
+        self._tiled_owner: SequenceGroup | None = None
         self._tiled_done = 0
-        self._incoming: list[Request] = []
+        self._incoming: list[SequenceGroup] = []
         self._lock = threading.Lock()
         self.wake = threading.Condition(self._lock)
         self.n_waiting = 0  # readable from any thread (metrics, admission control)
         self.preemptions = 0
 
     # --- called from other threads ------------------------------------------------------
-    def submit(self, request: Request) -> None:
+    def submit(self, request: SequenceGroup) -> None:
         with self._lock:
             if self.n_waiting >= self.config.max_waiting:
                 raise QueueFull(f"{self.n_waiting} requests are already waiting")
@@ -124,7 +124,7 @@ class Scheduler:
             self.n_waiting += 1
             self.wake.notify()
 
-    def cancel(self, request: Request) -> None:
+    def cancel(self, request: SequenceGroup) -> None:
         request.cancelled = True
         with self._lock:
             self.wake.notify()
@@ -192,8 +192,8 @@ class Scheduler:
         for f in work.feeds:
             self.cells.appended(f.seq.seq_id, f.seq.n_cached, f.n_tokens)
             f.seq.n_cached += f.n_tokens
-        touched: dict[int, tuple[Request, list[Delta]]] = {}
-        failed: dict[int, Request] = {}
+        touched: dict[int, tuple[SequenceGroup, list[Delta]]] = {}
+        failed: dict[int, SequenceGroup] = {}
         first_row = 0
         for f in [f for f in work.feeds if f.wants_logits]:
             rows = logits[first_row : first_row + f.n_rows]
@@ -308,7 +308,7 @@ class Scheduler:
         used += sum(r.tiled_len - r.lead.n_cached for r in self.running if self._in_tiled(r))
         return feeds, used
 
-    def _plan_prefill(self, req: Request, feeds: list[_Feed], budget: int) -> int:
+    def _plan_prefill(self, req: SequenceGroup, feeds: list[_Feed], budget: int) -> int:
         if budget <= 0:
             return budget
         if not req.forked:
@@ -340,7 +340,7 @@ class Scheduler:
         return (prompt_len - 1) // block * block
 
     @staticmethod
-    def _in_tiled(req: Request) -> bool:
+    def _in_tiled(req: SequenceGroup) -> bool:
         return not req.forked and req.lead.n_cached < req.tiled_len
 
     def _prefill_tiled(self, busy: bool) -> bool:
@@ -380,7 +380,7 @@ class Scheduler:
         return True
 
     # --- speculative decoding -------------------------------------------------------------
-    def _drafting(self, req: Request) -> bool:
+    def _drafting(self, req: SequenceGroup) -> bool:
         """Drafts in every step: from a prediction, or from the prompt with prompt lookup on."""
         return bool(req.params.prediction) or self.config.prompt_lookup
 
@@ -393,7 +393,7 @@ class Scheduler:
             f.drafts = self._drafts(f.request, f.seq, room)
             f.n_tokens += len(f.drafts)
 
-    def _drafts(self, req: Request, seq: Sequence, room: int) -> list[int]:
+    def _drafts(self, req: SequenceGroup, seq: Sequence, room: int) -> list[int]:
         if seq.drafter is None:
             # Made on first use, not at admission: most sequences never draft, and an
             # unaligned prompt drafter has no state to keep before then.
@@ -435,7 +435,7 @@ class Scheduler:
             if s.seq_id is not None and min(s.n_cached, s.lendable) > 0
         ]
 
-    def _fork(self, req: Request) -> None:
+    def _fork(self, req: SequenceGroup) -> None:
         lead = req.lead
         for s in req.active():
             if s is not lead:
@@ -444,13 +444,13 @@ class Scheduler:
                 s.lendable = min(s.lendable, lead.lendable)
         req.forked = True
 
-    def _retire_if_done(self, req: Request, seq: Sequence) -> None:
+    def _retire_if_done(self, req: SequenceGroup, seq: Sequence) -> None:
         if seq.finished and seq.seq_id is not None and len(req.sequences) > 1:
             # Free this choice's own cells now; the shared prompt stays for the others.
             self._retire(seq, req.tiled_len)
 
     # --- lifecycle --------------------------------------------------------------------
-    def _release(self, req: Request) -> None:
+    def _release(self, req: SequenceGroup) -> None:
         for s in req.sequences:
             if s.seq_id is not None:
                 self._retire(s, req.tiled_len)

@@ -12,7 +12,7 @@ import numpy as np
 
 from chatd.engine.detokenizer import Detokenizer
 from chatd.engine.grammar import Matcher
-from chatd.engine.params import Delta, SamplingParams, TokenLogprob
+from chatd.engine.params import Delta, FinishReason, SamplingParams, TokenLogprob
 from chatd.engine.sampler import Sampler
 from chatd.engine.speculation import Drafter
 
@@ -42,7 +42,7 @@ class Sequence:
     # need no exactness skip the padding row and take llama.cpp's split-KV attention).
     lendable: int = 1 << 62
     n_generated: int = 0
-    finish_reason: str | None = None
+    finish_reason: FinishReason | None = None
     # Logprob entries not yet attached to released text: (first char index, entry).
     pending_logprobs: list[tuple[int, TokenLogprob]] = field(default_factory=list)
 
@@ -55,7 +55,7 @@ class Sequence:
         return len(self.tokens) - self.n_cached
 
 
-class Request:
+class SequenceGroup:
     """A prompt and its n choices, as the scheduler sees them.
 
     ``emit`` is called from the engine thread with every step's deltas (or an exception);

@@ -6,9 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatd.engine.params import Delta, TokenLogprob
+from chatd.engine.params import Delta, FinishReason, TokenLogprob
 from chatd.protocol.responses import LogprobEntry, delta_choice, message_choice
 from chatd.service.tools import CallEvent, OutputParser, ParsedCall, ToolPlan
+
+# Chat Completions says "stop" for a natural end or a stop sequence, "length" for a limit.
+_FINISH_REASONS = {
+    FinishReason.END_OF_GENERATION: "stop",
+    FinishReason.STOP_SEQUENCE: "stop",
+    FinishReason.GRAMMAR_END: "stop",
+    FinishReason.LENGTH: "length",
+}
 
 
 class Choice:
@@ -68,8 +76,8 @@ class Choice:
         if d.finish_reason is not None:
             if not self.opened:
                 out.append(self._open_text())
-            self.finish = d.finish_reason
-            if d.finish_reason == "stop" and self.calls:
+            self.finish = _FINISH_REASONS[d.finish_reason]
+            if self.finish == "stop" and self.calls:
                 self.finish = "function_call" if self.legacy else "tool_calls"
             out.append(delta_choice(self.index, {}, finish_reason=self.finish))
         return out
