@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from chatd.engine.template import ChatTemplate
 from chatd.protocol.chat_request import validate_chat_request
-from chatd.service.tools import plan_tools, render_messages, template_tools
+from chatd.service.chat.prompt import render_messages
+from chatd.service.chat.tools import plan_tools
+from chatd.service.tool_calls import template_tools
 
 QWEN_LIKE = (
     "{%- if tools %}{{- '<|im_start|>system\\n' }}"

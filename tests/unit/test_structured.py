@@ -10,7 +10,8 @@ import pytest
 
 from chatd.protocol.chat_request import validate_chat_request
 from chatd.protocol.errors import InvalidRequest
-from chatd.service.structured import SCHEMA_PARAM, json_schema_for, strict_violation
+from chatd.service.chat.response_format import SCHEMA_PARAM, json_schema_for
+from chatd.service.structured import strict_violation
 
 
 def obj(properties: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:

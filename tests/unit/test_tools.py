@@ -1,4 +1,5 @@
-"""Tool calling (src/chatd/service/tools.py): the plan, the prompt, the grammar, the parser.
+"""Tool calling (src/chatd/service/tool_calls.py, and the Chat adapter's service/chat/tools.py
+and prompt.py): the plan, the prompt, the grammar, the parser.
 
 Pure unit tests: requests are built with ``validate_chat_request``; the grammar is compiled by
 llguidance against the real vocabulary of the embedded model (tokenizer built once).
@@ -18,15 +19,15 @@ import pytest
 
 from chatd.protocol.chat_request import validate_chat_request
 from chatd.protocol.errors import InvalidRequest, NotYetSupported
-from chatd.service.tools import (
+from chatd.service.chat.prompt import render_messages
+from chatd.service.chat.tools import plan_tools
+from chatd.service.tool_calls import (
     CLOSE,
     OPEN,
     CallEvent,
     OutputParser,
     ToolPlan,
     grammar,
-    plan_tools,
-    render_messages,
     system_prompt,
     template_tools,
 )

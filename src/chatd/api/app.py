@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from chatd.api.auth import Caller, KeyChecker
+from chatd.api.disconnect import until_disconnect
 from chatd.api.errors import install_error_handlers
 from chatd.api.sse import EventStreamResponse, event_stream
 from chatd.protocol.chat_request import (
@@ -31,8 +30,6 @@ from chatd.store.completions import CompletionStore
 from chatd.store.db import Database
 from chatd.store.keys import KeyStore
 from chatd.store.usage import UsageBuffer, UsageStore
-
-T = TypeVar("T")
 
 
 async def _caller(request: Request) -> Caller:
@@ -107,7 +104,7 @@ def create_app(
             await completion.prime()
             return EventStreamResponse(event_stream(completion.chunks()))
         try:
-            body = await _until_disconnect(request, completion.result)
+            body = await until_disconnect(request.receive, completion.result())
         finally:
             completion.cancel()
         if body is None:  # client gone: nobody to answer; its slot is already freed
@@ -173,25 +170,3 @@ def create_app(
         )
 
     return app
-
-
-async def _until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:
-    """Run ``work`` unless the client disconnects first (then cancel it, return None)."""
-
-    async def disconnected() -> None:
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                return
-
-    task = asyncio.ensure_future(work())
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-    if task.cancelled():
-        return None
-    return task.result()

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatd.engine.engine import Engine
+from chatd.service.engine_api import EngineLike
 from chatd.protocol.errors import ModelNotFound
 from chatd.upstream.channels import Channel
 
@@ -18,7 +18,7 @@ class LocalModel:
     """A GGUF model served by our own engine."""
 
     id: str
-    engine: Engine
+    engine: EngineLike
     priority: int = 0  # where its ids are also served by channels: its place in routing
     weight: float = 1.0
     created: int = field(default_factory=lambda: int(time.time()))

@@ -1,6 +1,5 @@
-"""``response_format``: from OpenAI's json_object / json_schema to a JSON schema the engine
-enforces, with OpenAI's checks first (strict-mode rules, a valid schema, JSON mode's
-"json" in the messages)."""
+"""Structured output's checks, for any protocol: a JSON schema the engine will enforce must
+be valid, and in strict mode within OpenAI's strict subset."""
 
 from __future__ import annotations
 
@@ -9,11 +8,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from chatd.protocol.chat_request import ChatCompletionRequest
 from chatd.protocol.errors import InvalidRequest
 
-SCHEMA_PARAM = "response_format.json_schema.schema"
-_ANY_OBJECT: dict[str, Any] = {"type": "object"}
+__all__ = ["checked_schema", "strict_violation"]
 
 # OpenAI's strict-mode subset (Structured Outputs guide): these keywords and no others.
 _STRICT_KEYWORDS = frozenset(
@@ -39,41 +36,27 @@ _MAX_PROPERTIES = 5000
 _MAX_ENUM_VALUES = 1000
 
 
-def json_schema_for(req: ChatCompletionRequest) -> dict[str, Any] | None:
-    """The schema the output must match, or None for free text. Raises InvalidRequest."""
-    rf = req.response_format
-    if rf is None or rf.type == "text":
-        return None
-    if rf.type == "json_object":
-        if not any("json" in m.text().lower() for m in req.messages):
-            raise InvalidRequest(
-                "'messages' must contain the word 'json' in some form, to use 'response_format'"
-                " of type 'json_object'.",
-                param="messages",
-            )
-        return _ANY_OBJECT
-    spec = rf.json_schema
-    schema = spec.schema_ if spec.schema_ is not None else _ANY_OBJECT
+def checked_schema(name: str, schema: dict[str, Any], strict: bool | None, param: str) -> None:
+    """Raise InvalidRequest unless ``schema`` is a valid JSON Schema (and, when ``strict``,
+    within OpenAI's strict subset); ``name`` is the format's name, ``param`` its field."""
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as e:
         path = _pointer(e.path)
         raise InvalidRequest(
-            f"Invalid schema for response_format '{spec.name}': {e.message} (at {path}).",
-            param=SCHEMA_PARAM,
+            f"Invalid schema for response_format '{name}': {e.message} (at {path}).",
+            param=param,
             code="invalid_json_schema",
         ) from None
-    if spec.strict:
+    if strict:
         problem = strict_violation(schema)
         if problem is not None:
             path, why = problem
             raise InvalidRequest(
-                f"Invalid schema for response_format '{spec.name}': in strict mode, at {path}:"
-                f" {why}",
-                param=SCHEMA_PARAM,
+                f"Invalid schema for response_format '{name}': in strict mode, at {path}: {why}",
+                param=param,
                 code="invalid_json_schema",
             )
-    return schema
 
 
 def strict_violation(schema: dict[str, Any]) -> tuple[str, str] | None:

@@ -19,9 +19,31 @@ from typing import Any
 import aiohttp
 
 from chatd.protocol.errors import APIError, ModelUnavailable, ServerError
+from chatd.tasks import spawn
 from chatd.upstream.channels import Channel
 
+__all__ = ["ConnectionPool", "UpstreamCall"]
+
 log = logging.getLogger("chatd.upstream")
+
+
+class ConnectionPool:
+    """One pool of upstream connections, kept alive between requests, made on first use;
+    no cap on their number (the requests chatd accepts already bound it)."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 class UpstreamCall:
@@ -157,9 +179,6 @@ class _Refused(Exception):
     """An upstream status that sends the request on to the next channel."""
 
 
-_draining: set[asyncio.Task[None]] = set()
-
-
 def _finish_in_background(events: AsyncIterator[str], response: aiohttp.ClientResponse) -> None:
     """Read the body's end after [DONE] so the connection goes back to the pool (closing a
     response early closes its connection, and a new one per request costs a TCP connect),
@@ -174,9 +193,7 @@ def _finish_in_background(events: AsyncIterator[str], response: aiohttp.ClientRe
         except (aiohttp.ClientError, TimeoutError):
             response.close()
 
-    task = asyncio.get_running_loop().create_task(finish())
-    _draining.add(task)
-    task.add_done_callback(_draining.discard)
+    spawn(finish())
 
 
 async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[str]:

@@ -1,14 +1,26 @@
-"""Builders for the response side of the contract: ``chat.completion`` objects, stream
-chunks, usage. Plain dicts, shaped exactly as OpenAI's schemas (tests validate them
-against the OpenAPI spec); no engine types here."""
+"""Builders for the response side of the Chat Completions contract: ``chat.completion``
+objects, stream chunks, usage. Plain dicts, shaped exactly as OpenAI's schemas (tests
+validate them against the OpenAPI spec); no engine types here."""
 
 from __future__ import annotations
 
 import secrets
 import string
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from chatd.protocol.ids import completion_id
+
+__all__ = [
+    "ChatAnswer",
+    "Envelope",
+    "delta_choice",
+    "logprob_entry",
+    "message_choice",
+    "usage_dict",
+]
 
 _ALPHABET = string.ascii_letters + string.digits
 # Each of the 256 byte values to a letter or digit; 256 = 4 x 62 + 8, so the first 8 come up
@@ -16,47 +28,47 @@ _ALPHABET = string.ascii_letters + string.digits
 _BYTE_TO_CHAR = bytes(ord(_ALPHABET[i % len(_ALPHABET)]) for i in range(256))
 
 
-def completion_id() -> str:
-    return "chatcmpl-" + "".join(secrets.choice(_ALPHABET) for _ in range(29))
+class ChatAnswer(Protocol):
+    """A started chat completion, local or relayed: consumed whole (``result``) or as
+    chunks (``prime`` first, so a refusal still gets its status code before any byte).
+    ``cancel`` (the client left) frees what it holds; calling it after the end is harmless.
+    """
+
+    def cancel(self) -> None: ...
+
+    async def prime(self) -> None: ...
+
+    async def result(self) -> dict[str, Any]: ...
+
+    def chunks(self) -> AsyncIterator[dict[str, Any]]: ...
 
 
-@dataclass
-class LogprobEntry:
-    token: str
-    logprob: float
-    bytes: list[int] | None
-    top_logprobs: list[dict[str, Any]]
+def usage_dict(
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    accepted_prediction_tokens: int = 0,
+    rejected_prediction_tokens: int = 0,
+) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": accepted_prediction_tokens,
+            "rejected_prediction_tokens": rejected_prediction_tokens,
+        },
+    }
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "token": self.token,
-            "logprob": self.logprob,
-            "bytes": self.bytes,
-            "top_logprobs": self.top_logprobs,
-        }
 
-
-@dataclass
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int = 0
-    accepted_prediction_tokens: int = 0
-    rejected_prediction_tokens: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
-            "completion_tokens_details": {
-                "reasoning_tokens": 0,
-                "audio_tokens": 0,
-                "accepted_prediction_tokens": self.accepted_prediction_tokens,
-                "rejected_prediction_tokens": self.rejected_prediction_tokens,
-            },
-        }
+def logprob_entry(
+    token: str, logprob: float, raw: list[int] | None, top: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One token of ``logprobs.content``; ``top`` holds entries without ``top_logprobs``."""
+    return {"token": token, "logprob": logprob, "bytes": raw, "top_logprobs": top}
 
 
 @dataclass
@@ -81,24 +93,24 @@ class Envelope:
             body["service_tier"] = self.service_tier
         return body
 
-    def completion(self, choices: list[dict[str, Any]], usage: Usage) -> dict[str, Any]:
+    def completion(self, choices: list[dict[str, Any]], usage: dict[str, Any]) -> dict[str, Any]:
         body = self._base("chat.completion")
         body["choices"] = choices
-        body["usage"] = usage.to_dict()
+        body["usage"] = usage
         return body
 
     def chunk(
         self,
         choices: list[dict[str, Any]],
         *,
-        usage: Usage | None = None,
+        usage: dict[str, Any] | None = None,
         include_usage: bool = False,
         obfuscate: bool = False,
     ) -> dict[str, Any]:
         body = self._base("chat.completion.chunk")
         body["choices"] = choices
         if include_usage:
-            body["usage"] = usage.to_dict() if usage is not None else None
+            body["usage"] = usage
         if obfuscate:
             body["obfuscation"] = _padding(choices)
         return body
@@ -108,7 +120,7 @@ def message_choice(
     index: int,
     content: str | None,
     finish_reason: str,
-    logprobs: list[LogprobEntry] | None,
+    logprobs: list[dict[str, Any]] | None,
     **calls: Any,
 ) -> dict[str, Any]:
     """``calls``: ``tool_calls=[...]`` or the deprecated ``function_call={...}``."""
@@ -125,7 +137,7 @@ def delta_choice(
     index: int,
     delta: dict[str, Any],
     *,
-    logprobs: list[LogprobEntry] | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
     finish_reason: str | None = None,
 ) -> dict[str, Any]:
     return {
@@ -136,10 +148,10 @@ def delta_choice(
     }
 
 
-def _logprobs(entries: list[LogprobEntry] | None) -> dict[str, Any] | None:
+def _logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
     if entries is None:
         return None
-    return {"content": [e.to_dict() for e in entries], "refusal": None}
+    return {"content": entries, "refusal": None}
 
 
 def _padding(choices: list[dict[str, Any]]) -> str:

@@ -1,49 +1,54 @@
-"""Tool calling (``tools``/``tool_choice``, and the deprecated ``functions``/
-``function_call``) on models whose chat template knows nothing of tools.
+"""Tool calls on models whose chat template knows nothing of tools, for any protocol:
+the plan (which functions, which mode), what the model is shown, the grammar its answer
+follows, and the parser that reads calls back out of its text.
 
-The model is told about the tools by a generic system prompt (the Hermes / Qwen format,
-documented in docs/tools.md) and calls them by writing
+The model is told about the tools by a generic system prompt (the Hermes / Qwen format)
+and calls them by writing
 
     <tool_call>
     {"name":"get_weather","arguments":{"city":"Paris"}}
     </tool_call>
 
 A grammar makes every call valid by construction: the name is one of the declared
-functions and the arguments match that function's parameter schema. ``tool_choice``
-decides what the grammar allows: ``none`` no call, ``auto`` text or calls, ``required``
-at least one call, a named function exactly that call.
+functions and the arguments match that function's parameter schema. The mode decides
+what the grammar allows: ``none`` no call, ``auto`` text or calls, ``required`` at least
+one call, ``named`` exactly one call of the forced function. Each protocol's adapter
+builds a ``ToolPlan`` from its own fields (Chat Completions: service/chat/tools.py).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-import string
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from chatd.protocol.chat_request import (
-    AssistantMessage,
-    ChatCompletionRequest,
-    CustomTool,
-    FunctionMessage,
-    FunctionToolCall,
-    NamedToolChoice,
-    ToolMessage,
-)
-from chatd.protocol.errors import InvalidRequest, NotYetSupported
+from chatd.protocol.errors import InvalidRequest
+from chatd.protocol.ids import call_id
 from chatd.service.structured import strict_violation
+
+__all__ = [
+    "CLOSE",
+    "OPEN",
+    "CallEvent",
+    "Function",
+    "Mode",
+    "OutputParser",
+    "ParsedCall",
+    "ToolPlan",
+    "call_text",
+    "checked_function",
+    "grammar",
+    "parsed_arguments",
+    "response_text",
+    "system_prompt",
+    "template_tools",
+]
 
 OPEN = "<tool_call>\n"
 CLOSE = "\n</tool_call>"
 _NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
-_ALPHABET = string.ascii_letters + string.digits
 
 Mode = Literal["none", "auto", "required", "named"]
-
-
-def call_id() -> str:
-    return "call_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
 
 
 @dataclass(frozen=True)
@@ -66,66 +71,33 @@ class ToolPlan:
         return self.mode != "none"
 
 
-def plan_tools(req: ChatCompletionRequest) -> ToolPlan | None:
-    """What the request allows, validated; None when it declares no tools."""
-    if req.tools:
-        for i, tool in enumerate(req.tools):
-            if isinstance(tool, CustomTool):
-                raise NotYetSupported(f"tools[{i}]")
-        functions = [
-            _function(d, f"tools[{i}].function") for i, d in enumerate(req.function_definitions())
-        ]
-        mode, forced = _tool_choice(req)
-        parallel = req.parallel_tool_calls is not False
-        # A named choice means exactly one call of that function.
-        return ToolPlan(functions, mode, forced, parallel=parallel and mode != "named")
-    if req.functions:
-        functions = [
-            _function(d, f"functions[{i}]") for i, d in enumerate(req.function_definitions())
-        ]
-        fc = req.function_call
-        if fc is None or fc == "auto":
-            mode, forced = "auto", None
-        elif fc == "none":
-            mode, forced = "none", None
-        else:
-            mode, forced = "named", fc.name
-        return ToolPlan(functions, mode, forced, parallel=False, legacy=True)
-    return None
-
-
-def _function(d: Any, param: str) -> Function:
-    schema = d.parameters if d.parameters is not None else _NO_PARAMETERS
-    if d.strict:
+def checked_function(
+    name: str,
+    description: str | None,
+    parameters: dict[str, Any] | None,
+    strict: bool | None,
+    param: str,
+) -> Function:
+    """A declared function whose parameters the grammar can enforce; ``param`` names the
+    declaration in the request, for the error."""
+    schema = parameters if parameters is not None else _NO_PARAMETERS
+    if strict:
         problem = strict_violation(schema)
         if problem is not None:
             path, why = problem
             raise InvalidRequest(
-                f"Invalid schema for function '{d.name}': in strict mode, at {path}: {why}",
+                f"Invalid schema for function '{name}': in strict mode, at {path}: {why}",
                 param=f"{param}.parameters",
                 code="invalid_function_parameters",
             )
     if schema.get("type", "object") != "object":
         raise InvalidRequest(
-            f"Invalid schema for function '{d.name}': parameters must be a JSON Schema of"
+            f"Invalid schema for function '{name}': parameters must be a JSON Schema of"
             " type 'object'.",
             param=f"{param}.parameters",
             code="invalid_function_parameters",
         )
-    return Function(d.name, d.description, schema)
-
-
-def _tool_choice(req: ChatCompletionRequest) -> tuple[Mode, str | None]:
-    choice = req.tool_choice
-    if choice is None or choice == "auto":
-        return "auto", None
-    if choice == "none":
-        return "none", None
-    if choice == "required":
-        return "required", None
-    if isinstance(choice, NamedToolChoice):
-        return "named", choice.function.name
-    raise NotYetSupported("tool_choice")
+    return Function(name, description, schema)
 
 
 # --- what the model sees -------------------------------------------------------------------
@@ -240,73 +212,7 @@ def template_tools(plan: ToolPlan) -> list[dict[str, Any]]:
     ]
 
 
-def render_messages(
-    req: ChatCompletionRequest, plan: ToolPlan | None, *, native: bool = False
-) -> list[dict[str, Any]]:
-    """The conversation as messages for the chat template.
-
-    ``native``: the template renders tools itself (Hugging Face conventions: assistant
-    ``tool_calls`` with parsed arguments, ``tool`` messages). Otherwise earlier calls
-    become their <tool_call> text, results become <tool_response> user turns, and the
-    tool prompt joins the system message.
-    """
-    known_ids: set[str] = set()
-    out: list[dict[str, Any]] = []
-    for i, m in enumerate(req.messages):
-        if isinstance(m, AssistantMessage):
-            text = m.text() if m.content is not None else ""
-            calls = []
-            for call in m.tool_calls or []:
-                if not isinstance(call, FunctionToolCall):
-                    raise NotYetSupported(f"messages[{i}].tool_calls")
-                known_ids.add(call.id)
-                calls.append((call.id, call.function.name, call.function.arguments))
-            if m.function_call is not None:
-                calls.append(("", m.function_call.name, m.function_call.arguments))
-            if native and calls:
-                native_calls = [
-                    {
-                        "id": cid,
-                        "type": "function",
-                        "function": {"name": name, "arguments": _arguments(args)},
-                    }
-                    for cid, name, args in calls
-                ]
-                out.append({"role": "assistant", "content": text, "tool_calls": native_calls})
-            else:
-                parts = ([text] if text else []) + [_call_text(n, a) for _, n, a in calls]
-                out.append({"role": "assistant", "content": "\n".join(parts)})
-        elif isinstance(m, ToolMessage):
-            if m.tool_call_id not in known_ids:
-                raise InvalidRequest(
-                    f"Invalid parameter: 'tool_call_id' of '{m.tool_call_id}' not found in"
-                    " 'tool_calls' of previous message.",
-                    param=f"messages[{i}].tool_call_id",
-                )
-            if native:
-                out.append({"role": "tool", "content": m.text(), "tool_call_id": m.tool_call_id})
-            else:
-                out.append({"role": "user", "content": _response_text(m.text())})
-        elif isinstance(m, FunctionMessage):
-            if native:
-                out.append({"role": "tool", "content": m.content or "", "name": m.name})
-            else:
-                out.append({"role": "user", "content": _response_text(m.content or "", m.name)})
-        else:
-            entry: dict[str, Any] = {"role": m.role, "content": m.text()}
-            if getattr(m, "name", None):
-                entry["name"] = m.name  # type: ignore[union-attr]
-            out.append(entry)
-    if plan is not None and plan.may_call and not native:
-        prompt = system_prompt(plan)
-        if out and out[0]["role"] in ("system", "developer"):
-            out[0] = {**out[0], "content": f"{out[0]['content']}\n\n{prompt}"}
-        else:
-            out.insert(0, {"role": "system", "content": prompt})
-    return out
-
-
-def _arguments(arguments: str) -> Any:
+def parsed_arguments(arguments: str) -> Any:
     """A call's arguments as JSON when they are (they should be), else the raw string."""
     try:
         return json.loads(arguments)
@@ -314,14 +220,14 @@ def _arguments(arguments: str) -> Any:
         return arguments
 
 
-def _call_text(name: str, arguments: str) -> str:
+def call_text(name: str, arguments: str) -> str:
     # Compact, as the grammar makes the model write its own calls.
-    call = {"name": name, "arguments": _arguments(arguments)}
+    call = {"name": name, "arguments": parsed_arguments(arguments)}
     body = json.dumps(call, ensure_ascii=False, separators=(",", ":"))
     return f"{OPEN}{body}{CLOSE}"
 
 
-def _response_text(content: str, name: str | None = None) -> str:
+def response_text(content: str, name: str | None = None) -> str:
     head = f'<tool_response name="{name}">' if name else "<tool_response>"
     return f"{head}\n{content}\n</tool_response>"
 

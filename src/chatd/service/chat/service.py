@@ -1,0 +1,156 @@
+"""The Chat Completions adapter: a ``ChatCompletionRequest`` becomes a core ``Job`` on the
+local engine (checked, its tools planned, its schema read) or an untouched relay to
+upstream channels; the router decides which, and falls back between them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from chatd.protocol.chat_request import ChatCompletionRequest
+from chatd.protocol.chat_response import ChatAnswer, Envelope
+from chatd.protocol.errors import ServerError
+from chatd.protocol.ids import completion_id
+from chatd.protocol.relayed_request import RelayedRequest
+from chatd.service.accounting import Accountant, Saver
+from chatd.service.capabilities import check_local_support
+from chatd.service.chat.completion import ChatCompletion
+from chatd.service.chat.prompt import render_messages
+from chatd.service.chat.response_format import SCHEMA_PARAM, json_schema_for
+from chatd.service.chat.tools import plan_tools
+from chatd.service.generation import Job, start_local
+from chatd.service.limits import Admission
+from chatd.service.models import LocalModel, ModelRegistry
+from chatd.service.routing import Router
+from chatd.store.completions import CompletionStore
+from chatd.store.usage import UsageBuffer
+from chatd.upstream.channels import Channel
+from chatd.upstream.relay import ConnectionPool, UpstreamCall
+from chatd.upstream.relayed_completion import RelayedCompletion
+
+__all__ = ["ChatRequest", "ChatService"]
+
+ChatRequest = ChatCompletionRequest | RelayedRequest  # in full, or only what a relay acts on
+
+
+class ChatService:
+    def __init__(
+        self,
+        models: ModelRegistry,
+        store: CompletionStore | None = None,
+        usage: UsageBuffer | None = None,
+    ) -> None:
+        self.models = models
+        self.router = Router(models)
+        self.store = store
+        self.usage = usage
+        self.upstream = ConnectionPool()
+
+    def relays_untouched(self, model_id: Any) -> bool:
+        """Whether only channels serve this id: its requests are then parsed only as far
+        as a relay needs (``RelayedRequest``), and the upstream decides the rest."""
+        return self.router.relays_untouched(model_id)
+
+    async def start(
+        self, req: ChatRequest, owner: str, admission: Admission | None = None
+    ) -> ChatAnswer:
+        """Validate against the model and submit; raises APIError for any refusal.
+        ``owner`` (the caller's key) owns the stored completion; ``admission`` (its
+        rate-limit windows) gets the tokens used."""
+        local = partial(self._start_local, req, owner, admission)
+        relay = partial(self._start_relay, req, owner, admission)
+        return await self.router.start(req.model, local, relay)
+
+    async def _start_local(
+        self, req: ChatRequest, owner: str, admission: Admission | None, model: LocalModel
+    ) -> ChatCompletion:
+        if not isinstance(req, ChatCompletionRequest):  # the API parses these in full
+            raise ServerError(f"`{req.model}` is served locally: its request needs the contract.")
+        engine = model.engine
+        check_local_support(req, model.id, engine.n_vocab)
+        plan = plan_tools(req)
+        job = Job(
+            render=lambda native: render_messages(req, plan, native=native),
+            sampling=_sampling_fields(req),
+            max_tokens=req.effective_max_tokens(),
+            tools=plan,
+            schema=json_schema_for(req),
+            prediction=req.prediction.text() if req.prediction is not None else None,
+            tools_param="tools" if req.tools else "functions",
+            schema_param=SCHEMA_PARAM,
+        )
+        saver = self._saver(req, owner)
+        run = await start_local(engine, job)  # nothing may refuse the request after this
+        envelope = Envelope(
+            model=req.model,  # the public id asked for (an alias stays the alias)
+            system_fingerprint=engine.fingerprint,
+            service_tier=_service_tier(req.service_tier),
+        )
+        legacy = plan is not None and plan.legacy
+        accountant = self._accountant(req, owner, admission)
+        return ChatCompletion(req, run, envelope, legacy, saver, accountant)
+
+    def _start_relay(
+        self,
+        req: ChatRequest,
+        owner: str,
+        admission: Admission | None,
+        channels: list[Channel],
+        fallback: Callable[[], Awaitable[ChatAnswer]] | None,
+    ) -> RelayedCompletion:
+        """Fields pass through untouched: the upstream decides what it supports."""
+        saver = self._saver(req, owner)
+        # A stored answer is chatd's object: its id is chatd's, unique whatever the upstream.
+        stored_id = completion_id() if saver is not None else None
+        call = UpstreamCall(req.model, channels, dict(req.raw), self.upstream.session(), stored_id)
+        accountant = self._accountant(req, owner, admission)
+        local = self.models.local()
+        counter = local[0].engine.count_tokens if local else None
+        return RelayedCompletion(
+            call,
+            saver.save if saver is not None else None,
+            accountant.record if accountant is not None else None,
+            counter,
+            req.prompt_text(),
+            fallback,
+        )
+
+    def _saver(self, req: ChatRequest, owner: str) -> Saver | None:
+        if req.store is not True:
+            return None
+        request, messages = req.stored_request(), req.stored_messages()
+        return Saver(self.store, owner, request, messages, dict(req.metadata or {}))
+
+    def _accountant(
+        self, req: ChatRequest, owner: str, admission: Admission | None
+    ) -> Accountant | None:
+        if self.usage is None:
+            return None
+        return Accountant(self.usage, owner, req.model, admission)
+
+    async def close(self) -> None:
+        await self.upstream.close()
+
+
+def _service_tier(requested: str | None) -> str | None:
+    """Every request runs on the one tier this server has; "auto" resolves to it and an
+    explicit tier is echoed, as OpenAI reports the tier it used only when one was set."""
+    if requested is None:
+        return None
+    return {"auto": "default", "fast": "priority"}.get(requested, requested)
+
+
+def _sampling_fields(req: ChatCompletionRequest) -> dict[str, Any]:
+    return {
+        "temperature": req.effective_temperature(),
+        "top_p": req.effective_top_p(),
+        "presence_penalty": req.effective_presence_penalty(),
+        "frequency_penalty": req.effective_frequency_penalty(),
+        "logit_bias": {k: float(v) for k, v in req.logit_bias_map().items()},
+        "seed": req.seed,
+        "stop": tuple(req.stop_list()),
+        "n": req.effective_n(),
+        "logprobs": req.wants_logprobs(),
+        "top_logprobs": req.effective_top_logprobs(),
+    }

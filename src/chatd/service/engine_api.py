@@ -1,0 +1,62 @@
+"""What the service layer needs of an engine, as Protocols: the real ``Engine`` satisfies
+them, and so does the tests' ``FakeEngine``, so everything above the engine can be
+tested in-process without a model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from chatd.engine.params import Delta, SamplingParams
+
+if TYPE_CHECKING:
+    from chatd.engine.grammar import Grammar
+
+__all__ = ["EngineLike", "GenerationLike"]
+
+
+class GenerationLike(Protocol):
+    """One submitted request: every step's deltas until each choice has finished."""
+
+    @property
+    def cached_tokens(self) -> int: ...
+
+    def prediction_tokens(self) -> tuple[int, int]: ...
+
+    def cancel(self) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[list[Delta]]: ...
+
+
+class TemplateLike(Protocol):
+    supports_tools: bool  # the chat template renders tool declarations and calls itself
+
+
+class GrammarsLike(Protocol):
+    def lark(self, source: str) -> Grammar: ...
+
+    def json_schema(self, schema: dict[str, Any]) -> Grammar: ...
+
+
+class EngineLike(Protocol):
+    context_window: int
+    fingerprint: str
+    n_vocab: int
+    template: TemplateLike
+    grammars: GrammarsLike
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]: ...
+
+    def tokenize_text(self, text: str) -> list[int]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def submit(self, prompt: list[int], params: SamplingParams) -> GenerationLike: ...

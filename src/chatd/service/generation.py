@@ -1,0 +1,175 @@
+"""The life of one local generation, for any protocol: compile the grammar the output
+must follow, render and measure the prompt, fit the answer in the context window, submit,
+then read the engine's deltas back as protocol-neutral events and count usage.
+
+A protocol's adapter describes its request as a ``Job`` (its conversation, the sampling
+fields it was given in the engine's names, its tools and schema) and turns the events
+into its own objects. Everything that can refuse happens in ``start_local``, before the
+adapter sends a byte, so a streamed request is refused with a proper status code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatd.engine.grammar import Grammar, GrammarError
+from chatd.engine.params import SamplingParams
+from chatd.engine.scheduler import EngineFailure, QueueFull
+from chatd.engine.template import TemplateRenderError
+from chatd.protocol.errors import APIError, InvalidRequest, NotYetSupported, Overloaded, ServerError
+from chatd.service.engine_api import EngineLike, GenerationLike
+from chatd.service.events import ChoiceReader, Event
+from chatd.service.tool_calls import ToolPlan, template_tools
+from chatd.service.tool_calls import grammar as tool_grammar
+
+__all__ = ["Job", "LocalRun", "Usage", "start_local"]
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
+
+
+@dataclass
+class Job:
+    """One request in the core's terms.
+
+    ``render(native)`` gives the conversation as chat-template messages; ``native`` says
+    the template renders tools itself (else the adapter writes them as text). ``sampling``
+    holds only the ``SamplingParams`` fields the request gave, so an absent field is the
+    engine's default. The ``*_param`` names say which request field an error points at.
+    """
+
+    render: Callable[[bool], list[dict[str, Any]]]
+    sampling: dict[str, Any] = field(default_factory=dict)
+    max_tokens: int | None = None  # None: whatever the context window leaves
+    tools: ToolPlan | None = None
+    schema: dict[str, Any] | None = None  # JSON schema the output must match
+    prediction: str | None = None  # text the output is expected to largely repeat
+    prompt_param: str = "messages"
+    tools_param: str = "tools"
+    format_param: str = "response_format"
+    schema_param: str = "response_format"
+
+
+async def start_local(engine: EngineLike, job: Job) -> LocalRun:
+    """Submit ``job``; raises APIError for any refusal, and nothing after submission."""
+    plan = job.tools
+    grammar = await _grammar(engine, job)
+    native = plan is not None and plan.may_call and engine.template.supports_tools
+    messages = job.render(native)
+    tools = template_tools(plan) if native and plan is not None else None
+    try:
+        prompt = engine.render_chat(messages, tools)
+    except TemplateRenderError as e:
+        raise InvalidRequest(
+            f"The model's chat template rejected these messages: {e}", param=job.prompt_param
+        ) from None
+    max_new = _room(job, len(prompt), engine.context_window)
+    params = SamplingParams(**job.sampling, max_new_tokens=max_new, grammar=grammar)
+    if job.prediction is not None:
+        predicted = engine.tokenize_text(job.prediction)
+        params = dataclasses.replace(params, prediction=tuple(predicted))
+    try:
+        generation = engine.submit(prompt, params)
+    except QueueFull:
+        raise Overloaded(
+            "The server is overloaded: too many requests are waiting. Retry shortly.",
+            retry_after=1,
+        ) from None
+    except EngineFailure as e:
+        raise InvalidRequest(str(e), param="n") from None
+    return LocalRun(generation, params.n, len(prompt), plan)
+
+
+class LocalRun:
+    """A submitted generation: its events per choice, its usage, its cancellation."""
+
+    def __init__(
+        self, generation: GenerationLike, n: int, prompt_tokens: int, plan: ToolPlan | None
+    ) -> None:
+        self.generation = generation
+        self.prompt_tokens = prompt_tokens
+        self.choices = [ChoiceReader(i, plan) for i in range(n)]
+
+    def cancel(self) -> None:
+        self.generation.cancel()
+
+    async def events(self) -> AsyncIterator[tuple[ChoiceReader, Event]]:
+        try:
+            async for deltas in self.generation:
+                for d in deltas:
+                    reader = self.choices[d.index]
+                    for event in reader.read(d):
+                        yield reader, event
+        except EngineFailure as e:
+            raise ServerError(f"The engine failed while generating: {e}") from None
+
+    def usage(self) -> Usage:
+        accepted, rejected = self.generation.prediction_tokens()
+        return Usage(
+            self.prompt_tokens,
+            sum(c.tokens for c in self.choices),
+            self.generation.cached_tokens,
+            accepted,
+            rejected,
+        )
+
+
+async def _grammar(engine: EngineLike, job: Job) -> Grammar | None:
+    """The grammar the output must follow: tool calls, a JSON schema, or none."""
+    lark = tool_grammar(job.tools) if job.tools is not None else None
+    if lark is not None and job.schema is not None:
+        raise NotYetSupported(f"{job.format_param} (together with tools that may be called)")
+    try:
+        # Compiling can take long for big schemas, so it leaves the event loop.
+        if lark is not None:
+            return await asyncio.to_thread(engine.grammars.lark, lark)
+        if job.schema is not None:
+            return await asyncio.to_thread(engine.grammars.json_schema, job.schema)
+    except GrammarError as e:
+        if lark is not None:
+            raise InvalidRequest(
+                f"Invalid or unsupported function parameters schema: {e}",
+                param=job.tools_param,
+                code="invalid_function_parameters",
+            ) from None
+        raise InvalidRequest(
+            f"Invalid or unsupported JSON schema: {e}",
+            param=job.schema_param,
+            code="invalid_json_schema",
+        ) from None
+    return None
+
+
+def _room(job: Job, prompt_tokens: int, window: int) -> int:
+    """The most tokens the answer may have: what was asked, if the window has room."""
+    requested = job.max_tokens
+    if requested is None:
+        if prompt_tokens >= window:
+            raise APIError(
+                f"This model's maximum context length is {window} tokens. However, your"
+                f" messages resulted in {prompt_tokens} tokens. Please reduce the length of"
+                " the messages.",
+                param=job.prompt_param,
+                code="context_length_exceeded",
+            )
+        return window - prompt_tokens
+    if prompt_tokens + requested > window:
+        raise APIError(
+            f"This model's maximum context length is {window} tokens. However, you"
+            f" requested {prompt_tokens + requested} tokens ({prompt_tokens} in the"
+            f" messages, {requested} in the completion). Please reduce the length of the"
+            " messages or completion.",
+            param=job.prompt_param,
+            code="context_length_exceeded",
+        )
+    return requested
