@@ -291,19 +291,7 @@ def notes_for(res: dict[str, dict[str, Any]], info: dict[str, dict[str, Any]]) -
     notes: list[str] = []
     for name, r in res.items():
         for c, s in (r.get("streams") or {}).items():
-            if s["failed"]:
-                notes.append(f"{name} streams c={c}: {s['failed']} failed: {s['errors'][:2]}")
-            if s["counted_from"] != "usage":
-                notes.append(f"{name} streams c={c}: no usage chunk, tokens counted as chunks")
-            if s["tokens_per_chunk"] and abs(s["tokens_per_chunk"] - 1) > 0.01:
-                notes.append(
-                    f"{name} streams c={c}: {s['tokens_per_chunk']:.2f} tokens per content "
-                    "chunk (ITL spreads each gap over them)"
-                )
-            if s["finish_reasons"] != ["length"]:
-                notes.append(f"{name} streams c={c}: finish reasons {s['finish_reasons']}")
-            if (s.get("other_cores") or 0) >= harness.DISTURBED_CORES:
-                notes.append(f"{name} streams c={c}: disturbed ({s['other_cores']:.2f} cores)")
+            notes += _stream_notes(f"{name} streams c={c}", s)
         for c, row in (r.get("json") or {}).items():
             for mode in ("unconstrained", "constrained"):
                 if row[mode]["failed"]:
@@ -321,4 +309,22 @@ def notes_for(res: dict[str, dict[str, Any]], info: dict[str, dict[str, Any]]) -
             notes.append(f"{inst} not measured: {i['error']}")
         for line in i.get("log_errors") or []:
             notes.append(f"{inst} log: {line}")
+    return notes
+
+
+def _stream_notes(where: str, s: dict[str, Any]) -> list[str]:
+    notes = []
+    if s["failed"]:
+        notes.append(f"{where}: {s['failed']} failed: {s['errors'][:2]}")
+    if s["counted_from"] != "usage":
+        notes.append(f"{where}: no usage chunk, tokens counted as chunks")
+    if s["tokens_per_chunk"] and abs(s["tokens_per_chunk"] - 1) > 0.01:
+        notes.append(
+            f"{where}: {s['tokens_per_chunk']:.2f} tokens per content "
+            "chunk (ITL spreads each gap over them)"
+        )
+    if s["finish_reasons"] != ["length"]:
+        notes.append(f"{where}: finish reasons {s['finish_reasons']}")
+    if (s.get("other_cores") or 0) >= harness.DISTURBED_CORES:
+        notes.append(f"{where}: disturbed ({s['other_cores']:.2f} cores)")
     return notes

@@ -97,8 +97,6 @@ def load_config(path: Path) -> FileConfig:
     environment variables it names, never from the file."""
     import tomllib
 
-    from chatd.upstream.channels import Channel
-
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
@@ -106,55 +104,61 @@ def load_config(path: Path) -> FileConfig:
     unknown = set(data) - {"models", "channels"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown))}")
-    models = []
-    for i, m in enumerate(data.get("models", [])):
-        where = f"{path}: models[{i}]"
-        _known(m, {"id", "path", "aliases", "priority", "weight"}, where)
-        if not isinstance(m.get("id"), str):
-            raise ConfigError(f"{where}.id: a string is required")
-        aliases = m.get("aliases", [])
-        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-            raise ConfigError(f"{where}.aliases: a list of strings is required")
-        priority, weight = m.get("priority", 0), m.get("weight", 1.0)
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise ConfigError(f"{where}.priority: an integer is required")
-        if not isinstance(weight, int | float) or isinstance(weight, bool) or weight <= 0:
-            raise ConfigError(f"{where}.weight: a positive number is required")
-        raw = m.get("path", "embedded")
-        path_ = None if raw == "embedded" else Path(raw)
-        models.append(LocalModelConfig(m["id"], path_, aliases, priority, float(weight)))
-    channels = []
-    for i, c in enumerate(data.get("channels", [])):
-        where = f"{path}: channels[{i}]"
-        _known(c, _CHANNEL_KEYS, where)
-        for key in ("name", "base_url"):
-            if not isinstance(c.get(key), str):
-                raise ConfigError(f"{where}.{key}: a string is required")
-        mapping: dict[str, str] = {}
-        for j, entry in enumerate(c.get("models", [])):
-            if isinstance(entry, str):
-                mapping[entry] = entry
-            elif isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                mapping[entry["id"]] = str(entry.get("upstream", entry["id"]))
-            else:
-                raise ConfigError(f"{where}.models[{j}]: a model id or {{id, upstream}}")
-        if not mapping:
-            raise ConfigError(f"{where}.models: at least one model is required")
-        key = None
-        if "api_key_env" in c:
-            key = os.environ.get(c["api_key_env"])
-            if key is None:
-                raise ConfigError(
-                    f"{where}.api_key_env: environment variable {c['api_key_env']} is not set"
-                )
-        options = {
-            k: c[k] for k in _CHANNEL_KEYS - {"name", "base_url", "api_key_env", "models"} if k in c
-        }
-        try:
-            channels.append(Channel(c["name"], c["base_url"], mapping, key, **options))
-        except TypeError as e:
-            raise ConfigError(f"{where}: {e}") from None
+    models = [_model(m, f"{path}: models[{i}]") for i, m in enumerate(data.get("models", []))]
+    channels = [
+        _channel(c, f"{path}: channels[{i}]") for i, c in enumerate(data.get("channels", []))
+    ]
     return FileConfig(models, channels)
+
+
+def _model(m: Any, where: str) -> LocalModelConfig:
+    _known(m, {"id", "path", "aliases", "priority", "weight"}, where)
+    if not isinstance(m.get("id"), str):
+        raise ConfigError(f"{where}.id: a string is required")
+    aliases = m.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise ConfigError(f"{where}.aliases: a list of strings is required")
+    priority, weight = m.get("priority", 0), m.get("weight", 1.0)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise ConfigError(f"{where}.priority: an integer is required")
+    if not isinstance(weight, int | float) or isinstance(weight, bool) or weight <= 0:
+        raise ConfigError(f"{where}.weight: a positive number is required")
+    raw = m.get("path", "embedded")
+    path = None if raw == "embedded" else Path(raw)
+    return LocalModelConfig(m["id"], path, aliases, priority, float(weight))
+
+
+def _channel(c: Any, where: str) -> Any:
+    from chatd.upstream.channels import Channel
+
+    _known(c, _CHANNEL_KEYS, where)
+    for key in ("name", "base_url"):
+        if not isinstance(c.get(key), str):
+            raise ConfigError(f"{where}.{key}: a string is required")
+    mapping: dict[str, str] = {}
+    for j, entry in enumerate(c.get("models", [])):
+        if isinstance(entry, str):
+            mapping[entry] = entry
+        elif isinstance(entry, dict) and isinstance(entry.get("id"), str):
+            mapping[entry["id"]] = str(entry.get("upstream", entry["id"]))
+        else:
+            raise ConfigError(f"{where}.models[{j}]: a model id or {{id, upstream}}")
+    if not mapping:
+        raise ConfigError(f"{where}.models: at least one model is required")
+    key = None
+    if "api_key_env" in c:
+        key = os.environ.get(c["api_key_env"])
+        if key is None:
+            raise ConfigError(
+                f"{where}.api_key_env: environment variable {c['api_key_env']} is not set"
+            )
+    options = {
+        k: c[k] for k in _CHANNEL_KEYS - {"name", "base_url", "api_key_env", "models"} if k in c
+    }
+    try:
+        return Channel(c["name"], c["base_url"], mapping, key, **options)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _known(table: Any, keys: set[str], where: str) -> None:

@@ -245,18 +245,8 @@ class Scheduler:
 
     def _plan_once(self) -> tuple[list[_Feed], int]:
         """The step's feeds, and the KV cells they need in all (held + new + retired)."""
-        feeds: list[_Feed] = []
-        for req in self.running:
-            if req.forked:
-                feeds.extend(_Feed(req, s, 1, True, False) for s in req.active() if s.pending == 1)
+        feeds = self._decode_feeds()
         ub = self.runner.config.n_ubatch
-        # Drafts of predicted outputs fill the rest of the step's one compute pass.
-        room = ub - len(feeds)
-        for f in feeds:
-            if self._drafting(f.request) and room > 0:
-                f.drafts = self._drafts(f.request, f.seq, room)
-                f.n_tokens += len(f.drafts)
-                room -= len(f.drafts)
         n_decode = sum(f.n_tokens for f in feeds)
         if feeds:
             # Prompts fill the room left in the step's last compute pass (at least a
@@ -284,29 +274,49 @@ class Scheduler:
                 reused -= reused % PrefillContext.BLOCK
             if used + req.kv_needed() - reused > self.runner.n_ctx and self.running:
                 break
-            self.waiting.popleft()
-            with self._lock:
-                self.n_waiting -= 1
-            for s in active:
-                s.seq_id = self.kv.allocate()
-                s.n_cached = 0
-                s.lendable = Sequence.lendable  # recomputed from scratch: exact again
-            if hit is not None and reused > 0:
-                self.cells.share(hit.source, req.lead.seq_id, reused)
-                req.lead.n_cached = reused
-            if req.cached_tokens is None:  # what the client is told: the first admission
-                req.cached_tokens = reused
-                self.cache.hit_tokens += reused
-                self.cache.miss_tokens += req.prompt_len - reused
-            req.phase = Phase.RUNNING
-            req.forked = False
-            self.running.append(req)
+            self._admit(req, hit.source if hit is not None else -1, reused)
             before = budget
             budget = self._plan_prefill(req, feeds, budget)
             used += before - budget
         # cells the prefill context will hand over
         used += sum(r.tiled_len - r.lead.n_cached for r in self.running if self._in_tiled(r))
         return feeds, used
+
+    def _decode_feeds(self) -> list[_Feed]:
+        """One token per running choice past its prompt, plus the drafts (predicted
+        outputs, prompt lookup) that fill the rest of the step's one compute pass."""
+        feeds: list[_Feed] = []
+        for req in self.running:
+            if req.forked:
+                feeds.extend(_Feed(req, s, 1, True, False) for s in req.active() if s.pending == 1)
+        room = self.runner.config.n_ubatch - len(feeds)
+        for f in feeds:
+            if self._drafting(f.request) and room > 0:
+                f.drafts = self._drafts(f.request, f.seq, room)
+                f.n_tokens += len(f.drafts)
+                room -= len(f.drafts)
+        return feeds
+
+    def _admit(self, req: SequenceGroup, source: int, reused: int) -> None:
+        """Move the first waiting request to running, its lead reusing ``reused`` cells of
+        sequence ``source`` (a prefix-cache hit)."""
+        self.waiting.popleft()
+        with self._lock:
+            self.n_waiting -= 1
+        for s in req.active():
+            s.seq_id = self.kv.allocate()
+            s.n_cached = 0
+            s.lendable = Sequence.lendable  # recomputed from scratch: exact again
+        if reused > 0:
+            self.cells.share(source, req.lead.seq_id, reused)
+            req.lead.n_cached = reused
+        if req.cached_tokens is None:  # what the client is told: the first admission
+            req.cached_tokens = reused
+            self.cache.hit_tokens += reused
+            self.cache.miss_tokens += req.prompt_len - reused
+        req.phase = Phase.RUNNING
+        req.forked = False
+        self.running.append(req)
 
     def _plan_prefill(self, req: SequenceGroup, feeds: list[_Feed], budget: int) -> int:
         if budget <= 0:

@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatd.service.engine_api import EngineLike
 from chatd.protocol.errors import ModelNotFound
+from chatd.service.engine_api import EngineLike
 from chatd.upstream.channels import Channel
 
 

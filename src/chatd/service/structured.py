@@ -3,6 +3,7 @@ be valid, and in strict mode within OpenAI's strict subset."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -69,6 +70,25 @@ def strict_violation(schema: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def _check(node: Any, path: str, depth: int, counts: dict[str, int]) -> tuple[str, str] | None:
+    problem = _own_problem(node, path, depth, counts)
+    if problem is not None:
+        return problem
+    for sub, sub_path, sub_depth in _subschemas(node, path, depth):
+        found = _check(sub, sub_path, sub_depth, counts)
+        if found:
+            return found
+    return None
+
+
+def _is_object(node: dict[str, Any]) -> bool:
+    types = node.get("type")
+    return types == "object" or (isinstance(types, list) and "object" in types)
+
+
+def _own_problem(
+    node: Any, path: str, depth: int, counts: dict[str, int]
+) -> tuple[str, str] | None:
+    """What breaks the strict rules in this node itself (its subschemas aside)."""
     if not isinstance(node, dict):
         return path, "every subschema must be an object"
     if depth > _MAX_DEPTH:
@@ -82,9 +102,7 @@ def _check(node: Any, path: str, depth: int, counts: dict[str, int]) -> tuple[st
         counts["enum"] += len(node["enum"])
         if counts["enum"] > _MAX_ENUM_VALUES:
             return path, f"more than {_MAX_ENUM_VALUES} enum values in all"
-    types = node.get("type")
-    is_object = types == "object" or (isinstance(types, list) and "object" in types)
-    if is_object or "properties" in node:
+    if _is_object(node) or "properties" in node:
         props = node.get("properties", {})
         if node.get("additionalProperties") is not False:
             return path, "'additionalProperties' is required to be supplied and to be false"
@@ -97,24 +115,21 @@ def _check(node: Any, path: str, depth: int, counts: dict[str, int]) -> tuple[st
         counts["properties"] += len(props)
         if counts["properties"] > _MAX_PROPERTIES:
             return path, f"more than {_MAX_PROPERTIES} object properties in all"
-        for name, sub in props.items():
-            found = _check(sub, f"{path}/properties/{_escape(name)}", depth + 1, counts)
-            if found:
-                return found
+    return None
+
+
+def _subschemas(node: dict[str, Any], path: str, depth: int) -> Iterator[tuple[Any, str, int]]:
+    """(subschema, its JSON pointer, its depth), in the order they are checked."""
+    if _is_object(node) or "properties" in node:
+        for name, sub in node.get("properties", {}).items():
+            yield sub, f"{path}/properties/{_escape(name)}", depth + 1
     if "items" in node:
-        found = _check(node["items"], f"{path}/items", depth + 1, counts)
-        if found:
-            return found
+        yield node["items"], f"{path}/items", depth + 1
     for i, sub in enumerate(node.get("anyOf", [])):
-        found = _check(sub, f"{path}/anyOf/{i}", depth, counts)
-        if found:
-            return found
+        yield sub, f"{path}/anyOf/{i}", depth
     for defs in ("$defs", "definitions"):
         for name, sub in node.get(defs, {}).items():
-            found = _check(sub, f"{path}/{defs}/{_escape(name)}", 1, counts)
-            if found:
-                return found
-    return None
+            yield sub, f"{path}/{defs}/{_escape(name)}", 1
 
 
 def _escape(key: str) -> str:

@@ -1,0 +1,90 @@
+"""The Chat Completions routes: create (streamed or whole), and the stored completions'
+list, get, update, delete and messages."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from chatd.api.deps import CallerDep, ServicesDep, services_of
+from chatd.api.disconnect import until_disconnect
+from chatd.api.sse import EventStreamResponse, event_stream
+from chatd.protocol.chat_request import decode_chat_body, validate_chat_request
+from chatd.protocol.errors import ModelNotFound
+from chatd.protocol.relayed_request import validate_relayed_request
+from chatd.protocol.stored import parse_list_query, parse_update
+from chatd.service.chat import ChatRequest
+
+__all__ = ["create_chat_completion", "stored_router"]
+
+
+async def create_chat_completion(request: Request) -> Response:
+    """The hot route is a plain Starlette route: FastAPI's dependency solving and
+    response handling cost a measurable part of what a relay adds (docs/gateway.md);
+    errors still go through the app's handlers."""
+    services = services_of(request)
+    caller = await services.auth(request)
+    data = decode_chat_body(await request.body())
+    if services.chat.relays_untouched(data.get("model")):
+        req: ChatRequest = validate_relayed_request(data)
+    else:
+        req = validate_chat_request(data)
+    if not caller.may_use(req.model):
+        raise ModelNotFound(req.model)
+    model_rpm, model_tpm = caller.limits_for(req.model)
+    admission = await services.limiter.admit(
+        caller.owner, caller.rpm, caller.tpm, req.model, model_rpm, model_tpm
+    )
+    completion = await services.chat.start(req, caller.owner, admission)
+    if req.is_streaming():
+        await completion.prime()
+        return EventStreamResponse(event_stream(completion.chunks()))
+    try:
+        body = await until_disconnect(request.receive, completion.result())
+    finally:
+        completion.cancel()
+    if body is None:  # client gone: nobody to answer; its slot is already freed
+        return Response(status_code=499)
+    return Response(
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        media_type="application/json",
+    )
+
+
+stored_router = APIRouter()
+
+
+@stored_router.get("/v1/chat/completions")
+async def list_completions(
+    request: Request, caller: CallerDep, services: ServicesDep
+) -> dict[str, Any]:
+    query = parse_list_query(request.query_params, filters=True)
+    return await services.stored.list(caller.owner, query)
+
+
+@stored_router.get("/v1/chat/completions/{cid}")
+async def get_completion(cid: str, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    return await services.stored.get(caller.owner, cid)
+
+
+@stored_router.post("/v1/chat/completions/{cid}")
+async def update_completion(
+    cid: str, request: Request, caller: CallerDep, services: ServicesDep
+) -> dict[str, Any]:
+    return await services.stored.update(caller.owner, cid, parse_update(await request.body()))
+
+
+@stored_router.delete("/v1/chat/completions/{cid}")
+async def delete_completion(cid: str, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    return await services.stored.delete(caller.owner, cid)
+
+
+@stored_router.get("/v1/chat/completions/{cid}/messages")
+async def list_messages(
+    cid: str, request: Request, caller: CallerDep, services: ServicesDep
+) -> dict[str, Any]:
+    query = parse_list_query(request.query_params, filters=False)
+    return await services.stored.messages(caller.owner, cid, query)

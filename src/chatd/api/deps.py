@@ -1,0 +1,40 @@
+"""What every route needs, built once per app: the services, and the caller of a request
+(checked from its bearer key)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
+
+from chatd.api.auth import Caller, KeyChecker
+from chatd.service.chat import ChatService
+from chatd.service.limits import RateLimiter
+from chatd.service.models import ModelRegistry
+from chatd.service.stored import StoredCompletions
+
+__all__ = ["CallerDep", "Services", "ServicesDep", "services_of"]
+
+
+@dataclass(frozen=True)
+class Services:
+    models: ModelRegistry
+    auth: KeyChecker
+    limiter: RateLimiter
+    chat: ChatService
+    stored: StoredCompletions
+    metrics: CollectorRegistry  # read at scrape time
+
+
+def services_of(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def _caller(request: Request) -> Caller:
+    return await services_of(request).auth(request)
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+ServicesDep = Annotated[Services, Depends(services_of)]

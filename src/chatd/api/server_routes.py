@@ -1,0 +1,68 @@
+"""Routes about the server rather than one protocol: health, the model list, and the
+operator's views (channels, Prometheus metrics), which other keys see as absent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from chatd.api.deps import CallerDep, ServicesDep
+from chatd.protocol.errors import ModelNotFound, NotFound
+from chatd.service.metrics import exposition
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(services: ServicesDep) -> dict[str, Any]:
+    return {"status": "ok", "models": services.models.stats()}
+
+
+@router.get("/v1/models")
+async def list_models(caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    cards = [c for c in services.models.cards() if caller.may_use(c["id"])]
+    return {"object": "list", "data": cards}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    if not caller.may_use(model_id):
+        raise ModelNotFound(model_id)
+    return services.models.get(model_id).card(model_id)
+
+
+@router.get("/v1/channels")
+async def list_channels(caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    """Upstream channels and their health, and every public model id with whether it can
+    be served now (and why not): for the operator's keys (--api-key) only."""
+    if not caller.operator:
+        raise NotFound("Invalid URL (GET /v1/channels)")
+    models = services.models
+    return {
+        "object": "list",
+        "data": [
+            {
+                **c.state(),
+                "base_url": c.base_url,
+                "models": sorted(c.models),
+                "priority": c.priority,
+                "weight": c.weight,
+            }
+            for c in models.channels
+        ],
+        "models": models.status(),
+    }
+
+
+@router.get("/metrics")
+async def get_metrics(caller: CallerDep, services: ServicesDep) -> Response:
+    """Prometheus exposition, read at scrape time: operator keys only, like channels
+    (Prometheus scrapes it with a bearer token)."""
+    if not caller.operator:
+        raise NotFound("Invalid URL (GET /metrics)")
+    body, content_type = exposition(services.metrics)
+    return Response(body, media_type=content_type)
