@@ -1,7 +1,8 @@
 """The engine's public face: a model, a scheduler on its own thread, and an async API.
 
-Callers (the service layer) render a conversation to prompt tokens and iterate over
-``generate``; they never see llama.cpp or the thread.
+Callers (the service layer) render a conversation to prompt tokens, ``submit`` them with
+``SamplingParams`` and iterate over the returned ``Generation`` for each step's deltas;
+they never see llama.cpp or the thread.
 """
 
 from __future__ import annotations
