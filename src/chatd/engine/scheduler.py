@@ -22,25 +22,19 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from chatd.engine.errors import EngineFailure, QueueFull
+from chatd.engine.feeds import Feed, Work
 from chatd.engine.grammar import GrammarError
 from chatd.engine.kv_cache import KVAllocator, Lender
-from chatd.engine.model_runner import Chunk, DecodeError, ModelRunner, PrefillContext
+from chatd.engine.model_runner import DecodeError, ModelRunner, PrefillContext
 from chatd.engine.output import OutputStep
 from chatd.engine.params import Delta
 from chatd.engine.sequence import Phase, Sequence, SequenceGroup
 from chatd.engine.speculation import Drafter
-
-
-class QueueFull(Exception):
-    """Too many requests are waiting; the caller should retry later."""
-
-
-class EngineFailure(RuntimeError):
-    """The engine could not complete a request."""
 
 
 @dataclass(frozen=True)
@@ -56,38 +50,6 @@ class SchedulerConfig:
     # pass of one 64-token block, ~0.25 s here), and when nothing else runs.
     tiled_tokens_busy: int = 64
     tiled_tokens_idle: int = 256
-
-
-@dataclass
-class _Work:
-    """What one step computes: the main pass's feeds, and whether a lone row is padded."""
-
-    feeds: list[_Feed]
-    pad: bool
-
-
-@dataclass
-class _Feed:
-    request: SequenceGroup
-    seq: Sequence
-    n_tokens: int
-    wants_logits: bool
-    fork: bool  # this row is the last prompt token of an unforked request
-    drafts: list[int] = field(default_factory=list)  # predicted tokens to verify
-
-    @property
-    def n_rows(self) -> int:
-        """Rows of logits this feed gets back."""
-        return 1 + len(self.drafts) if self.drafts else int(self.wants_logits)
-
-    def chunk(self) -> Chunk:
-        """The tokens this feed puts into the pass: the next ones not yet computed, then
-        the drafts to verify."""
-        seq = self.seq
-        assert seq.seq_id is not None
-        start = seq.n_cached
-        tokens = seq.tokens[start : start + self.n_tokens - len(self.drafts)] + self.drafts
-        return Chunk(tokens, start, seq.seq_id, self.wants_logits, bool(self.drafts))
 
 
 class Scheduler:
@@ -151,7 +113,7 @@ class Scheduler:
         self._drop_cancelled()
         return bool(self.waiting or self.running)
 
-    def _schedule(self) -> _Work:
+    def _schedule(self) -> Work:
         """The step's work: which tokens of which sequences go into the pass."""
         feeds = self._plan()
         # A pass of one token over 512+ cells takes llama.cpp's split-KV attention, whose
@@ -171,9 +133,9 @@ class Scheduler:
             if f.n_tokens == 1 and random:
                 pad = False
                 f.seq.lendable = min(f.seq.lendable, f.seq.n_cached)
-        return _Work(feeds, pad)
+        return Work(feeds, pad)
 
-    def _run(self, work: _Work) -> np.ndarray | None:
+    def _run(self, work: Work) -> np.ndarray | None:
         """The prefill context's pass, if a long prompt waits for one, then the main
         pass; its output rows (None when there was no main pass or it failed)."""
         self._prefill_tiled(busy=bool(work.feeds))
@@ -186,7 +148,7 @@ class Scheduler:
             self._on_decode_error(e)
             return None
 
-    def _postprocess(self, work: _Work, logits: np.ndarray) -> None:
+    def _postprocess(self, work: Work, logits: np.ndarray) -> None:
         """Cells are now held; every output row becomes tokens and deltas (the output
         step), finished choices free their ids, requests are told."""
         for f in work.feeds:
@@ -227,7 +189,7 @@ class Scheduler:
             self.running.remove(req)
 
     # --- planning ---------------------------------------------------------------------
-    def _plan(self) -> list[_Feed]:
+    def _plan(self) -> list[Feed]:
         if not self.running:
             self.cache.on_idle(self.waiting[0].prompt if self.waiting else None)
         while True:
@@ -243,7 +205,7 @@ class Scheduler:
                 self._release(req)
                 req.emit(EngineFailure("the request does not fit in the KV cache"))
 
-    def _plan_once(self) -> tuple[list[_Feed], int]:
+    def _plan_once(self) -> tuple[list[Feed], int]:
         """The step's feeds, and the KV cells they need in all (held + new + retired)."""
         feeds = self._decode_feeds()
         ub = self.runner.config.n_ubatch
@@ -282,13 +244,13 @@ class Scheduler:
         used += sum(r.tiled_len - r.lead.n_cached for r in self.running if self._in_tiled(r))
         return feeds, used
 
-    def _decode_feeds(self) -> list[_Feed]:
+    def _decode_feeds(self) -> list[Feed]:
         """One token per running choice past its prompt, plus the drafts (predicted
         outputs, prompt lookup) that fill the rest of the step's one compute pass."""
-        feeds: list[_Feed] = []
+        feeds: list[Feed] = []
         for req in self.running:
             if req.forked:
-                feeds.extend(_Feed(req, s, 1, True, False) for s in req.active() if s.pending == 1)
+                feeds.extend(Feed(req, s, 1, True, False) for s in req.active() if s.pending == 1)
         room = self.runner.config.n_ubatch - len(feeds)
         for f in feeds:
             if self._drafting(f.request) and room > 0:
@@ -318,7 +280,7 @@ class Scheduler:
         req.forked = False
         self.running.append(req)
 
-    def _plan_prefill(self, req: SequenceGroup, feeds: list[_Feed], budget: int) -> int:
+    def _plan_prefill(self, req: SequenceGroup, feeds: list[Feed], budget: int) -> int:
         if budget <= 0:
             return budget
         if not req.forked:
@@ -328,14 +290,14 @@ class Scheduler:
             n = min(req.prompt_len - lead.n_cached, budget)
             if n > 0:
                 done = lead.n_cached + n == req.prompt_len
-                feeds.append(_Feed(req, lead, n, done, done))
+                feeds.append(Feed(req, lead, n, done, done))
                 budget -= n
             return budget
         for s in req.active():
             if s.pending > 1 and budget > 0:
                 n = min(s.pending, budget)
                 done = n == s.pending
-                feeds.append(_Feed(req, s, n, done, False))
+                feeds.append(Feed(req, s, n, done, False))
                 budget -= n
         return budget
 
@@ -394,7 +356,7 @@ class Scheduler:
         """Drafts in every step: from a prediction, or from the prompt with prompt lookup on."""
         return bool(req.params.prediction) or self.config.prompt_lookup
 
-    def _draft_alone(self, f: _Feed) -> None:
+    def _draft_alone(self, f: Feed) -> None:
         """A lone decoding row that would be padded gets prompt-lookup drafts instead."""
         if f.n_tokens != 1 or f.fork or f.seq.n_generated == 0:
             return
@@ -413,7 +375,7 @@ class Scheduler:
         start = 0 if seq.drafter.from_prompt else req.prompt_len  # what it matches on
         return seq.drafter.propose(seq.tokens[max(start, len(seq.tokens) - 4) :], k)
 
-    def _verify(self, f: _Feed, rows: np.ndarray) -> list[Delta]:
+    def _verify(self, f: Feed, rows: np.ndarray) -> list[Delta]:
         """Sample row after row as plain decoding would, while the sampled token is the
         drafted one; the first mismatch is the model's own next token. Cells of drafts
         after it go to the retired sequence (freeing them now would leave holes that

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatd.engine.errors import EngineFailure, QueueFull
 from chatd.engine.grammar import Grammar, GrammarError
 from chatd.engine.params import SamplingParams
-from chatd.engine.scheduler import EngineFailure, QueueFull
 from chatd.engine.template import TemplateRenderError
 from chatd.protocol.errors import APIError, InvalidRequest, NotYetSupported, Overloaded, ServerError
 from chatd.service.engine_api import EngineLike, GenerationLike
