@@ -4,15 +4,14 @@ upstream channels; the router decides which, and falls back between them."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from chatd.protocol.chat_request import ChatCompletionRequest
 from chatd.protocol.chat_response import ChatAnswer, Envelope
 from chatd.protocol.errors import ServerError
 from chatd.protocol.ids import completion_id
-from chatd.protocol.relayed_request import RelayedRequest
 from chatd.service.accounting import Accountant, Saver
 from chatd.service.capabilities import check_local_support
 from chatd.service.chat.completion import ChatCompletion
@@ -31,7 +30,25 @@ from chatd.upstream.relayed_completion import RelayedCompletion
 
 __all__ = ["ChatRequest", "ChatService"]
 
-ChatRequest = ChatCompletionRequest | RelayedRequest  # in full, or only what a relay acts on
+
+class ChatRequest(Protocol):
+    """What the service reads of any chat request: parsed in full
+    (``ChatCompletionRequest``) or only as far as a relay acts on (``RelayedRequest``)."""
+
+    model: str
+    store: bool | None
+    metadata: Mapping[str, Any] | None
+
+    @property
+    def raw(self) -> Mapping[str, Any] | None: ...
+
+    def is_streaming(self) -> bool: ...
+
+    def prompt_text(self) -> str: ...
+
+    def stored_request(self) -> dict[str, Any]: ...
+
+    def stored_messages(self) -> list[dict[str, Any]]: ...
 
 
 class ChatService:
@@ -103,7 +120,9 @@ class ChatService:
         saver = self._saver(req, owner)
         # A stored answer is chatd's object: its id is chatd's, unique whatever the upstream.
         stored_id = completion_id() if saver is not None else None
-        call = UpstreamCall(req.model, channels, dict(req.raw), self.upstream.session(), stored_id)
+        call = UpstreamCall(
+            req.model, channels, dict(req.raw or {}), self.upstream.session(), stored_id
+        )
         accountant = self._accountant(req, owner, admission)
         local = self.models.local()
         counter = local[0].engine.count_tokens if local else None
