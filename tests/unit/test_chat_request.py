@@ -14,29 +14,29 @@ from typing import Any
 
 import pytest
 
-from chatd.protocol.chat_request import (
-    KNOWN_REQUEST_FIELDS,
+from chatd.protocol.chat_messages import (
     AssistantMessage,
-    ChatCompletionRequest,
-    CustomTool,
     DeveloperMessage,
     FilePart,
     FunctionMessage,
-    FunctionTool,
     ImagePart,
     InputAudioPart,
-    NamedToolChoice,
     RefusalPart,
-    ResponseFormatJSONObject,
-    ResponseFormatJSONSchema,
-    ResponseFormatText,
     SystemMessage,
     TextPart,
     ToolMessage,
     UserMessage,
+)
+from chatd.protocol.chat_request import (
+    KNOWN_REQUEST_FIELDS,
+    ChatCompletionRequest,
+    ResponseFormatJSONObject,
+    ResponseFormatJSONSchema,
+    ResponseFormatText,
     parse_chat_request,
     validate_chat_request,
 )
+from chatd.protocol.chat_tools import CustomTool, FunctionTool, NamedToolChoice
 from chatd.protocol.errors import InvalidRequest
 
 SPEC = Path("/work/shared/reference/openai-openapi.yml")

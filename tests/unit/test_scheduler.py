@@ -145,7 +145,9 @@ def collect(sched: Scheduler, requests: list[SequenceGroup], sink: dict[int, lis
     raise AssertionError("scheduler did not finish")
 
 
-def make(runner: FakeRunner, prompt: list[int], sink: dict[int, list], **kw: object) -> SequenceGroup:
+def make(
+    runner: FakeRunner, prompt: list[int], sink: dict[int, list], **kw: object
+) -> SequenceGroup:
     params = SamplingParams(temperature=0, **kw)  # type: ignore[arg-type]
     box: list[Delta | BaseException] = []
     req = SequenceGroup(

@@ -14,14 +14,11 @@ from fastapi.responses import Response
 from chatd.api.auth import Caller, KeyChecker
 from chatd.api.errors import install_error_handlers
 from chatd.api.sse import EventStreamResponse, event_stream
-from chatd.protocol.chat_request import (
-    ChatCompletionRequest,
-    decode_chat_body,
-    validate_chat_request,
-)
+from chatd.protocol.chat_request import ChatCompletionRequest, validate_chat_request
 from chatd.protocol.errors import ModelNotFound, NotFound
 from chatd.protocol.relayed_request import RelayedRequest, validate_relayed_request
 from chatd.protocol.stored import parse_list_query, parse_update
+from chatd.protocol.validation import decode_chat_body
 from chatd.service.chat import ChatService
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
 from chatd.service.metrics import exposition, metrics_registry

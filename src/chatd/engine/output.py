@@ -17,7 +17,7 @@ import numpy as np
 
 from chatd.engine.params import Delta, FinishReason, TokenLogprob, TopLogprob
 from chatd.engine.sampler import logprobs_of, top_k
-from chatd.engine.sequence import SequenceGroup, Sequence
+from chatd.engine.sequence import Sequence, SequenceGroup
 
 __all__ = ["OutputStep", "Vocabulary"]
 

@@ -31,7 +31,7 @@ from chatd.engine.kv_cache import KVAllocator, Lender
 from chatd.engine.model_runner import Chunk, DecodeError, ModelRunner, PrefillContext
 from chatd.engine.output import OutputStep
 from chatd.engine.params import Delta
-from chatd.engine.sequence import Phase, SequenceGroup, Sequence
+from chatd.engine.sequence import Phase, Sequence, SequenceGroup
 from chatd.engine.speculation import Drafter
 
 

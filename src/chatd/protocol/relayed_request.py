@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from chatd.protocol.chat_request import MetadataValue, check_metadata_keys, translate_error
+from chatd.protocol.shapes import MetadataValue, check_metadata_keys
+from chatd.protocol.validation import translate_error
 
 
 class _StreamOptions(BaseModel):

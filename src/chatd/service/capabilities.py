@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from chatd.protocol.chat_request import AssistantMessage, ChatCompletionRequest
+from chatd.protocol.chat_messages import AssistantMessage
+from chatd.protocol.chat_request import ChatCompletionRequest
 from chatd.protocol.errors import InvalidRequest, Unsupported
 
 _NON_TEXT_PARTS = {"image_url": "image", "input_audio": "audio", "file": "file"}

@@ -22,15 +22,14 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from chatd.protocol.chat_request import (
+from chatd.protocol.chat_messages import (
     AssistantMessage,
-    ChatCompletionRequest,
-    CustomTool,
     FunctionMessage,
     FunctionToolCall,
-    NamedToolChoice,
     ToolMessage,
 )
+from chatd.protocol.chat_request import ChatCompletionRequest
+from chatd.protocol.chat_tools import CustomTool, NamedToolChoice
 from chatd.protocol.errors import InvalidRequest, NotYetSupported
 from chatd.service.structured import strict_violation
 
