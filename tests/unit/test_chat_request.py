@@ -25,8 +25,10 @@ from chat_contract import (
     with_messages,
 )
 
+from chatd.engine.params import SamplingParams
 from chatd.protocol.chat_request import (
     KNOWN_REQUEST_FIELDS,
+    ChatCompletionRequest,
     ResponseFormatJSONObject,
     ResponseFormatJSONSchema,
     ResponseFormatText,
@@ -35,6 +37,15 @@ from chatd.protocol.chat_request import (
 )
 from chatd.protocol.chat_tools import CustomTool, FunctionTool
 from chatd.protocol.errors import InvalidRequest
+from chatd.service.sampling import sampling_params
+
+WINDOW = 1000
+
+
+def engine(request: ChatCompletionRequest) -> SamplingParams:
+    """What the engine gets of ``request`` (one prompt token, a window of ``WINDOW``)."""
+    return sampling_params(request, 1, WINDOW, None)
+
 
 # --------------------------------------------------------------------------------------------
 # Body-level faults
@@ -478,8 +489,8 @@ def test_empty_stop_sequences_are_rejected(stop: Any, param: str) -> None:
     [(None, []), ([], []), ("\n", ["\n"]), (["a", "b", "c", "d"], ["a", "b", "c", "d"])],
 )
 def test_stop_list(stop: Any, expected: list[str]) -> None:
-    assert parse(make(stop=stop)).stop_list() == expected
-    assert parse(make()).stop_list() == []
+    assert engine(parse(make(stop=stop))).stop == tuple(expected)
+    assert engine(parse(make())).stop == ()
 
 
 @pytest.mark.parametrize("logprobs", [..., None, False])
@@ -932,14 +943,14 @@ def test_every_field_at_once() -> None:
     )
     assert set(body) == KNOWN_REQUEST_FIELDS - {"functions", "function_call"}
     request = parse(body)
-    assert request.effective_max_tokens() == 100
-    assert request.stop_list() == ["\n\n", "END"]
-    assert request.effective_n() == 2
-    assert request.effective_temperature() == 0.5
-    assert request.effective_top_p() == 0.9
+    params = engine(request)
+    assert params.max_new_tokens == 100
+    assert params.stop == ("\n\n", "END")
+    assert request.effective_n() == 2 and params.n == 2
+    assert (params.temperature, params.top_p) == (0.5, 0.9)
     assert request.include_usage() and not request.include_obfuscation()
     assert request.logit_bias_map() == {50256: -100}
-    assert request.wants_logprobs() and request.effective_top_logprobs() == 3
+    assert request.wants_logprobs() and params.top_logprobs == 3
     assert isinstance(request.response_format, ResponseFormatJSONSchema)
     assert request.response_format.json_schema.schema_ == {"type": "object"}
     assert [type(t) for t in request.tools or ()] == [FunctionTool, CustomTool, CustomTool]
@@ -985,27 +996,22 @@ def test_defaults_and_nulls_mean_default() -> None:
         if key not in ("model", "messages", "stream_options")
     }
     for request in (parse(make()), parse(make(**nulls))):
-        assert request.effective_max_tokens() is None
-        assert request.stop_list() == []
+        assert engine(request) == SamplingParams(max_new_tokens=WINDOW - 1)
         assert request.effective_n() == 1
-        assert request.effective_temperature() == 1.0
-        assert request.effective_top_p() == 1.0
-        assert request.effective_presence_penalty() == 0.0
-        assert request.effective_frequency_penalty() == 0.0
         assert not request.is_streaming() and not request.include_usage()
-        assert not request.wants_logprobs() and request.effective_top_logprobs() == 0
+        assert not request.wants_logprobs()
         assert request.function_definitions() == []
         assert request.logit_bias_map() == {}
         assert request.supplied_fields() == {"model", "messages"}
 
 
 def test_max_tokens_alone() -> None:
-    assert parse(make(max_tokens=7)).effective_max_tokens() == 7
+    assert engine(parse(make(max_tokens=7))).max_new_tokens == 7
 
 
 def test_integer_is_a_valid_decimal() -> None:
     request = parse(make(temperature=1, top_p=0, presence_penalty=-2))
-    assert request.effective_temperature() == 1.0
+    assert engine(request).temperature == 1.0
     assert isinstance(request.temperature, float)
 
 

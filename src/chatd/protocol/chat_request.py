@@ -396,33 +396,8 @@ class ChatCompletionRequest(Strict):
         """Top-level fields the client gave a non-null value: null means default."""
         return frozenset(name for name in self.model_fields_set if getattr(self, name) is not None)
 
-    def effective_max_tokens(self) -> int | None:
-        """The completion budget: ``max_completion_tokens`` wins over deprecated ``max_tokens``."""
-        if self.max_completion_tokens is not None:
-            return self.max_completion_tokens
-        return self.max_tokens
-
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        if isinstance(self.stop, str):
-            return [self.stop]
-        return list(self.stop)
-
     def effective_n(self) -> int:
         return 1 if self.n is None else self.n
-
-    def effective_temperature(self) -> float:
-        return 1.0 if self.temperature is None else float(self.temperature)
-
-    def effective_top_p(self) -> float:
-        return 1.0 if self.top_p is None else float(self.top_p)
-
-    def effective_presence_penalty(self) -> float:
-        return 0.0 if self.presence_penalty is None else float(self.presence_penalty)
-
-    def effective_frequency_penalty(self) -> float:
-        return 0.0 if self.frequency_penalty is None else float(self.frequency_penalty)
 
     def is_streaming(self) -> bool:
         return self.stream is True
@@ -441,9 +416,6 @@ class ChatCompletionRequest(Strict):
 
     def wants_logprobs(self) -> bool:
         return self.logprobs is True
-
-    def effective_top_logprobs(self) -> int:
-        return 0 if self.top_logprobs is None else self.top_logprobs
 
     def function_definitions(self) -> list[FunctionDefinition]:
         """Callable functions, from ``tools`` or (deprecated) ``functions`` alike."""
@@ -465,6 +437,37 @@ class ChatCompletionRequest(Strict):
 
     def stored_messages(self) -> list[dict[str, Any]]:
         return [m.model_dump(mode="json", by_alias=True, exclude_none=True) for m in self.messages]
+
+    # -- DEAD once service/chat.py builds its SamplingParams with service/sampling.py: only its
+    # -- old ``_sampling_params`` calls these; the defaults they repeat are SamplingParams's.
+
+    def effective_max_tokens(self) -> int | None:
+        """The completion budget: ``max_completion_tokens`` wins over deprecated ``max_tokens``."""
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens
+        return self.max_tokens
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        if isinstance(self.stop, str):
+            return [self.stop]
+        return list(self.stop)
+
+    def effective_temperature(self) -> float:
+        return 1.0 if self.temperature is None else float(self.temperature)
+
+    def effective_top_p(self) -> float:
+        return 1.0 if self.top_p is None else float(self.top_p)
+
+    def effective_presence_penalty(self) -> float:
+        return 0.0 if self.presence_penalty is None else float(self.presence_penalty)
+
+    def effective_frequency_penalty(self) -> float:
+        return 0.0 if self.frequency_penalty is None else float(self.frequency_penalty)
+
+    def effective_top_logprobs(self) -> int:
+        return 0 if self.top_logprobs is None else self.top_logprobs
 
 
 KNOWN_REQUEST_FIELDS: frozenset[str] = frozenset(

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from chatd.protocol.shapes import MetadataValue, check_metadata_keys
 from chatd.protocol.validation import translate_error
 
+__all__ = ["RelayedRequest", "validate_relayed_request"]
+
 
 class _StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
