@@ -146,6 +146,7 @@ MetadataValue = Annotated[str, Field(max_length=512)]
 
 
 def check_metadata_keys(value: dict[str, str] | None) -> dict[str, str] | None:
+    """Metadata keys are at most 64 characters (values are checked by ``MetadataValue``)."""
     for key in value or ():
         if len(key) > 64:
             shown = f"{key[:3]}...{key[-3:]}"

@@ -124,7 +124,8 @@ def _pattern(loc: tuple[int | str, ...]) -> tuple[str, ...]:
     )
 
 
-# What OpenAI says it expected, where the generic word is not what it says.
+# What OpenAI says it expected, where the generic word is not what it says (top-level fields
+# of the chat request, whichever contract checks them).
 _EXPECTED_OVERRIDES: dict[tuple[str, ...], str] = {
     ("functions",): "an array of function definitions",
     ("metadata",): "a metadata object",
