@@ -12,10 +12,11 @@ from fastapi.responses import Response
 from chatd.api.deps import CallerDep, ServicesDep, services_of
 from chatd.api.disconnect import until_disconnect
 from chatd.api.sse import EventStreamResponse, event_stream
-from chatd.protocol.chat_request import decode_chat_body, validate_chat_request
+from chatd.protocol.chat_request import validate_chat_request
 from chatd.protocol.errors import ModelNotFound
 from chatd.protocol.relayed_request import validate_relayed_request
 from chatd.protocol.stored import parse_list_query, parse_update
+from chatd.protocol.validation import decode_chat_body
 from chatd.service.chat import ChatRequest
 
 __all__ = ["create_chat_completion", "stored_router"]

@@ -12,6 +12,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """How to sample. The defaults are OpenAI's for a field not given (a chat request's
+    parameters pass only the fields given: service/chat/sampling.py), except ``max_new_tokens``,
+    which OpenAI leaves to the context window and the chat service always sets."""
+
     temperature: float = 1.0  # 0 means greedy
     top_p: float = 1.0
     presence_penalty: float = 0.0

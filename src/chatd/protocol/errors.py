@@ -8,6 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "InvalidRequest",
+    "ModelNotFound",
+    "ModelUnavailable",
+    "NotFound",
+    "NotYetSupported",
+    "Overloaded",
+    "ServerError",
+    "Unsupported",
+]
+
 
 class APIError(Exception):
     """An error with everything needed to render OpenAI's error body."""

@@ -6,18 +6,18 @@ from __future__ import annotations
 import secrets
 import string
 
-__all__ = ["call_id", "completion_id", "random_id"]
+__all__ = ["call_id", "completion_id"]
 
 _ALPHABET = string.ascii_letters + string.digits
 
 
-def random_id(prefix: str, length: int) -> str:
+def _random_id(prefix: str, length: int) -> str:
     return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
 def completion_id() -> str:
-    return random_id("chatcmpl-", 29)
+    return _random_id("chatcmpl-", 29)
 
 
 def call_id() -> str:
-    return random_id("call_", 24)
+    return _random_id("call_", 24)

@@ -12,7 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from chatd.protocol.chat_request import MetadataValue, check_metadata_keys, translate_error
+from chatd.protocol.shapes import MetadataValue, check_metadata_keys
+from chatd.protocol.validation import translate_error
+
+__all__ = ["validate_relayed_request"]
 
 
 class _StreamOptions(BaseModel):

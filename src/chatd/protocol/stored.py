@@ -14,6 +14,9 @@ from chatd.protocol.errors import InvalidRequest
 _PLACEHOLDER = [{"role": "user", "content": "-"}]
 
 
+__all__ = ["ListQuery", "parse_list_query", "parse_update"]
+
+
 @dataclass(frozen=True)
 class ListQuery:
     after: str | None

@@ -26,7 +26,7 @@ from chatd.service.events import ChoiceReader, Event
 from chatd.service.tool_calls import ToolPlan, template_tools
 from chatd.service.tool_calls import grammar as tool_grammar
 
-__all__ = ["Job", "LocalRun", "Usage", "start_local"]
+__all__ = ["Job", "LocalRun", "Usage", "engine_params", "start_local"]
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,12 @@ class Job:
     ``render(native)`` gives the conversation as chat-template messages; ``native`` says
     the template renders tools itself (else the adapter writes them as text). ``sampling``
     holds only the ``SamplingParams`` fields the request gave, so an absent field is the
-    engine's default. The ``*_param`` names say which request field an error points at.
+    engine's default; without ``max_new_tokens`` the answer may fill the context window.
+    The ``*_param`` names say which request field an error points at.
     """
 
     render: Callable[[bool], list[dict[str, Any]]]
     sampling: dict[str, Any] = field(default_factory=dict)
-    max_tokens: int | None = None  # None: whatever the context window leaves
     tools: ToolPlan | None = None
     schema: dict[str, Any] | None = None  # JSON schema the output must match
     prediction: str | None = None  # text the output is expected to largely repeat
@@ -73,8 +73,9 @@ async def start_local(engine: EngineLike, job: Job) -> LocalRun:
         raise InvalidRequest(
             f"The model's chat template rejected these messages: {e}", param=job.prompt_param
         ) from None
-    max_new = _room(job, len(prompt), engine.context_window)
-    params = SamplingParams(**job.sampling, max_new_tokens=max_new, grammar=grammar)
+    params = engine_params(
+        job.sampling, len(prompt), engine.context_window, grammar, job.prompt_param
+    )
     if job.prediction is not None:
         predicted = engine.tokenize_text(job.prediction)
         params = dataclasses.replace(params, prediction=tuple(predicted))
@@ -150,16 +151,29 @@ async def _grammar(engine: EngineLike, job: Job) -> Grammar | None:
     return None
 
 
-def _room(job: Job, prompt_tokens: int, window: int) -> int:
-    """The most tokens the answer may have: what was asked, if the window has room."""
-    requested = job.max_tokens
+def engine_params(
+    sampling: dict[str, Any],
+    prompt_tokens: int,
+    window: int,
+    grammar: Grammar | None = None,
+    prompt_param: str = "messages",
+) -> SamplingParams:
+    """``SamplingParams`` from the fields given, with the completion budget fitted to the
+    context window: what was asked (``max_new_tokens``) if the window has room for it, or
+    the rest of the window. Raises ``context_length_exceeded`` otherwise."""
+    requested = sampling.get("max_new_tokens")
+    budget = _budget(requested, prompt_tokens, window, prompt_param)
+    return SamplingParams(**{**sampling, "max_new_tokens": budget, "grammar": grammar})
+
+
+def _budget(requested: int | None, prompt_tokens: int, window: int, param: str) -> int:
     if requested is None:
         if prompt_tokens >= window:
             raise APIError(
                 f"This model's maximum context length is {window} tokens. However, your"
                 f" messages resulted in {prompt_tokens} tokens. Please reduce the length of"
                 " the messages.",
-                param=job.prompt_param,
+                param=param,
                 code="context_length_exceeded",
             )
         return window - prompt_tokens
@@ -169,7 +183,7 @@ def _room(job: Job, prompt_tokens: int, window: int) -> int:
             f" requested {prompt_tokens + requested} tokens ({prompt_tokens} in the"
             f" messages, {requested} in the completion). Please reduce the length of the"
             " messages or completion.",
-            param=job.prompt_param,
+            param=param,
             code="context_length_exceeded",
         )
     return requested

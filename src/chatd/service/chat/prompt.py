@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatd.protocol.chat_request import (
+from chatd.protocol.chat_messages import (
     AssistantMessage,
-    ChatCompletionRequest,
     FunctionMessage,
     FunctionToolCall,
     ToolMessage,
 )
+from chatd.protocol.chat_request import ChatCompletionRequest
 from chatd.protocol.errors import InvalidRequest, NotYetSupported
 from chatd.service.tool_calls import (
     ToolPlan,

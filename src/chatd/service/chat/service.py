@@ -13,10 +13,11 @@ from chatd.protocol.chat_response import ChatAnswer, Envelope
 from chatd.protocol.errors import ServerError
 from chatd.protocol.ids import completion_id
 from chatd.service.accounting import Accountant, Saver
-from chatd.service.capabilities import check_local_support
+from chatd.service.chat.capabilities import check_local_support
 from chatd.service.chat.completion import ChatCompletion
 from chatd.service.chat.prompt import render_messages
 from chatd.service.chat.response_format import SCHEMA_PARAM, json_schema_for
+from chatd.service.chat.sampling import sampling_fields
 from chatd.service.chat.tools import plan_tools
 from chatd.service.generation import Job, start_local
 from chatd.service.limits import Admission
@@ -89,8 +90,7 @@ class ChatService:
         plan = plan_tools(req)
         job = Job(
             render=lambda native: render_messages(req, plan, native=native),
-            sampling=_sampling_fields(req),
-            max_tokens=req.effective_max_tokens(),
+            sampling=sampling_fields(req),
             tools=plan,
             schema=json_schema_for(req),
             prediction=req.prediction.text() if req.prediction is not None else None,
@@ -158,18 +158,3 @@ def _service_tier(requested: str | None) -> str | None:
     if requested is None:
         return None
     return {"auto": "default", "fast": "priority"}.get(requested, requested)
-
-
-def _sampling_fields(req: ChatCompletionRequest) -> dict[str, Any]:
-    return {
-        "temperature": req.effective_temperature(),
-        "top_p": req.effective_top_p(),
-        "presence_penalty": req.effective_presence_penalty(),
-        "frequency_penalty": req.effective_frequency_penalty(),
-        "logit_bias": {k: float(v) for k, v in req.logit_bias_map().items()},
-        "seed": req.seed,
-        "stop": tuple(req.stop_list()),
-        "n": req.effective_n(),
-        "logprobs": req.wants_logprobs(),
-        "top_logprobs": req.effective_top_logprobs(),
-    }

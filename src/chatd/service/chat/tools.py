@@ -3,12 +3,8 @@ the deprecated ``functions``/``function_call``) as the core's ``ToolPlan``."""
 
 from __future__ import annotations
 
-from chatd.protocol.chat_request import (
-    ChatCompletionRequest,
-    CustomTool,
-    FunctionDefinition,
-    NamedToolChoice,
-)
+from chatd.protocol.chat_request import ChatCompletionRequest
+from chatd.protocol.chat_tools import CustomTool, FunctionDefinition, NamedToolChoice
 from chatd.protocol.errors import NotYetSupported
 from chatd.service.tool_calls import Function, Mode, ToolPlan, checked_function
 

@@ -1,0 +1,29 @@
+"""A chat request's engine parameters, from the fields the client gave and nothing else.
+
+Which field becomes which ``SamplingParams`` parameter, and how its value is converted, is
+the ``ENGINE`` part of ``protocol/chat_fields.py``; a field that was not given (or given as
+null) is not passed, so the defaults are ``SamplingParams``'s own (engine/params.py), the
+one place they are defined. The core (service/generation.py) adds what needs the prompt:
+the completion budget, checked against the model's context window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatd.protocol.chat_fields import engine_fields
+from chatd.protocol.chat_request import ChatCompletionRequest
+
+__all__ = ["sampling_fields"]
+
+
+def sampling_fields(req: ChatCompletionRequest) -> dict[str, Any]:
+    """``SamplingParams`` keyword arguments for the fields ``req`` gave."""
+    given: dict[str, Any] = {}
+    for name, policy in engine_fields().items():
+        value = getattr(req, name)
+        # absent, or an earlier field won (an ENGINE policy always names its parameter)
+        if value is None or policy.engine is None or policy.engine in given:
+            continue
+        given[policy.engine] = policy.to_engine(value)
+    return given
