@@ -1,0 +1,166 @@
+"""The real chatd app over a FakeEngine, in this process: its lifespan run by hand,
+driven through httpx's ASGI transport (no socket, no model); plus the fake upstream
+on a real port in a thread (the relay reaches upstreams over aiohttp), and the
+``chatd`` command line called in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import openai
+import uvicorn
+from fastapi import FastAPI
+
+from chatd.api.app import create_app
+from chatd.cli import main as cli_main
+from chatd.config import load_config
+from chatd.service.models import LocalModel, ModelRegistry
+from chatd.store.db import Database, sqlite_url
+from fakes.engine import FakeEngine
+from fakes.upstream import create_app as create_upstream
+
+MODEL = "smollm2-135m-instruct"
+API_KEY = "sk-test-chatd-0123456789"
+BASE_URL = "http://chatd"
+
+
+@dataclass
+class Chatd:
+    """One running app: its engine (to script), database, and clients."""
+
+    app: FastAPI
+    engine: FakeEngine
+    db: Database
+    data_dir: Path | None
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    def http(self, key: str | None = API_KEY, **kw: object) -> httpx.AsyncClient:
+        """A raw client; ``key`` None sends no Authorization header."""
+        headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+        c = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app),
+            base_url=BASE_URL,
+            headers=headers,
+            timeout=30,
+            **kw,  # type: ignore[arg-type]
+        )
+        self.clients.append(c)
+        return c
+
+    def sdk(self, key: str = API_KEY) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=BASE_URL + "/v1", api_key=key, http_client=self.http(None), max_retries=0
+        )
+
+    def cli(self, *args: str) -> tuple[int, str, str]:
+        """``chatd <args> --data-dir <this app's>`` (or its --database-url)."""
+        db_args = ("--data-dir", str(self.data_dir)) if self.data_dir else ("--database-url",
+                                                                               self.db.url)  # fmt: skip
+        return run_cli(*args, *db_args)
+
+
+@contextlib.asynccontextmanager
+async def running_chatd(
+    tmp: Path,
+    engine: FakeEngine | None = None,
+    api_keys: list[str] | None = None,
+    *,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    config: str | None = None,
+) -> AsyncIterator[Chatd]:
+    """Build the app as ``chatd serve`` does (cli.py), with ``engine`` as the model
+    behind every local model of ``config`` (a chatd.toml text) or behind MODEL alone."""
+    engine = engine or FakeEngine()
+    local, aliases, channels = [LocalModel(MODEL, engine)], {}, []
+    if config is not None:
+        path = tmp / "chatd.toml"
+        path.write_text(config)
+        file = load_config(path)
+        if file.models:
+            local = [LocalModel(m.id, engine, m.priority, m.weight) for m in file.models]
+        aliases = {a: m.id for m in file.models for a in m.aliases}
+        channels = file.channels
+    data_dir = None if database_url else tmp
+    db = Database(database_url or sqlite_url(tmp))
+    app = create_app(
+        ModelRegistry(local, aliases, channels),
+        [API_KEY] if api_keys is None else api_keys,
+        db,
+        redis_url,
+    )
+    chatd = Chatd(app, engine, db, data_dir)
+    async with app.router.lifespan_context(app):
+        try:
+            yield chatd
+        finally:
+            for c in chatd.clients:
+                await c.aclose()
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """Run ``chatd`` in a thread of this process (it runs its own event loop there):
+    (exit code, stdout, stderr)."""
+    out, err, result = io.StringIO(), io.StringIO(), [0]
+
+    def run() -> None:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                result[0] = cli_main(list(args))
+            except SystemExit as e:  # argparse errors exit 2
+                result[0] = e.code if isinstance(e.code, int) else 1
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    return result[0], out.getvalue(), err.getvalue()
+
+
+async def arun_cli(*args: str) -> tuple[int, str, str]:
+    return await asyncio.to_thread(run_cli, *args)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Upstream:
+    url: str
+    calls: dict[str, int]
+    last: dict[str, dict]
+    flaky: dict[str, bool]
+
+
+@contextlib.contextmanager
+def fake_upstream() -> Iterator[Upstream]:
+    """tests/fakes/upstream.py on a free port, served by uvicorn in a daemon thread."""
+    app = create_upstream()
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=0
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="fake-upstream", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the fake upstream did not start"
+        time.sleep(0.01)
+    try:
+        yield Upstream(f"http://127.0.0.1:{port}", app.state.calls, app.state.last,
+                       app.state.flaky)  # fmt: skip
+    finally:
+        server.should_exit = server.force_exit = True
+        thread.join(timeout=10)
