@@ -171,11 +171,9 @@ class FakeEngine:
 
     # --- generation ---------------------------------------------------------------------
     def submit(self, prompt: list[int], params: SamplingParams) -> FakeGeneration:
-        if self.queue_full:
+        running = sum(1 for g in self.in_flight if not g.done)
+        if self.queue_full or (self.max_in_flight is not None and running >= self.max_in_flight):
             raise QueueFull()
-        if self.max_in_flight is not None:
-            if sum(1 for g in self.in_flight if not g.done) >= self.max_in_flight:
-                raise QueueFull()
         self.submitted.append((list(prompt), params))
         prompt_text = self.detokenize(prompt)
         texts = [self._text(Call(prompt_text, params, i)) for i in range(params.n)]

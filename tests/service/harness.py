@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import openai
 import uvicorn
+from fakes.engine import FakeEngine
+from fakes.upstream import create_app as create_upstream
 from fastapi import FastAPI
 
 from chatd.api.app import create_app
@@ -25,8 +27,6 @@ from chatd.cli import main as cli_main
 from chatd.config import load_config
 from chatd.service.models import LocalModel, ModelRegistry
 from chatd.store.db import Database, sqlite_url
-from fakes.engine import FakeEngine
-from fakes.upstream import create_app as create_upstream
 
 MODEL = "smollm2-135m-instruct"
 API_KEY = "sk-test-chatd-0123456789"
@@ -63,9 +63,9 @@ class Chatd:
 
     def cli(self, *args: str) -> tuple[int, str, str]:
         """``chatd <args> --data-dir <this app's>`` (or its --database-url)."""
-        db_args = ("--data-dir", str(self.data_dir)) if self.data_dir else ("--database-url",
-                                                                               self.db.url)  # fmt: skip
-        return run_cli(*args, *db_args)
+        if self.data_dir is not None:
+            return run_cli(*args, "--data-dir", str(self.data_dir))
+        return run_cli(*args, "--database-url", self.db.url)
 
 
 @contextlib.asynccontextmanager
