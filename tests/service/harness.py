@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import socket
 import threading
 import time
@@ -33,14 +34,29 @@ API_KEY = "sk-test-chatd-0123456789"
 BASE_URL = "http://chatd"
 
 
+class LogRecorder(logging.Handler):
+    """Every record chatd logs (any level) while the app runs, as the server's log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
 @dataclass
 class Chatd:
-    """One running app: its engine (to script), database, and clients."""
+    """One running app: its engine (to script), database, log and clients."""
 
     app: FastAPI
     engine: FakeEngine
     db: Database
     data_dir: Path | None
+    log: LogRecorder = field(default_factory=LogRecorder)
     clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     def http(self, key: str | None = API_KEY, **kw: object) -> httpx.AsyncClient:
@@ -99,12 +115,20 @@ async def running_chatd(
         redis_url,
     )
     chatd = Chatd(app, engine, db, data_dir)
-    async with app.router.lifespan_context(app):
-        try:
-            yield chatd
-        finally:
-            for c in chatd.clients:
-                await c.aclose()
+    logger = logging.getLogger("chatd")
+    level = logger.level
+    logger.addHandler(chatd.log)
+    logger.setLevel(logging.DEBUG)
+    try:
+        async with app.router.lifespan_context(app):
+            try:
+                yield chatd
+            finally:
+                for c in chatd.clients:
+                    await c.aclose()
+    finally:
+        logger.removeHandler(chatd.log)
+        logger.setLevel(level)
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:
@@ -164,3 +188,23 @@ def fake_upstream() -> Iterator[Upstream]:
     finally:
         server.should_exit = server.force_exit = True
         thread.join(timeout=10)
+
+
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def postgres_reachable() -> bool:
+    return reachable(5432)
+
+
+def redis_reachable() -> bool:
+    return reachable(6379)
