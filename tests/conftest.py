@@ -20,6 +20,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 MODEL = "smollm2-135m-instruct"
 API_KEY = "sk-test-chatd-0123456789"
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def free_port() -> int:

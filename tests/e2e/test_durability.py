@@ -9,13 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MODEL, Server
-from test_stored import PG_URL, _postgres_reachable
+from conftest import MODEL, PG_URL, Server, postgres_reachable
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_sigkill_leaves_only_complete_records(backend: str, tmp_path: Path) -> None:
-    if backend == "postgresql" and not _postgres_reachable():
+    if backend == "postgresql" and not postgres_reachable():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     key = "sk-" + secrets.token_hex(12)
     db_args = (
