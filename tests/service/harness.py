@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -84,6 +85,33 @@ class Chatd:
         return run_cli(*args, "--database-url", self.db.url)
 
 
+def build_app(
+    tmp: Path,
+    engine: FakeEngine,
+    api_keys: list[str] | None = None,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    config: str | None = None,
+) -> FastAPI:
+    """The app as ``chatd serve`` builds it (cli.py), with ``engine`` behind every local
+    model of ``config`` (a chatd.toml text), or behind MODEL alone; its database is
+    ``database_url`` or SQLite in ``tmp``; ``api_keys`` None means [API_KEY]."""
+    local, aliases, channels = [LocalModel(MODEL, engine)], {}, []
+    if config is not None:
+        path = tmp / "chatd.toml"
+        path.write_text(config)
+        file = load_config(path)
+        if file.models:
+            local = [LocalModel(m.id, engine, m.priority, m.weight) for m in file.models]
+        aliases = {a: m.id for m in file.models for a in m.aliases}
+        channels = file.channels
+    db = Database(database_url or sqlite_url(tmp))
+    keys = [API_KEY] if api_keys is None else api_keys
+    app = create_app(ModelRegistry(local, aliases, channels), keys, db, redis_url)
+    app.state.db = db
+    return app
+
+
 @contextlib.asynccontextmanager
 async def running_chatd(
     tmp: Path,
@@ -97,24 +125,8 @@ async def running_chatd(
     """Build the app as ``chatd serve`` does (cli.py), with ``engine`` as the model
     behind every local model of ``config`` (a chatd.toml text) or behind MODEL alone."""
     engine = engine or FakeEngine()
-    local, aliases, channels = [LocalModel(MODEL, engine)], {}, []
-    if config is not None:
-        path = tmp / "chatd.toml"
-        path.write_text(config)
-        file = load_config(path)
-        if file.models:
-            local = [LocalModel(m.id, engine, m.priority, m.weight) for m in file.models]
-        aliases = {a: m.id for m in file.models for a in m.aliases}
-        channels = file.channels
-    data_dir = None if database_url else tmp
-    db = Database(database_url or sqlite_url(tmp))
-    app = create_app(
-        ModelRegistry(local, aliases, channels),
-        [API_KEY] if api_keys is None else api_keys,
-        db,
-        redis_url,
-    )
-    chatd = Chatd(app, engine, db, data_dir)
+    app = build_app(tmp, engine, api_keys, database_url, redis_url, config)
+    chatd = Chatd(app, engine, app.state.db, None if database_url else tmp)
     logger = logging.getLogger("chatd")
     level = logger.level
     logger.addHandler(chatd.log)
@@ -159,35 +171,69 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@dataclass
-class Upstream:
-    url: str
-    calls: dict[str, int]
-    last: dict[str, dict]
-    flaky: dict[str, bool]
-
-
 @contextlib.contextmanager
-def fake_upstream() -> Iterator[Upstream]:
-    """tests/fakes/upstream.py on a free port, served by uvicorn in a daemon thread."""
-    app = create_upstream()
+def serve_in_thread(app: Any) -> Iterator[str]:
+    """Serve an ASGI app (lifespan included) with uvicorn on a free port of 127.0.0.1,
+    in a daemon thread with its own event loop: its base URL. For what needs a real
+    socket: upstreams (the relay calls them with aiohttp), the ``chatd channels``
+    command, a client that leaves in the middle of a stream."""
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=0
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="fake-upstream", daemon=True)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
-        assert time.monotonic() < deadline, "the fake upstream did not start"
+        assert thread.is_alive(), "the server thread stopped before it started"
+        assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.01)
     try:
-        yield Upstream(f"http://127.0.0.1:{port}", app.state.calls, app.state.last,
-                       app.state.flaky)  # fmt: skip
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = server.force_exit = True
         thread.join(timeout=10)
+
+
+@dataclass
+class Upstream:
+    url: str
+    calls: dict[str, int]
+    last: dict[str, dict[str, Any]]
+    flaky: dict[str, bool]
+
+
+@contextlib.contextmanager
+def fake_upstream() -> Iterator[Upstream]:
+    """tests/fakes/upstream.py, served in a thread of this process."""
+    app = create_upstream()
+    with serve_in_thread(app) as url:
+        yield Upstream(url, app.state.calls, app.state.last, app.state.flaky)
+
+
+@dataclass
+class ThreadServer:
+    """The real app over a FakeEngine, served on a real port from a thread: ``base_url``
+    and ``data_dir`` as a ``chatd serve`` process would have them."""
+
+    base_url: str
+    data_dir: Path
+    engine: FakeEngine
+
+
+@contextlib.contextmanager
+def chatd_in_thread(
+    tmp: Path,
+    engine: FakeEngine | None = None,
+    api_keys: list[str] | None = None,
+    *,
+    config: str | None = None,
+) -> Iterator[ThreadServer]:
+    engine = engine or FakeEngine()
+    app = build_app(tmp, engine, api_keys, config=config)
+    with serve_in_thread(app) as url:
+        yield ThreadServer(url, tmp, engine)
 
 
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
