@@ -5,7 +5,6 @@ on a real port in a thread (the relay reaches upstreams over aiohttp), and the
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import logging
@@ -159,10 +158,6 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     t.start()
     t.join()
     return result[0], out.getvalue(), err.getvalue()
-
-
-async def arun_cli(*args: str) -> tuple[int, str, str]:
-    return await asyncio.to_thread(run_cli, *args)
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .harness import API_KEY, MODEL, Chatd, fake_upstream, run_cli, running_chatd
+from .harness import API_KEY, MODEL, Chatd, fake_upstream, running_chatd
 
 
 async def scrape(srv: Chatd, key: str | None = API_KEY) -> dict[tuple[str, str], float]:
@@ -55,9 +55,7 @@ async def test_engine_usage_and_availability(chatd: Chatd) -> None:
 
 
 async def test_operator_keys_only(chatd: Chatd) -> None:
-    code, out, err = run_cli(
-        "keys", "create", "--name", "metrics-reader", "--data-dir", str(chatd.data_dir)
-    )
+    code, out, err = chatd.cli("keys", "create", "--name", "metrics-reader")
     assert code == 0, err
     key = re.search(r"key:\s+(\S+)", out).group(1)  # type: ignore[union-attr]
     http = chatd.http(key)

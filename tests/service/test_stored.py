@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -224,3 +226,30 @@ async def test_concurrent_stores(backend: Backend) -> None:
         await backend.http.get("/v1/chat/completions", params={"metadata[tag]": tag, "limit": 100})
     ).json()
     assert sorted(d["id"] for d in listed["data"]) == sorted(r.json()["id"] for r in results)
+
+
+async def test_a_failure_to_store_is_reported(tmp_path: Path) -> None:
+    """A stored completion that cannot be written is an error, streamed or not; a stream
+    ends with an error event and no [DONE]."""
+    key = "sk-" + secrets.token_hex(12)
+    async with running_chatd(tmp_path, api_keys=[key]) as chatd:
+        with sqlite3.connect(tmp_path / "chatd.db") as conn:  # sabotage the schema
+            conn.execute("DROP TABLE stored_messages")
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 2,
+            "store": True,
+        }
+        c = chatd.http(key)
+        r = await c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 500
+        assert r.json()["error"]["type"] == "server_error"
+        assert "could not be stored" in r.json()["error"]["message"]
+        s = await c.post("/v1/chat/completions", json={**body, "stream": True})
+        events = [ln for ln in s.text.splitlines() if ln.startswith("data: ")]
+        assert events[-1] != "data: [DONE]"
+        assert "could not be stored" in events[-1]
+        assert (await c.get("/v1/chat/completions")).json()["data"] == []  # nothing half-kept
+        plain = await c.post("/v1/chat/completions", json={**body, "store": False})
+        assert plain.status_code == 200  # not storing still works
