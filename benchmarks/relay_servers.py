@@ -1,8 +1,9 @@
 """The processes ``relay.py`` measures: the upstream stub and the gateways in front of it.
 
-The stub is a script run as its own process (``python -c STUB``), not a coroutine in the
-load generator: its CPU and the load generator's must stay apart, and a gateway must reach
-it over a real socket, as it would a real upstream.
+The stub is tests/fakes/upstream.py (the tests' fake upstream too) run as its own process
+(``python STUB PORT TTFT_MS INTERVAL_MS CHUNKS``), not a coroutine in the load generator:
+its CPU and the load generator's must stay apart, and a gateway must reach it over a real
+socket, as it would a real upstream.
 """
 
 from __future__ import annotations
@@ -18,70 +19,14 @@ import harness
 
 MODES = ("paced", "instant")
 
-STUB = r"""
-import asyncio, json, sys, time
-import uvicorn
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from starlette.routing import Route
-
-PORT, N = int(sys.argv[1]), int(sys.argv[4])
-TTFT, INTERVAL = float(sys.argv[2]) / 1e3, float(sys.argv[3]) / 1e3
-USAGE = {"prompt_tokens": 5, "completion_tokens": N, "total_tokens": N + 5}
-
-def event(obj):
-    return ("data: " + json.dumps(obj) + "\n\n").encode()
-
-def chunk(model, delta, finish=None):
-    return event({"id": "chatcmpl-stub", "object": "chat.completion.chunk",
-        "created": int(time.time()), "model": model, "system_fingerprint": "fp_stub",
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
-
-async def completions(request):
-    arrived = time.monotonic()
-    body = json.loads(await request.body())
-    model = body.get("model", "")
-    mode = request.query_params.get("mode") or ("instant" if "instant" in model else "paced")
-    paced = mode == "paced"
-    hold = request.query_params.get("hold") == "1"  # headers go with the first event
-    usage = (body.get("stream_options") or {}).get("include_usage") is True
-    if not body.get("stream"):
-        if paced:
-            await asyncio.sleep(TTFT + (N - 1) * INTERVAL)
-        text = "".join(f" word{i}" for i in range(N))
-        return JSONResponse({"id": "chatcmpl-stub", "object": "chat.completion",
-            "created": int(time.time()), "model": model, "system_fingerprint": "fp_stub",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": None, "finish_reason": "stop"}], "usage": USAGE})
-
-    async def events():
-        for i in range(N):
-            if paced:  # fixed schedule from arrival: no drift, the same for every path
-                await asyncio.sleep(max(0.0, arrived + TTFT + i * INTERVAL - time.monotonic()))
-            delta = {"content": f" word{i}"}
-            yield chunk(model, {"role": "assistant", **delta} if i == 0 else delta)
-        yield chunk(model, {}, "stop")
-        if usage:
-            yield event({"id": "chatcmpl-stub", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": model, "system_fingerprint": "fp_stub",
-                "choices": [], "usage": USAGE})
-        yield b"data: [DONE]\n\n"
-    if hold and paced:
-        await asyncio.sleep(max(0.0, arrived + TTFT - time.monotonic()))
-    return StreamingResponse(events(), media_type="text/event-stream")
-
-async def health(request):
-    return PlainTextResponse("ok")
-
-app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"]),
-                        Route("/health", health)])
-uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="warning", access_log=False)
-"""
+# The one fake OpenAI-compatible upstream, shared with the gateway tests: its benchmark
+# stub ("paced" and "instant" ids) is what this script measures the gateways against.
+STUB = Path(__file__).resolve().parent.parent / "tests" / "fakes" / "upstream.py"
 
 
 def start_stub(args: argparse.Namespace, tmp: Path) -> harness.Managed:
     port = harness.free_port()
-    cmd = [sys.executable, "-c", STUB, str(port)]
+    cmd = [sys.executable, str(STUB), str(port)]
     cmd += [str(args.ttft_ms), str(args.interval_ms), str(args.chunks)]
     return harness.Managed("stub", cmd, port, "/health", log_dir=tmp)
 

@@ -1,8 +1,20 @@
-"""One shared chatd server per test session, started exactly as users start it."""
+"""The test suite's layout, and the real chatd server the end-to-end tests share.
+
+- tests/unit/: pure units (engine pieces against fakes, protocol parsing, tools...).
+- tests/service/: the service and API layers in-process: the real app (``create_app``)
+  over a scripted FakeEngine (tests/fakes/engine.py) and a temporary database, driven
+  through httpx's ASGI transport and the openai SDK, or served from a thread where a
+  real socket is needed (gateway); upstreams are tests/fakes/upstream.py in a thread.
+- tests/e2e/: what needs the real model, a real ``chatd serve`` process or the real
+  grammar compiler; every test there is marked ``e2e`` (below), and only they start
+  the session's ``server`` (one ``chatd serve`` loading the GGUF model).
+
+``pytest -m "not e2e"`` runs unit + in-process tests and never loads the model;
+``pytest -q`` runs everything.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
@@ -20,6 +32,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 MODEL = "smollm2-135m-instruct"
 API_KEY = "sk-test-chatd-0123456789"
+PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def free_port() -> int:
@@ -70,25 +91,14 @@ class Server:
         self._log.close()
 
 
-@contextlib.contextmanager
-def fake_upstream() -> Iterator[str]:
-    """The misbehaving upstream of tests/e2e/fake_upstream.py, in its own process: its
-    base URL (the model id picks the behaviour)."""
-    port = free_port()
-    script = Path(__file__).parent / "e2e" / "fake_upstream.py"
-    proc = subprocess.Popen([sys.executable, str(script), str(port)])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(url + "/calls", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.kill()  # it may still be sleeping in a "hang" request
-        proc.wait(timeout=10)
+E2E = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e/ is marked ``e2e`` (registered in pyproject.toml)."""
+    for item in items:
+        if E2E in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Raw SSE reading for tests that need the exact bytes of a stream."""
+"""Raw SSE reading for tests that need the exact bytes of a stream (e2e and in-process)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,17 @@ def parse_events(text: str) -> list[str]:
 def stream(http: httpx.Client, body: dict[str, Any]) -> Stream:
     with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
         text = r.read().decode()
-        result = Stream(r.status_code, r.headers.get("content-type", ""))
+        return _parse(Stream(r.status_code, r.headers.get("content-type", "")), text)
+
+
+async def astream(http: httpx.AsyncClient, body: dict[str, Any]) -> Stream:
+    """``stream`` for an async client (the in-process tests)."""
+    async with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+        text = (await r.aread()).decode()
+        return _parse(Stream(r.status_code, r.headers.get("content-type", "")), text)
+
+
+def _parse(result: Stream, text: str) -> Stream:
     if result.status != 200:
         result.chunks = [json.loads(text)]
         return result

@@ -1,27 +1,22 @@
-"""GET /metrics over HTTP: Prometheus text exposition of engine state, usage totals,
-model availability and upstream channel health, for operator keys only."""
+"""GET /metrics: Prometheus text exposition of engine state, usage totals, model
+availability and upstream channel health, for operator keys only; in-process over the
+real app (the fake upstream runs in a thread: the relay reaches it over a socket)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from conftest import API_KEY, MODEL, Server, fake_upstream
 from prometheus_client.parser import text_string_to_metric_families
 
-HERE = Path(__file__).parent
-CHATD = str(Path(sys.executable).parent / "chatd")
+from .harness import API_KEY, MODEL, Chatd, fake_upstream, running_chatd
 
 
-def scrape(srv: Server, key: str | None = API_KEY) -> dict[tuple[str, str], float]:
+async def scrape(srv: Chatd, key: str | None = API_KEY) -> dict[tuple[str, str], float]:
     """Every sample as {(sample name, its one label value): value}."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    r = httpx.get(srv.base_url + "/metrics", headers=headers, timeout=30)
+    r = await srv.http(key).get("/metrics")
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")
     samples: dict[tuple[str, str], float] = {}
@@ -34,18 +29,17 @@ def scrape(srv: Server, key: str | None = API_KEY) -> dict[tuple[str, str], floa
     return samples
 
 
-def ask(srv: Server, model: str, key: str | None = None) -> httpx.Response:
+async def ask(srv: Chatd, model: str, key: str | None = None) -> httpx.Response:
     body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.post(srv.base_url + "/v1/chat/completions", json=body, headers=headers, timeout=60)
+    return await srv.http(key).post("/v1/chat/completions", json=body)
 
 
-def test_engine_usage_and_availability(server: Server) -> None:
-    before = scrape(server)
-    r = ask(server, MODEL, API_KEY)
+async def test_engine_usage_and_availability(chatd: Chatd) -> None:
+    before = await scrape(chatd)
+    r = await ask(chatd, MODEL, API_KEY)
     assert r.status_code == 200, r.text
     usage = r.json()["usage"]
-    after = scrape(server)
+    after = await scrape(chatd)
 
     def delta(name: str) -> float:
         return after[(name, MODEL)] - before.get((name, MODEL), 0.0)
@@ -60,49 +54,44 @@ def test_engine_usage_and_availability(server: Server) -> None:
     assert after[("chatd_model_available", MODEL)] == 1
 
 
-def test_operator_keys_only(server: Server) -> None:
-    out = subprocess.run(
-        [CHATD, "keys", "create", "--name", "metrics-reader", "--data-dir", str(server.data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    key = re.search(r"key:\s+(\S+)", out.stdout).group(1)  # type: ignore[union-attr]
-    headers = {"Authorization": f"Bearer {key}"}
-    assert ask(server, MODEL, key).status_code == 200  # a valid key, just not an operator's
-    r = httpx.get(server.base_url + "/metrics", headers=headers, timeout=30)
-    channels = httpx.get(server.base_url + "/v1/channels", headers=headers, timeout=30)
+async def test_operator_keys_only(chatd: Chatd) -> None:
+    code, out, err = chatd.cli("keys", "create", "--name", "metrics-reader")
+    assert code == 0, err
+    key = re.search(r"key:\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+    http = chatd.http(key)
+    assert (await ask(chatd, MODEL, key)).status_code == 200  # a valid key, not an operator's
+    r = await http.get("/metrics")
+    channels = await http.get("/v1/channels")
     assert r.status_code == channels.status_code == 404
     assert r.json()["error"].keys() == channels.json()["error"].keys()
     assert "/metrics" in r.json()["error"]["message"]
-    assert httpx.get(server.base_url + "/metrics", timeout=30).status_code == 401
+    assert (await chatd.http(None).get("/metrics")).status_code == 401
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Chatd]:
     """An open chatd (every caller is the operator) before the misbehaving fake upstream:
     channel "bad" answers 500 and cools down after 2 failures, "good" answers."""
-    with fake_upstream() as url:
-        path = tmp_path_factory.mktemp("metrics") / "chatd.toml"
-        path.write_text(
+    with fake_upstream() as upstream:
+        url = upstream.url
+        config = (
             f'[[channels]]\nname = "bad"\nbase_url = "{url}/v1"\n'
             'models = [{ id = "mbad", upstream = "500" }]\n'
             "failures_before_cooldown = 2\ncooldown_seconds = 300\n\n"
             f'[[channels]]\nname = "good"\nbase_url = "{url}/v1"\n'
             'models = [{ id = "mgood", upstream = "ok" }]\n'
         )
-        srv = Server("--config", str(path))
-        yield srv
-        srv.stop()
+        tmp = tmp_path_factory.mktemp("metrics")
+        async with running_chatd(tmp, api_keys=[], config=config) as srv:
+            yield srv
 
 
-def test_channel_cooldown(gateway: Server) -> None:
-    assert ask(gateway, "mgood").status_code == 200
+async def test_channel_cooldown(gateway: Chatd) -> None:
+    assert (await ask(gateway, "mgood")).status_code == 200
     for _ in range(2):
-        assert ask(gateway, "mbad").status_code == 503
-    assert ask(gateway, "mbad").status_code == 503  # cooling: not even tried
-    m = scrape(gateway, key=None)
+        assert (await ask(gateway, "mbad")).status_code == 503
+    assert (await ask(gateway, "mbad")).status_code == 503  # cooling: not even tried
+    m = await scrape(gateway, key=None)
     assert m[("chatd_channel_healthy", "bad")] == 0
     assert m[("chatd_channel_consecutive_failures", "bad")] == 2
     assert m[("chatd_channel_failures_total", "bad")] == 2

@@ -1,34 +1,47 @@
-"""chatd as a gateway: real upstreams on 127.0.0.1 (the session's chatd, and a
-misbehaving fake), routing, failover before the first byte, truncated streams that never
-look complete, cooldown, usage and store for relayed answers."""
+"""chatd as a gateway: the real app over a FakeEngine, served from a thread of this
+process on 127.0.0.1 (its upstreams are reached over real sockets with aiohttp, and
+``chatd channels`` and a client leaving a stream need a real port), in front of the
+one fake upstream (tests/fakes/upstream.py, in another thread): routing, failover
+before the first byte, truncated streams that never look complete, cooldown, usage and
+store for relayed answers."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import API_KEY, MODEL, Server, fake_upstream, free_port
+from fakes.upstream import UPSTREAM_KEY
 
-HERE = Path(__file__).parent
-REAL = "smollm2-135m-instruct"
+from .harness import (
+    API_KEY,
+    MODEL,
+    ThreadServer,
+    chatd_in_thread,
+    fake_upstream,
+    free_port,
+    run_cli,
+)
+
+# The second channel of the failing ids: another upstream that answers, and only with
+# the key chatd reads from ``api_key_env`` (the fake's "keyed" model).
+REAL = "keyed"
+Server = ThreadServer
 
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[str]:
-    with fake_upstream() as url:
-        yield url
+    with fake_upstream() as upstream:
+        yield upstream.url
 
 
 @pytest.fixture(scope="module")
-def gateway(fake: str, server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    real = server.base_url + "/v1"
+def gateway(fake: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    real = fake + "/v1"
 
     def channel(name: str, url: str, models: str, priority: int, extra: str = "") -> str:
         return (
@@ -87,11 +100,16 @@ def gateway(fake: str, server: Server, tmp_path_factory: pytest.TempPathFactory)
             ),
         ]
     )
-    path = tmp_path_factory.mktemp("gw") / "chatd.toml"
-    path.write_text(toml)
-    srv = Server("--config", str(path), env={"REAL_UPSTREAM_KEY": API_KEY})
-    yield srv
-    srv.stop()
+    saved = os.environ.get("REAL_UPSTREAM_KEY")
+    os.environ["REAL_UPSTREAM_KEY"] = UPSTREAM_KEY
+    try:
+        with chatd_in_thread(tmp_path_factory.mktemp("gw"), api_keys=[], config=toml) as srv:
+            yield srv
+    finally:
+        if saved is None:
+            del os.environ["REAL_UPSTREAM_KEY"]
+        else:
+            os.environ["REAL_UPSTREAM_KEY"] = saved
 
 
 def ask(srv: Server, model: str, **kw: object) -> httpx.Response:
@@ -102,15 +120,9 @@ def ask(srv: Server, model: str, **kw: object) -> httpx.Response:
 def usage_row(gateway: Server, model: str, requests: int) -> list[str]:
     """The `chatd usage` row of a model, once it counts ``requests`` (usage is written
     in the background, about once a second)."""
-    chatd = str(Path(sys.executable).parent / "chatd")
     deadline = time.monotonic() + 10
     while True:
-        out = subprocess.run(
-            [chatd, "usage", "--data-dir", str(gateway.data_dir)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
+        out = run_cli("usage", "--data-dir", str(gateway.data_dir))[1]
         rows = [ln.split() for ln in out.splitlines() if f" {model} " in ln]
         if rows and int(rows[0][3]) >= requests or time.monotonic() > deadline:
             assert rows, out
@@ -239,16 +251,10 @@ def test_channels_endpoint(gateway: Server) -> None:
 def test_invalid_config_fails_at_start_up(tmp_path: Path, toml: str, words: str) -> None:
     path = tmp_path / "chatd.toml"
     path.write_text(toml)
-    chatd = str(Path(sys.executable).parent / "chatd")
-    r = subprocess.run(
-        [chatd, "serve", "--config", str(path), "--port", str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 1
-    assert "invalid configuration" in r.stderr and words in r.stderr
-    assert "Traceback" not in r.stderr
+    code, _, stderr = run_cli("serve", "--config", str(path), "--port", str(free_port()))
+    assert code == 1
+    assert "invalid configuration" in stderr and words in stderr
+    assert "Traceback" not in stderr
 
 
 def test_usage_estimated_when_the_upstream_sends_none(gateway: Server) -> None:
@@ -317,15 +323,9 @@ def test_models_status_names_routes_and_reasons(gateway: Server) -> None:
 def test_channels_cli(gateway: Server) -> None:
     ask(gateway, "mdead")
     ask(gateway, "mdead")
-    chatd = str(Path(sys.executable).parent / "chatd")
-    out = subprocess.run(
-        [chatd, "channels", "--url", gateway.base_url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    lines = out.stdout.splitlines()
+    code, stdout, stderr = run_cli("channels", "--url", gateway.base_url)
+    assert code == 0, stdout + stderr
+    lines = stdout.splitlines()
     dead = next(ln for ln in lines if ln.startswith("dead "))
     assert "cooling down" in dead
     mdead = lines.index(next(ln for ln in lines if ln.startswith("mdead ")))
@@ -333,31 +333,18 @@ def test_channels_cli(gateway: Server) -> None:
     assert "available" in next(ln for ln in lines if ln.startswith("mok "))
 
 
-def test_channels_cli_without_a_server_or_with_a_bad_key(server: Server) -> None:
-    chatd = str(Path(sys.executable).parent / "chatd")
-    down = subprocess.run(
-        [chatd, "channels", "--url", f"http://127.0.0.1:{free_port()}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert down.returncode == 1 and "cannot reach" in down.stdout
-    refused = subprocess.run(
-        [chatd, "channels", "--url", server.base_url, "--api-key", "sk-wrong"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert refused.returncode == 1 and "401" in refused.stdout
-    assert "sk-wrong" not in refused.stdout  # the key is redacted in the server's message
-    ok = subprocess.run(
-        [chatd, "channels", "--url", server.base_url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "CHATD_API_KEY": API_KEY},
-    )
-    assert ok.returncode == 0 and "(no channels)" in ok.stdout and MODEL in ok.stdout
+def test_channels_cli_without_a_server_or_with_a_bad_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, stdout, _ = run_cli("channels", "--url", f"http://127.0.0.1:{free_port()}")
+    assert code == 1 and "cannot reach" in stdout
+    with chatd_in_thread(tmp_path, api_keys=[API_KEY]) as server:
+        code, stdout, _ = run_cli("channels", "--url", server.base_url, "--api-key", "sk-wrong")
+        assert code == 1 and "401" in stdout
+        assert "sk-wrong" not in stdout  # the key is redacted in the server's message
+        monkeypatch.setenv("CHATD_API_KEY", API_KEY)
+        code, stdout, _ = run_cli("channels", "--url", server.base_url)
+        assert code == 0 and "(no channels)" in stdout and MODEL in stdout
 
 
 def test_a_cooled_channel_is_probed_again_and_recovers(gateway: Server, fake: str) -> None:

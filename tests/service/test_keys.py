@@ -1,23 +1,20 @@
-"""API keys kept in the database (`chatd keys`), and usage accounting (`chatd usage`),
-on SQLite and on PostgreSQL."""
+"""API keys kept in the database (made with `chatd keys`, run in-process), and usage
+accounting (`chatd usage`), on SQLite and on PostgreSQL, in-process over the real app."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MODEL, Server
 from openapi_schemas import assert_valid
-from test_stored import PG_URL, _postgres_reachable
 
-CHATD = str(Path(sys.executable).parent / "chatd")
+from .harness import MODEL, PG_URL, Chatd, postgres_reachable, run_cli, running_chatd
 
 
 class Keys:
@@ -25,11 +22,12 @@ class Keys:
         self.db_args = db_args
 
     def cli(self, *args: str) -> str:
-        r = subprocess.run(
-            [CHATD, *args, *self.db_args], capture_output=True, text=True, timeout=60
-        )
-        assert r.returncode == 0, r.stderr
-        return r.stdout
+        code, out, err = run_cli(*args, *self.db_args)
+        assert code == 0, err
+        return out
+
+    async def acli(self, *args: str) -> str:
+        return await asyncio.to_thread(self.cli, *args)
 
     def create(self, name: str, *extra: str) -> tuple[str, str]:
         out = self.cli("keys", "create", "--name", name, *extra)
@@ -38,14 +36,22 @@ class Keys:
         return key_id, key
 
 
+Setup = tuple[Keys, dict[str, tuple[str, str]], Chatd]
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+async def setup(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Setup]:
+    tmp = tmp_path_factory.mktemp("keys")
+    url = None
     if request.param == "postgresql":
-        if not _postgres_reachable():
+        if not postgres_reachable():
             pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+        url = PG_URL
         db_args: tuple[str, ...] = ("--database-url", PG_URL)
     else:
-        db_args = ("--data-dir", str(tmp_path_factory.mktemp("keys")))
+        db_args = ("--data-dir", str(tmp))
     keys = Keys(db_args)
     made = {
         "limited": keys.create("limited", "--models", MODEL),
@@ -55,15 +61,14 @@ def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         "free": keys.create("free"),
     }
     keys.cli("keys", "revoke", made["revoked"][0])
-    server = Server(*db_args)
-    yield keys, made, server
-    server.stop()
+    async with running_chatd(tmp, api_keys=[], database_url=url) as chatd:
+        yield keys, made, chatd
 
 
-def call(
-    server: Server, key: str | None, path: str = "/v1/chat/completions", **body: object
+async def call(
+    chatd: Chatd, key: str | None, path: str = "/v1/chat/completions", **body: object
 ) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    http = chatd.http(key)
     if path.endswith("completions") and not body.get("_get"):
         payload = {
             "model": MODEL,
@@ -71,19 +76,19 @@ def call(
             "max_tokens": 2,
             **body,
         }
-        return httpx.post(server.base_url + path, json=payload, headers=headers, timeout=60)
-    return httpx.get(server.base_url + path, headers=headers, timeout=60)
+        return await http.post(path, json=payload)
+    return await http.get(path)
 
 
-def test_keys_are_required_and_checked(setup) -> None:  # type: ignore[no-untyped-def]
-    _, made, server = setup
-    assert call(server, made["free"][1]).status_code == 200
-    missing = call(server, None)
+async def test_keys_are_required_and_checked(setup: Setup) -> None:
+    _, made, chatd = setup
+    assert (await call(chatd, made["free"][1])).status_code == 200
+    missing = await call(chatd, None)
     assert missing.status_code == 401 and missing.json()["error"]["code"] is None
-    wrong = call(server, "sk-chatd-not-a-key")
+    wrong = await call(chatd, "sk-chatd-not-a-key")
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
     for name, word in (("expired", "expired"), ("revoked", "revoked")):
-        r = call(server, made[name][1])
+        r = await call(chatd, made[name][1])
         assert r.status_code == 401, name
         assert_valid("ErrorResponse", r.json())
         assert (
@@ -91,38 +96,36 @@ def test_keys_are_required_and_checked(setup) -> None:  # type: ignore[no-untype
         )
 
 
-def test_model_limits(setup) -> None:  # type: ignore[no-untyped-def]
-    _, made, server = setup
-    assert call(server, made["limited"][1]).status_code == 200
-    models = call(server, made["limited"][1], "/v1/models").json()
+async def test_model_limits(setup: Setup) -> None:
+    _, made, chatd = setup
+    assert (await call(chatd, made["limited"][1])).status_code == 200
+    models = (await call(chatd, made["limited"][1], "/v1/models")).json()
     assert [m["id"] for m in models["data"]] == [MODEL]
-    r = call(server, made["elsewhere"][1])
+    r = await call(chatd, made["elsewhere"][1])
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
-    assert call(server, made["elsewhere"][1], "/v1/models").json()["data"] == []
-    assert call(server, made["elsewhere"][1], f"/v1/models/{MODEL}").status_code == 404
+    assert (await call(chatd, made["elsewhere"][1], "/v1/models")).json()["data"] == []
+    assert (await call(chatd, made["elsewhere"][1], f"/v1/models/{MODEL}")).status_code == 404
 
 
-def test_owners_are_keys(setup) -> None:  # type: ignore[no-untyped-def]
-    _, made, server = setup
-    stored = call(server, made["limited"][1], store=True).json()
-    mine = call(server, made["limited"][1], f"/v1/chat/completions/{stored['id']}")
+async def test_owners_are_keys(setup: Setup) -> None:
+    _, made, chatd = setup
+    stored = (await call(chatd, made["limited"][1], store=True)).json()
+    mine = await call(chatd, made["limited"][1], f"/v1/chat/completions/{stored['id']}")
     assert mine.status_code == 200
-    theirs = call(server, made["free"][1], f"/v1/chat/completions/{stored['id']}")
+    theirs = await call(chatd, made["free"][1], f"/v1/chat/completions/{stored['id']}")
     assert theirs.status_code == 404
 
 
-def test_usage_is_counted_per_key(setup) -> None:  # type: ignore[no-untyped-def]
-    keys, made, server = setup
-    key_id, key = keys.create("counted")
+async def test_usage_is_counted_per_key(setup: Setup) -> None:
+    keys, made, chatd = setup
+    key_id, key = await asyncio.to_thread(keys.create, "counted")
     totals = [0, 0]
     for _ in range(3):
-        usage = call(server, key, max_tokens=3).json()["usage"]
+        usage = (await call(chatd, key, max_tokens=3)).json()["usage"]
         totals[0] += usage["prompt_tokens"]
         totals[1] += usage["completion_tokens"]
-    stream = httpx.post(
-        server.base_url + "/v1/chat/completions",
-        timeout=60,
-        headers={"Authorization": f"Bearer {key}"},
+    stream = await chatd.http(key).post(
+        "/v1/chat/completions",
         json={
             "model": MODEL,
             "messages": [{"role": "user", "content": "Hi"}],
@@ -137,11 +140,11 @@ def test_usage_is_counted_per_key(setup) -> None:  # type: ignore[no-untyped-def
     totals[1] += u["completion_tokens"]
     deadline = time.monotonic() + 10
     while True:
-        out = keys.cli("usage", "--key", key_id)
+        out = await keys.acli("usage", "--key", key_id)
         row = [ln.split() for ln in out.splitlines() if key_id in ln]
         if row and int(row[0][3]) == 4 or time.monotonic() > deadline:
             break
-        time.sleep(0.2)
+        await asyncio.sleep(0.2)
     assert row, out
     _day, owner, model, requests, prompt, completion, estimated = row[0]
     assert (owner, model, int(requests)) == (key_id, MODEL, 4)
@@ -149,12 +152,12 @@ def test_usage_is_counted_per_key(setup) -> None:  # type: ignore[no-untyped-def
     assert estimated == "0"  # chatd's own answers carry exact usage
 
 
-def test_keys_are_never_stored_or_logged_in_clear(setup) -> None:  # type: ignore[no-untyped-def]
-    keys, made, server = setup
-    listing = keys.cli("keys", "list")
+async def test_keys_are_never_stored_or_logged_in_clear(setup: Setup) -> None:
+    keys, made, chatd = setup
+    listing = await keys.acli("keys", "list")
     for key_id, key in made.values():
         assert key_id in listing and key not in listing
-        assert key not in server.log()
+        assert key not in chatd.log.text()
     states = {ln.split()[0]: ln.split()[1] for ln in listing.splitlines()[1:]}
     assert states[made["expired"][0]] == "expired"
     assert states[made["revoked"][0]] == "revoked"

@@ -1,0 +1,282 @@
+"""A scripted stand-in for ``chatd.engine.engine.Engine``: no model, no thread.
+
+The service and API layers use only the engine's public face (``submit`` and the
+``Generation`` it returns, ``render_chat``, ``tokenize_text``, ``count_tokens``,
+``template.supports_tools``, ``grammars``, ``fingerprint``, ``n_vocab``,
+``context_window``, ``stats``, ``start``, ``stop``). This fake implements that face
+with a test-chosen script of what the model "writes", so everything above the engine
+can be tested in-process in milliseconds, while the engine keeps its own unit tests
+(tests/unit/test_scheduler.py) and the real model stays in tests/e2e/.
+
+It honours what the service maps from a request into ``SamplingParams`` (``n``,
+``max_new_tokens`` → LENGTH, ``stop`` → STOP_SEQUENCE, a grammar → GRAMMAR_END,
+``logprobs``/``top_logprobs``) and records every submission, so tests can assert on
+that mapping (``engine.last_params``, ``engine.last_prompt_text``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatd.engine.grammar import GrammarError
+from chatd.engine.params import Delta, FinishReason, SamplingParams, TokenLogprob, TopLogprob
+from chatd.engine.scheduler import QueueFull
+
+# SmolLM2's default system prompt and ChatML markers: a rendered prompt has about as
+# many tokens as the real model's, so token-based limits behave as they would there.
+DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+DEFAULT_TEXT = "Hello! How can I help you today?"
+_TOKEN = re.compile(r"<\|[^|]+\|>|\s*\S+|\s+")
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a script sees for one choice: the prompt (as text), the params, its index."""
+
+    prompt: str
+    params: SamplingParams
+    index: int
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """An opaque compiled grammar: which compiler made it and from what."""
+
+    kind: str  # "lark" or "json_schema"
+    source: Any
+
+
+@dataclass
+class FakeGrammars:
+    """Accepts any schema or grammar; ``fail`` makes the next compilations raise."""
+
+    fail: str | None = None
+    compiled: list[Grammar] = field(default_factory=list)
+
+    def _compile(self, kind: str, source: Any) -> Grammar:
+        if self.fail is not None:
+            raise GrammarError(self.fail)
+        grammar = Grammar(kind, source)
+        self.compiled.append(grammar)
+        return grammar
+
+    def lark(self, source: str) -> Grammar:
+        return self._compile("lark", source)
+
+    def json_schema(self, schema: dict[str, Any]) -> Grammar:
+        return self._compile("json_schema", schema)
+
+
+@dataclass
+class FakeTemplate:
+    supports_tools: bool = False
+
+
+Script = str | Callable[[Call], str]
+
+
+class FakeEngine:
+    """Writes ``script`` (a text, or a function of the prompt, params and choice index)
+    one whitespace-led word per token; ``step_delay`` seconds between steps lets
+    tests keep requests in flight. ``max_in_flight`` unfinished generations make
+    ``submit`` raise ``QueueFull`` (a full queue), and so does ``queue_full``."""
+
+    def __init__(
+        self,
+        script: Script = DEFAULT_TEXT,
+        *,
+        n_vocab: int = 49152,
+        context_window: int = 8192,
+        fingerprint: str = "fp_fakeengine",
+        supports_tools: bool = False,
+        step_delay: float = 0.0,
+        max_in_flight: int | None = None,
+    ) -> None:
+        self.script: Script = script
+        self.n_vocab = n_vocab
+        self.context_window = context_window
+        self.fingerprint = fingerprint
+        self.template = FakeTemplate(supports_tools)
+        self.grammars = FakeGrammars()
+        self.step_delay = step_delay
+        self.max_in_flight = max_in_flight
+        self.queue_full = False
+        self.cached_tokens = 0
+        self.submitted: list[tuple[list[int], SamplingParams]] = []
+        self.in_flight: set[FakeGeneration] = set()
+        self.started = self.stopped = False
+        self._ids: dict[str, int] = {}
+        self._words: list[str] = []
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def stats(self) -> dict[str, int]:
+        running = [g for g in self.in_flight if not g.done]
+        return {
+            "running_requests": len(running),
+            "running_sequences": sum(g.params.n for g in running),
+            "waiting_requests": 0,
+            "preemptions": 0,
+            "prefix_cache_hit_tokens": 0,
+            "prefix_cache_miss_tokens": sum(len(p) for p, _ in self.submitted),
+            "prefix_cache_entries": 0,
+            "kv_cells_used": 0,
+        }
+
+    # --- tokens ---------------------------------------------------------------------------
+    def tokenize_text(self, text: str) -> list[int]:
+        """One token per whitespace-led word or ChatML marker; ids are stable per engine
+        (first seen, first numbered), so ``detokenize`` gives the text back."""
+        out = []
+        for piece in _TOKEN.findall(text):
+            token = self._ids.get(piece)
+            if token is None:
+                token = self._ids[piece] = len(self._words) % self.n_vocab
+                self._words.append(piece)
+            out.append(token)
+        return out
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return "".join(self._words[t] for t in tokens)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize_text(text))
+
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
+        """ChatML, with SmolLM2's default system message when there is none."""
+        parts = []
+        if not messages or messages[0].get("role") != "system":
+            parts.append(f"<|im_start|>system\n{DEFAULT_SYSTEM}<|im_end|>\n")
+        if tools:
+            parts.append(f"<|im_start|>tools\n{json.dumps(tools)}<|im_end|>\n")
+        for m in messages:
+            content = m.get("content")
+            if not isinstance(content, str):
+                content = json.dumps(content)
+            parts.append(f"<|im_start|>{m.get('role')}\n{content}<|im_end|>\n")
+        parts.append("<|im_start|>assistant\n")
+        return self.tokenize_text("".join(parts))
+
+    # --- generation ---------------------------------------------------------------------
+    def submit(self, prompt: list[int], params: SamplingParams) -> FakeGeneration:
+        running = sum(1 for g in self.in_flight if not g.done)
+        if self.queue_full or (self.max_in_flight is not None and running >= self.max_in_flight):
+            raise QueueFull()
+        self.submitted.append((list(prompt), params))
+        prompt_text = self.detokenize(prompt)
+        texts = [self._text(Call(prompt_text, params, i)) for i in range(params.n)]
+        generation = FakeGeneration(self, params, texts)
+        self.in_flight.add(generation)
+        return generation
+
+    def _text(self, call: Call) -> str:
+        return self.script if isinstance(self.script, str) else self.script(call)
+
+    @property
+    def last_params(self) -> SamplingParams:
+        return self.submitted[-1][1]
+
+    @property
+    def last_prompt_text(self) -> str:
+        return self.detokenize(self.submitted[-1][0])
+
+
+@dataclass
+class _Choice:
+    """One choice's planned output: its tokens (pieces) and why it ends."""
+
+    pieces: list[str]
+    finish: FinishReason
+    sent: int = 0
+
+
+def _plan(text: str, params: SamplingParams) -> _Choice:
+    """Cut the scripted text as the engine would: at the first stop string (not
+    included), else at max_new_tokens, else at its end."""
+    pieces = _TOKEN.findall(text)
+    written = ""
+    for i, piece in enumerate(pieces):
+        if i >= params.max_new_tokens:
+            return _Choice(pieces[:i], FinishReason.LENGTH)
+        written += piece
+        hits = [written.find(s) for s in params.stop if s and s in written]
+        if hits:
+            cut = min(hits)
+            before = "".join(pieces[:i])
+            last = written[len(before) : cut]
+            return _Choice([*pieces[:i], last] if last else pieces[:i], FinishReason.STOP_SEQUENCE)
+    end = FinishReason.GRAMMAR_END if params.grammar is not None else FinishReason.END_OF_GENERATION
+    return _Choice(pieces, end)
+
+
+class FakeGeneration:
+    """Emits one token per unfinished choice per step, as the real Generation does."""
+
+    def __init__(self, engine: FakeEngine, params: SamplingParams, texts: list[str]) -> None:
+        self._engine = engine
+        self.params = params
+        self._choices = [_plan(t, params) for t in texts]
+        self._finished: set[int] = set()
+        self.cancelled = False
+        self.cached_tokens = engine.cached_tokens
+
+    @property
+    def done(self) -> bool:
+        return self.cancelled or len(self._finished) >= len(self._choices)
+
+    def prediction_tokens(self) -> tuple[int, int]:
+        """No drafter here: a prediction is counted as wholly rejected."""
+        if not self.params.prediction:
+            return 0, 0
+        return 0, len(self.params.prediction) * len(self._choices)
+
+    def cancel(self) -> None:
+        if not self.done:
+            self.cancelled = True
+        self._engine.in_flight.discard(self)
+
+    def _step(self) -> list[Delta]:
+        deltas = []
+        for i, c in enumerate(self._choices):
+            if i in self._finished:
+                continue
+            text = ""
+            if c.sent < len(c.pieces):
+                text = c.pieces[c.sent]
+                c.sent += 1
+            finish = c.finish if c.sent >= len(c.pieces) else None
+            if finish is not None:
+                self._finished.add(i)
+            lps = (_logprob(text, self.params.top_logprobs),) if self.params.logprobs else ()
+            deltas.append(Delta(i, text, lps, finish, c.sent))
+        return deltas
+
+    async def __aiter__(self) -> AsyncIterator[list[Delta]]:
+        try:
+            while not self.done:
+                await asyncio.sleep(self._engine.step_delay)
+                if self.cancelled:
+                    return
+                yield self._step()
+        finally:
+            self.cancel()
+
+
+def _logprob(text: str, top: int) -> TokenLogprob:
+    raw = list(text.encode())
+    alts = tuple(TopLogprob(f"alt{k}", list(f"alt{k}".encode()), -1.0 - k) for k in range(top))
+    if top:
+        alts = (TopLogprob(text, raw, -0.5), *alts[: top - 1])
+    return TokenLogprob(text, raw, -0.5, alts)
