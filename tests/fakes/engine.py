@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatd.engine.errors import QueueFull
 from chatd.engine.grammar import GrammarError
 from chatd.engine.params import Delta, FinishReason, SamplingParams, TokenLogprob, TopLogprob
-from chatd.engine.scheduler import QueueFull
 
 # SmolLM2's default system prompt and ChatML markers: a rendered prompt has about as
 # many tokens as the real model's, so token-based limits behave as they would there.

@@ -29,6 +29,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
@@ -86,22 +87,24 @@ def _error(status: int, message: str, type: str, param: str | None, code: str | 
     return JSONResponse({"error": error}, status_code=status)
 
 
-def create_app(ttft_ms: float = 0.0, interval_ms: float = 0.0, chunks: int = 4) -> Starlette:
-    """An upstream whose benchmark stub writes ``chunks`` words, paced by ``ttft_ms``
-    and ``interval_ms``; its counters live on ``app.state``, one set per app."""
-    ttft, interval, n = ttft_ms / 1e3, interval_ms / 1e3, chunks
-    stub_usage = {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": n + 5}
-    calls: dict[str, int] = {}
-    last: dict[str, dict[str, Any]] = {}
-    flaky_state = {"down": True}
+class _Upstream:
+    """One app's state: the benchmark stub's pacing, and the gateway tests' counters."""
+
+    def __init__(self, ttft_ms: float, interval_ms: float, chunks: int) -> None:
+        self.ttft, self.interval, self.n = ttft_ms / 1e3, interval_ms / 1e3, chunks
+        n = chunks
+        self.stub_usage = {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": n + 5}
+        self.calls: dict[str, int] = {}
+        self.last: dict[str, dict[str, Any]] = {}
+        self.flaky_state = {"down": True}
 
     async def stub(
-        request: Request, body: dict[str, Any], model: str, mode: str, arrived: float
+        self, request: Request, body: dict[str, Any], model: str, mode: str, arrived: float
     ) -> Response:
         """The benchmark's upstream: its timing shape is what relay.py measures."""
+        ttft, interval, n = self.ttft, self.interval, self.n
         paced = mode == "paced"
         hold = request.query_params.get("hold") == "1"  # headers go with the first event
-        usage = (body.get("stream_options") or {}).get("include_usage") is True
         if not body.get("stream"):
             if paced:
                 await asyncio.sleep(ttft + (n - 1) * interval)
@@ -117,45 +120,48 @@ def create_app(ttft_ms: float = 0.0, interval_ms: float = 0.0, chunks: int = 4) 
                     "choices": [
                         {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
                     ],
-                    "usage": stub_usage,
+                    "usage": self.stub_usage,
                 }
             )
-
-        async def events():  # type: ignore[no-untyped-def]
-            for i in range(n):
-                if paced:  # fixed schedule from arrival: no drift, the same for every path
-                    await asyncio.sleep(max(0.0, arrived + ttft + i * interval - time.monotonic()))
-                delta = {"content": f" word{i}"}
-                yield stub_chunk(model, {"role": "assistant", **delta} if i == 0 else delta)
-            yield stub_chunk(model, {}, "stop")
-            if usage:
-                yield event(
-                    {
-                        "id": "chatcmpl-stub",
-                        "object": "chat.completion.chunk",
-                        "created": int(time.time()),
-                        "model": model,
-                        "system_fingerprint": "fp_stub",
-                        "choices": [],
-                        "usage": stub_usage,
-                    }
-                )
-            yield b"data: [DONE]\n\n"
-
         if hold and paced:
             await asyncio.sleep(max(0.0, arrived + ttft - time.monotonic()))
-        return StreamingResponse(events(), media_type="text/event-stream")
+        events = self._stub_events(body, model, paced, arrived)
+        return StreamingResponse(events, media_type="text/event-stream")
 
-    async def misbehave(request: Request, body: dict[str, Any], mode: str) -> Response:
+    async def _stub_events(
+        self, body: dict[str, Any], model: str, paced: bool, arrived: float
+    ) -> AsyncIterator[bytes]:
+        for i in range(self.n):
+            if paced:  # fixed schedule from arrival: no drift, the same for every path
+                due = arrived + self.ttft + i * self.interval
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            delta = {"content": f" word{i}"}
+            yield stub_chunk(model, {"role": "assistant", **delta} if i == 0 else delta)
+        yield stub_chunk(model, {}, "stop")
+        if (body.get("stream_options") or {}).get("include_usage") is True:
+            yield event(
+                {
+                    "id": "chatcmpl-stub",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": model,
+                    "system_fingerprint": "fp_stub",
+                    "choices": [],
+                    "usage": self.stub_usage,
+                }
+            )
+        yield b"data: [DONE]\n\n"
+
+    async def misbehave(self, request: Request, body: dict[str, Any], mode: str) -> Response:
         """The gateway tests' upstream: each mode one way of failing (or not)."""
-        calls[mode] = calls.get(mode, 0) + 1
-        last[mode] = body
+        self.calls[mode] = self.calls.get(mode, 0) + 1
+        self.last[mode] = body
         if mode == "keyed":
             if request.headers.get("authorization") != f"Bearer {UPSTREAM_KEY}":
                 return _error(401, "Incorrect API key provided", "invalid_request_error", None,
                               "invalid_api_key")  # fmt: skip
             mode = "ok"
-        if mode == "500" or (mode == "flaky" and flaky_state["down"]):
+        if mode == "500" or (mode == "flaky" and self.flaky_state["down"]):
             return _error(500, "boom", "server_error", None, None)
         if mode == "429":
             return _error(429, "slow down", "requests", None, "rate_limit_exceeded")
@@ -166,25 +172,8 @@ def create_app(ttft_ms: float = 0.0, interval_ms: float = 0.0, chunks: int = 4) 
         if mode == "hang":
             await asyncio.sleep(30)
         if body.get("stream"):
-
-            async def events():  # type: ignore[no-untyped-def]
-                yield fake_chunk("Hel")
-                yield fake_chunk("lo")
-                if mode == "slow":  # 30 s more of chunks, unless the client goes away
-                    try:
-                        for _ in range(150):
-                            await asyncio.sleep(0.2)
-                            yield fake_chunk(".")
-                    finally:
-                        calls["slow_closed"] = calls.get("slow_closed", 0) + 1
-                if mode == "cut":
-                    raise RuntimeError("connection dropped")  # uvicorn closes the socket
-                yield fake_chunk(None, "stop")
-                if (body.get("stream_options") or {}).get("include_usage") and mode != "nousage":
-                    yield fake_chunk(None, usage=True)
-                yield b"data: [DONE]\n\n"
-
-            return StreamingResponse(events(), media_type="text/event-stream")
+            events = self._misbehaving_events(body, mode)
+            return StreamingResponse(events, media_type="text/event-stream")
         message = {"role": "assistant", "content": "Hello", "refusal": None, "annotations": []}
         answer: dict[str, Any] = {
             "id": "chatcmpl-fake",
@@ -201,41 +190,64 @@ def create_app(ttft_ms: float = 0.0, interval_ms: float = 0.0, chunks: int = 4) 
             del answer["usage"]
         return JSONResponse(answer)
 
-    async def completions(request: Request) -> Response:
+    async def _misbehaving_events(self, body: dict[str, Any], mode: str) -> AsyncIterator[bytes]:
+        yield fake_chunk("Hel")
+        yield fake_chunk("lo")
+        if mode == "slow":  # 30 s more of chunks, unless the client goes away
+            try:
+                for _ in range(150):
+                    await asyncio.sleep(0.2)
+                    yield fake_chunk(".")
+            finally:
+                self.calls["slow_closed"] = self.calls.get("slow_closed", 0) + 1
+        if mode == "cut":
+            raise RuntimeError("connection dropped")  # uvicorn closes the socket
+        yield fake_chunk(None, "stop")
+        if (body.get("stream_options") or {}).get("include_usage") and mode != "nousage":
+            yield fake_chunk(None, usage=True)
+        yield b"data: [DONE]\n\n"
+
+    async def completions(self, request: Request) -> Response:
         arrived = time.monotonic()
         body = json.loads(await request.body())
         model = body.get("model", "")
         mode = request.query_params.get("mode")
         if mode is None and (model in MISBEHAVIOURS or model == "keyed"):
-            return await misbehave(request, body, model)
+            return await self.misbehave(request, body, model)
         mode = mode or ("instant" if "instant" in model else "paced")
-        return await stub(request, body, model, mode, arrived)
+        return await self.stub(request, body, model, mode, arrived)
 
-    async def get_calls(_: Request) -> Response:
-        return JSONResponse(calls)
+    async def get_calls(self, _: Request) -> Response:
+        return JSONResponse(self.calls)
 
-    async def get_last(_: Request) -> Response:
-        return JSONResponse(last)
+    async def get_last(self, _: Request) -> Response:
+        return JSONResponse(self.last)
 
-    async def flaky(request: Request) -> Response:
-        flaky_state["down"] = request.path_params["state"] == "down"
-        return JSONResponse(flaky_state)
+    async def flaky(self, request: Request) -> Response:
+        self.flaky_state["down"] = request.path_params["state"] == "down"
+        return JSONResponse(self.flaky_state)
 
-    async def health(_: Request) -> Response:
-        return PlainTextResponse("ok")
 
+async def _health(_: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+def create_app(ttft_ms: float = 0.0, interval_ms: float = 0.0, chunks: int = 4) -> Starlette:
+    """An upstream whose benchmark stub writes ``chunks`` words, paced by ``ttft_ms``
+    and ``interval_ms``; its counters live on ``app.state``, one set per app."""
+    u = _Upstream(ttft_ms, interval_ms, chunks)
     app = Starlette(
         routes=[
-            Route("/v1/chat/completions", completions, methods=["POST"]),
-            Route("/calls", get_calls),
-            Route("/last", get_last),
-            Route("/flaky/{state}", flaky, methods=["POST"]),
-            Route("/health", health),
+            Route("/v1/chat/completions", u.completions, methods=["POST"]),
+            Route("/calls", u.get_calls),
+            Route("/last", u.get_last),
+            Route("/flaky/{state}", u.flaky, methods=["POST"]),
+            Route("/health", _health),
         ]
     )
-    app.state.calls = calls
-    app.state.last = last
-    app.state.flaky = flaky_state
+    app.state.calls = u.calls
+    app.state.last = u.last
+    app.state.flaky = u.flaky_state
     return app
 
 
