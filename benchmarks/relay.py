@@ -203,22 +203,17 @@ def client(
     return httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits, params=params)
 
 
-async def amain(args: argparse.Namespace, tmp: Path) -> int:
-    notes: list[str] = []
-    stub = start_stub(args, tmp)
-    await bring_up("stub", stub)
-    servers = [stub]
-    paths = [Route("direct", client(stub.base_url, args.concurrency))]
-    # The stub again, its headers held until its first event: what a client sees from any
-    # gateway that fails over before the first byte (it cannot answer before that).
-    held = Route("held", client(stub.base_url, args.concurrency, {"hold": "1"}))
+async def start_gateways(
+    args: argparse.Namespace, stub: harness.Managed, tmp: Path, notes: list[str]
+) -> list[Route] | None:
+    """chatd (and LiteLLM if asked) in front of the stub, healthy and warmed up; None when
+    chatd itself could not be measured."""
     gateways: list[tuple[str, Callable[[], harness.Managed]]] = [
         ("chatd", lambda: start_chatd(stub, tmp))
     ]
-    peer_version = None
     if args.litellm:
-        peer_version = litellm_version(args.litellm)
         gateways.append(("litellm", lambda: start_litellm(args.litellm, stub, tmp)))
+    paths = []
     for name, start in gateways:
         server: harness.Managed | None = None
         try:
@@ -233,10 +228,46 @@ async def amain(args: argparse.Namespace, tmp: Path) -> int:
             if server is not None:
                 server.stop()
             if name == "chatd":
-                return 1
+                return None
             continue
-        servers.append(server)
         paths.append(path)
+    return paths
+
+
+def run_notes(servers: list[harness.Managed], levels: list[Level]) -> list[str]:
+    """Errors in the servers' logs, and levels measured again because disturbed."""
+    notes = []
+    for s in servers:
+        for line in s.log_tail(400).splitlines():
+            if "LITELLM_MASTER_KEY is not set" in line:
+                continue  # on purpose: both gateways run without keys
+            if any(w in line for w in ("ERROR", "Traceback", "CRITICAL")):
+                notes.append(f"{s.name} log: {line.strip()[:200]}")
+    for lv in levels:
+        notes += lv.notes
+        if lv.attempts > 1:
+            notes.append(
+                f"{lv.path} {lv.mode} run {lv.run}: disturbed, measured {lv.attempts} times, "
+                f"kept the least disturbed ({lv.other:.2f} other cores)"
+            )
+    return notes
+
+
+async def amain(args: argparse.Namespace, tmp: Path) -> int:
+    notes: list[str] = []
+    stub = start_stub(args, tmp)
+    await bring_up("stub", stub)
+    servers = [stub]
+    paths = [Route("direct", client(stub.base_url, args.concurrency))]
+    # The stub again, its headers held until its first event: what a client sees from any
+    # gateway that fails over before the first byte (it cannot answer before that).
+    held = Route("held", client(stub.base_url, args.concurrency, {"hold": "1"}))
+    peer_version = litellm_version(args.litellm) if args.litellm else None
+    up = await start_gateways(args, stub, tmp, notes)
+    if up is None:
+        return 1
+    servers += [g.server for g in up if g.server is not None]
+    paths += up
     await warm_up(paths[0], args.concurrency)
 
     # idle cost: what each gateway burns with no traffic
@@ -263,19 +294,7 @@ async def amain(args: argparse.Namespace, tmp: Path) -> int:
         for p in paths:
             await p.client.aclose()
     run_end = harness.CpuSample.take(servers)
-    for s in servers:
-        for line in s.log_tail(400).splitlines():
-            if "LITELLM_MASTER_KEY is not set" in line:
-                continue  # on purpose: both gateways run without keys
-            if any(w in line for w in ("ERROR", "Traceback", "CRITICAL")):
-                notes.append(f"{s.name} log: {line.strip()[:200]}")
-    for lv in levels:
-        notes += lv.notes
-        if lv.attempts > 1:
-            notes.append(
-                f"{lv.path} {lv.mode} run {lv.run}: disturbed, measured {lv.attempts} times, "
-                f"kept the least disturbed ({lv.other:.2f} other cores)"
-            )
+    notes += run_notes(servers, levels)
 
     print()
     print(
