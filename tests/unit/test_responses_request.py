@@ -316,7 +316,7 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"truncation": "sometimes"}, "truncation", "invalid_value"),
     ({"include": ["everything"]}, "include[0]", "invalid_value"),
     (
-        {"stream_options": {"include_usage": True}},
+        {"stream": True, "stream_options": {"include_usage": True}},
         "stream_options.include_usage",
         "unknown_parameter",
     ),
@@ -342,6 +342,12 @@ def test_fault_messages() -> None:
 def test_conversation_excludes_previous_response() -> None:
     body = error({"model": MODEL, "conversation": "c", "previous_response_id": "r"})
     assert body["code"] == "mutually_exclusive_parameters"
+
+
+def test_stream_options_need_a_stream() -> None:
+    body = error({"model": MODEL, "stream_options": {"include_obfuscation": True}})
+    assert body["param"] == "stream_options"
+    assert "only allowed when 'stream' is enabled" in body["message"]
 
 
 def test_not_an_object() -> None:

@@ -303,7 +303,12 @@ class CreateResponseRequest(Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> CreateResponseRequest:
-        """Checks across fields: the spec forbids a conversation with a previous response."""
+        """Checks across fields the spec states in words rather than in the schema."""
+        if self.stream_options is not None and self.stream is not True:
+            raise openai_error(
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                param="stream_options",
+            )
         if self.conversation is not None and self.previous_response_id is not None:
             raise openai_error(
                 "Mutually exclusive parameters: Ensure you are only providing one of: "
