@@ -344,6 +344,16 @@ def test_conversation_excludes_previous_response() -> None:
     assert body["code"] == "mutually_exclusive_parameters"
 
 
+def test_tool_names() -> None:
+    tool = {"type": "function", "name": "f", "parameters": {}, "strict": False}
+    body = error({"model": MODEL, "tools": [tool, tool]})
+    assert (body["param"], body["code"]) == ("tools[1].name", "invalid_value")
+    body = error(
+        {"model": MODEL, "tools": [tool], "tool_choice": {"type": "function", "name": "g"}}
+    )
+    assert (body["param"], body["code"]) == ("tool_choice", "invalid_value")
+
+
 def test_stream_options_need_a_stream() -> None:
     body = error({"model": MODEL, "stream_options": {"include_obfuscation": True}})
     assert body["param"] == "stream_options"

@@ -316,7 +316,27 @@ class CreateResponseRequest(Strict):
                 code="mutually_exclusive_parameters",
                 param=None,
             )
+        self._check_tools()
         return self
+
+    def _check_tools(self) -> None:
+        """Function names are unique (calls would be ambiguous), and a forced one exists."""
+        names: set[str] = set()
+        for index, tool in enumerate(self.function_tools()):
+            if tool.name in names:
+                raise openai_error(
+                    f"Duplicate tool name: '{tool.name}'. Tool names must be unique.",
+                    code="invalid_value",
+                    param=f"tools[{index}].name",
+                )
+            names.add(tool.name)
+        choice = self.tool_choice
+        if isinstance(choice, ToolChoiceFunction) and choice.name not in names:
+            raise openai_error(
+                f"Tool choice 'function' with name '{choice.name}' not found in 'tools' parameter.",
+                code="invalid_value",
+                param="tool_choice",
+            )
 
     # -- what later code reads ---------------------------------------------------------------
 
