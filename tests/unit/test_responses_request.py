@@ -363,3 +363,19 @@ def test_stream_options_need_a_stream() -> None:
 def test_not_an_object() -> None:
     with pytest.raises(InvalidRequest):
         validate_response_request([])  # type: ignore[arg-type]
+
+
+def test_dump_round_trips() -> None:
+    """A stored request is its dump; validating the dump gives the same request back."""
+    req = request(
+        input=[
+            {"role": "user", "content": [{"type": "input_text", "text": "a"}]},
+            {"type": "reasoning", "summary": []},
+            {"id": "msg_1"},
+        ],
+        tools=[{"type": "function", "name": "f", "parameters": {}, "strict": True}],
+        tool_choice={"type": "allowed_tools", "mode": "auto"},
+        text={"format": {"type": "json_schema", "name": "n", "schema": {}}},
+    )
+    dumped = req.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert validate_response_request(dumped) == req
