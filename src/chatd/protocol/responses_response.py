@@ -83,8 +83,9 @@ class ResponseSettings:
         error: Json | None = None,
         incomplete_reason: str | None = None,
     ) -> Json:
-        """The ``response`` object in one state. ``usage`` is null until the end, as in
-        OpenAI's ``response.created``; ``completed_at`` is set only when completed."""
+        """The ``response`` object in one state; ``completed_at`` is set only when
+        completed. OpenAI sends ``usage: null`` before the end, but the spec's ``usage``
+        is not nullable (and not required): it is left out until there is one."""
         body: Json = {
             "id": self.id,
             "object": "response",
@@ -113,9 +114,10 @@ class ResponseSettings:
             "top_logprobs": self.top_logprobs,
             "top_p": self.top_p,
             "truncation": self.truncation,
-            "usage": usage,
             "metadata": self.metadata,
         }
+        if usage is not None:
+            body["usage"] = usage
         if self.user is not None:
             body["user"] = self.user
         return body
