@@ -5,12 +5,13 @@ the final items, and a choice cut by the token limit is ``incomplete``."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import pytest
 
-from chatd.engine.params import FinishReason, TokenLogprob, TopLogprob
+from chatd.engine.params import Delta, FinishReason, TokenLogprob, TopLogprob
 from chatd.protocol.ids import function_call_item_id, message_item_id, response_id
 from chatd.protocol.responses_response import (
     ResponseSettings,
@@ -18,11 +19,21 @@ from chatd.protocol.responses_response import (
     response_event,
     response_usage,
 )
-from chatd.service.events import CallArguments, CallStarted, Event, Finished, TextDelta
+from chatd.service.events import (
+    CallArguments,
+    CallStarted,
+    ChoiceReader,
+    Event,
+    Finished,
+    TextDelta,
+)
 from chatd.service.responses.output import ResponseOutput, response_status
+from chatd.service.tool_calls import CLOSE, OPEN, Function, ToolPlan
 from tests.openapi_schemas import assert_valid
 
 Json = dict[str, Any]
+
+WEATHER = Function("get_weather", None, {"type": "object", "properties": {}})
 
 # Each stream event's type and the spec component that describes it.
 COMPONENTS = {
@@ -277,3 +288,49 @@ def test_failed_response_and_error_event() -> None:
     assert error["sequence_number"] == 1
     assert_valid("ResponseErrorEvent", error)
     assert failed["user"] == "u-1"
+
+
+def test_the_core_readers_events_add_up_to_its_answer() -> None:
+    """The real reader and tool-call parser, fed in small pieces: two parallel calls
+    (this parser reads calls only at the start of the answer)."""
+    calls = [
+        {"name": "get_weather", "arguments": {"city": "Paris"}},
+        {"name": "get_weather", "arguments": {"city": "Oslo"}},
+    ]
+    text = "".join(OPEN + json.dumps(c) + CLOSE for c in calls)
+    pieces = [text[i : i + 7] for i in range(0, len(text), 7)]
+    reader = ChoiceReader(0, ToolPlan([WEATHER], "auto"))
+    events: list[Event] = []
+    for i, piece in enumerate(pieces):
+        last = i == len(pieces) - 1
+        reason = FinishReason.END_OF_GENERATION if last else None
+        events += reader.read(Delta(0, piece, (), reason, i + 1))
+    sent, final = run(events)
+    check_stream(sent, final)
+    items = final["output"]
+    assert reader.text == ""
+    assert [(i["call_id"], i["name"], i["arguments"]) for i in items] == [
+        (c.id, c.name, c.arguments) for c in reader.calls
+    ]
+    assert [json.loads(i["arguments"]) for i in items] == [c["arguments"] for c in calls]
+
+
+@pytest.mark.parametrize(
+    ("component", "event"),
+    [
+        ("ResponseTextDeltaEvent", {"type": "response.output_text.delta", "delta": "x"}),
+        (
+            "ResponseOutputItemDoneEvent",
+            {
+                "type": "response.output_item.done",
+                "output_index": 0,
+                "sequence_number": 3,
+                "item": {"type": "function_call", "name": "f", "call_id": "c"},
+            },
+        ),
+    ],
+)
+def test_the_spec_check_can_fail(component: str, event: Json) -> None:
+    """The validation the tests above rely on rejects malformed events."""
+    with pytest.raises(AssertionError):
+        assert_valid(component, event)
