@@ -61,7 +61,8 @@ class _Message:
 class _Call:
     """The open ``function_call`` item: its arguments so far."""
 
-    def __init__(self, output_index: int, call_id: str, name: str) -> None:
+    def __init__(self, index: int, output_index: int, call_id: str, name: str) -> None:
+        self.index = index  # the core's call index, to match its arguments
         self.id = function_call_item_id()
         self.output_index = output_index
         self.call_id = call_id
@@ -99,7 +100,7 @@ class ResponseOutput:
             return self._text(event)
         if isinstance(event, CallStarted):
             out = self._close("completed")
-            self._call = _Call(self._count, event.id, event.name)
+            self._call = _Call(event.call, self._count, event.id, event.name)
             self._count += 1
             out.append(
                 output_item_event(False, self._call.output_index, self._call.item("in_progress"))
@@ -141,7 +142,8 @@ class ResponseOutput:
 
     def _arguments(self, event: CallArguments) -> list[Json]:
         c = self._call
-        if c is None or not event.text:
+        # The core writes one call at a time; a piece for any other call has no open item.
+        if c is None or c.index != event.call or not event.text:
             return []
         c.arguments += event.text
         return [function_call_arguments_delta_event(c.id, c.output_index, event.text)]
@@ -149,8 +151,9 @@ class ResponseOutput:
     def _finished(self, event: Finished) -> list[Json]:
         self.finish = event.reason
         out: list[Json] = []
-        if self._count == 0 or self._pending:
+        if self._count == 0:
             # An empty answer is still one (empty) message; held logprobs go with it.
+            # After calls, held logprobs are the calls' tokens: no content, dropped.
             out += self._open_message()
             if self._pending:
                 out += self._text(TextDelta("", ()))
