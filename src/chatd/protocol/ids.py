@@ -1,12 +1,19 @@
 """The random ids OpenAI's objects carry (``chatcmpl-...``, ``call_...``): letters and
-digits from the system's CSPRNG, one read per id."""
+digits from the system's CSPRNG, one read per id. The Responses API's ids (``resp_``,
+``msg_``, ``fc_``) are 48 lowercase hex digits in OpenAI's examples, so they are too."""
 
 from __future__ import annotations
 
 import secrets
 import string
 
-__all__ = ["call_id", "completion_id"]
+__all__ = [
+    "call_id",
+    "completion_id",
+    "function_call_item_id",
+    "message_item_id",
+    "response_id",
+]
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -21,3 +28,19 @@ def completion_id() -> str:
 
 def call_id() -> str:
     return _random_id("call_", 24)
+
+
+def _hex_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(24)
+
+
+def response_id() -> str:
+    return _hex_id("resp_")
+
+
+def message_item_id() -> str:
+    return _hex_id("msg_")
+
+
+def function_call_item_id() -> str:
+    return _hex_id("fc_")
