@@ -9,6 +9,7 @@ Public API::
 
     validator(schema_name) -> jsonschema.protocols.Validator
     assert_valid(schema_name, instance) -> None   # AssertionError listing every error
+    properties(schema_name) -> set[str]            # top-level properties, through allOf
 
 Rewrites applied (OpenAPI quirks, see /work/shared/reference/README.md):
 
@@ -267,6 +268,20 @@ def _fix_one_of(schema: Any, schemas: dict[str, Any], converted: list[int]) -> N
 
 
 # --- loading ---------------------------------------------------------------------------------
+
+
+def properties(schema_name: str) -> set[str]:
+    """Top-level property names of a component, through its ``allOf`` parts and their refs
+    (request bodies such as ``CreateResponse`` are compositions)."""
+
+    def collect(node: dict[str, Any]) -> set[str]:
+        found = set(node.get("properties", {}))
+        for part in node.get("allOf", []):
+            ref = part.get("$ref")
+            found |= collect(schema(ref.rsplit("/", 1)[-1]) if ref else part)
+        return found
+
+    return collect(schema(schema_name))
 
 
 @functools.cache

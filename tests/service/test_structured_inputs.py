@@ -10,66 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from json_schemas import LOOSE, fmt
 from openapi_schemas import assert_valid
 
 from .harness import MODEL
 
 ASK = [{"role": "user", "content": "Describe a person as JSON."}]
 TOOL_ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-PERSON = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string"},
-        "age": {"type": "integer", "minimum": 0, "maximum": 150},
-        "email": {"type": ["string", "null"], "format": "email"},
-        "role": {"type": "string", "enum": ["admin", "user", "guest"]},
-        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
-        "address": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string"},
-                "zip": {"type": "string", "pattern": "^[0-9]{5}$"},
-            },
-            "required": ["city", "zip"],
-            "additionalProperties": False,
-        },
-    },
-    "required": ["name", "age", "email", "role", "tags", "address"],
-    "additionalProperties": False,
-}
-
-DEFS = {  # definitions shared by reference
-    "type": "object",
-    "properties": {"home": {"$ref": "#/$defs/point"}, "work": {"$ref": "#/$defs/point"}},
-    "required": ["home", "work"],
-    "additionalProperties": False,
-    "$defs": {
-        "point": {
-            "type": "object",
-            "properties": {"x": {"type": "number"}, "y": {"type": "number"}},
-            "required": ["x", "y"],
-            "additionalProperties": False,
-        }
-    },
-}
-
-LOOSE = {  # not strict-compatible, fine without strict
-    "type": "object",
-    "properties": {
-        "answer": {"type": "string", "minLength": 2, "maxLength": 20},
-        "score": {"type": "integer", "minimum": 0, "maximum": 10},
-    },
-    "required": ["answer"],
-    "additionalProperties": False,
-}
-
-
-def fmt(schema: dict[str, Any], strict: bool | None = True, name: str = "out") -> dict[str, Any]:
-    spec: dict[str, Any] = {"name": name, "schema": schema}
-    if strict is not None:
-        spec["strict"] = strict
-    return {"type": "json_schema", "json_schema": spec}
 
 
 async def ask(http: httpx.AsyncClient, **kw: Any) -> httpx.Response:

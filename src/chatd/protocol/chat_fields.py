@@ -38,12 +38,15 @@ from pydantic import BaseModel
 from chatd.protocol.chat_request import ChatCompletionRequest
 
 __all__ = [
+    "ACCOUNT_HINTS",
     "CHAT_FIELDS",
     "FieldPolicy",
     "Policy",
     "engine_fields",
     "refused_fields",
+    "undeclared",
     "undeclared_fields",
+    "with_policy",
 ]
 
 
@@ -99,6 +102,21 @@ def _logit_bias(value: dict[str, int]) -> dict[int, float]:
 _NOT_SUPPORTED = "is not supported by `{model}`."
 _REASONING_ONLY = "is only supported by reasoning models; `{model}` is not."
 
+# Hints both APIs share (Chat Completions and Responses): ids and cache routing for
+# OpenAI's own infrastructure.
+ACCOUNT_HINTS: dict[str, FieldPolicy] = {
+    "user": _hint("an end-user id for OpenAI's abuse monitoring; chatd keeps no such records"),
+    "safety_identifier": _hint(
+        "an end-user id for OpenAI's safety checks; chatd keeps no such records"
+    ),
+    "prompt_cache_key": _hint(
+        "routes to OpenAI's prompt caches; chatd's prefix cache matches prompts by content"
+    ),
+    "prompt_cache_retention": _hint(
+        "chatd's prefix cache keeps prefixes as long as its memory allows, whatever is asked"
+    ),
+}
+
 CHAT_FIELDS: Mapping[str, FieldPolicy] = {
     # -- handled by the server ---------------------------------------------------------------
     "model": _server("picks the local model, or the routes of a configured model"),
@@ -152,29 +170,31 @@ CHAT_FIELDS: Mapping[str, FieldPolicy] = {
         refuses_values="token ids beyond the model's vocabulary",
     ),
     # -- hints with no effect on a local model ------------------------------------------------
-    "user": _hint("an end-user id for OpenAI's abuse monitoring; chatd keeps no such records"),
-    "safety_identifier": _hint(
-        "an end-user id for OpenAI's safety checks; chatd keeps no such records"
-    ),
-    "prompt_cache_key": _hint(
-        "routes to OpenAI's prompt caches; chatd's prefix cache matches prompts by content"
-    ),
-    "prompt_cache_retention": _hint(
-        "chatd's prefix cache keeps prefixes as long as its memory allows, whatever is asked"
-    ),
+    **ACCOUNT_HINTS,
 }
 
 
+def with_policy(table: Mapping[str, FieldPolicy], policy: Policy) -> dict[str, FieldPolicy]:
+    """The rows of ``table`` with ``policy``, in table order (for ENGINE rows, the first
+    given field wins; for REFUSED rows, the first given is the one named)."""
+    return {n: p for n, p in table.items() if p.policy is policy}
+
+
+def undeclared(model: type[BaseModel], table: Mapping[str, FieldPolicy]) -> set[str]:
+    """Fields of a contract with no policy in its table (must be none)."""
+    return set(model.model_fields) - set(table)
+
+
 def engine_fields() -> dict[str, FieldPolicy]:
-    """The fields mapped to the engine, in table order (the first given one wins)."""
-    return {n: p for n, p in CHAT_FIELDS.items() if p.policy is Policy.ENGINE}
+    """The chat fields mapped to the engine, in table order (the first given one wins)."""
+    return with_policy(CHAT_FIELDS, Policy.ENGINE)
 
 
 def refused_fields() -> dict[str, FieldPolicy]:
-    """The fields the local engine refuses, in the order they are judged."""
-    return {n: p for n, p in CHAT_FIELDS.items() if p.policy is Policy.REFUSED}
+    """The chat fields the local engine refuses, in the order they are judged."""
+    return with_policy(CHAT_FIELDS, Policy.REFUSED)
 
 
 def undeclared_fields(model: type[BaseModel] = ChatCompletionRequest) -> set[str]:
-    """Fields of the contract with no policy in the table (must be none)."""
-    return set(model.model_fields) - set(CHAT_FIELDS)
+    """Fields of the chat contract with no policy in the table (must be none)."""
+    return undeclared(model, CHAT_FIELDS)

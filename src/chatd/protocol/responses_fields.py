@@ -21,7 +21,13 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel
 
-from chatd.protocol.chat_fields import FieldPolicy, Policy
+from chatd.protocol.chat_fields import (
+    ACCOUNT_HINTS,
+    FieldPolicy,
+    Policy,
+    undeclared,
+    with_policy,
+)
 from chatd.protocol.responses_request import CreateResponseRequest
 
 __all__ = [
@@ -38,10 +44,6 @@ def _engine(param: str, why: str = "", convert: type | None = None) -> FieldPoli
 
 def _server(why: str, refuses_values: str | None = None) -> FieldPolicy:
     return FieldPolicy(Policy.SERVER, why, refuses_values=refuses_values)
-
-
-def _hint(why: str) -> FieldPolicy:
-    return FieldPolicy(Policy.HINT, why)
 
 
 def _refused(reason: str) -> FieldPolicy:
@@ -111,31 +113,22 @@ RESPONSES_FIELDS: Mapping[str, FieldPolicy] = {
         "top_logprobs", "how many alternatives; logprobs themselves are asked by 'include'"
     ),
     # -- hints with no effect on a local model ------------------------------------------------
-    "user": _hint("an end-user id for OpenAI's abuse monitoring; chatd keeps no such records"),
-    "safety_identifier": _hint(
-        "an end-user id for OpenAI's safety checks; chatd keeps no such records"
-    ),
-    "prompt_cache_key": _hint(
-        "routes to OpenAI's prompt caches; chatd's prefix cache matches prompts by content"
-    ),
-    "prompt_cache_retention": _hint(
-        "chatd's prefix cache keeps prefixes as long as its memory allows, whatever is asked"
-    ),
+    **ACCOUNT_HINTS,
 }
 
 
 def responses_engine_fields() -> dict[str, FieldPolicy]:
     """The fields mapped to the engine, in table order (the first given one wins)."""
-    return {n: p for n, p in RESPONSES_FIELDS.items() if p.policy is Policy.ENGINE}
+    return with_policy(RESPONSES_FIELDS, Policy.ENGINE)
 
 
 def responses_refused_fields() -> dict[str, FieldPolicy]:
     """The fields the local engine refuses, in the order they are judged."""
-    return {n: p for n, p in RESPONSES_FIELDS.items() if p.policy is Policy.REFUSED}
+    return with_policy(RESPONSES_FIELDS, Policy.REFUSED)
 
 
 def undeclared_responses_fields(
     model: type[BaseModel] = CreateResponseRequest,
 ) -> set[str]:
     """Fields of the contract with no policy in the table (must be none)."""
-    return set(model.model_fields) - set(RESPONSES_FIELDS)
+    return undeclared(model, RESPONSES_FIELDS)
