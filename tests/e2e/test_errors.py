@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import MODEL, Server
-from openapi_schemas import assert_valid
+from service.checks import check_ok
 
 URL = "/v1/chat/completions"
 HI = [{"role": "user", "content": "hi"}]
@@ -18,17 +18,6 @@ HI = [{"role": "user", "content": "hi"}]
 def body(**fields: Any) -> dict[str, Any]:
     """A minimal valid request, with ``fields`` added or replaced (tiny completion)."""
     return {"model": MODEL, "messages": HI, "max_tokens": 1, **fields}
-
-
-def check_ok(resp: httpx.Response) -> dict[str, Any]:
-    assert resp.status_code == 200, resp.text
-    data = resp.json()
-    assert data["object"] == "chat.completion", data
-    assert data["model"] == MODEL
-    assert isinstance(data["choices"][0]["message"]["content"], str)
-    assert data["choices"][0]["finish_reason"] in ("stop", "length")
-    assert_valid("CreateChatCompletionResponse", data)
-    return data
 
 
 def test_open_server(monkeypatch: pytest.MonkeyPatch) -> None:
