@@ -1,5 +1,6 @@
 """The HTTP surface: the app, its services and its routes. No engine or llama.cpp
-knowledge here; each protocol's routes live in their own module (chat_routes.py)."""
+knowledge here; each protocol's routes live in their own module (chat_routes.py,
+responses_routes.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from chatd.api import chat_routes, server_routes
+from chatd.api import chat_routes, responses_routes, server_routes
 from chatd.api.auth import KeyChecker
 from chatd.api.deps import Services
 from chatd.api.errors import install_error_handlers
@@ -15,10 +16,13 @@ from chatd.service.chat import ChatService
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
 from chatd.service.metrics import metrics_registry
 from chatd.service.models import ModelRegistry
+from chatd.service.responses.service import ResponsesService
+from chatd.service.responses.stored_responses import StoredResponses
 from chatd.service.stored import StoredCompletions
 from chatd.store.completions import CompletionStore
 from chatd.store.db import Database
 from chatd.store.keys import KeyStore
+from chatd.store.responses import ResponseStore
 from chatd.store.usage import UsageBuffer, UsageStore
 
 __all__ = ["create_app"]
@@ -29,12 +33,17 @@ def create_app(
 ) -> FastAPI:
     store = CompletionStore(db)
     usage = UsageBuffer(UsageStore(db))
+    chat = ChatService(models, store, usage)
+    response_store = ResponseStore(db)
     services = Services(
         models=models,
         auth=KeyChecker(api_keys, KeyStore(db)),
         limiter=RateLimiter(RedisCounters(redis_url) if redis_url else LocalCounters()),
-        chat=ChatService(models, store, usage),
+        chat=chat,
         stored=StoredCompletions(store),
+        # one pool of upstream connections for every protocol
+        responses=ResponsesService(models, response_store, usage, chat.upstream),
+        stored_responses=StoredResponses(response_store),
         metrics=metrics_registry(models, usage),
     )
 
@@ -58,4 +67,6 @@ def create_app(
         "/v1/chat/completions", chat_routes.create_chat_completion, methods=["POST"]
     )
     app.include_router(chat_routes.stored_router)
+    app.router.add_route("/v1/responses", responses_routes.create_response, methods=["POST"])
+    app.include_router(responses_routes.router)
     return app

@@ -13,6 +13,8 @@ from chatd.api.auth import Caller, KeyChecker
 from chatd.service.chat import ChatService
 from chatd.service.limits import RateLimiter
 from chatd.service.models import ModelRegistry
+from chatd.service.responses.service import ResponsesService
+from chatd.service.responses.stored_responses import StoredResponses
 from chatd.service.stored import StoredCompletions
 
 __all__ = ["CallerDep", "Services", "ServicesDep", "services_of"]
@@ -25,6 +27,8 @@ class Services:
     limiter: RateLimiter
     chat: ChatService
     stored: StoredCompletions
+    responses: ResponsesService
+    stored_responses: StoredResponses
     metrics: CollectorRegistry  # read at scrape time
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "call_id",
     "completion_id",
     "function_call_item_id",
+    "function_call_output_item_id",
     "message_item_id",
     "response_id",
 ]
@@ -44,3 +45,9 @@ def message_item_id() -> str:
 
 def function_call_item_id() -> str:
     return _hex_id("fc_")
+
+
+def function_call_output_item_id() -> str:
+    """A ``function_call_output`` input item's id, given when the client sent none (OpenAI
+    shows one on every listed input item); the prefix is chatd's choice."""
+    return _hex_id("fco_")

@@ -32,10 +32,14 @@ from chatd.protocol.validation import TAG
 __all__ = [
     "FunctionCallItem",
     "FunctionCallOutputItem",
+    "InputFile",
+    "InputImage",
     "InputItemField",
     "ItemReference",
     "MessageItem",
     "OtherItem",
+    "OutputText",
+    "Refusal",
 ]
 
 

@@ -52,9 +52,13 @@ from chatd.protocol.validation import (
 )
 
 __all__ = [
+    "BuiltInTool",
     "CreateResponseRequest",
     "FunctionToolParam",
+    "TextFormatJSONObject",
     "TextFormatJSONSchema",
+    "ToolChoiceFunction",
+    "ToolChoiceOther",
     "parse_response_request",
     "validate_response_request",
 ]

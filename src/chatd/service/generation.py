@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +20,20 @@ from chatd.engine.errors import EngineFailure, QueueFull
 from chatd.engine.grammar import Grammar, GrammarError
 from chatd.engine.params import SamplingParams
 from chatd.engine.template import TemplateRenderError
-from chatd.protocol.errors import APIError, InvalidRequest, NotYetSupported, Overloaded, ServerError
+from chatd.protocol.chat_fields import FieldPolicy
+from chatd.protocol.errors import (
+    APIError,
+    InvalidRequest,
+    Overloaded,
+    ServerError,
+    Unsupported,
+)
 from chatd.service.engine_api import EngineLike, GenerationLike
 from chatd.service.events import ChoiceReader, Event
 from chatd.service.tool_calls import ToolPlan, template_tools
 from chatd.service.tool_calls import grammar as tool_grammar
 
-__all__ = ["Job", "LocalRun", "Usage", "engine_params", "start_local"]
+__all__ = ["Job", "LocalRun", "Usage", "engine_params", "sampling_fields", "start_local"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,10 @@ class Job:
     the template renders tools itself (else the adapter writes them as text). ``sampling``
     holds only the ``SamplingParams`` fields the request gave, so an absent field is the
     engine's default; without ``max_new_tokens`` the answer may fill the context window.
-    The ``*_param`` names say which request field an error points at.
+    The ``*_param`` names say which request field an error points at. ``shorten(native,
+    k)``, when given, renders the conversation without its ``k`` oldest turns (None when
+    nothing is left to drop): a prompt too long for the window is then shortened until
+    it fits, rather than refused (the Responses API's ``truncation: "auto"``).
     """
 
     render: Callable[[bool], list[dict[str, Any]]]
@@ -58,6 +68,7 @@ class Job:
     tools_param: str = "tools"
     format_param: str = "response_format"
     schema_param: str = "response_format"
+    shorten: Callable[[bool, int], list[dict[str, Any]] | None] | None = None
 
 
 async def start_local(engine: EngineLike, job: Job) -> LocalRun:
@@ -65,14 +76,17 @@ async def start_local(engine: EngineLike, job: Job) -> LocalRun:
     plan = job.tools
     grammar = await _grammar(engine, job)
     native = plan is not None and plan.may_call and engine.template.supports_tools
-    messages = job.render(native)
     tools = template_tools(plan) if native and plan is not None else None
-    try:
-        prompt = engine.render_chat(messages, tools)
-    except TemplateRenderError as e:
-        raise InvalidRequest(
-            f"The model's chat template rejected these messages: {e}", param=job.prompt_param
-        ) from None
+    prompt = _prompt(engine, job, job.render(native), tools)
+    if job.shorten is not None:
+        room = engine.context_window - job.sampling.get("max_new_tokens", 1)
+        dropped = 0
+        while len(prompt) > room:
+            dropped += 1
+            shorter = job.shorten(native, dropped)
+            if shorter is None:
+                break  # nothing left to drop: the window check below refuses it
+            prompt = _prompt(engine, job, shorter, tools)
     params = engine_params(
         job.sampling, len(prompt), engine.context_window, grammar, job.prompt_param
     )
@@ -89,6 +103,33 @@ async def start_local(engine: EngineLike, job: Job) -> LocalRun:
     except EngineFailure as e:
         raise InvalidRequest(str(e), param="n") from None
     return LocalRun(generation, params.n, len(prompt), plan)
+
+
+def _prompt(
+    engine: EngineLike,
+    job: Job,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+) -> list[int]:
+    try:
+        return engine.render_chat(messages, tools)
+    except TemplateRenderError as e:
+        raise InvalidRequest(
+            f"The model's chat template rejected these messages: {e}", param=job.prompt_param
+        ) from None
+
+
+def sampling_fields(req: Any, engine_fields: Mapping[str, FieldPolicy]) -> dict[str, Any]:
+    """``SamplingParams`` keyword arguments for the fields ``req`` gave, by a protocol's
+    ``ENGINE`` policies (in table order: the first given field wins a parameter). A
+    field not given is not passed, so the defaults are ``SamplingParams``'s own."""
+    given: dict[str, Any] = {}
+    for name, policy in engine_fields.items():
+        value = getattr(req, name)
+        if value is None or policy.engine is None or policy.engine in given:
+            continue
+        given[policy.engine] = policy.to_engine(value)
+    return given
 
 
 class LocalRun:
@@ -129,7 +170,10 @@ async def _grammar(engine: EngineLike, job: Job) -> Grammar | None:
     """The grammar the output must follow: tool calls, a JSON schema, or none."""
     lark = tool_grammar(job.tools) if job.tools is not None else None
     if lark is not None and job.schema is not None:
-        raise NotYetSupported(f"{job.format_param} (together with tools that may be called)")
+        raise Unsupported(
+            job.format_param,
+            "together with tools that may be called is not supported yet by this server.",
+        )
     try:
         # Compiling can take long for big schemas, so it leaves the event loop.
         if lark is not None:

@@ -13,17 +13,11 @@ from typing import Any
 
 from chatd.protocol.chat_fields import engine_fields
 from chatd.protocol.chat_request import ChatCompletionRequest
+from chatd.service import generation
 
 __all__ = ["sampling_fields"]
 
 
 def sampling_fields(req: ChatCompletionRequest) -> dict[str, Any]:
     """``SamplingParams`` keyword arguments for the fields ``req`` gave."""
-    given: dict[str, Any] = {}
-    for name, policy in engine_fields().items():
-        value = getattr(req, name)
-        # absent, or an earlier field won (an ENGINE policy always names its parameter)
-        if value is None or policy.engine is None or policy.engine in given:
-            continue
-        given[policy.engine] = policy.to_engine(value)
-    return given
+    return generation.sampling_fields(req, engine_fields())

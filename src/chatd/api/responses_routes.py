@@ -1,0 +1,117 @@
+"""The Responses API routes: create (streamed or whole), and a stored response's
+retrieve, delete, cancel and input items."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from chatd.api.deps import CallerDep, ServicesDep, services_of
+from chatd.api.disconnect import until_disconnect
+from chatd.api.sse import EventStreamResponse
+from chatd.protocol.errors import APIError, InvalidRequest, ModelNotFound
+from chatd.protocol.responses_request import parse_response_request
+
+__all__ = ["create_response", "router"]
+
+log = logging.getLogger("chatd.api")
+
+
+async def create_response(request: Request) -> Response:
+    """A plain Starlette route, like chat's: errors go through the app's handlers."""
+    services = services_of(request)
+    caller = await services.auth(request)
+    req = parse_response_request(await request.body())
+    if not caller.may_use(req.model):
+        raise ModelNotFound(req.model)
+    model_rpm, model_tpm = caller.limits_for(req.model)
+    admission = await services.limiter.admit(
+        caller.owner, caller.rpm, caller.tpm, req.model, model_rpm, model_tpm
+    )
+    answer = await services.responses.start(req, caller.owner, admission)
+    if req.is_streaming():
+        await answer.prime()
+        return EventStreamResponse(_typed_events(answer.events()))
+    try:
+        body = await until_disconnect(request.receive, answer.result())
+    finally:
+        answer.cancel()
+    if body is None:  # client gone: nobody to answer; its slot is already freed
+        return Response(status_code=499)
+    return Response(
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        media_type="application/json",
+    )
+
+
+def _encode(event: dict[str, Any]) -> bytes:
+    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+
+async def _typed_events(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """Responses streams as OpenAI writes them: an ``event:`` line naming each event's
+    type before its ``data:``, and no ``[DONE]`` (the final ``response.*`` event ends
+    it). A failure the answer could not report itself becomes an ``error`` event."""
+    number = 0
+    try:
+        async for event in events:
+            number = event.get("sequence_number", number) + 1
+            yield _encode(event)
+    except Exception as e:
+        if not isinstance(e, APIError):
+            log.exception("response stream failed")
+            e = APIError("The server had an error while generating the response.", status=500)
+        yield _encode(
+            {
+                "type": "error",
+                "code": e.code or "server_error",
+                "message": str(e),
+                "param": e.param,
+                "sequence_number": number,
+            }
+        )
+
+
+router = APIRouter()
+
+
+@router.get("/v1/responses/{rid}")
+async def get_response(
+    rid: str, request: Request, caller: CallerDep, services: ServicesDep
+) -> dict[str, Any]:
+    _only_query(request, {"include", "include[]"})
+    return await services.stored_responses.get(caller.owner, rid)
+
+
+@router.delete("/v1/responses/{rid}")
+async def delete_response(rid: str, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    return await services.stored_responses.delete(caller.owner, rid)
+
+
+@router.post("/v1/responses/{rid}/cancel")
+async def cancel_response(rid: str, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    """Only background responses can be cancelled, and chatd runs none (``background``
+    is refused), so an existing response is a 400 as OpenAI's is; another a 404."""
+    await services.stored_responses.get(caller.owner, rid)
+    raise InvalidRequest("Only responses created with background=true can be cancelled.")
+
+
+@router.get("/v1/responses/{rid}/input_items")
+async def list_input_items(
+    rid: str, request: Request, caller: CallerDep, services: ServicesDep
+) -> dict[str, Any]:
+    return await services.stored_responses.input_items(caller.owner, rid, request.query_params)
+
+
+def _only_query(request: Request, known: set[str]) -> None:
+    """``stream=true`` (replaying a stored response's events) is not offered: a 400 naming
+    it, as for any query parameter chatd does not act on."""
+    for key in request.query_params:
+        if key not in known:
+            raise InvalidRequest(f"Unrecognized query parameter: {key}", param=key)

@@ -1,0 +1,251 @@
+"""The Responses adapter: a ``CreateResponseRequest`` with its conversation rebuilt
+(``previous_response_id``'s chain and ``item_reference`` items, from the store) becomes a
+core ``Job`` on the local engine, or a relay to upstream channels; the router decides
+which and falls back between them, as for chat. Stored responses are the next request's
+history."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from chatd.protocol.errors import InvalidRequest, NotYetSupported, ServerError
+from chatd.protocol.responses_fields import responses_engine_fields
+from chatd.protocol.responses_items import ItemReference
+from chatd.protocol.responses_request import CreateResponseRequest
+from chatd.protocol.responses_response import ResponseSettings
+from chatd.service.accounting import Accountant
+from chatd.service.generation import Job, LocalRun, sampling_fields, start_local
+from chatd.service.limits import Admission
+from chatd.service.models import LocalModel, ModelRegistry
+from chatd.service.responses.answer import ResponseAnswer, ResponseUsage, StreamedResponse
+from chatd.service.responses.capabilities import check_local_support
+from chatd.service.responses.conversation import (
+    conversation_turns,
+    stored_input_items,
+)
+from chatd.service.responses.tools import (
+    FORMAT_PARAM,
+    SCHEMA_PARAM,
+    echoed_tools,
+    json_schema_for,
+    plan_tools,
+)
+from chatd.service.routing import Router
+from chatd.service.turns import Said, render_turns
+from chatd.store.responses import MissingResponse, ResponseStore
+from chatd.store.usage import UsageBuffer
+from chatd.upstream.channels import Channel
+from chatd.upstream.relay import ConnectionPool
+
+__all__ = ["Conversation", "ResponsesService"]
+
+log = logging.getLogger("chatd.service")
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A request's conversation: what ``previous_response_id`` brings (``history``) and
+    its own input items as they are stored (``items``)."""
+
+    history: list[Json]
+    items: list[Json]
+
+
+class ResponsesService:
+    def __init__(
+        self,
+        models: ModelRegistry,
+        store: ResponseStore | None = None,
+        usage: UsageBuffer | None = None,
+        upstream: ConnectionPool | None = None,
+    ) -> None:
+        self.models = models
+        self.router = Router(models)
+        self.store = store
+        self.usage = usage
+        self.upstream = upstream or ConnectionPool()
+
+    async def start(
+        self, req: CreateResponseRequest, owner: str, admission: Admission | None = None
+    ) -> ResponseAnswer:
+        """Rebuild the conversation, then start the response on the model's first route;
+        raises APIError for any refusal, before anything is sent."""
+        if req.stores() and self.store is None:
+            raise NotYetSupported("store (this server has no database; send store: false)")
+        history = await self._history(req, owner)
+        local = partial(self._start_local, req, owner, admission, history)
+        relay = partial(self._start_relay, req, owner, admission, history)
+        return await self.router.start(req.model, local, relay)
+
+    async def _history(self, req: CreateResponseRequest, owner: str) -> list[Json]:
+        rid = req.previous_response_id
+        if rid is None:
+            return []
+        if self.store is None:
+            raise NotYetSupported("previous_response_id (this server has no database)")
+        try:
+            return await self.store.history(owner, rid)
+        except MissingResponse as e:
+            if e.response_id == rid:
+                message = f"Previous response with id '{rid}' not found."
+            else:  # an earlier link of the chain was deleted
+                message = (
+                    f"Previous response with id '{rid}' cannot be continued: the response"
+                    f" '{e.response_id}' it continues was not found (deleted?)."
+                )
+            raise InvalidRequest(
+                message, param="previous_response_id", code="previous_response_not_found"
+            ) from None
+
+    async def _conversation(
+        self, req: CreateResponseRequest, owner: str, history: list[Json]
+    ) -> Conversation:
+        items = req.input_items()
+        wanted = [i.id for i in items if isinstance(i, ItemReference)]
+        referenced: dict[str, Json] = {}
+        if wanted and self.store is not None:
+            referenced = await self.store.items_by_id(owner, wanted)
+        return Conversation(history, stored_input_items(items, referenced))
+
+    async def _start_local(
+        self,
+        req: CreateResponseRequest,
+        owner: str,
+        admission: Admission | None,
+        history: list[Json],
+        model: LocalModel,
+    ) -> StreamedResponse:
+        engine = model.engine
+        check_local_support(req, model.id)
+        convo = await self._conversation(req, owner, history)
+        turns = conversation_turns(req.instructions, convo.history, convo.items)
+        plan = plan_tools(req)
+        text = "\n".join(t.text for t in turns if isinstance(t, Said))
+        sampling = sampling_fields(req, responses_engine_fields())
+        if req.wants_logprobs():
+            sampling["logprobs"] = True
+        kept = 1 if req.instructions else 0  # instructions are never truncated
+
+        def shorten(native: bool, k: int) -> list[Json] | None:
+            if kept + k >= len(turns):
+                return None
+            return render_turns(turns[:kept] + turns[kept + k :], plan, native=native)
+
+        job = Job(
+            render=lambda native: render_turns(turns, plan, native=native),
+            sampling=sampling,
+            tools=plan,
+            schema=json_schema_for(req, text),
+            prompt_param="input",
+            tools_param="tools",
+            format_param=FORMAT_PARAM,
+            schema_param=SCHEMA_PARAM,
+            shorten=shorten if req.truncation == "auto" else None,
+        )
+        run = await start_local(engine, job)  # nothing may refuse the request after this
+        return StreamedResponse(
+            _LocalSource(run),
+            settings(req),
+            logprobs=req.wants_logprobs(),
+            obfuscate=req.include_obfuscation(),
+            save=self._saver(req, owner, convo),
+            account=self._account(req, owner, admission),
+        )
+
+    def _start_relay(
+        self,
+        req: CreateResponseRequest,
+        owner: str,
+        admission: Admission | None,
+        history: list[Json],
+        channels: list[Channel],
+        fallback: Callable[[], Awaitable[ResponseAnswer]] | None,
+    ) -> ResponseAnswer:
+        raise NotYetSupported(f"model `{req.model}` (served by channels) on /v1/responses")
+
+    def _saver(
+        self, req: CreateResponseRequest, owner: str, convo: Conversation
+    ) -> Callable[[Json], Awaitable[None]] | None:
+        store = self.store
+        if not req.stores() or store is None:
+            return None
+        previous = req.previous_response_id
+
+        async def save(body: Json) -> None:
+            try:
+                await store.save(owner, body, convo.items, previous)
+            except Exception as e:
+                log.exception("storing response %s failed", body.get("id"))
+                raise ServerError(
+                    f"The response could not be stored: {type(e).__name__}."
+                ) from None
+
+        return save
+
+    def _account(
+        self, req: CreateResponseRequest, owner: str, admission: Admission | None
+    ) -> Callable[[ResponseUsage], None] | None:
+        if self.usage is None:
+            return None
+        accountant = Accountant(self.usage, owner, req.model, admission)
+        return lambda u: accountant.record(u.input_tokens, u.output_tokens, u.estimated)
+
+
+class _LocalSource:
+    """The local engine's run, as a response's event source (its one choice)."""
+
+    def __init__(self, run: LocalRun) -> None:
+        self.run = run
+
+    async def events(self) -> Any:
+        async for _, event in self.run.events():
+            yield event
+
+    def usage(self) -> ResponseUsage:
+        u = self.run.usage()
+        return ResponseUsage(u.prompt_tokens, u.completion_tokens, u.cached_tokens)
+
+    def cancel(self) -> None:
+        self.run.cancel()
+
+
+def settings(req: CreateResponseRequest) -> ResponseSettings:
+    """The request's settings as every response object echoes them, with OpenAI's
+    defaults for those not given."""
+    fmt = req.text.format if req.text is not None else None
+    choice = req.tool_choice
+    return ResponseSettings(
+        model=req.model,  # the public id asked for (an alias stays the alias)
+        instructions=req.instructions,
+        max_output_tokens=req.max_output_tokens,
+        parallel_tool_calls=req.parallel_tool_calls is not False,
+        previous_response_id=req.previous_response_id,
+        temperature=req.temperature if req.temperature is not None else 1.0,
+        top_p=req.top_p if req.top_p is not None else 1.0,
+        top_logprobs=req.top_logprobs or 0,
+        text_format=fmt.model_dump(by_alias=True, exclude_none=True)
+        if fmt is not None
+        else {"type": "text"},
+        tool_choice=choice
+        if isinstance(choice, str)
+        else (choice.model_dump(exclude_none=True) if choice is not None else "auto"),
+        tools=echoed_tools(req),
+        truncation=req.truncation or "disabled",
+        metadata=dict(req.metadata or {}),
+        store=req.stores(),
+        user=req.user,
+        service_tier=_service_tier(req.service_tier),
+    )
+
+
+def _service_tier(requested: str | None) -> str:
+    """Every response runs on this server's one tier, which the API reports always:
+    ``auto`` (or nothing) reads ``default``, an explicit tier is echoed."""
+    if requested in (None, "auto"):
+        return "default"
+    return {"fast": "priority"}.get(requested, requested)
