@@ -54,6 +54,7 @@ from chatd.protocol.validation import (
 __all__ = [
     "CreateResponseRequest",
     "FunctionToolParam",
+    "IncludeValue",
     "TextFormatJSONSchema",
     "parse_response_request",
     "validate_response_request",
