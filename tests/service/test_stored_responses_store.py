@@ -23,7 +23,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.datastructures import QueryParams
 
 from chatd.protocol.errors import InvalidRequest, NotFound
-from chatd.protocol.ids import function_call_item_id, message_item_id, response_id
+from chatd.protocol.ids import call_id, function_call_item_id, message_item_id
+from chatd.protocol.responses_response import (
+    ResponseSettings,
+    function_call_item,
+    message_item,
+    output_text_part,
+    response_usage,
+)
 from chatd.service.responses.stored_responses import StoredResponses
 from chatd.store.db import Database, sqlite_url
 from chatd.store.responses import MissingResponse, ResponseStore
@@ -100,37 +107,17 @@ def function_call_output(call_id: str, output: str) -> dict[str, Any]:
 
 
 def assistant_message(text_: str) -> dict[str, Any]:
-    return {
-        "id": message_item_id(),
-        "type": "message",
-        "role": "assistant",
-        "status": "completed",
-        "content": [{"type": "output_text", "text": text_, "annotations": [], "logprobs": []}],
-    }
+    """An output message as service/responses builds it."""
+    return message_item(message_item_id(), "completed", [output_text_part(text_, [])])
 
 
 def function_call(name: str, arguments: str) -> dict[str, Any]:
-    return {
-        "id": function_call_item_id(),
-        "type": "function_call",
-        "call_id": "call_" + secrets.token_hex(12),
-        "name": name,
-        "arguments": arguments,
-        "status": "completed",
-    }
+    return function_call_item(function_call_item_id(), call_id(), name, arguments, "completed")
 
 
 def response_body(output: list[dict[str, Any]], previous: str | None = None) -> dict[str, Any]:
-    return {
-        "id": response_id(),
-        "object": "response",
-        "created_at": 1765000000,
-        "status": "completed",
-        "model": "smollm2-135m-instruct",
-        "output": output,
-        "previous_response_id": previous,
-        "store": True,
-    }
+    settings = ResponseSettings(model="smollm2-135m-instruct", previous_response_id=previous)
+    return settings.response("completed", output, response_usage(12, 5))
 
 
 async def save(
@@ -194,6 +181,7 @@ async def test_save_get_delete(backend: Backend) -> None:
     rid = body["id"]
     assert await backend.store.get(who, rid) == body
     assert await backend.api.get(who, rid) == body
+    assert_valid("Response", body)
     assert await backend.api.get(who, rid, QueryParams("include[]=message.output_text.logprobs"))
     assert await backend.api.delete(who, rid) == {
         "id": rid,
@@ -264,8 +252,8 @@ def mixed_inputs() -> list[dict[str, Any]]:
         user_message("What is the weather in Paris?"),
         call,
         function_call_output(call["call_id"], '{"temperature": 21}'),
+        assistant_message("Sunny, 21 degrees."),
         user_message("And in Rome?"),
-        user_message("Thanks."),
     ]
 
 
