@@ -438,6 +438,19 @@ async def test_history_of_unknown_and_foreign_links(backend: Backend) -> None:
     assert (err.value.response_id, err.value.chained_from) == (theirs["id"], None)
 
 
+async def test_history_of_a_cycle_ends(backend: Backend) -> None:
+    """chatd never writes a cycle (a response's own id is new), but the walk must end on
+    one rather than loop: each response once, oldest first as far as there is an order."""
+    who = owner()
+    a, b = response_body([assistant_message("a")]), response_body([assistant_message("b")])
+    await backend.store.save(who, a, [], b["id"])
+    await backend.store.save(who, b, [], a["id"])
+    assert await backend.store.history(who, a["id"]) == [*b["output"], *a["output"]]
+    c = response_body([assistant_message("c")])
+    await backend.store.save(who, c, [], c["id"])
+    assert await backend.store.history(who, c["id"]) == c["output"]
+
+
 # --------------------------------------------------------------------------------------------
 # Items by id (item_reference)
 # --------------------------------------------------------------------------------------------
