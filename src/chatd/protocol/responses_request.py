@@ -55,6 +55,7 @@ __all__ = [
     "BuiltInTool",
     "CreateResponseRequest",
     "FunctionToolParam",
+    "IncludeValue",
     "TextFormatJSONObject",
     "TextFormatJSONSchema",
     "ToolChoiceFunction",

@@ -1,5 +1,5 @@
-"""The contract of the stored-completions endpoints: query parameters and the update
-body, with OpenAI-shaped 400s."""
+"""The contract of the stored-object endpoints: the stored completions' query parameters
+and update body, the stored responses' query parameters, with OpenAI-shaped 400s."""
 
 from __future__ import annotations
 
@@ -8,13 +8,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from chatd.protocol.chat_request import validate_chat_request
-from chatd.protocol.errors import InvalidRequest
+from chatd.protocol.errors import InvalidRequest, Unsupported
+from chatd.protocol.responses_request import IncludeValue
+from chatd.protocol.shapes import Strict
+from chatd.protocol.validation import translate_error
 
 _PLACEHOLDER = [{"role": "user", "content": "-"}]
 
 
-__all__ = ["ListQuery", "parse_list_query", "parse_update"]
+__all__ = [
+    "ListQuery",
+    "parse_input_items_query",
+    "parse_list_query",
+    "parse_retrieve_query",
+    "parse_update",
+]
 
 
 @dataclass(frozen=True)
@@ -35,16 +46,93 @@ def parse_list_query(params: Mapping[str, str], *, filters: bool) -> ListQuery:
         if filters and key.startswith("metadata[") and key.endswith("]"):
             metadata[key[len("metadata[") : -1]] = value
         elif key not in known:
-            raise InvalidRequest(f"Unrecognized query parameter: {key}", param=key)
-    raw_limit = params.get("limit", "20")
+            raise _unrecognized(key)
+    return ListQuery(
+        params.get("after"),
+        _limit(params),
+        _order(params, "asc"),
+        params.get("model"),
+        metadata,
+    )
+
+
+@dataclass(frozen=True)
+class InputItemsQuery:
+    after: str | None
+    limit: int
+    order: Literal["asc", "desc"]
+    include: tuple[IncludeValue, ...]
+
+
+@dataclass(frozen=True)
+class RetrieveQuery:
+    include: tuple[IncludeValue, ...]
+
+
+def parse_input_items_query(params: Mapping[str, str]) -> InputItemsQuery:
+    """``GET /v1/responses/{id}/input_items``: ``after`` (an item id), ``limit`` (1..100,
+    default 20), ``order`` (asc|desc, default **desc**, unlike the completions lists) and
+    ``include`` (``include[]=`` or ``include=``, repeatable, values of the spec's
+    IncludeEnum). ``params`` may be Starlette's ``QueryParams``: its repeated keys count."""
+    for key, _ in _pairs(params):
+        if key not in {"after", "limit", "order", "include", "include[]"}:
+            raise _unrecognized(key)
+    return InputItemsQuery(
+        params.get("after"), _limit(params), _order(params, "desc"), _include(params)
+    )
+
+
+def parse_retrieve_query(params: Mapping[str, str]) -> RetrieveQuery:
+    """``GET /v1/responses/{id}``: ``include``; ``stream`` (only false: streaming a stored
+    response replays a background response, which chatd does not run), ``starting_after``
+    and ``include_obfuscation`` (meaningful only when streaming) are checked and ignored."""
+    for key, _ in _pairs(params):
+        if key not in {"include", "include[]", "stream", "starting_after", "include_obfuscation"}:
+            raise _unrecognized(key)
+    if _boolean(params, "stream"):
+        raise Unsupported("stream", "is only supported for background responses.")
+    _boolean(params, "include_obfuscation")
+    if "starting_after" in params:
+        _integer(params, "starting_after")
+    return RetrieveQuery(_include(params))
+
+
+def _pairs(params: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Every (key, value), repeated keys included (a plain Mapping has none)."""
+    multi = getattr(params, "multi_items", None)
+    return list(multi()) if callable(multi) else list(params.items())
+
+
+def _unrecognized(key: str) -> InvalidRequest:
+    return InvalidRequest(f"Unrecognized query parameter: {key}", param=key)
+
+
+def _integer(params: Mapping[str, str], name: str) -> int:
+    raw = params[name]
     try:
-        limit = int(raw_limit)
+        return int(raw)
     except ValueError:
         raise InvalidRequest(
-            f"Invalid type for 'limit': expected an integer, but got '{raw_limit}' instead.",
-            param="limit",
+            f"Invalid type for '{name}': expected an integer, but got '{raw}' instead.",
+            param=name,
             code="invalid_type",
         ) from None
+
+
+def _boolean(params: Mapping[str, str], name: str) -> bool:
+    raw = params.get(name, "false")
+    if raw not in ("true", "false"):
+        raise InvalidRequest(
+            f"Invalid type for '{name}': expected a boolean, but got '{raw}' instead.",
+            param=name,
+            code="invalid_type",
+        )
+    return raw == "true"
+
+
+def _limit(params: Mapping[str, str]) -> int:
+    """``limit``: 1..100, default 20."""
+    limit = _integer(params, "limit") if "limit" in params else 20
     if not 1 <= limit <= 100:
         code = "integer_below_min_value" if limit < 1 else "integer_above_max_value"
         bound = (
@@ -58,14 +146,31 @@ def parse_list_query(params: Mapping[str, str], *, filters: bool) -> ListQuery:
             param="limit",
             code=code,
         )
-    order = params.get("order", "asc")
+    return limit
+
+
+def _order(params: Mapping[str, str], default: str) -> Literal["asc", "desc"]:
+    order = params.get("order", default)
     if order not in ("asc", "desc"):
         raise InvalidRequest(
             f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'.",
             param="order",
             code="invalid_value",
         )
-    return ListQuery(params.get("after"), limit, order, params.get("model"), metadata)  # type: ignore[arg-type]
+    return order  # type: ignore[return-value]
+
+
+class _Include(Strict):
+    include: list[IncludeValue]
+
+
+def _include(params: Mapping[str, str]) -> tuple[IncludeValue, ...]:
+    """The include values, checked as ``include`` of a request is (same 400s)."""
+    values = [v for k, v in _pairs(params) if k in ("include", "include[]")]
+    try:
+        return tuple(_Include(include=values).include)
+    except ValidationError as exc:
+        raise translate_error(exc) from None
 
 
 def parse_update(body: bytes) -> dict[str, str]:

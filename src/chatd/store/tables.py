@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -84,4 +85,40 @@ usage = Table(
     Column("completion_tokens", BigInteger, nullable=False),
     # requests counted with chatd's tokenizer because their upstream sent no usage
     Column("estimated_requests", BigInteger, nullable=False, server_default="0"),
+)
+
+# Responses API (``store: true``). A response names the one it continues by
+# ``previous_response_id``, deliberately not a foreign key: the earlier response may be
+# deleted later, which breaks the chain for new requests but not this stored response.
+responses = Table(
+    "stored_responses",
+    metadata_obj,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),  # ordering: time, then id
+    Column("previous_response_id", String(64), nullable=True),
+    Column("body", JSON, nullable=False),  # the response object as returned
+)
+
+# The input items of a response's request (output false) and its output items (output
+# true), in the order given. ``owner`` repeats the response's owner so that an item is
+# found by (owner, item id) with one index, for ``item_reference`` inputs. Item ids are
+# not unique: a client sends earlier output items back as input, ids unchanged.
+response_items = Table(
+    "stored_response_items",
+    metadata_obj,
+    Column(
+        "response_id",
+        String(64),
+        ForeignKey("stored_responses.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("output", Boolean, primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("owner", String(64), nullable=False),
+    # client-chosen for input items (no length cap in the request contract), hence wider
+    Column("item_id", String(256), nullable=False),
+    Column("item", JSON, nullable=False),
+    Index("ix_response_items_owner_item", "owner", "item_id"),
 )
