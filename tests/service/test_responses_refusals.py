@@ -289,4 +289,7 @@ async def test_auth_required(chatd: Chatd) -> None:
 
 
 async def test_unknown_query_parameter(http: httpx.AsyncClient) -> None:
-    check_error(await http.get(f"{URL}/resp_x?stream=true"), 400, param="stream", code=None)
+    """Replaying a response's events is for background responses, which chatd refuses."""
+    resp = await http.get(f"{URL}/resp_x?stream=true")
+    check_error(resp, 400, param="stream", code="unsupported_parameter")
+    check_error(await http.get(f"{URL}/resp_x?nope=1"), 400, param="nope", code=None)
