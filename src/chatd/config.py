@@ -89,7 +89,9 @@ class FileConfig:
 _CHANNEL_KEYS = {
     "name", "base_url", "api_key_env", "models", "priority", "weight", "connect_timeout",
     "first_token_timeout", "read_timeout", "failures_before_cooldown", "cooldown_seconds",
+    "api",
 }  # fmt: skip
+CHANNEL_APIS = ("chat", "responses")  # what a channel may speak (``api``)
 
 
 def load_config(path: Path) -> FileConfig:
@@ -145,6 +147,12 @@ def _channel(c: Any, where: str) -> Any:
             raise ConfigError(f"{where}.models[{j}]: a model id or {{id, upstream}}")
     if not mapping:
         raise ConfigError(f"{where}.models: at least one model is required")
+    api = c.get("api", "chat")
+    if api not in CHANNEL_APIS:
+        raise ConfigError(
+            f"{where}.api: {api!r} is not an API a channel can speak: "
+            f'"chat" (Chat Completions, the default) or "responses" (the Responses API)'
+        )
     key = None
     if "api_key_env" in c:
         key = os.environ.get(c["api_key_env"])

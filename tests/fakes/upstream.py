@@ -19,6 +19,12 @@ The requested model id picks the behaviour:
   ended or whose client went away), ``keyed`` (``ok`` for ``Authorization: Bearer
   sk-upstream-key`` only, else 401).
 
+``POST /v1/responses`` (the Responses API: ``event:`` and ``data:`` lines, no [DONE]; the
+stream ends when the connection closes after ``response.completed``) takes the same model
+ids: the misbehaving modes (plus ``failed``: a stream or answer ending as
+``response.failed``), counted and recorded as ``responses:<mode>``; any other id gets the
+benchmark stub's words (paced, or instant for an id containing "instant").
+
 ``GET /calls`` and ``GET /last`` report the calls per model id and the last body per
 model id (also on ``app.state.calls`` / ``app.state.last`` in-process).
 """
@@ -39,6 +45,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 MISBEHAVIOURS = {"ok", "500", "429", "400", "hang", "cut", "html", "nousage", "flaky", "slow"}
+# /v1/responses: the same modes, ``keyed`` and ``failed`` (a stream ending in response.failed).
+RESPONSES_MODES = MISBEHAVIOURS | {"keyed", "failed"}
 UPSTREAM_KEY = "sk-upstream-key"  # what the ``keyed`` model requires
 
 
@@ -80,6 +88,112 @@ def fake_chunk(content: str | None, finish: str | None = None, usage: bool = Fal
     if usage:
         body["usage"] = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
     return event(body)
+
+
+class FakeResponse:
+    """One Responses API answer of the fake: a message whose text comes in deltas, its
+    stream events numbered in order (``sequence_number``), shaped as the spec says."""
+
+    def __init__(self, model: str, request: dict[str, Any]) -> None:
+        self.model, self.request = model, request
+        self.id, self.item_id = "resp_fake", "msg_fake"
+        self.created_at = int(time.time())
+        self.seq = 0
+        self.text = ""
+
+    def response(
+        self, status: str, output: list[dict[str, Any]], usage: tuple[int, int] | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "background": False,
+            "completed_at": int(time.time()) if status == "completed" else None,
+            "error": {"code": "server_error", "message": "boom"} if status == "failed" else None,
+            "incomplete_details": None,
+            "instructions": self.request.get("instructions"),
+            "max_output_tokens": self.request.get("max_output_tokens"),
+            "max_tool_calls": None,
+            "model": "upstream-model",
+            "output": output,
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "reasoning": None,
+            "service_tier": "default",
+            "store": self.request.get("store", True),
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_logprobs": 0,
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "metadata": {},
+        }
+        if usage is not None:
+            body["usage"] = {
+                "input_tokens": usage[0],
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": usage[1],
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": usage[0] + usage[1],
+            }
+        return body
+
+    def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
+        event = {"type": kind, "sequence_number": self.seq, **fields}
+        self.seq += 1
+        return event
+
+    def _part(self) -> dict[str, Any]:
+        return {"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}
+
+    def _item(self, status: str) -> dict[str, Any]:
+        content = [self._part()] if status == "completed" else []
+        item = {"id": self.item_id, "type": "message", "status": status, "role": "assistant"}
+        return {**item, "content": content}
+
+    def head(self) -> list[dict[str, Any]]:
+        """Up to the first delta: the response created and in progress, a message opened."""
+        where = {"item_id": self.item_id, "output_index": 0, "content_index": 0}
+        return [
+            self._event("response.created", response=self.response("in_progress", [])),
+            self._event("response.in_progress", response=self.response("in_progress", [])),
+            self._event(
+                "response.output_item.added", output_index=0, item=self._item("in_progress")
+            ),
+            self._event("response.content_part.added", **where, part=self._part()),
+        ]
+
+    def delta(self, text: str) -> dict[str, Any]:
+        self.text += text
+        where = {"item_id": self.item_id, "output_index": 0, "content_index": 0}
+        return self._event("response.output_text.delta", **where, delta=text, logprobs=[])
+
+    def item(self) -> dict[str, Any]:
+        """The finished message (the non-streamed answer's output)."""
+        return self._item("completed")
+
+    def tail(self, usage: tuple[int, int] | None) -> list[dict[str, Any]]:
+        """From the text's end to ``response.completed``."""
+        where = {"item_id": self.item_id, "output_index": 0, "content_index": 0}
+        item = self._item("completed")
+        return [
+            self._event("response.output_text.done", **where, text=self.text, logprobs=[]),
+            self._event("response.content_part.done", **where, part=self._part()),
+            self._event("response.output_item.done", output_index=0, item=item),
+            self._event("response.completed", response=self.response("completed", [item], usage)),
+        ]
+
+    def failed(self) -> dict[str, Any]:
+        return self._event("response.failed", response=self.response("failed", []))
+
+
+def response_event(obj: dict[str, Any]) -> bytes:
+    """A Responses stream event: its type on an ``event:`` line, then the data."""
+    return f"event: {obj['type']}\ndata: {json.dumps(obj)}\n\n".encode()
 
 
 def _error(status: int, message: str, type: str, param: str | None, code: str | None) -> Response:
@@ -156,21 +270,9 @@ class _Upstream:
         """The gateway tests' upstream: each mode one way of failing (or not)."""
         self.calls[mode] = self.calls.get(mode, 0) + 1
         self.last[mode] = body
-        if mode == "keyed":
-            if request.headers.get("authorization") != f"Bearer {UPSTREAM_KEY}":
-                return _error(401, "Incorrect API key provided", "invalid_request_error", None,
-                              "invalid_api_key")  # fmt: skip
-            mode = "ok"
-        if mode == "500" or (mode == "flaky" and self.flaky_state["down"]):
-            return _error(500, "boom", "server_error", None, None)
-        if mode == "429":
-            return _error(429, "slow down", "requests", None, "rate_limit_exceeded")
-        if mode == "400":
-            return _error(400, "bad field 'foo'", "invalid_request_error", "foo", None)
-        if mode == "html":  # a proxy's error page with a 200: not an answer
-            return Response("<html>upstream down</html>", media_type="text/html")
-        if mode == "hang":
-            await asyncio.sleep(30)
+        refused = await self.refuse(request, mode)
+        if refused is not None:
+            return refused
         if body.get("stream"):
             events = self._misbehaving_events(body, mode)
             return StreamingResponse(events, media_type="text/event-stream")
@@ -189,6 +291,24 @@ class _Upstream:
         if mode == "nousage":
             del answer["usage"]
         return JSONResponse(answer)
+
+    async def refuse(self, request: Request, mode: str) -> Response | None:
+        """The misbehaving modes' refusals and stalls, alike on both endpoints (None: the
+        mode answers; ``keyed`` with the right key answers as ``ok``)."""
+        if mode == "keyed" and request.headers.get("authorization") != f"Bearer {UPSTREAM_KEY}":
+            return _error(401, "Incorrect API key provided", "invalid_request_error", None,
+                          "invalid_api_key")  # fmt: skip
+        if mode == "500" or (mode == "flaky" and self.flaky_state["down"]):
+            return _error(500, "boom", "server_error", None, None)
+        if mode == "429":
+            return _error(429, "slow down", "requests", None, "rate_limit_exceeded")
+        if mode == "400":
+            return _error(400, "bad field 'foo'", "invalid_request_error", "foo", None)
+        if mode == "html":  # a proxy's error page with a 200: not an answer
+            return Response("<html>upstream down</html>", media_type="text/html")
+        if mode == "hang":
+            await asyncio.sleep(30)
+        return None
 
     async def _misbehaving_events(self, body: dict[str, Any], mode: str) -> AsyncIterator[bytes]:
         yield fake_chunk("Hel")
@@ -217,6 +337,67 @@ class _Upstream:
         mode = mode or ("instant" if "instant" in model else "paced")
         return await self.stub(request, body, model, mode, arrived)
 
+    async def responses(self, request: Request) -> Response:
+        """POST /v1/responses: the misbehaving modes (calls and last body recorded as
+        ``responses:<mode>``) or, for any other id, the benchmark stub's words."""
+        arrived = time.monotonic()
+        body = json.loads(await request.body())
+        mode = request.query_params.get("mode") or body.get("model", "")
+        pace: float | None = None  # seconds between words, the first after self.ttft
+        if mode in RESPONSES_MODES:
+            key = "responses:" + mode
+            self.calls[key] = self.calls.get(key, 0) + 1
+            self.last[key] = body
+            refused = await self.refuse(request, mode)
+            if refused is not None:
+                return refused
+            words = ["Hel", "lo"]
+            usage = None if mode == "nousage" else (7, 2)
+        else:
+            words = [f" word{i}" for i in range(self.n)]
+            usage = (5, self.n)
+            pace = None if "instant" in mode else self.interval
+        fake = FakeResponse(body.get("model", ""), body)
+        if body.get("stream"):
+            events = self._response_events(fake, words, mode, usage, pace, arrived)
+            return StreamingResponse(events, media_type="text/event-stream")
+        if pace is not None:
+            await asyncio.sleep(self.ttft + (len(words) - 1) * pace)
+        fake.text = "".join(words)
+        status = "failed" if mode == "failed" else "completed"
+        output = [] if mode == "failed" else [fake.item()]
+        return JSONResponse(fake.response(status, output, usage))
+
+    async def _response_events(
+        self,
+        fake: FakeResponse,
+        words: list[str],
+        mode: str,
+        usage: tuple[int, int] | None,
+        pace: float | None,
+        arrived: float,
+    ) -> AsyncIterator[bytes]:
+        for e in fake.head():
+            yield response_event(e)
+        for i, word in enumerate(words):
+            if pace is not None:  # fixed schedule from arrival, as the chat stub's
+                await asyncio.sleep(max(0.0, arrived + self.ttft + i * pace - time.monotonic()))
+            yield response_event(fake.delta(word))
+        if mode == "slow":  # 30 s more of text, unless the client goes away
+            try:
+                for _ in range(150):
+                    await asyncio.sleep(0.2)
+                    yield response_event(fake.delta("."))
+            finally:
+                self.calls["slow_closed"] = self.calls.get("slow_closed", 0) + 1
+        if mode == "cut":
+            raise RuntimeError("connection dropped")  # no terminal event: uvicorn closes
+        if mode == "failed":
+            yield response_event(fake.failed())
+            return
+        for e in fake.tail(usage):
+            yield response_event(e)
+
     async def get_calls(self, _: Request) -> Response:
         return JSONResponse(self.calls)
 
@@ -239,6 +420,7 @@ def create_app(ttft_ms: float = 0.0, interval_ms: float = 0.0, chunks: int = 4) 
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", u.completions, methods=["POST"]),
+            Route("/v1/responses", u.responses, methods=["POST"]),
             Route("/calls", u.get_calls),
             Route("/last", u.get_last),
             Route("/flaky/{state}", u.flaky, methods=["POST"]),

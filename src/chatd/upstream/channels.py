@@ -26,6 +26,9 @@ class Channel:
     read_timeout: float = 300.0
     failures_before_cooldown: int = 3
     cooldown_seconds: float = 30.0
+    # The API the channel is spoken to in: "chat" (Chat Completions; a Responses request
+    # is translated) or "responses" (the channel serves the Responses API itself).
+    api: str = "chat"
     failures: int = field(default=0, init=False)
     cooling_until: float = field(default=0.0, init=False)
     # Process-lifetime counts, read by the metrics collector (plain ints: no prometheus here).
@@ -39,6 +42,10 @@ class Channel:
     @cached_property
     def chat_url(self) -> str:
         return self.base_url.rstrip("/") + "/chat/completions"
+
+    @cached_property
+    def responses_url(self) -> str:
+        return self.base_url.rstrip("/") + "/responses"
 
     @cached_property
     def headers(self) -> dict[str, str]:

@@ -1,11 +1,12 @@
-"""Relaying one chat completion to upstream channels.
+"""Relaying one request to upstream channels (Chat Completions or the Responses API:
+``wires.py``).
 
 Before the first byte reaches the client, any failure (connect error, timeout, 429,
 5xx, no first byte within the channel's first_token_timeout) moves on to the next
 channel; the client sees one clean answer. Errors that are the client's fault (other
 4xx) are passed back as they are. Once bytes have been sent, a failing upstream ends
-the stream with an error event and no ``[DONE]``: a truncated stream never looks
-complete.
+the stream with an error (no ``[DONE]``, no terminal event): a truncated stream never
+looks complete.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ import aiohttp
 from chatd.protocol.errors import APIError, ModelUnavailable, ServerError
 from chatd.tasks import spawn
 from chatd.upstream.channels import Channel
+from chatd.upstream.wires import ChatWire, Wire
 
 __all__ = ["ConnectionPool", "UpstreamCall"]
 
@@ -47,7 +49,16 @@ class ConnectionPool:
 
 
 class UpstreamCall:
-    """One request to try on channels, in the given (routed) order."""
+    """One request to try on channels, in the given (routed) order: the one failover
+    loop, whatever wire protocol each channel speaks.
+
+    By default every channel is spoken to in Chat Completions (``ChatWire`` over
+    ``body``). ``wire_for`` gives each channel its own wire instead, e.g. the Responses
+    API itself for a channel with ``api = "responses"`` and a translation into Chat
+    Completions for the others; ``body`` and ``completion_id`` are then unused. Once a
+    channel has answered, ``channel`` and ``wire`` say which one and how it was spoken
+    to (so a caller knows what kind of objects it is reading).
+    """
 
     def __init__(
         self,
@@ -56,31 +67,33 @@ class UpstreamCall:
         body: dict[str, Any],
         session: aiohttp.ClientSession,
         completion_id: str | None = None,
+        *,
+        wire_for: Callable[[Channel], Wire] | None = None,
     ) -> None:
         self.public_id = public_id
-        self.completion_id = completion_id  # set: the answer's id is chatd's own
         self.order = order
-        self.body = body
         self.session = session
-        self.streaming = body.get("stream") is True
-        opts = body.get("stream_options") or {}
-        self.client_wants_usage = self.streaming and opts.get("include_usage") is True
-        self.usage: dict[str, Any] | None = None
+        if wire_for is None:
+            chat = ChatWire(public_id, body, completion_id)
+            wire_for = lambda _: chat  # noqa: E731
+        self.wire_for = wire_for
+        self.wire: Wire | None = None  # the wire of the channel tried last (then: answered)
+        self.channel: Channel | None = None  # the channel that answered
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        """The answering upstream's usage, once seen (in its wire's shape)."""
+        return self.wire.usage if self.wire is not None else None
 
     def _send(self, channel: Channel) -> Any:
         """The POST to one channel (an awaitable aiohttp response)."""
-        body = dict(self.body)
-        body["model"] = channel.models[self.public_id]
-        if self.streaming:  # always ask for usage, for accounting; dropped if not wanted
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        return self.session.post(
-            channel.chat_url,
-            data=json.dumps(body).encode(),
-            headers=channel.headers,
-            timeout=channel.timeouts,
-        )
+        self.wire = self.wire_for(channel)
+        url, data = self.wire.prepare(channel)
+        return self.session.post(url, data=data, headers=channel.headers, timeout=channel.timeouts)
 
     async def result(self) -> dict[str, Any]:
+        """The non-streamed answer of the first channel that gives one, as its wire
+        passes it on; an upstream's client-fault 4xx is raised as it is."""
         last: str = "no channel"
         for channel in self.order:
             try:
@@ -101,14 +114,15 @@ class UpstreamCall:
             channel.succeeded()
             if status >= 400:
                 raise _passed_back(status, data)
-            data["model"] = self.public_id
-            if self.completion_id is not None:
-                data["id"] = self.completion_id
-            self.usage = data.get("usage")
-            return data
+            self.channel = channel
+            assert self.wire is not None
+            return self.wire.answer(data)
         raise ModelUnavailable(f"No channel could answer for `{self.public_id}` ({last}).")
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+        """The streamed answer's objects as the answering channel's wire reads them
+        (chat chunks, or Responses stream events), once a channel has sent its first
+        event; ``ServerError`` if that stream breaks off before its end."""
         last = "no channel"
         for channel in self.order:
             response: aiohttp.ClientResponse | None = None
@@ -132,47 +146,39 @@ class UpstreamCall:
                 last = f"{channel.name}: {what}"
                 continue
             channel.succeeded()
-            async for chunk in self._relay(first, events, response):
+            self.channel = channel
+            assert self.wire is not None
+            async for chunk in _relay(self.wire, first, events, response):
                 yield chunk
             return
         raise ModelUnavailable(f"No channel could answer for `{self.public_id}` ({last}).")
 
-    async def _relay(
-        self, first: str, events: AsyncIterator[str], response: aiohttp.ClientResponse
-    ) -> AsyncIterator[dict[str, Any]]:
-        done = False
-        try:
-            event = first
-            while True:
-                if event == "[DONE]":
-                    done = True
-                    break
-                chunk = json.loads(event)
-                if "error" in chunk:
-                    raise ServerError(f"The upstream failed mid-stream: {chunk['error']}")
-                chunk["model"] = self.public_id
-                if self.completion_id is not None:
-                    chunk["id"] = self.completion_id
-                if chunk.get("usage"):
-                    self.usage = chunk["usage"]
-                if not chunk.get("choices") and chunk.get("usage") and not self.client_wants_usage:
-                    pass  # the usage chunk we asked for ourselves
-                else:
-                    if not self.client_wants_usage:
-                        chunk.pop("usage", None)
-                    yield chunk
-                event = await anext(events)
-        except (aiohttp.ClientError, StopAsyncIteration, ValueError, TimeoutError) as e:
-            raise ServerError(
-                f"The upstream stream broke off before it ended ({type(e).__name__})."
-            ) from None
-        finally:
-            if done:
-                _finish_in_background(events, response)
-            else:
-                response.close()
-        if not done:
-            raise ServerError("The upstream stream ended without [DONE].")
+
+async def _relay(
+    wire: Wire, first: str, events: AsyncIterator[str], response: aiohttp.ClientResponse
+) -> AsyncIterator[dict[str, Any]]:
+    """One channel's stream, from its first event to its end (as its wire knows it)."""
+    read = wire.read
+    try:
+        event = first
+        while True:
+            obj = read(event)
+            if obj is not None:
+                yield obj
+            if wire.ended:
+                break
+            event = await anext(events)
+    except StopAsyncIteration:
+        raise ServerError(f"The upstream stream ended without {wire.end_name}.") from None
+    except (aiohttp.ClientError, ValueError, TimeoutError) as e:
+        raise ServerError(
+            f"The upstream stream broke off before it ended ({type(e).__name__})."
+        ) from None
+    finally:
+        if wire.ended:
+            _finish_in_background(events, response)
+        else:
+            response.close()
 
 
 class _Refused(Exception):

@@ -1,0 +1,145 @@
+"""The wire protocols a relayed request can speak to a channel: Chat Completions or the
+Responses API. A wire knows the URL and body to send, how a non-streamed answer is
+passed on, and how a stream reads and ends; the failover loop (``relay.UpstreamCall``)
+is the same for every wire, so failing over works alike whatever a channel speaks.
+
+A wire object serves one request (it keeps that request's usage and whether its stream
+ended), possibly on several channels in turn: only one channel's stream is ever read.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from chatd.protocol.errors import ServerError
+from chatd.upstream.channels import Channel
+
+__all__ = ["RESPONSES_TERMINAL", "ChatWire", "ResponsesWire", "Wire"]
+
+# The Responses stream events after which an upstream sends nothing more (``error`` too).
+RESPONSES_TERMINAL = frozenset(
+    {"response.completed", "response.incomplete", "response.failed", "error"}
+)
+
+
+class Wire(Protocol):
+    """What the failover loop needs of a wire protocol."""
+
+    ended: bool  # the stream's end was seen (``[DONE]``, a terminal event)
+    end_name: str  # what a complete stream ends with, for the error naming its absence
+    usage: dict[str, Any] | None  # the upstream's usage, once seen (the wire's own shape)
+
+    def prepare(self, channel: Channel) -> tuple[str, bytes]:
+        """The URL to POST to on this channel and the encoded body."""
+        ...
+
+    def answer(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A non-streamed answer (a JSON object with a 2xx status), as passed on."""
+        ...
+
+    def read(self, payload: str) -> dict[str, Any] | None:
+        """One ``data:`` payload of the stream: the object to pass on, or None to drop it.
+        Sets ``ended`` at the stream's end; raises ``ValueError`` for a payload that is not
+        JSON (the loop reports it as a broken stream)."""
+        ...
+
+
+class ChatWire:
+    """Chat Completions, relayed as chatd always has: the public model id and (for a
+    stored answer) chatd's own id written into every object, usage always asked for when
+    streaming (for accounting) and its chunk dropped when the client did not ask, the
+    stream complete at ``data: [DONE]``."""
+
+    end_name = "[DONE]"
+
+    def __init__(
+        self, public_id: str, body: dict[str, Any], completion_id: str | None = None
+    ) -> None:
+        self.public_id = public_id
+        self.body = body
+        self.completion_id = completion_id  # set: the answer's id is chatd's own
+        self.streaming = body.get("stream") is True
+        opts = body.get("stream_options") or {}
+        self.client_wants_usage = self.streaming and opts.get("include_usage") is True
+        self.usage: dict[str, Any] | None = None
+        self.ended = False
+
+    def prepare(self, channel: Channel) -> tuple[str, bytes]:
+        body = dict(self.body)
+        body["model"] = channel.models[self.public_id]
+        if self.streaming:  # always ask for usage, for accounting; dropped if not wanted
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return channel.chat_url, json.dumps(body).encode()
+
+    def answer(self, data: dict[str, Any]) -> dict[str, Any]:
+        data["model"] = self.public_id
+        if self.completion_id is not None:
+            data["id"] = self.completion_id
+        self.usage = data.get("usage")
+        return data
+
+    def read(self, payload: str) -> dict[str, Any] | None:
+        if payload == "[DONE]":
+            self.ended = True
+            return None
+        chunk = json.loads(payload)
+        if "error" in chunk:
+            raise ServerError(f"The upstream failed mid-stream: {chunk['error']}")
+        chunk["model"] = self.public_id
+        if self.completion_id is not None:
+            chunk["id"] = self.completion_id
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        if not chunk.get("choices") and chunk.get("usage") and not self.client_wants_usage:
+            return None  # the usage chunk we asked for ourselves
+        if not self.client_wants_usage:
+            chunk.pop("usage", None)
+        return chunk
+
+
+class ResponsesWire:
+    """The Responses API spoken by the channel itself (``api = "responses"``): the body
+    goes to ``/responses`` with only ``model`` mapped, and what comes back is passed on
+    untouched (ids and model are the service's to rewrite: it knows whether the answer is
+    stored, and under which id).
+
+    A stream has no ``[DONE]``: it is complete once a terminal event has been read
+    (``response.completed``, ``response.incomplete``, ``response.failed``, or an
+    ``error`` event); the upstream then closes the connection. A stream that stops
+    before one is broken (the loop raises ``ServerError``). ``response.failed`` and
+    ``error`` are relayed as events, not raised: they are how a Responses stream reports
+    a failure, and the service decides how its client sees them (a Chat Completions
+    upstream's ``error`` chunk is raised instead, since chat has no such event).
+
+    ``usage`` is the Responses usage object (``input_tokens``, ``output_tokens``...) of
+    the final response, when the upstream gave one.
+    """
+
+    end_name = "a terminal event"
+
+    def __init__(self, public_id: str, body: dict[str, Any]) -> None:
+        self.public_id = public_id
+        self.body = body
+        self.usage: dict[str, Any] | None = None
+        self.ended = False
+
+    def prepare(self, channel: Channel) -> tuple[str, bytes]:
+        body = dict(self.body)
+        body["model"] = channel.models[self.public_id]
+        return channel.responses_url, json.dumps(body).encode()
+
+    def answer(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.usage = data.get("usage")
+        return data
+
+    def read(self, payload: str) -> dict[str, Any] | None:
+        event = json.loads(payload) if payload != "[DONE]" else None
+        if not isinstance(event, dict):  # a stray [DONE] (some servers send one) or scalar
+            return None
+        if event.get("type") in RESPONSES_TERMINAL:
+            self.ended = True
+            response = event.get("response")
+            if isinstance(response, dict) and response.get("usage"):
+                self.usage = response["usage"]
+        return event
