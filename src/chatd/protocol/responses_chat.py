@@ -41,7 +41,6 @@ _REFUSED = ("conversation", "prompt", "background", "max_tool_calls", "context_m
 _SAME = (
     "temperature",
     "top_p",
-    "parallel_tool_calls",
     "user",
     "safety_identifier",
     "prompt_cache_key",
@@ -97,10 +96,15 @@ def chat_body(req: CreateResponseRequest, items: list[Json], upstream_model: str
 
 
 def _tools(req: CreateResponseRequest) -> Json:
+    """Chat refuses ``parallel_tool_calls`` and ``tool_choice`` without ``tools``, where the
+    Responses API accepts them: with no tools, ``parallel_tool_calls``, ``auto`` and ``none``
+    change nothing and are left out; any other choice is the upstream's to refuse."""
     out: Json = {}
     if req.tools:
         out["tools"] = [_tool(i, tool, req.model) for i, tool in enumerate(req.tools)]
-    if req.tool_choice is not None:
+        if req.parallel_tool_calls is not None:
+            out["parallel_tool_calls"] = req.parallel_tool_calls
+    if req.tool_choice is not None and (req.tools or req.tool_choice not in ("auto", "none")):
         out["tool_choice"] = _tool_choice(req.tool_choice, req.model)
     return out
 
