@@ -522,6 +522,20 @@ def test_calls_that_reuse_index_zero_and_a_name_that_comes_late() -> None:
     ]
 
 
+def test_several_whole_calls_in_one_chunk() -> None:
+    """Some servers send each call whole, all in one delta."""
+    a = call_piece(0, '{"city": "Oslo"}', "call_a", "get_weather")["tool_calls"][0]
+    b = call_piece(1, "{}", "call_b", "get_time")["tool_calls"][0]
+    events, _ = read([chunk({"tool_calls": [a, b]}, "tool_calls")])
+    assert events == [
+        CallStarted(0, "call_a", "get_weather"),
+        CallArguments(0, '{"city": "Oslo"}'),
+        CallStarted(1, "call_b", "get_time"),
+        CallArguments(1, "{}"),
+        Finished(FinishReason.END_OF_GENERATION, True),
+    ]
+
+
 def test_interleaved_or_nameless_calls_are_an_upstream_fault() -> None:
     with pytest.raises(ServerError, match="interleaved"):
         read(
