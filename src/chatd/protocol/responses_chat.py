@@ -3,9 +3,9 @@
 A channel that speaks only Chat Completions can still serve ``POST /v1/responses``: chatd
 translates the request (this module) and the answer back (``service/responses/
 chat_events.py``). The translation is pure: the caller has already resolved the conversation
-(``previous_response_id``, ``conversation`` and ``item_reference`` expanded into plain items)
-and keeps what chatd itself handles (``store``, ``metadata``, ``include``, ``truncation``,
-stream obfuscation), so none of those are forwarded.
+(``previous_response_id`` and ``item_reference`` expanded into plain items) and keeps what
+chatd itself handles (``store``, ``metadata``, ``include``, ``truncation``, stream
+obfuscation), so none of those are forwarded. ``conversation`` is refused, as it is locally.
 
 Nothing is dropped silently: a field or value with no Chat Completions equivalent (built-in
 tools, ``max_tool_calls``, an image given only by ``file_id``...) is a 400 naming it, before
@@ -37,7 +37,8 @@ _NO_EQUIVALENT = "has no Chat Completions equivalent, and the upstream of `{mode
 _TEXT_PARTS = ("input_text", "output_text")
 # Request fields with no Chat Completions equivalent: refused, in this order, when given.
 _REFUSED = ("conversation", "prompt", "background", "max_tool_calls", "context_management")
-# Request fields that chat has under the same name, with the same values.
+# Request fields that chat has under the same name and meaning (a value chat's spec lacks,
+# such as service_tier 'ultrafast', is the upstream's to judge).
 _SAME = (
     "temperature",
     "top_p",
