@@ -24,7 +24,6 @@ from chatd.protocol.responses_request import (
     FunctionToolParam,
     TextFormatJSONObject,
     TextFormatJSONSchema,
-    TextFormatText,
     ToolChoiceFunction,
 )
 
@@ -184,7 +183,7 @@ def _response_format(fmt: Any) -> Json:
         if fmt.strict is not None:
             schema["strict"] = fmt.strict
         return {"type": "json_schema", "json_schema": schema}
-    assert isinstance(fmt, TextFormatText | TextFormatJSONObject)
+    assert isinstance(fmt, TextFormatJSONObject) or fmt.type == "text"
     return {"type": fmt.type}
 
 
