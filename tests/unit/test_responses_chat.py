@@ -24,6 +24,7 @@ from chatd.service.responses.chat_events import (
     completion_events,
     usage_of,
 )
+from chatd.service.responses.conversation import stored_input_items
 from chatd.service.responses.output import response_status
 from tests.openapi_schemas import assert_valid
 
@@ -152,6 +153,34 @@ def test_calls_and_their_outputs() -> None:
         {"role": "assistant", "content": None, "tool_calls": [{"id": "call_a", **tool_call}]},
     ]
     assert out["tools"] == [{"type": "function", "function": {"name": "f"}}]
+
+
+def test_items_as_chatd_stores_them() -> None:
+    """The caller hands history in the stored shape (ids, statuses, parts everywhere)."""
+    req = validate_response_request(
+        {
+            "model": "m",
+            "input": [
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": "Checking."},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+            ],
+        }
+    )
+    items = stored_input_items(req.input_items(), {})
+    assert all("id" in i for i in items)
+    assert chat_body(req, items, "u")["messages"] == [
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": "Checking.",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]
 
 
 def test_images_and_files_are_mapped() -> None:
