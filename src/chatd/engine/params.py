@@ -38,6 +38,11 @@ class FinishReason(enum.Enum):
     STOP_SEQUENCE = "stop_sequence"  # the text reached one of ``SamplingParams.stop``
     GRAMMAR_END = "grammar_end"  # the grammar accepts nothing more
     LENGTH = "length"  # max_new_tokens, or the context window, was reached
+    # Never written by the local engine: an upstream's content filter cut an answer that
+    # chatd translates into core events (service/responses/chat_events.py). It has an end of
+    # its own because each protocol names it honestly (chat "content_filter", Responses
+    # "incomplete" for "content_filter"); calling it a natural end would hide the cut.
+    CONTENT_FILTER = "content_filter"
 
 
 @dataclass(frozen=True)

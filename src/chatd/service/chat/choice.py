@@ -19,12 +19,14 @@ from chatd.service.events import (
 
 __all__ = ["Choice", "finish_reason"]
 
-# Chat Completions says "stop" for a natural end or a stop sequence, "length" for a limit.
+# Chat Completions says "stop" for a natural end or a stop sequence, "length" for a limit,
+# "content_filter" for an (upstream's) filter.
 _FINISH_REASONS = {
     FinishReason.END_OF_GENERATION: "stop",
     FinishReason.STOP_SEQUENCE: "stop",
     FinishReason.GRAMMAR_END: "stop",
     FinishReason.LENGTH: "length",
+    FinishReason.CONTENT_FILTER: "content_filter",
 }
 
 

@@ -35,9 +35,12 @@ Json = dict[str, Any]
 
 def response_status(reason: FinishReason | None) -> tuple[str, str | None]:
     """The response's status and ``incomplete_details.reason``: a choice cut by the token
-    limit (or the context window) is ``incomplete``; every other end is ``completed``."""
+    limit (or the context window), or by an upstream's content filter, is ``incomplete``;
+    every other end is ``completed``."""
     if reason is FinishReason.LENGTH:
         return "incomplete", "max_output_tokens"
+    if reason is FinishReason.CONTENT_FILTER:
+        return "incomplete", "content_filter"
     return "completed", None
 
 
@@ -78,7 +81,8 @@ class ResponseOutput:
     ``ResponseStream`` numbers them) and keeps the final ``output`` items.
 
     An item is closed (its ``.done`` events sent) when the next item starts or the choice
-    ends; a choice cut by the token limit closes its last item ``incomplete``.
+    ends; a choice cut short (token limit, content filter) closes its last item
+    ``incomplete``.
     """
 
     def __init__(self, logprobs: bool) -> None:
@@ -157,8 +161,7 @@ class ResponseOutput:
             out += self._open_message()
             if self._pending:
                 out += self._text(TextDelta("", ()))
-        status = "incomplete" if event.reason is FinishReason.LENGTH else "completed"
-        out += self._close(status)
+        out += self._close(response_status(event.reason)[0])
         return out
 
     def _close(self, status: str) -> list[Json]:
