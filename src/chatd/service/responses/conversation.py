@@ -34,7 +34,8 @@ def stored_input_items(items: list[Any], referenced: Mapping[str, Json]) -> list
     the output shape, ``item_reference`` replaced by the stored item it names.
 
     ``referenced`` holds the caller's stored items by id; a reference to anything else
-    is a 400 (the capabilities check has refused the item types chatd cannot act on)."""
+    is a 400. Item types chatd does not act on are kept as sent, for a channel that may
+    (the local engine refuses them by name)."""
     out: list[Json] = []
     for i, item in enumerate(items):
         if isinstance(item, ItemReference):
@@ -70,8 +71,8 @@ def stored_input_items(items: list[Any], referenced: Mapping[str, Json]) -> list
                     else [p.model_dump(exclude_none=True) for p in output],
                 }
             )
-        else:  # unreachable: other item types are refused before this
-            raise InvalidRequest(f"Unsupported input item type '{item.type}'.", param=f"input[{i}]")
+        else:  # an item chatd does not act on: kept for an upstream (the local engine refuses it)
+            out.append(item.model_dump(mode="json", exclude_none=True))
     return out
 
 

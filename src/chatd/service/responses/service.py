@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 from chatd.protocol.errors import InvalidRequest, NotYetSupported, ServerError
+from chatd.protocol.responses_chat import chat_body
 from chatd.protocol.responses_fields import responses_engine_fields
 from chatd.protocol.responses_items import ItemReference
 from chatd.protocol.responses_request import CreateResponseRequest
@@ -27,6 +28,7 @@ from chatd.service.responses.conversation import (
     conversation_turns,
     stored_input_items,
 )
+from chatd.service.responses.relayed import RelayedResponse, prompt_text
 from chatd.service.responses.tools import (
     FORMAT_PARAM,
     SCHEMA_PARAM,
@@ -39,7 +41,8 @@ from chatd.service.turns import Said, render_turns
 from chatd.store.responses import MissingResponse, ResponseStore
 from chatd.store.usage import UsageBuffer
 from chatd.upstream.channels import Channel
-from chatd.upstream.relay import ConnectionPool
+from chatd.upstream.relay import ConnectionPool, UpstreamCall
+from chatd.upstream.wires import ChatWire, ResponsesWire, Wire
 
 __all__ = ["Conversation", "ResponsesService"]
 
@@ -78,8 +81,9 @@ class ResponsesService:
         if req.stores() and self.store is None:
             raise NotYetSupported("store (this server has no database; send store: false)")
         history = await self._history(req, owner)
-        local = partial(self._start_local, req, owner, admission, history)
-        relay = partial(self._start_relay, req, owner, admission, history)
+        convo = await self._conversation(req, owner, history)
+        local = partial(self._start_local, req, owner, admission, convo)
+        relay = partial(self._start_relay, req, owner, admission, convo)
         return await self.router.start(req.model, local, relay)
 
     async def _history(self, req: CreateResponseRequest, owner: str) -> list[Json]:
@@ -117,12 +121,11 @@ class ResponsesService:
         req: CreateResponseRequest,
         owner: str,
         admission: Admission | None,
-        history: list[Json],
+        convo: Conversation,
         model: LocalModel,
     ) -> StreamedResponse:
         engine = model.engine
         check_local_support(req, model.id)
-        convo = await self._conversation(req, owner, history)
         turns = conversation_turns(req.instructions, convo.history, convo.items)
         plan = plan_tools(req)
         text = "\n".join(t.text for t in turns if isinstance(t, Said))
@@ -162,11 +165,40 @@ class ResponsesService:
         req: CreateResponseRequest,
         owner: str,
         admission: Admission | None,
-        history: list[Json],
+        convo: Conversation,
         channels: list[Channel],
         fallback: Callable[[], Awaitable[ResponseAnswer]] | None,
     ) -> ResponseAnswer:
-        raise NotYetSupported(f"model `{req.model}` (served by channels) on /v1/responses")
+        """Each channel is spoken to in its own API: the Responses API itself, with the
+        whole conversation and nothing stored upstream (chatd keeps the state), or Chat
+        Completions, translated both ways. A request one of them cannot carry is refused
+        here, before anything is sent."""
+        items = [*convo.history, *convo.items]
+        wires: dict[str, Wire] = {}
+        if any(c.api == "responses" for c in channels):
+            wires["responses"] = ResponsesWire(req.model, upstream_body(req, items))
+        if any(c.api != "responses" for c in channels):
+            wires["chat"] = ChatWire(req.model, chat_body(req, items, req.model))
+        call = UpstreamCall(
+            req.model,
+            channels,
+            {},
+            self.upstream.session(),
+            wire_for=lambda c: wires["responses" if c.api == "responses" else "chat"],
+        )
+        local = self.models.local()
+        return RelayedResponse(
+            call,
+            settings(req),
+            streaming=req.is_streaming(),
+            logprobs=req.wants_logprobs(),
+            obfuscate=req.include_obfuscation(),
+            save=self._saver(req, owner, convo),
+            account=self._account(req, owner, admission),
+            count_tokens=local[0].engine.count_tokens if local else None,
+            prompt_text=prompt_text(items, req.instructions),
+            fallback=fallback,
+        )
 
     def _saver(
         self, req: CreateResponseRequest, owner: str, convo: Conversation
@@ -241,6 +273,29 @@ def settings(req: CreateResponseRequest) -> ResponseSettings:
         user=req.user,
         service_tier=_service_tier(req.service_tier),
     )
+
+
+# Items are sent without chatd's ids (an upstream knows none of them) nor states.
+_CHATD_ONLY_KEYS = ("id", "status")
+_NEVER_SENT = ("previous_response_id", "metadata", "stream_options")
+
+
+def upstream_body(req: CreateResponseRequest, items: list[Json]) -> Json:
+    """The request for a channel speaking the Responses API: as the client sent it, but
+    with the whole conversation as ``input`` and nothing stored upstream."""
+    body = req.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    for key in _NEVER_SENT:
+        body.pop(key, None)
+    body["input"] = [
+        {k: v for k, v in item.items() if k not in _CHATD_ONLY_KEYS}
+        if item.get("type") in ("message", "function_call", "function_call_output")
+        else item
+        for item in items
+    ]
+    body["store"] = False
+    if req.is_streaming() and req.stream_options is not None:
+        body["stream_options"] = req.stream_options.model_dump(exclude_none=True)
+    return body
 
 
 def _service_tier(requested: str | None) -> str:

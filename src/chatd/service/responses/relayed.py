@@ -1,0 +1,278 @@
+"""A response answered by upstream channels, consumed as a local one is (``ResponseAnswer``):
+whole or as stream events, accounted, stored when asked, and handed to the fallback routes
+when no channel answers before its first byte.
+
+Which wire answered decides how the answer is read. A channel speaking the Responses API
+(``api = "responses"``) is relayed as it answered, with chatd's id, model and state fields
+written in (chatd keeps the state: the upstream gets the whole conversation and
+``store: false``). A Chat Completions channel's answer is read back into the core's events
+and made into a response exactly as a local one (``answer.StreamedResponse``), so both APIs
+work on every channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from chatd.protocol.errors import ModelUnavailable, ServerError
+from chatd.protocol.responses_response import ResponseSettings
+from chatd.service.events import Event
+from chatd.service.responses.answer import (
+    Account,
+    ResponseAnswer,
+    ResponseUsage,
+    Save,
+    StreamedResponse,
+)
+from chatd.service.responses.chat_events import ChatStreamReader, completion_events
+from chatd.service.responses.conversation import item_text
+from chatd.upstream.relay import UpstreamCall
+from chatd.upstream.wires import ChatWire
+
+__all__ = ["RelayedResponse"]
+
+Json = dict[str, Any]
+CountTokens = Callable[[str], int]
+
+
+class RelayedResponse:
+    """An upstream's answer to one Responses request (``ResponseAnswer``)."""
+
+    def __init__(
+        self,
+        call: UpstreamCall,
+        settings: ResponseSettings,
+        *,
+        streaming: bool,
+        logprobs: bool,
+        obfuscate: bool,
+        save: Save | None,
+        account: Account | None,
+        count_tokens: CountTokens | None,
+        prompt_text: str,
+        fallback: Callable[[], Awaitable[ResponseAnswer]] | None,
+    ) -> None:
+        self.call = call
+        self.settings = settings
+        self.streaming = streaming
+        self.logprobs = logprobs
+        self.obfuscate = obfuscate
+        self.save = save
+        self.account = account
+        self.count_tokens = count_tokens
+        self.prompt_text = prompt_text
+        self.fallback = fallback
+        self._delegate: ResponseAnswer | None = None
+        self._stream: AsyncIterator[Json] | None = None
+        self._first: Json | None = None
+
+    def cancel(self) -> None:
+        """A relay's upstream connection closes with its stream; a fallback cancels its own."""
+        if self._delegate is not None:
+            self._delegate.cancel()
+
+    async def _fall_back(self, error: ModelUnavailable) -> ResponseAnswer:
+        """Hand the request to the next routes; they account and store it themselves."""
+        if self.fallback is None:
+            self._account_estimate("")
+            raise error
+        self.account = None
+        self._delegate = await self.fallback()
+        return self._delegate
+
+    async def prime(self) -> None:
+        """Open the upstream stream up to its first event, so that a request no channel
+        can answer is refused with a real status code before any byte is sent."""
+        self._stream = self.call.chunks()
+        try:
+            self._first = await anext(self._stream)
+        except StopAsyncIteration:
+            self._first = None
+        except ModelUnavailable as e:
+            await (await self._fall_back(e)).prime()
+        except BaseException:
+            self._account_estimate("")
+            raise
+
+    async def result(self) -> Json:
+        try:
+            body = await self.call.result()
+        except ModelUnavailable as e:
+            return await (await self._fall_back(e)).result()
+        except BaseException:
+            self._account_estimate("")
+            raise
+        if isinstance(self.call.wire, ChatWire):
+            return await self._made(_CompletionSource(body, self._estimate)).result()
+        body = self._ours(body)
+        self._account_response(body)
+        if self.save is not None and body.get("status") in ("completed", "incomplete"):
+            await self.save(body)
+        return body
+
+    async def events(self) -> AsyncIterator[Json]:
+        if self._delegate is not None:
+            async for event in self._delegate.events():
+                yield event
+            return
+        if self._stream is None:
+            raise ServerError("The response stream was not opened.")
+        if isinstance(self.call.wire, ChatWire):
+            source = _ChunkSource(self._first, self._stream, self.call, self._estimate)
+            async for event in self._made(source).events():
+                yield event
+            return
+        async for event in self._passed_on():
+            yield event
+
+    def _made(self, source: _ChunkSource | _CompletionSource) -> StreamedResponse:
+        """A Chat Completions answer, made into a response as the local engine's is."""
+        account, self.account = self.account, None
+        return StreamedResponse(
+            source,
+            self.settings,
+            logprobs=self.logprobs,
+            obfuscate=self.obfuscate,
+            save=self.save,
+            account=account,
+        )
+
+    async def _passed_on(self) -> AsyncIterator[Json]:
+        """A Responses upstream's events, as it sent them (its sequence numbers too), the
+        response objects in them made chatd's; stored before the final event is passed."""
+        assert self._stream is not None
+        output = ""
+        try:
+            pending = [self._first] if self._first is not None else []
+            async for event in _chain(pending, self._stream):
+                response = event.get("response")
+                if isinstance(response, dict):
+                    event["response"] = self._ours(response)
+                if event.get("type") == "response.output_text.delta":
+                    output += str(event.get("delta", ""))
+                if event.get("type") in ("response.completed", "response.incomplete"):
+                    self._account_response(event["response"])
+                    if self.save is not None:
+                        await self.save(event["response"])
+                yield event
+        finally:
+            self._account_estimate(output)
+
+    def _ours(self, response: Json) -> Json:
+        """The upstream's response object with chatd's identity and state fields: the id
+        it is stored (and chained) under, the public model id, and the request's own
+        ``previous_response_id``, ``store`` and ``metadata``."""
+        s = self.settings
+        response.update(
+            id=s.id,
+            model=s.model,
+            previous_response_id=s.previous_response_id,
+            store=s.store,
+            metadata=s.metadata,
+        )
+        return response
+
+    def _account_response(self, response: Json) -> None:
+        usage = response.get("usage")
+        if self.account is None or not isinstance(usage, dict) or "input_tokens" not in usage:
+            return
+        account, self.account = self.account, None
+        account(ResponseUsage(int(usage["input_tokens"]), int(usage.get("output_tokens", 0))))
+
+    def _estimate(self, output: str) -> ResponseUsage:
+        """chatd's own count of the prompt and the output, when the upstream told none."""
+        if self.count_tokens is None:
+            return ResponseUsage(0, 0, estimated=True)
+        return ResponseUsage(
+            self.count_tokens(self.prompt_text), self.count_tokens(output), estimated=True
+        )
+
+    def _account_estimate(self, output: str) -> None:
+        if self.account is not None:
+            account, self.account = self.account, None
+            account(self._estimate(output))
+
+
+async def _chain(first: list[Json], rest: AsyncIterator[Json]) -> AsyncIterator[Json]:
+    for item in first:
+        yield item
+    async for item in rest:
+        yield item
+
+
+class _ChunkSource:
+    """A Chat Completions stream as the core's events (one choice)."""
+
+    def __init__(
+        self,
+        first: Json | None,
+        rest: AsyncIterator[Json],
+        call: UpstreamCall,
+        estimate: Callable[[str], ResponseUsage],
+    ) -> None:
+        self.first = first
+        self.rest = rest
+        self.call = call
+        self.estimate = estimate
+        self.reader = ChatStreamReader()
+        self.output = ""
+
+    async def events(self) -> AsyncIterator[Event]:
+        pending = [self.first] if self.first is not None else []
+        async for chunk in _chain(pending, self.rest):
+            for event in self.reader.read(chunk):
+                self.output += getattr(event, "text", "")
+                yield event
+        if self.reader.finish is None:
+            raise ServerError("The upstream's answer ended without a finish reason.")
+
+    def usage(self) -> ResponseUsage:
+        return _chat_usage(self.call.usage) or self.estimate(self.output)
+
+    def cancel(self) -> None:
+        """The stream closes when its reader stops (the route's task is cancelled)."""
+
+
+class _CompletionSource:
+    """A whole ``chat.completion`` as the core's events."""
+
+    def __init__(self, completion: Json, estimate: Callable[[str], ResponseUsage]) -> None:
+        self.completion = completion
+        self.estimate = estimate
+        self.output = ""
+
+    async def events(self) -> AsyncIterator[Event]:
+        for event in completion_events(self.completion):
+            self.output += getattr(event, "text", "")
+            yield event
+
+    def usage(self) -> ResponseUsage:
+        return _chat_usage(self.completion.get("usage")) or self.estimate(self.output)
+
+    def cancel(self) -> None:
+        """Nothing is open: the answer came whole."""
+
+
+def _chat_usage(usage: Json | None) -> ResponseUsage | None:
+    if not isinstance(usage, dict) or "prompt_tokens" not in usage:
+        return None
+    details = usage.get("prompt_tokens_details") or {}
+    return ResponseUsage(
+        int(usage["prompt_tokens"]),
+        int(usage.get("completion_tokens", 0)),
+        int(details.get("cached_tokens") or 0),
+    )
+
+
+def prompt_text(items: list[Json], instructions: str | None) -> str:
+    """The conversation's text, for estimating its tokens when an upstream tells none."""
+    texts = [instructions or ""]
+    for item in items:
+        if item.get("type") == "message":
+            texts.append(item_text(item["content"]))
+        elif item.get("type") == "function_call_output":
+            texts.append(item_text(item["output"]))
+        elif item.get("type") == "function_call":
+            texts.append(item.get("arguments", ""))
+    return "\n".join(t for t in texts if t)
