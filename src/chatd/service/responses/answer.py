@@ -26,7 +26,7 @@ from chatd.protocol.responses_response import (
 from chatd.service.events import Event
 from chatd.service.responses.output import ResponseOutput, response_status
 
-__all__ = ["EventSource", "ResponseAnswer", "ResponseUsage", "StreamedResponse"]
+__all__ = ["Account", "EventSource", "ResponseAnswer", "ResponseUsage", "Save", "StreamedResponse"]
 
 Json = dict[str, Any]
 

@@ -30,7 +30,7 @@ from chatd.service.responses.conversation import item_text
 from chatd.upstream.relay import UpstreamCall
 from chatd.upstream.wires import ChatWire
 
-__all__ = ["RelayedResponse"]
+__all__ = ["RelayedResponse", "prompt_text"]
 
 Json = dict[str, Any]
 CountTokens = Callable[[str], int]
