@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatd.engine.errors import QueueFull
+from chatd.engine.errors import EngineFailure, QueueFull
 from chatd.engine.grammar import GrammarError
 from chatd.engine.params import Delta, FinishReason, SamplingParams, TokenLogprob, TopLogprob
 
@@ -106,6 +106,7 @@ class FakeEngine:
         self.step_delay = step_delay
         self.max_in_flight = max_in_flight
         self.queue_full = False
+        self.fail_after: int | None = None  # steps after which a generation fails
         self.cached_tokens = 0
         self.submitted: list[tuple[list[int], SamplingParams]] = []
         self.in_flight: set[FakeGeneration] = set()
@@ -264,11 +265,15 @@ class FakeGeneration:
         return deltas
 
     async def __aiter__(self) -> AsyncIterator[list[Delta]]:
+        steps = 0
         try:
             while not self.done:
                 await asyncio.sleep(self._engine.step_delay)
                 if self.cancelled:
                     return
+                if self._engine.fail_after is not None and steps >= self._engine.fail_after:
+                    raise EngineFailure("llama_decode failed (scripted)")
+                steps += 1
                 yield self._step()
         finally:
             self.cancel()

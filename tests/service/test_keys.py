@@ -169,3 +169,34 @@ async def test_keys_are_never_stored_or_logged_in_clear(setup: Setup) -> None:
         )
         for _, key in made.values():
             assert key.encode() not in raw
+
+
+async def test_responses_are_counted_and_owned(setup: Setup) -> None:
+    """``/v1/responses`` counts usage per key like chat, and a stored response (and the
+    chains continuing it) belongs to the key that made it."""
+    keys, made, chatd = setup
+    key_id, key = await asyncio.to_thread(keys.create, "responses")
+    http = chatd.http(key)
+    body = {"model": MODEL, "input": "Hi", "max_output_tokens": 16}
+    first = (await http.post("/v1/responses", json=body)).json()
+    streamed = await http.post("/v1/responses", json={**body, "stream": True})
+    last = [ln for ln in streamed.text.splitlines() if ln.startswith("data: {")][-1]
+    second = json.loads(last[6:])["response"]
+    prompt = first["usage"]["input_tokens"] + second["usage"]["input_tokens"]
+    deadline = time.monotonic() + 10
+    while True:
+        out = await keys.acli("usage", "--key", key_id)
+        row = [ln.split() for ln in out.splitlines() if key_id in ln]
+        if row and int(row[0][3]) == 2 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert row, out
+    assert (int(row[0][3]), int(row[0][4])) == (2, prompt)
+    other = chatd.http(made["limited"][1])
+    assert (await other.get(f"/v1/responses/{first['id']}")).status_code == 404
+    assert (await other.get(f"/v1/responses/{first['id']}/input_items")).status_code == 404
+    assert (await other.delete(f"/v1/responses/{first['id']}")).status_code == 404
+    chained = await other.post("/v1/responses", json={**body, "previous_response_id": first["id"]})
+    assert chained.status_code == 400
+    assert chained.json()["error"]["code"] == "previous_response_not_found"
+    assert (await http.get(f"/v1/responses/{first['id']}")).status_code == 200
