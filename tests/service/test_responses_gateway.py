@@ -38,7 +38,9 @@ async def gateway(fake: Upstream, tmp_path_factory: pytest.TempPathFactory) -> A
     url = fake.url + "/v1"
     toml = "".join(
         [
-            f'[[models]]\nid = "{MODEL}"\npath = "embedded"\n',
+            f'[[models]]\nid = "{MODEL}"\npath = "embedded"\naliases = ["rfallback"]\n'
+            "priority = 1\n",
+            _channel("dead", "http://127.0.0.1:1/v1", "rfallback", "x", "responses"),
             _channel("native", url, "via-responses", "ok", "responses"),
             _channel("chat", url, "via-chat", "ok", "chat"),
             _channel("down", url, "failover", "500", "responses", 0),
@@ -158,3 +160,19 @@ async def test_untranslatable_is_refused_before_sending(http: httpx.AsyncClient)
     )
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["param"] == "tools[0]"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_dead_channel_falls_back_to_the_local_engine(
+    http: httpx.AsyncClient, stream: bool
+) -> None:
+    body = {"model": "rfallback", "input": "Hi"}
+    if stream:
+        events = await stream_events(http, body)
+        final = events[-1]["response"]
+    else:
+        resp = await http.post(URL, json=body)
+        assert resp.status_code == 200, resp.text
+        final = resp.json()
+    assert final["status"] == "completed" and final["model"] == "rfallback"
+    assert final["output"][0]["content"][0]["text"] == "Hello! How can I help you today?"
