@@ -3,17 +3,15 @@ list, get, update, delete and messages."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from chatd.api.answering import admit, whole_answer
 from chatd.api.deps import CallerDep, ServicesDep, services_of
-from chatd.api.disconnect import until_disconnect
 from chatd.api.sse import EventStreamResponse, event_stream
 from chatd.protocol.chat_request import validate_chat_request
-from chatd.protocol.errors import ModelNotFound
 from chatd.protocol.relayed_request import validate_relayed_request
 from chatd.protocol.stored import parse_list_query, parse_update
 from chatd.protocol.validation import decode_chat_body
@@ -33,26 +31,12 @@ async def create_chat_completion(request: Request) -> Response:
         req: ChatRequest = validate_relayed_request(data)
     else:
         req = validate_chat_request(data)
-    if not caller.may_use(req.model):
-        raise ModelNotFound(req.model)
-    model_rpm, model_tpm = caller.limits_for(req.model)
-    admission = await services.limiter.admit(
-        caller.owner, caller.rpm, caller.tpm, req.model, model_rpm, model_tpm
-    )
+    admission = await admit(services, caller, req.model)
     completion = await services.chat.start(req, caller.owner, admission)
     if req.is_streaming():
         await completion.prime()
         return EventStreamResponse(event_stream(completion.chunks()))
-    try:
-        body = await until_disconnect(request.receive, completion.result())
-    finally:
-        completion.cancel()
-    if body is None:  # client gone: nobody to answer; its slot is already freed
-        return Response(status_code=499)
-    return Response(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
-        media_type="application/json",
-    )
+    return await whole_answer(request, completion.result(), completion.cancel)
 
 
 stored_router = APIRouter()

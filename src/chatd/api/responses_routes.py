@@ -11,10 +11,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from chatd.api.answering import admit, whole_answer
 from chatd.api.deps import CallerDep, ServicesDep, services_of
-from chatd.api.disconnect import until_disconnect
 from chatd.api.sse import EventStreamResponse
-from chatd.protocol.errors import APIError, InvalidRequest, ModelNotFound
+from chatd.protocol.errors import APIError, InvalidRequest
 from chatd.protocol.responses_request import parse_response_request
 
 __all__ = ["create_response", "router"]
@@ -27,26 +27,12 @@ async def create_response(request: Request) -> Response:
     services = services_of(request)
     caller = await services.auth(request)
     req = parse_response_request(await request.body())
-    if not caller.may_use(req.model):
-        raise ModelNotFound(req.model)
-    model_rpm, model_tpm = caller.limits_for(req.model)
-    admission = await services.limiter.admit(
-        caller.owner, caller.rpm, caller.tpm, req.model, model_rpm, model_tpm
-    )
+    admission = await admit(services, caller, req.model)
     answer = await services.responses.start(req, caller.owner, admission)
     if req.is_streaming():
         await answer.prime()
         return EventStreamResponse(_typed_events(answer.events()))
-    try:
-        body = await until_disconnect(request.receive, answer.result())
-    finally:
-        answer.cancel()
-    if body is None:  # client gone: nobody to answer; its slot is already freed
-        return Response(status_code=499)
-    return Response(
-        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
-        media_type="application/json",
-    )
+    return await whole_answer(request, answer.result(), answer.cancel)
 
 
 def _encode(event: dict[str, Any]) -> bytes:
