@@ -6,6 +6,8 @@ sent each turn, function calls and their outputs as items, strict tool schemas."
 
 from __future__ import annotations
 
+from typing import Any
+
 import openai
 import pytest
 from conftest import MODEL
@@ -13,9 +15,8 @@ from conftest import MODEL
 agents = pytest.importorskip("agents", reason="the openai-agents package is a test extra")
 
 
-async def test_agent_with_one_tool_call(aclient: openai.AsyncOpenAI) -> None:
+def weather_agent(aclient: openai.AsyncOpenAI, cities: list[str]) -> Any:
     agents.set_tracing_disabled(True)  # no export to OpenAI's tracing service
-    cities: list[str] = []
 
     @agents.function_tool
     def get_weather(city: str) -> str:
@@ -23,18 +24,22 @@ async def test_agent_with_one_tool_call(aclient: openai.AsyncOpenAI) -> None:
         cities.append(city)
         return f"It is sunny and 21 degrees in {city}."
 
-    model = agents.OpenAIResponsesModel(model=MODEL, openai_client=aclient)
-    agent = agents.Agent(
+    return agents.Agent(
         name="weather",
         instructions="You answer questions about the weather. Use the tool.",
         tools=[get_weather],
-        model=model,
+        model=agents.OpenAIResponsesModel(model=MODEL, openai_client=aclient),
         # The first turn must call the tool; the SDK then resets tool_choice to auto
         # (reset_tool_choice), so the second turn answers from the tool's output.
         model_settings=agents.ModelSettings(
             tool_choice="required", parallel_tool_calls=False, temperature=0, max_tokens=48
         ),
     )
+
+
+async def test_agent_with_one_tool_call(aclient: openai.AsyncOpenAI) -> None:
+    cities: list[str] = []
+    agent = weather_agent(aclient, cities)
     result = await agents.Runner.run(agent, "What is the weather in Paris?", max_turns=3)
 
     assert len(cities) == 1 and cities[0]  # exactly one call, with an argument
@@ -49,3 +54,23 @@ async def test_agent_with_one_tool_call(aclient: openai.AsyncOpenAI) -> None:
     second = await aclient.responses.input_items.list(result.raw_responses[1].response_id)
     types = {item.type for item in second.data}
     assert {"function_call", "function_call_output"} <= types
+
+
+async def test_streamed_agent_continues_a_stored_conversation(
+    aclient: openai.AsyncOpenAI,
+) -> None:
+    """``Runner.run_streamed`` reads the typed events; a second run continues the first
+    by ``previous_response_id`` alone (the server keeps the conversation)."""
+    cities: list[str] = []
+    agent = weather_agent(aclient, cities)
+    first = agents.Runner.run_streamed(agent, "What is the weather in Paris?", max_turns=3)
+    kinds = {event.type async for event in first.stream_events()}
+    assert {"raw_response_event", "run_item_stream_event"} <= kinds
+    assert isinstance(first.final_output, str) and first.final_output.strip()
+    last_id = first.raw_responses[-1].response_id
+    second = await agents.Runner.run(
+        agent, "And in Rome?", previous_response_id=last_id, max_turns=3
+    )
+    assert len(cities) == 2 and isinstance(second.final_output, str)
+    stored = await aclient.responses.retrieve(second.raw_responses[0].response_id)
+    assert stored.previous_response_id == last_id
