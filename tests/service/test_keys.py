@@ -39,6 +39,20 @@ class Keys:
 Setup = tuple[Keys, dict[str, tuple[str, str]], Chatd]
 
 
+async def usage_row(keys: Keys, key_id: str, requests: int) -> list[str]:
+    """The key's row of `chatd usage`, once it counts ``requests`` (usage is written
+    by a buffer, a moment after the answers)."""
+    deadline = time.monotonic() + 10
+    while True:
+        out = await keys.acli("usage", "--key", key_id)
+        row = [ln.split() for ln in out.splitlines() if key_id in ln]
+        if row and int(row[0][3]) == requests or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert row, out
+    return row[0]
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 async def setup(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -138,15 +152,7 @@ async def test_usage_is_counted_per_key(setup: Setup) -> None:
     u = json.loads(last[6:])["usage"]
     totals[0] += u["prompt_tokens"]
     totals[1] += u["completion_tokens"]
-    deadline = time.monotonic() + 10
-    while True:
-        out = await keys.acli("usage", "--key", key_id)
-        row = [ln.split() for ln in out.splitlines() if key_id in ln]
-        if row and int(row[0][3]) == 4 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
-    assert row, out
-    _day, owner, model, requests, prompt, completion, estimated = row[0]
+    _day, owner, model, requests, prompt, completion, estimated = await usage_row(keys, key_id, 4)
     assert (owner, model, int(requests)) == (key_id, MODEL, 4)
     assert [int(prompt), int(completion)] == totals
     assert estimated == "0"  # chatd's own answers carry exact usage
@@ -183,15 +189,8 @@ async def test_responses_are_counted_and_owned(setup: Setup) -> None:
     last = [ln for ln in streamed.text.splitlines() if ln.startswith("data: {")][-1]
     second = json.loads(last[6:])["response"]
     prompt = first["usage"]["input_tokens"] + second["usage"]["input_tokens"]
-    deadline = time.monotonic() + 10
-    while True:
-        out = await keys.acli("usage", "--key", key_id)
-        row = [ln.split() for ln in out.splitlines() if key_id in ln]
-        if row and int(row[0][3]) == 2 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
-    assert row, out
-    assert (int(row[0][3]), int(row[0][4])) == (2, prompt)
+    row = await usage_row(keys, key_id, 2)
+    assert (int(row[3]), int(row[4])) == (2, prompt)
     other = chatd.http(made["limited"][1])
     assert (await other.get(f"/v1/responses/{first['id']}")).status_code == 404
     assert (await other.get(f"/v1/responses/{first['id']}/input_items")).status_code == 404

@@ -20,6 +20,7 @@ _PLACEHOLDER = [{"role": "user", "content": "-"}]
 
 
 __all__ = [
+    "list_object",
     "ListQuery",
     "parse_input_items_query",
     "parse_list_query",
@@ -195,3 +196,15 @@ def parse_update(body: bytes) -> dict[str, str]:
         {"model": "-", "messages": _PLACEHOLDER, "metadata": data["metadata"]}
     )
     return dict(req.metadata or {})
+
+
+def list_object(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """A page of a stored list as OpenAI's list endpoints return it (cursor ids included).
+    The spec makes ``first_id``/``last_id`` non-nullable strings: an empty page has ""."""
+    return {
+        "object": "list",
+        "data": items,
+        "first_id": items[0]["id"] if items else "",
+        "last_id": items[-1]["id"] if items else "",
+        "has_more": has_more,
+    }

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from chatd.protocol.errors import NotFound
-from chatd.protocol.stored import ListQuery
+from chatd.protocol.stored import ListQuery, list_object
 from chatd.store.completions import CompletionStore, Page
 
 
@@ -15,15 +15,7 @@ def _missing(cid: str) -> NotFound:
 
 
 def _list(page: Page) -> dict[str, Any]:
-    items = page.items
-    return {
-        "object": "list",
-        "data": items,
-        # The spec makes these non-nullable strings, so an empty page has "".
-        "first_id": items[0]["id"] if items else "",
-        "last_id": items[-1]["id"] if items else "",
-        "has_more": page.has_more,
-    }
+    return list_object(page.items, page.has_more)
 
 
 def _message_item(stored: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chatd.protocol.errors import NotFound
-from chatd.protocol.stored import parse_input_items_query, parse_retrieve_query
+from chatd.protocol.stored import list_object, parse_input_items_query, parse_retrieve_query
 from chatd.store.responses import ResponseStore
 
 __all__ = ["StoredResponses"]
@@ -48,12 +48,4 @@ class StoredResponses:
         page = await self.store.input_items(owner, rid, after=q.after, limit=q.limit, order=q.order)
         if page is None:
             raise _missing(rid)
-        items = page.items
-        return {
-            "object": "list",
-            "data": items,
-            # The spec makes these non-nullable strings, so an empty page has "".
-            "first_id": items[0]["id"] if items else "",
-            "last_id": items[-1]["id"] if items else "",
-            "has_more": page.has_more,
-        }
+        return list_object(page.items, page.has_more)
