@@ -12,6 +12,7 @@ from typing import Any
 
 from chatd.protocol.chat_response import ChatAnswer
 from chatd.protocol.errors import ModelUnavailable
+from chatd.upstream.fallback import Relayed
 from chatd.upstream.relay import UpstreamCall
 
 __all__ = ["Assembler", "RelayedCompletion"]
@@ -20,7 +21,7 @@ __all__ = ["Assembler", "RelayedCompletion"]
 Account = Callable[[int, int, bool], None]
 
 
-class RelayedCompletion:
+class RelayedCompletion(Relayed[ChatAnswer]):
     """An upstream's answer, relayed; stored and accounted like a local one. When no
     channel answers before its first byte, the ``fallback`` routes (if any) take over."""
 
@@ -33,22 +34,13 @@ class RelayedCompletion:
         prompt_text: str = "",
         fallback: Callable[[], Awaitable[ChatAnswer]] | None = None,
     ) -> None:
-        self.call = call
+        super().__init__(call, fallback)
         self.save = save
         self.account = account
         self.count_tokens = count_tokens
         self.prompt_text = prompt_text
-        self.fallback = fallback
-        self._delegate: ChatAnswer | None = None
-        self._stream: AsyncIterator[dict[str, Any]] | None = None
-        self._first: dict[str, Any] | None = None
 
-    def cancel(self) -> None:
-        """Closing the relay (the client left) closes the upstream stream."""
-        if self._delegate is not None:
-            self._delegate.cancel()
-
-    def _account(self, output: str) -> None:
+    def _settle(self, output: str) -> None:
         """The upstream's usage; without one, chatd's own count of the prompt and of
         everything generated (text and tool arguments), marked as estimated."""
         if self.account is None:
@@ -63,15 +55,6 @@ class RelayedCompletion:
             self.account(0, 0, True)
         self.account = None
 
-    async def _fall_back(self, error: ModelUnavailable) -> ChatAnswer:
-        """Hand the request to the next routes; they account and store it themselves."""
-        if self.fallback is None:
-            self._account("")
-            raise error
-        self.account = None
-        self._delegate = await self.fallback()
-        return self._delegate
-
     async def result(self) -> dict[str, Any]:
         body: dict[str, Any] = {}
         try:
@@ -79,24 +62,10 @@ class RelayedCompletion:
         except ModelUnavailable as e:
             return await (await self._fall_back(e)).result()
         finally:
-            self._account(_generated_text(body.get("choices", [])))
+            self._settle(_generated_text(body.get("choices", [])))
         if self.save is not None:
             await self.save(body)
         return body
-
-    async def prime(self) -> None:
-        """Open the upstream stream up to its first chunk, so that a request no channel
-        can answer is refused with a real status code before any byte is sent."""
-        self._stream = self.call.chunks()
-        try:
-            self._first = await anext(self._stream)
-        except StopAsyncIteration:
-            self._first = None
-        except ModelUnavailable as e:
-            await (await self._fall_back(e)).prime()
-        except BaseException:
-            self._account("")
-            raise
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         if self._delegate is not None:
@@ -112,7 +81,7 @@ class RelayedCompletion:
                 assembled.add(chunk)
                 yield chunk
         finally:
-            self._account(_generated_text(assembled.completion(None)["choices"]))
+            self._settle(_generated_text(assembled.completion(None)["choices"]))
         if self.save is not None:
             await self.save(assembled.completion(self.call.usage))
 

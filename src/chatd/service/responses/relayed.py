@@ -27,6 +27,7 @@ from chatd.service.responses.answer import (
 )
 from chatd.service.responses.chat_events import ChatStreamReader, completion_events
 from chatd.service.responses.conversation import item_text
+from chatd.upstream.fallback import Relayed
 from chatd.upstream.relay import UpstreamCall
 from chatd.upstream.wires import ChatWire
 
@@ -36,7 +37,7 @@ Json = dict[str, Any]
 CountTokens = Callable[[str], int]
 
 
-class RelayedResponse:
+class RelayedResponse(Relayed[ResponseAnswer]):
     """An upstream's answer to one Responses request (``ResponseAnswer``)."""
 
     def __init__(
@@ -53,7 +54,7 @@ class RelayedResponse:
         prompt_text: str,
         fallback: Callable[[], Awaitable[ResponseAnswer]] | None,
     ) -> None:
-        self.call = call
+        super().__init__(call, fallback)
         self.settings = settings
         self.streaming = streaming
         self.logprobs = logprobs
@@ -62,38 +63,6 @@ class RelayedResponse:
         self.account = account
         self.count_tokens = count_tokens
         self.prompt_text = prompt_text
-        self.fallback = fallback
-        self._delegate: ResponseAnswer | None = None
-        self._stream: AsyncIterator[Json] | None = None
-        self._first: Json | None = None
-
-    def cancel(self) -> None:
-        """A relay's upstream connection closes with its stream; a fallback cancels its own."""
-        if self._delegate is not None:
-            self._delegate.cancel()
-
-    async def _fall_back(self, error: ModelUnavailable) -> ResponseAnswer:
-        """Hand the request to the next routes; they account and store it themselves."""
-        if self.fallback is None:
-            self._account_estimate("")
-            raise error
-        self.account = None
-        self._delegate = await self.fallback()
-        return self._delegate
-
-    async def prime(self) -> None:
-        """Open the upstream stream up to its first event, so that a request no channel
-        can answer is refused with a real status code before any byte is sent."""
-        self._stream = self.call.chunks()
-        try:
-            self._first = await anext(self._stream)
-        except StopAsyncIteration:
-            self._first = None
-        except ModelUnavailable as e:
-            await (await self._fall_back(e)).prime()
-        except BaseException:
-            self._account_estimate("")
-            raise
 
     async def result(self) -> Json:
         try:
@@ -101,7 +70,7 @@ class RelayedResponse:
         except ModelUnavailable as e:
             return await (await self._fall_back(e)).result()
         except BaseException:
-            self._account_estimate("")
+            self._settle("")
             raise
         if isinstance(self.call.wire, ChatWire):
             return await self._made(_CompletionSource(body, self._estimate)).result()
@@ -157,7 +126,7 @@ class RelayedResponse:
                         await self.save(event["response"])
                 yield event
         finally:
-            self._account_estimate(output)
+            self._settle(output)
 
     def _ours(self, response: Json) -> Json:
         """The upstream's response object with chatd's identity and state fields: the id
@@ -188,7 +157,8 @@ class RelayedResponse:
             self.count_tokens(self.prompt_text), self.count_tokens(output), estimated=True
         )
 
-    def _account_estimate(self, output: str) -> None:
+    def _settle(self, output: str) -> None:
+        """chatd's own estimate, unless the upstream's usage was recorded already."""
         if self.account is not None:
             account, self.account = self.account, None
             account(self._estimate(output))
