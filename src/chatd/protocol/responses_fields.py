@@ -110,7 +110,9 @@ RESPONSES_FIELDS: Mapping[str, FieldPolicy] = {
     "temperature": _engine("temperature", convert=float),
     "top_p": _engine("top_p", convert=float),
     "top_logprobs": _engine(
-        "top_logprobs", "how many alternatives; logprobs themselves are asked by 'include'"
+        "top_logprobs",
+        "how many alternatives; above 0 it asks for logprobs too, as 'include' does (a count"
+        " of alternatives without the tokens' own logprobs would mean nothing)",
     ),
     # -- hints with no effect on a local model ------------------------------------------------
     **ACCOUNT_HINTS,
