@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import pytest
+from openapi_schemas import assert_valid
 
 from chatd.engine.params import Delta, FinishReason, TokenLogprob, TopLogprob
 from chatd.protocol.ids import function_call_item_id, message_item_id, response_id
@@ -29,7 +30,6 @@ from chatd.service.events import (
 )
 from chatd.service.responses.output import ResponseOutput, response_status
 from chatd.service.tool_calls import CLOSE, OPEN, Function, ToolPlan
-from tests.openapi_schemas import assert_valid
 
 Json = dict[str, Any]
 
