@@ -77,3 +77,21 @@ def _parse(result: Stream, text: str) -> Stream:
         assert not result.done, "data after [DONE]"
         result.chunks.append(json.loads(event))
     return result
+
+
+def response_events(text: str) -> list[dict[str, Any]]:
+    """A Responses stream's events, each checked: ``event:`` names its ``data``'s type,
+    the data is a valid ``ResponseStreamEvent``, sequence numbers count from 0 without a
+    gap, and there is no ``[DONE]``."""
+    from openapi_schemas import assert_valid  # the spec loads only for tests that use it
+
+    assert "[DONE]" not in text
+    events = []
+    for block in text.strip().split("\n\n"):
+        name, data = block.split("\n")
+        event = json.loads(data.removeprefix("data: "))
+        assert name == f"event: {event['type']}"
+        assert_valid("ResponseStreamEvent", event)
+        events.append(event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    return events

@@ -14,6 +14,7 @@ import openai
 from conftest import MODEL
 from openapi_schemas import assert_valid
 from pydantic import BaseModel
+from sse import response_events
 
 URL = "/v1/responses"
 WEATHER = {
@@ -51,16 +52,7 @@ def events_of(http: httpx.Client, **fields: Any) -> list[dict[str, Any]]:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         text = r.read().decode()
-    assert "[DONE]" not in text
-    events = []
-    for block in text.strip().split("\n\n"):
-        name, data = block.split("\n")
-        event = json.loads(data.removeprefix("data: "))
-        assert name == f"event: {event['type']}"
-        assert_valid("ResponseStreamEvent", event)
-        events.append(event)
-    assert [e["sequence_number"] for e in events] == list(range(len(events)))
-    return events
+    return response_events(text)
 
 
 def text_of(body: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ import pytest
 from fakes.engine import Call, FakeEngine
 from openapi_schemas import assert_valid
 from pydantic import BaseModel
+from sse import response_events
 
 from .checks import check_error
 from .harness import MODEL, Chatd, running_chatd
@@ -70,16 +71,7 @@ async def events_of(http: httpx.AsyncClient, **fields: Any) -> list[dict[str, An
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         text = (await r.aread()).decode()
-    assert "[DONE]" not in text
-    events = []
-    for block in text.strip().split("\n\n"):
-        name, data = block.split("\n")
-        event = json.loads(data.removeprefix("data: "))
-        assert name == f"event: {event['type']}"
-        assert_valid("ResponseStreamEvent", event)
-        events.append(event)
-    assert [e["sequence_number"] for e in events] == list(range(len(events)))
-    return events
+    return response_events(text)
 
 
 # --------------------------------------------------------------------------------------------
