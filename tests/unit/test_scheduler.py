@@ -356,6 +356,17 @@ def test_an_idle_cache_over_budget_is_cleared_whole() -> None:
     assert runner.used() == sched.cells.used == 11
 
 
+def test_at_rest_without_a_cache_no_cell_stays_held() -> None:
+    """With the prefix cache off, a finished choice's cells wait in the retired sequence
+    while others run (freeing them then would leave holes); once the engine rests they
+    are freed, so a resting engine holds no cell (tests/e2e/test_disconnects.py)."""
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig(prefix_cache_entries=0))
+    run_one(sched, runner, list(range(1, 31)), max_new_tokens=4)
+    assert sched.step() is False  # nothing to do: the engine rests
+    assert runner.used() == sched.cells.used == 0
+
+
 def test_entries_beyond_the_limit_retire_least_recently_used_first() -> None:
     runner = FakeRunner()
     sched = Scheduler(runner, SchedulerConfig(prefix_cache_entries=2))

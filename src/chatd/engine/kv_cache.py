@@ -249,6 +249,16 @@ class PrefixCache:
         self.cells.remove(self.retired_id)
         return True
 
+    def settle(self) -> bool:
+        """At rest with no entry kept, whatever cells are held belong to the retired
+        sequence alone: freeing them is clearing whole, so they go at once and a resting
+        engine holds no cell. True when that was the case."""
+        if self._entries:
+            return False
+        if self.cells.used:
+            self.cells.clear()
+        return True
+
     def evict_one(self) -> bool:
         """Under memory pressure: free the least recently used entry's cells."""
         if not self._entries:
@@ -263,6 +273,8 @@ class PrefixCache:
         """Nothing runs: keep the whole cache, or clear it whole when over budget,
         unless the request about to start reuses part of it (it is kept for that one:
         clearing it would lose the very prefix a repeated prompt needs)."""
+        if self.settle():
+            return
         if self.cells.used <= self.budget:
             return
         if next_prompt is not None and self.enabled:

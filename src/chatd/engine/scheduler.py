@@ -111,7 +111,10 @@ class Scheduler:
             self.waiting.extend(self._incoming)
             self._incoming.clear()
         self._drop_cancelled()
-        return bool(self.waiting or self.running)
+        if self.waiting or self.running:
+            return True
+        self.cache.settle()  # at rest: no retired cell outlives the work
+        return False
 
     def _schedule(self) -> Work:
         """The step's work: which tokens of which sequences go into the pass."""
