@@ -172,12 +172,15 @@ async def test_a_recovery_clears_the_cooldown_for_every_replica(
         assert upstream.calls.get("flaky", 0) == calls + 1  # B routed to it first
 
 
+@pytest.mark.parametrize("redis_kind", ["refused", "not-redis"])
 async def test_without_redis_each_replica_keeps_its_own_health(
-    tmp_path: Path, upstream: Upstream
+    tmp_path: Path, upstream: Upstream, redis_kind: str
 ) -> None:
     dead, ok = f"dead-{uuid.uuid4().hex[:8]}", f"ok-{uuid.uuid4().hex[:8]}"
     toml = config((dead, DEAD_PORT_URL, "500"), (ok, upstream.url + "/v1", "ok"))
-    nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    # refused: nothing listens there; not-redis: an HTTP server (the fake upstream)
+    port = free_port() if redis_kind == "refused" else int(upstream.url.rsplit(":", 1)[1])
+    nowhere = f"redis://127.0.0.1:{port}/0"
     for n in ("a", "b"):
         (tmp_path / n).mkdir()
     async with AsyncExitStack() as stack:

@@ -101,13 +101,15 @@ class SharedChannelHealth:
         try:
             await self._publish()
             await self._refresh()
-        except (RedisError, OSError, TimeoutError) as e:
+        except Exception as e:  # RedisError, OSError, TimeoutError; anything else too:
+            # the background task must outlive it, and requests never depend on it
             if self.available:
                 log.warning(
                     "shared channel health: Redis unavailable (%s: %s); channel health is"
                     " this replica's own until it is back",
                     type(e).__name__,
                     e,
+                    exc_info=not isinstance(e, RedisError | OSError | TimeoutError),
                 )
             self.available = False
             return
