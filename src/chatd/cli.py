@@ -101,8 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--redis-url",
-        help="share rate-limit counters between replicas,"
-        " e.g. redis://127.0.0.1:6379/0 (default: counted in this process)",
+        help="share rate-limit counters and channel cooldowns between replicas,"
+        " e.g. redis://127.0.0.1:6379/0 (default: kept in this process)",
     )
     s.add_argument("--log-level", default="info")
     add_database_options(s)

@@ -44,6 +44,8 @@ def format_status(data: dict[str, Any]) -> str:
             state = "healthy" + (f" ({c['failures']} failed)" if c["failures"] else "")
         else:
             state = f"cooling down {c['cooling_seconds_left']:.0f}s"
+            if c.get("cooled_elsewhere"):  # another replica saw it fail (--redis-url)
+                state = f"cooling {c['cooling_seconds_left']:.0f}s (shared)"
         lines.append(
             f"{c['name']:<20} {state:<22} {c['priority']:>4} {c['weight']:>6g}  {c['base_url']}"
         )

@@ -12,6 +12,7 @@ from chatd.api import chat_routes, responses_routes, server_routes
 from chatd.api.auth import KeyChecker
 from chatd.api.deps import Services
 from chatd.api.errors import install_error_handlers
+from chatd.service.channel_health import SharedChannelHealth
 from chatd.service.chat import ChatService
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
 from chatd.service.metrics import metrics_registry
@@ -46,14 +47,22 @@ def create_app(
         stored_responses=StoredResponses(response_store),
         metrics=metrics_registry(models, usage),
     )
+    # Replicas sharing Redis share their channels' cooldowns too (none without channels).
+    health = None
+    if redis_url and models.channels:
+        health = SharedChannelHealth.from_url(redis_url, models.channels)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
         await db.upgrade()
         models.start()
+        if health is not None:
+            health.start()
         try:
             yield
         finally:
+            if health is not None:
+                await health.close()
             models.stop()
             await services.chat.close()
             await usage.close()
@@ -62,6 +71,7 @@ def create_app(
     app = FastAPI(title="chatd", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.state.services = services
+    app.state.channel_health = health
     app.include_router(server_routes.router)
     app.router.add_route(
         "/v1/chat/completions", chat_routes.create_chat_completion, methods=["POST"]

@@ -56,7 +56,7 @@ class ChatdCollector(Collector):
         for c in self.models.channels:
             healthy.add_metric([c.name], int(c.healthy(now)))
             failures.add_metric([c.name], c.failures)
-            left.add_metric([c.name], max(0.0, c.cooling_until - now))
+            left.add_metric([c.name], c.cooling_left(now))
             successes_total.add_metric([c.name], c.successes_total)
             failures_total.add_metric([c.name], c.failures_total)
             cooldowns_total.add_metric([c.name], c.cooldowns_total)

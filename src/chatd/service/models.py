@@ -64,9 +64,7 @@ class RoutedModel:
         available, reason = self.available, None
         if not available:  # then every route is a channel cooling down
             reason = "no channel is available: " + ", ".join(
-                f"{r.name} cooling down after {r.failures} failures"
-                for r in self.routes
-                if isinstance(r, Channel)
+                _cooling(r) for r in self.routes if isinstance(r, Channel)
             )
         return {
             "id": self.id,
@@ -77,6 +75,12 @@ class RoutedModel:
 
 
 Model = LocalModel | RoutedModel
+
+
+def _cooling(channel: Channel) -> str:
+    if channel.state()["cooled_elsewhere"]:
+        return f"{channel.name} cooling down after failures another replica saw"
+    return f"{channel.name} cooling down after {channel.failures} failures"
 
 
 class ModelRegistry:

@@ -1,6 +1,11 @@
 """Upstream channels: OpenAI-compatible servers that serve some public model ids, with
 their health. A channel that fails repeatedly cools down (skipped), then is probed
-again by real traffic once the cooldown has passed."""
+again by real traffic once the cooldown has passed.
+
+Health may be shared between replicas: a ``HealthBoard`` (injected; the service's
+Redis one is ``service/channel_health.py``) hears of this replica's cooldowns and
+recoveries, and tells the channel what the others saw (``shared``). Routing only ever
+reads the channel's own fields: sharing costs the hot path nothing."""
 
 from __future__ import annotations
 
@@ -11,6 +16,18 @@ from functools import cached_property
 from typing import Protocol, TypeVar
 
 import aiohttp
+
+# A shared cooldown that disappears this long before its end was cleared by a replica
+# that saw the channel answer, not expired (the view is refreshed with some delay).
+RECOVERY_MARGIN = 0.25
+
+
+class HealthBoard(Protocol):
+    """Where a replica publishes what it learns of a channel's health. Both calls are
+    made on the event loop, from the relay, and must not block: publish later."""
+
+    def cooled(self, channel: Channel) -> None: ...
+    def recovered(self, channel: Channel) -> None: ...
 
 
 @dataclass
@@ -35,9 +52,20 @@ class Channel:
     successes_total: int = field(default=0, init=False)
     failures_total: int = field(default=0, init=False)
     cooldowns_total: int = field(default=0, init=False)
+    # Another replica's cooldown of this channel (monotonic, as ours), and where to
+    # publish ours: both set by the service when health is shared.
+    shared_until: float = field(default=0.0, init=False)
+    shared_elsewhere: bool = field(default=False, init=False)  # set by another replica
+    board: HealthBoard | None = field(default=None, init=False, repr=False, compare=False)
 
     def healthy(self, now: float | None = None) -> bool:
-        return (now or time.monotonic()) >= self.cooling_until
+        now = now or time.monotonic()
+        return now >= self.cooling_until and now >= self.shared_until
+
+    @property
+    def key(self) -> str:
+        """What names this channel among replicas: its name and where it points."""
+        return f"{self.name}@{self.base_url}"
 
     @cached_property
     def chat_url(self) -> str:
@@ -64,8 +92,12 @@ class Channel:
 
     def succeeded(self) -> None:
         self.successes_total += 1
+        recovering = self.cooling_until or self.shared_until  # else: nothing to tell
         self.failures = 0
-        self.cooling_until = 0.0
+        self.cooling_until = self.shared_until = 0.0
+        self.shared_elsewhere = False
+        if recovering and self.board is not None:
+            self.board.recovered(self)
 
     def failed(self) -> None:
         self.failures += 1
@@ -75,6 +107,30 @@ class Channel:
             if self.healthy(now):  # a failure while already cooling extends, not re-enters
                 self.cooldowns_total += 1
             self.cooling_until = now + self.cooldown_seconds
+            if self.board is not None:
+                self.board.cooled(self)
+
+    def shared(
+        self, remaining: float | None, now: float | None = None, elsewhere: bool = True
+    ) -> None:
+        """What the replicas say: cooling for ``remaining`` more seconds (last set by
+        another replica, or by this one), or (None) not cooling. A shared cooldown gone
+        well before its end was cleared by a replica the channel answered: this
+        replica's own cooldown and failures end with it."""
+        now = now or time.monotonic()
+        if remaining is not None and remaining > 0:
+            self.shared_until, self.shared_elsewhere = now + remaining, elsewhere
+            return
+        if self.shared_until > now + RECOVERY_MARGIN:
+            self.failures = 0
+            self.cooling_until = 0.0
+        self.shared_until, self.shared_elsewhere = 0.0, False
+
+    def cooling_left(self, now: float | None = None) -> float:
+        """Seconds until this channel is routed to again (this replica's or a shared
+        cooldown, whichever ends last)."""
+        now = now or time.monotonic()
+        return max(0.0, self.cooling_until - now, self.shared_until - now)
 
     def state(self) -> dict[str, object]:
         now = time.monotonic()
@@ -82,7 +138,10 @@ class Channel:
             "name": self.name,
             "healthy": self.healthy(now),
             "failures": self.failures,
-            "cooling_seconds_left": max(0.0, round(self.cooling_until - now, 1)),
+            "cooling_seconds_left": round(self.cooling_left(now), 1),
+            # cooling because another replica saw it fail (this one may have seen nothing)
+            "cooled_elsewhere": self.shared_elsewhere
+            and self.shared_until > now >= self.cooling_until,
         }
 
 
