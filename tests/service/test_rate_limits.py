@@ -192,3 +192,15 @@ def test_model_limits_are_stored_and_listed(tmp_path: Path, database: str) -> No
     assert key_id is not None
     line = next(ln for ln in cli("list").splitlines() if ln.startswith(key_id.group(1)))
     assert f"rpm=60 {ALIAS}:rpm=2 ns/model:v1:rpm=3,tpm=900 " in line
+
+
+async def test_redis_down_never_fails_a_request(tmp_path: Path) -> None:
+    """With Redis unreachable the limits still hold, counted by this replica alone, and
+    the outage is logged once: a rate limiter must not turn into an outage of its own."""
+    key = make_key(tmp_path, "--rpm", "2")
+    async with server(tmp_path, redis_url="redis://127.0.0.1:1/0") as srv:
+        await fresh_window()
+        assert (await ask(srv, key)).status_code == 200
+        assert (await ask(srv, key)).status_code == 200
+        assert_limited(await ask(srv, key), "requests")
+        assert srv.log.text().count("Redis unavailable for rate limits") == 1

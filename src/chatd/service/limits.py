@@ -18,11 +18,15 @@ limits err towards refusing, never towards admitting over a limit."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chatd.protocol.errors import APIError
+
+log = logging.getLogger("chatd.service")
 
 
 class RateLimited(APIError):
@@ -67,21 +71,51 @@ class LocalCounters:
 
 
 class RedisCounters:
-    def __init__(self, url: str) -> None:
+    """Counters in Redis, shared by every replica. Redis being down never fails a request:
+    the counters then fall back to this process's own (each replica limits alone, as
+    without ``--redis-url``), Redis is tried again every ``retry_seconds``, and the outage
+    and the recovery are logged once each."""
+
+    def __init__(self, url: str, retry_seconds: float = 5.0) -> None:
         import redis.asyncio as redis
 
-        self._redis: Any = redis.from_url(url)
+        self._redis: Any = redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        self._local = LocalCounters()
+        self._retry_seconds = retry_seconds
+        self._down_until = 0.0  # monotonic time before which Redis is not tried
 
     async def incr(self, key: str, amount: int) -> int:
-        pipe = self._redis.pipeline()
-        pipe.incrby(key, amount)
-        pipe.expire(key, 120)
-        value, _ = await pipe.execute()
-        return int(value)
+        async def shared() -> int:
+            pipe = self._redis.pipeline()
+            pipe.incrby(key, amount)
+            pipe.expire(key, 120)
+            value, _ = await pipe.execute()
+            return int(value)
+
+        return await self._either(shared, lambda: self._local.incr(key, amount))
 
     async def get(self, key: str) -> int:
-        value = await self._redis.get(key)
-        return int(value or 0)
+        async def shared() -> int:
+            return int(await self._redis.get(key) or 0)
+
+        return await self._either(shared, lambda: self._local.get(key))
+
+    async def _either(
+        self, shared: Callable[[], Awaitable[int]], local: Callable[[], Awaitable[int]]
+    ) -> int:
+        if time.monotonic() < self._down_until:
+            return await local()
+        try:
+            value = await shared()
+        except Exception as e:  # any Redis or connection error: never the request's
+            if self._down_until == 0.0:
+                log.warning("Redis unavailable for rate limits (%s); counting locally", e)
+            self._down_until = time.monotonic() + self._retry_seconds
+            return await local()
+        if self._down_until:
+            log.warning("Redis is back for rate limits; counting in Redis again")
+            self._down_until = 0.0
+        return value
 
 
 class RateLimiter:
