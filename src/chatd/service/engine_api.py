@@ -40,6 +40,7 @@ class GrammarsLike(Protocol):
 
 class EngineLike(Protocol):
     context_window: int
+    kv_capacity: int  # KV cells all running sequences share (bounds n x max_tokens)
     fingerprint: str
     n_vocab: int
     template: TemplateLike

@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 from chatd.protocol.errors import InvalidRequest, NotYetSupported, ServerError
+from chatd.protocol.request_limits import Limits
 from chatd.protocol.responses_chat import chat_body
 from chatd.protocol.responses_fields import responses_engine_fields
 from chatd.protocol.responses_items import ItemReference
@@ -66,8 +67,10 @@ class ResponsesService:
         store: ResponseStore | None = None,
         usage: UsageBuffer | None = None,
         upstream: ConnectionPool | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.models = models
+        self.limits = limits or Limits()
         self.router = Router(models)
         self.store = store
         self.usage = usage
@@ -150,7 +153,9 @@ class ResponsesService:
             schema_param=SCHEMA_PARAM,
             shorten=shorten if req.truncation == "auto" else None,
         )
-        run = await start_local(engine, job)  # nothing may refuse the request after this
+        run = await start_local(
+            engine, job, self.limits
+        )  # nothing may refuse the request after this
         return StreamedResponse(
             _LocalSource(run),
             settings(req),
