@@ -61,6 +61,10 @@ class FakeGrammars:
     fail: str | None = None
     compiled: list[Grammar] = field(default_factory=list)
     hold: threading.Event | None = None
+    ready: bool = True
+
+    def warm(self) -> None:
+        self.ready = True
 
     def _compile(self, kind: str, source: Any) -> Grammar:
         if self.hold is not None:

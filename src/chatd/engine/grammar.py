@@ -78,6 +78,11 @@ class GrammarCompiler:
         self._tokenizer: llguidance.LLTokenizer | None = None
         self._lock = threading.Lock()
 
+    @property
+    def ready(self) -> bool:
+        """The tokenizer is built: a compilation now costs only itself."""
+        return self._tokenizer is not None
+
     def warm(self) -> None:
         """Build the tokenizer now (call it off the event loop)."""
         self._tok()

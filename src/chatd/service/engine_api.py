@@ -33,6 +33,11 @@ class TemplateLike(Protocol):
 
 
 class GrammarsLike(Protocol):
+    @property
+    def ready(self) -> bool: ...  # compiling costs only itself (its setup is done)
+
+    def warm(self) -> None: ...  # do the setup now (blocking)
+
     def lark(self, source: str) -> Grammar: ...
 
     def json_schema(self, schema: dict[str, Any]) -> Grammar: ...

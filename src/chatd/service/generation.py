@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from chatd.engine.errors import EngineFailure, QueueFull
@@ -73,6 +75,9 @@ class Job:
     sampling: dict[str, Any] = field(default_factory=dict)
     tools: ToolPlan | None = None
     schema: dict[str, Any] | None = None  # JSON schema the output must match
+    # the schema's own checks (meta-schema validation: seconds on a big hostile schema),
+    # run in the compile thread, under the compile timeout, never on the event loop
+    schema_check: Callable[[], None] | None = None
     prediction: str | None = None  # text the output is expected to largely repeat
     prompt_param: str = "messages"
     tools_param: str = "tools"
@@ -222,17 +227,26 @@ async def _grammar(engine: EngineLike, job: Job, timeout: float = 0.0) -> Gramma
             job.format_param,
             "together with tools that may be called is not supported yet by this server.",
         )
+    if (lark is not None or job.schema is not None) and not engine.grammars.ready:
+        # The compiler's one-time setup (the model's vocabulary, ~0.4 s, begun as the
+        # engine started) is not this request's fault: it is not timed.
+        await asyncio.to_thread(engine.grammars.warm)
     try:
         # Compiling can take long for big schemas, so it leaves the event loop.
         if lark is not None:
             return await _compile(engine.grammars.lark, lark, timeout)
         if job.schema is not None:
-            return await _compile(engine.grammars.json_schema, job.schema, timeout)
+            check = job.schema_check
+            compiler = engine.grammars.json_schema
+            if check is not None:
+                compiler = partial(_checked_compile, check, compiler)
+            return await _compile(compiler, job.schema, timeout)
     except TimeoutError:
         param = job.tools_param if lark is not None else job.schema_param
         raise InvalidRequest(
             f"The {'tool definitions' if lark is not None else 'JSON schema'} in '{param}'"
-            f" took longer than this server's limit of {timeout:g} seconds to compile."
+            f" took longer than this server's limit of {timeout:g} seconds to check and"
+            " compile."
             " Simplify it (fewer alternatives, shorter patterns, smaller bounds).",
             param=param,
             code="grammar_too_complex",
@@ -252,8 +266,22 @@ async def _grammar(engine: EngineLike, job: Job, timeout: float = 0.0) -> Gramma
     return None
 
 
+def _checked_compile(
+    check: Callable[[], None], compiler: Callable[[Any], Grammar], source: Any
+) -> Grammar:
+    check()
+    return compiler(source)
+
+
+# Grammar work has its own threads: a thread whose compile timed out runs on (Python
+# cannot stop it), and hostile schemas must not fill the loop's default executor, which
+# others need (DNS lookups of upstreams). A compile still queued when its request's
+# timeout passes is cancelled and never runs.
+_COMPILERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chatd-grammar")
+
+
 async def _compile(compiler: Callable[[Any], Grammar], source: Any, timeout: float) -> Grammar:
-    work = asyncio.to_thread(compiler, source)
+    work = asyncio.get_running_loop().run_in_executor(_COMPILERS, compiler, source)
     return await (asyncio.wait_for(work, timeout) if timeout else work)
 
 

@@ -17,7 +17,7 @@ from chatd.service.accounting import Accountant, Saver
 from chatd.service.chat.capabilities import check_local_support
 from chatd.service.chat.completion import ChatCompletion
 from chatd.service.chat.prompt import render_messages
-from chatd.service.chat.response_format import SCHEMA_PARAM, json_schema_for
+from chatd.service.chat.response_format import SCHEMA_PARAM, json_schema_for, schema_check_for
 from chatd.service.chat.sampling import sampling_fields
 from chatd.service.chat.tools import plan_tools
 from chatd.service.generation import Job, start_local
@@ -96,6 +96,7 @@ class ChatService:
             sampling=sampling_fields(req),
             tools=plan,
             schema=json_schema_for(req),
+            schema_check=schema_check_for(req),
             prediction=req.prediction.text() if req.prediction is not None else None,
             tools_param="tools" if req.tools else "functions",
             schema_param=SCHEMA_PARAM,

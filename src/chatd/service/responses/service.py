@@ -36,6 +36,7 @@ from chatd.service.responses.tools import (
     echoed_tools,
     json_schema_for,
     plan_tools,
+    schema_check_for,
 )
 from chatd.service.routing import Router
 from chatd.service.turns import Said, render_turns
@@ -147,6 +148,7 @@ class ResponsesService:
             sampling=sampling,
             tools=plan,
             schema=json_schema_for(req, text),
+            schema_check=schema_check_for(req),
             prompt_param="input",
             tools_param="tools",
             format_param=FORMAT_PARAM,
