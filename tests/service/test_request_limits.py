@@ -87,6 +87,16 @@ async def test_body_under_the_limit_is_read(tmp_path: Path) -> None:
         assert resp.status_code == 200, resp.text
 
 
+async def test_stored_completion_update_body_over_the_limit_is_413(tmp_path: Path) -> None:
+    async with running_chatd(tmp_path, limits=SMALL) as c:
+        http = c.http()
+        created = check_ok(await http.post(CHAT, json=body(store=True)))
+        url = f"{CHAT}/{created['id']}"
+        check_ok(await http.post(url, json={"metadata": {"a": "1"}}))
+        resp = await http.post(url, json={"metadata": {"a": "x" * 5000}})
+        check_error(resp, 413, param=None, code="request_too_large")
+
+
 # --- messages, characters, tools: 400 -----------------------------------------------
 
 

@@ -62,7 +62,8 @@ async def get_completion(cid: str, caller: CallerDep, services: ServicesDep) -> 
 async def update_completion(
     cid: str, request: Request, caller: CallerDep, services: ServicesDep
 ) -> dict[str, Any]:
-    return await services.stored.update(caller.owner, cid, parse_update(await request.body()))
+    body = await read_body(request, services.limits.max_body_bytes)
+    return await services.stored.update(caller.owner, cid, parse_update(body))
 
 
 @stored_router.delete("/v1/chat/completions/{cid}")
