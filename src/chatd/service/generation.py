@@ -218,9 +218,10 @@ class LocalRun:
 async def _grammar(engine: EngineLike, job: Job, timeout: float = 0.0) -> Grammar | None:
     """The grammar the output must follow: tool calls, a JSON schema, or none.
 
-    Compiling runs in a thread, under ``timeout`` seconds: past it the request is
-    refused (400 naming the field). Python cannot stop the thread, but llguidance's own
-    fuel limits (engine/grammar.py) bound how long it can go on."""
+    Checking the schema and compiling run in a thread, under ``timeout`` seconds: past
+    it the request is refused (400 naming the field). Python cannot stop the thread; the
+    schema-bytes limit (protocol/request_limits.py) and llguidance's own parser limits
+    (engine/grammar.py) bound how long it can go on."""
     lark = tool_grammar(job.tools) if job.tools is not None else None
     if lark is not None and job.schema is not None:
         raise Unsupported(
@@ -246,8 +247,7 @@ async def _grammar(engine: EngineLike, job: Job, timeout: float = 0.0) -> Gramma
         raise InvalidRequest(
             f"The {'tool definitions' if lark is not None else 'JSON schema'} in '{param}'"
             f" took longer than this server's limit of {timeout:g} seconds to check and"
-            " compile."
-            " Simplify it (fewer alternatives, shorter patterns, smaller bounds).",
+            " compile. Simplify it (fewer alternatives, shorter patterns, smaller bounds).",
             param=param,
             code="grammar_too_complex",
         ) from None
