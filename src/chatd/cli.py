@@ -21,6 +21,7 @@ from chatd.config import (
     env_api_keys,
     load_config,
 )
+from chatd.protocol.request_limits import Limits
 from chatd.status import add_command as add_status_command
 from chatd.status import run as run_status
 
@@ -104,11 +105,74 @@ def _parser() -> argparse.ArgumentParser:
         help="share rate-limit counters and channel cooldowns between replicas,"
         " e.g. redis://127.0.0.1:6379/0 (default: kept in this process)",
     )
+    _add_limit_options(s)
     s.add_argument("--log-level", default="info")
     add_database_options(s)
     add_commands(sub)
     add_status_command(sub)
     return p
+
+
+def _add_limit_options(s: argparse.ArgumentParser) -> None:
+    """What one request may cost (docs/limits.md); 0 turns a limit off."""
+    d = Limits()
+    g = s.add_argument_group("request limits (0: no limit)")
+    g.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=d.max_body_bytes,
+        help="request body size; a bigger one gets 413 (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-messages",
+        type=int,
+        default=d.max_messages,
+        help="messages (Responses: input items) of one request (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-chars",
+        type=int,
+        default=d.max_chars,
+        help="characters of text in one request's conversation (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-tools",
+        type=int,
+        default=d.max_tools,
+        help="tools of one request (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-schema-bytes",
+        type=int,
+        default=d.max_schema_bytes,
+        help="JSON bytes of all tool definitions, and of a response format (default: %(default)s)",
+    )
+    g.add_argument(
+        "--grammar-timeout",
+        type=float,
+        default=d.grammar_timeout,
+        help="seconds to compile a JSON schema or tools grammar before the request gets 400"
+        " (default: %(default)s)",
+    )
+    g.add_argument(
+        "--request-timeout",
+        type=float,
+        default=d.request_timeout,
+        help="wall-clock seconds of one local generation, queue included, before it is"
+        " stopped with 504 (default: %(default)s)",
+    )
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    return Limits(
+        max_body_bytes=args.max_body_bytes,
+        max_messages=args.max_messages,
+        max_chars=args.max_chars,
+        max_tools=args.max_tools,
+        max_schema_bytes=args.max_schema_bytes,
+        grammar_timeout=args.grammar_timeout,
+        request_timeout=args.request_timeout,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +210,7 @@ def serve(args: argparse.Namespace) -> int:
         prompt_lookup=args.prompt_lookup,
         wide_prefill=args.wide_prefill,
         database_url=args.database_url,
+        limits=_limits(args),
     )
     if args.data_dir is not None:
         settings.data_dir = args.data_dir
@@ -188,7 +253,7 @@ def serve(args: argparse.Namespace) -> int:
 
     db = Database(settings.resolved_database_url())
     log.info("database: %s", db.url.split("@")[-1] if "@" in db.url else db.url)
-    app = create_app(registry, settings.api_keys, db, args.redis_url)
+    app = create_app(registry, settings.api_keys, db, args.redis_url, settings.limits)
     uvicorn.run(
         app,
         host=settings.host,

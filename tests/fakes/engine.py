@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,12 +54,21 @@ class Grammar:
 
 @dataclass
 class FakeGrammars:
-    """Accepts any schema or grammar; ``fail`` makes the next compilations raise."""
+    """Accepts any schema or grammar; ``fail`` makes the next compilations raise;
+    ``hold`` (an Event) makes them wait until it is set, as a hostile schema would
+    keep the real compiler busy (they run in a thread: set it to let them go)."""
 
     fail: str | None = None
     compiled: list[Grammar] = field(default_factory=list)
+    hold: threading.Event | None = None
+    ready: bool = True
+
+    def warm(self) -> None:
+        self.ready = True
 
     def _compile(self, kind: str, source: Any) -> Grammar:
+        if self.hold is not None:
+            self.hold.wait()
         if self.fail is not None:
             raise GrammarError(self.fail)
         grammar = Grammar(kind, source)
@@ -92,6 +102,7 @@ class FakeEngine:
         *,
         n_vocab: int = 49152,
         context_window: int = 8192,
+        kv_capacity: int = 32768,
         fingerprint: str = "fp_fakeengine",
         supports_tools: bool = False,
         step_delay: float = 0.0,
@@ -100,6 +111,7 @@ class FakeEngine:
         self.script: Script = script
         self.n_vocab = n_vocab
         self.context_window = context_window
+        self.kv_capacity = kv_capacity
         self.fingerprint = fingerprint
         self.template = FakeTemplate(supports_tools)
         self.grammars = FakeGrammars()

@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from chatd.api.app import create_app
 from chatd.cli import main as cli_main
 from chatd.config import load_config
+from chatd.protocol.request_limits import Limits
 from chatd.service.models import LocalModel, ModelRegistry
 from chatd.store.db import Database, sqlite_url
 
@@ -91,6 +92,7 @@ def build_app(
     database_url: str | None = None,
     redis_url: str | None = None,
     config: str | None = None,
+    limits: Limits | None = None,
 ) -> FastAPI:
     """The app as ``chatd serve`` builds it (cli.py), with ``engine`` behind every local
     model of ``config`` (a chatd.toml text), or behind MODEL alone; its database is
@@ -106,7 +108,7 @@ def build_app(
         channels = file.channels
     db = Database(database_url or sqlite_url(tmp))
     keys = [API_KEY] if api_keys is None else api_keys
-    app = create_app(ModelRegistry(local, aliases, channels), keys, db, redis_url)
+    app = create_app(ModelRegistry(local, aliases, channels), keys, db, redis_url, limits)
     app.state.db = db
     return app
 
@@ -120,11 +122,12 @@ async def running_chatd(
     database_url: str | None = None,
     redis_url: str | None = None,
     config: str | None = None,
+    limits: Limits | None = None,
 ) -> AsyncIterator[Chatd]:
     """Build the app as ``chatd serve`` does (cli.py), with ``engine`` as the model
     behind every local model of ``config`` (a chatd.toml text) or behind MODEL alone."""
     engine = engine or FakeEngine()
-    app = build_app(tmp, engine, api_keys, database_url, redis_url, config)
+    app = build_app(tmp, engine, api_keys, database_url, redis_url, config, limits)
     chatd = Chatd(app, engine, app.state.db, None if database_url else tmp)
     logger = logging.getLogger("chatd")
     level = logger.level

@@ -10,7 +10,7 @@ import pytest
 
 from chatd.protocol.chat_request import validate_chat_request
 from chatd.protocol.errors import InvalidRequest
-from chatd.service.chat.response_format import SCHEMA_PARAM, json_schema_for
+from chatd.service.chat.response_format import SCHEMA_PARAM, json_schema_for, schema_check_for
 from chatd.service.structured import strict_violation
 
 
@@ -290,6 +290,15 @@ def test_first_violation_reported() -> None:
 # --- json_schema_for -----------------------------------------------------------------------
 
 
+def schema_of(req: Any) -> dict[str, Any] | None:
+    """The schema a request's output must match, checked as the service checks it (in
+    the compile thread, service/generation.py)."""
+    check = schema_check_for(req)
+    if check is not None:
+        check()
+    return json_schema_for(req)
+
+
 def request(
     response_format: dict[str, Any] | None = None,
     messages: list[dict[str, Any]] | None = None,
@@ -314,7 +323,7 @@ def json_schema(schema: Any = None, *, strict: bool | None = None, **extra: Any)
 
 @pytest.mark.parametrize("response_format", [None, {"type": "text"}], ids=["absent", "text"])
 def test_free_text(response_format: dict[str, Any] | None) -> None:
-    assert json_schema_for(request(response_format)) is None
+    assert schema_of(request(response_format)) is None
 
 
 @pytest.mark.parametrize(
@@ -335,7 +344,7 @@ def test_free_text(response_format: dict[str, Any] | None) -> None:
     ids=["user", "lowercase", "mixed-case", "system", "developer", "parts", "assistant"],
 )
 def test_json_object_needs_json_in_messages(messages: list[dict[str, Any]]) -> None:
-    assert json_schema_for(request({"type": "json_object"}, messages)) == {"type": "object"}
+    assert schema_of(request({"type": "json_object"}, messages)) == {"type": "object"}
 
 
 @pytest.mark.parametrize(
@@ -350,7 +359,7 @@ def test_json_object_needs_json_in_messages(messages: list[dict[str, Any]]) -> N
 )
 def test_json_object_without_json_in_messages(messages: list[dict[str, Any]]) -> None:
     with pytest.raises(InvalidRequest) as info:
-        json_schema_for(request({"type": "json_object"}, messages))
+        schema_of(request({"type": "json_object"}, messages))
     assert info.value.param == "messages"
     assert info.value.status == 400
     assert "json" in info.value.message
@@ -368,16 +377,16 @@ VALID_SCHEMAS = [
 @pytest.mark.parametrize("schema", VALID_SCHEMAS)
 @pytest.mark.parametrize("strict", [None, False])
 def test_json_schema_returned_as_given(schema: dict[str, Any], strict: bool | None) -> None:
-    assert json_schema_for(request(json_schema(copy.deepcopy(schema), strict=strict))) == schema
+    assert schema_of(request(json_schema(copy.deepcopy(schema), strict=strict))) == schema
 
 
 @pytest.mark.parametrize("schema", list(VALID.values())[:8], ids=list(VALID)[:8])
 def test_json_schema_strict_valid(schema: dict[str, Any]) -> None:
-    assert json_schema_for(request(json_schema(copy.deepcopy(schema), strict=True))) == schema
+    assert schema_of(request(json_schema(copy.deepcopy(schema), strict=True))) == schema
 
 
 def test_json_schema_without_schema_is_any_object() -> None:
-    assert json_schema_for(request(json_schema(description="d"))) == {"type": "object"}
+    assert schema_of(request(json_schema(description="d"))) == {"type": "object"}
 
 
 @pytest.mark.parametrize(
@@ -395,7 +404,7 @@ def test_json_schema_without_schema_is_any_object() -> None:
 @pytest.mark.parametrize("strict", [None, True])
 def test_json_schema_invalid(schema: dict[str, Any], strict: bool | None) -> None:
     with pytest.raises(InvalidRequest) as info:
-        json_schema_for(request(json_schema(schema, strict=strict)))
+        schema_of(request(json_schema(schema, strict=strict)))
     assert info.value.param == SCHEMA_PARAM == "response_format.json_schema.schema"
     assert info.value.code == "invalid_json_schema"
     assert info.value.status == 400
@@ -409,7 +418,7 @@ def test_json_schema_invalid(schema: dict[str, Any], strict: bool | None) -> Non
 )
 def test_json_schema_strict_violation(schema: dict[str, Any], path: str) -> None:
     with pytest.raises(InvalidRequest) as info:
-        json_schema_for(request(json_schema(schema, strict=True)))
+        schema_of(request(json_schema(schema, strict=True)))
     assert info.value.param == SCHEMA_PARAM
     assert info.value.code == "invalid_json_schema"
     assert f"at {path}:" in info.value.message
@@ -417,6 +426,6 @@ def test_json_schema_strict_violation(schema: dict[str, Any], path: str) -> None
 
 def test_json_schema_not_strict_skips_strict_rules() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
-    assert json_schema_for(request(json_schema(schema))) == schema
+    assert schema_of(request(json_schema(schema))) == schema
     with pytest.raises(InvalidRequest):
-        json_schema_for(request(json_schema(schema, strict=True)))
+        schema_of(request(json_schema(schema, strict=True)))

@@ -12,6 +12,7 @@ from chatd.api import chat_routes, responses_routes, server_routes
 from chatd.api.auth import KeyChecker
 from chatd.api.deps import Services
 from chatd.api.errors import install_error_handlers
+from chatd.protocol.request_limits import Limits
 from chatd.service.channel_health import SharedChannelHealth
 from chatd.service.chat import ChatService
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
@@ -30,11 +31,16 @@ __all__ = ["create_app"]
 
 
 def create_app(
-    models: ModelRegistry, api_keys: list[str], db: Database, redis_url: str | None = None
+    models: ModelRegistry,
+    api_keys: list[str],
+    db: Database,
+    redis_url: str | None = None,
+    limits: Limits | None = None,
 ) -> FastAPI:
+    limits = limits or Limits()
     store = CompletionStore(db)
     usage = UsageBuffer(UsageStore(db))
-    chat = ChatService(models, store, usage)
+    chat = ChatService(models, store, usage, limits)
     response_store = ResponseStore(db)
     services = Services(
         models=models,
@@ -43,9 +49,10 @@ def create_app(
         chat=chat,
         stored=StoredCompletions(store),
         # one pool of upstream connections for every protocol
-        responses=ResponsesService(models, response_store, usage, chat.upstream),
+        responses=ResponsesService(models, response_store, usage, chat.upstream, limits),
         stored_responses=StoredResponses(response_store),
         metrics=metrics_registry(models, usage),
+        limits=limits,
     )
     # Replicas sharing Redis share their channels' cooldowns too (none without channels).
     health = None

@@ -9,10 +9,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from chatd.api.answering import admit, whole_answer
+from chatd.api.body import read_body
 from chatd.api.deps import CallerDep, ServicesDep, services_of
 from chatd.api.sse import EventStreamResponse, event_stream
 from chatd.protocol.chat_request import validate_chat_request
 from chatd.protocol.relayed_request import validate_relayed_request
+from chatd.protocol.request_limits import check_chat_body
 from chatd.protocol.stored import parse_list_query, parse_update
 from chatd.protocol.validation import decode_chat_body
 from chatd.service.chat import ChatRequest
@@ -26,7 +28,8 @@ async def create_chat_completion(request: Request) -> Response:
     errors still go through the app's handlers."""
     services = services_of(request)
     caller = await services.auth(request)
-    data = decode_chat_body(await request.body())
+    data = decode_chat_body(await read_body(request, services.limits.max_body_bytes))
+    check_chat_body(data, services.limits)
     if services.chat.relays_untouched(data.get("model")):
         req: ChatRequest = validate_relayed_request(data)
     else:
@@ -59,7 +62,8 @@ async def get_completion(cid: str, caller: CallerDep, services: ServicesDep) -> 
 async def update_completion(
     cid: str, request: Request, caller: CallerDep, services: ServicesDep
 ) -> dict[str, Any]:
-    return await services.stored.update(caller.owner, cid, parse_update(await request.body()))
+    body = await read_body(request, services.limits.max_body_bytes)
+    return await services.stored.update(caller.owner, cid, parse_update(body))
 
 
 @stored_router.delete("/v1/chat/completions/{cid}")

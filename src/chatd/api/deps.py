@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
 from chatd.api.auth import Caller, KeyChecker
+from chatd.protocol.request_limits import Limits
 from chatd.service.chat import ChatService
 from chatd.service.limits import RateLimiter
 from chatd.service.models import ModelRegistry
@@ -30,6 +31,7 @@ class Services:
     responses: ResponsesService
     stored_responses: StoredResponses
     metrics: CollectorRegistry  # read at scrape time
+    limits: Limits = Limits()  # what one request may cost
 
 
 def services_of(request: Request) -> Services:

@@ -12,10 +12,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from chatd.api.answering import admit, whole_answer
+from chatd.api.body import read_body
 from chatd.api.deps import CallerDep, ServicesDep, services_of
 from chatd.api.sse import EventStreamResponse
 from chatd.protocol.errors import APIError, InvalidRequest
-from chatd.protocol.responses_request import parse_response_request
+from chatd.protocol.request_limits import check_responses_body
+from chatd.protocol.responses_request import validate_response_request
+from chatd.protocol.validation import decode_chat_body
 
 __all__ = ["create_response", "router"]
 
@@ -26,7 +29,9 @@ async def create_response(request: Request) -> Response:
     """A plain Starlette route, like chat's: errors go through the app's handlers."""
     services = services_of(request)
     caller = await services.auth(request)
-    req = parse_response_request(await request.body())
+    data = decode_chat_body(await read_body(request, services.limits.max_body_bytes))
+    check_responses_body(data, services.limits)
+    req = validate_response_request(data)
     admission = await admit(services, caller, req.model)
     answer = await services.responses.start(req, caller.owner, admission)
     if req.is_streaming():

@@ -41,6 +41,7 @@ class Engine:
         )
         self.scheduler = Scheduler(self.runner, sched)
         self.context_window = sched.n_ctx_seq
+        self.kv_capacity = self.runner.n_ctx
         r = self.runner
         self.template = ChatTemplate(
             r.meta("tokenizer.chat_template"),

@@ -18,6 +18,22 @@ from llguidance.llamacpp import lltokenizer_from_vocab
 
 from chatd.engine.model_runner import ModelRunner
 
+# llguidance's own bounds on one compilation (its documented defaults, made explicit so
+# that they are a decision, not an accident): a grammar past them is an error, not a
+# thread that runs on. The lexer fuel (~50k/ms) caps building the regexes at ~20 ms and
+# the grammar size caps the Earley tables; measured on SmolLM2's vocabulary, a hostile
+# 500 KB schema (100 alternatives of 100 patterned properties) compiles in 0.8 s, and is
+# refused by the body limits (max_schema_bytes) before it gets here. The service's
+# compile timeout (service/generation.py) is the last guard.
+PARSER_LIMITS = dict(
+    max_items_in_row=2000,
+    initial_lexer_fuel=1_000_000,
+    step_lexer_fuel=200_000,
+    step_max_items=50_000,
+    max_lexer_states=250_000,
+    max_grammar_size=500_000,
+)
+
 
 class GrammarError(ValueError):
     """The schema or grammar cannot be compiled; the message says why."""
@@ -62,6 +78,11 @@ class GrammarCompiler:
         self._tokenizer: llguidance.LLTokenizer | None = None
         self._lock = threading.Lock()
 
+    @property
+    def ready(self) -> bool:
+        """The tokenizer is built: a compilation now costs only itself."""
+        return self._tokenizer is not None
+
     def warm(self) -> None:
         """Build the tokenizer now (call it off the event loop)."""
         self._tok()
@@ -89,7 +110,8 @@ class GrammarCompiler:
         return self._compile(llguidance.LLMatcher.grammar_from_lark(source))
 
     def _compile(self, grammar: str) -> Grammar:
-        matcher = llguidance.LLMatcher(self._tok(), grammar, log_level=0)
+        limits = llguidance.LLParserLimits(**PARSER_LIMITS)
+        matcher = llguidance.LLMatcher(self._tok(), grammar, log_level=0, limits=limits)
         if matcher.is_error():
             raise GrammarError(matcher.get_error())
         return Grammar(matcher, self._runner.n_vocab)

@@ -17,6 +17,7 @@ __all__ = [
     "NotFound",
     "NotYetSupported",
     "Overloaded",
+    "RequestTimeout",
     "ServerError",
     "Unsupported",
 ]
@@ -117,3 +118,18 @@ class ModelUnavailable(APIError):
 class ServerError(APIError):
     status = 500
     type = "server_error"
+
+
+class RequestTimeout(APIError):
+    """504: a generation ran past the server's wall-clock limit and was stopped (its
+    engine slot freed); what it had written is not returned as if complete."""
+
+    status = 504
+    type = "server_error"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"The request took longer than this server's limit of {seconds:g} seconds and"
+            " was stopped. Ask for fewer tokens (max_tokens) or retry later.",
+            code="request_timeout",
+        )

@@ -33,6 +33,11 @@ class TemplateLike(Protocol):
 
 
 class GrammarsLike(Protocol):
+    @property
+    def ready(self) -> bool: ...  # compiling costs only itself (its setup is done)
+
+    def warm(self) -> None: ...  # do the setup now (blocking)
+
     def lark(self, source: str) -> Grammar: ...
 
     def json_schema(self, schema: dict[str, Any]) -> Grammar: ...
@@ -40,6 +45,7 @@ class GrammarsLike(Protocol):
 
 class EngineLike(Protocol):
     context_window: int
+    kv_capacity: int  # KV cells all running sequences share (bounds n x max_tokens)
     fingerprint: str
     n_vocab: int
     template: TemplateLike

@@ -13,27 +13,39 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from chatd.engine.errors import EngineFailure, QueueFull
 from chatd.engine.grammar import Grammar, GrammarError
-from chatd.engine.params import SamplingParams
+from chatd.engine.params import Delta, SamplingParams
 from chatd.engine.template import TemplateRenderError
 from chatd.protocol.chat_fields import FieldPolicy
 from chatd.protocol.errors import (
     APIError,
     InvalidRequest,
     Overloaded,
+    RequestTimeout,
     ServerError,
     Unsupported,
 )
+from chatd.protocol.request_limits import Limits
 from chatd.service.engine_api import EngineLike, GenerationLike
 from chatd.service.events import ChoiceReader, Event
 from chatd.service.tool_calls import ToolPlan, template_tools
 from chatd.service.tool_calls import grammar as tool_grammar
 
-__all__ = ["Job", "LocalRun", "Usage", "engine_params", "sampling_fields", "start_local"]
+__all__ = [
+    "Job",
+    "LocalRun",
+    "Usage",
+    "engine_params",
+    "fit_kv_cache",
+    "sampling_fields",
+    "start_local",
+]
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,9 @@ class Job:
     sampling: dict[str, Any] = field(default_factory=dict)
     tools: ToolPlan | None = None
     schema: dict[str, Any] | None = None  # JSON schema the output must match
+    # the schema's own checks (meta-schema validation: seconds on a big hostile schema),
+    # run in the compile thread, under the compile timeout, never on the event loop
+    schema_check: Callable[[], None] | None = None
     prediction: str | None = None  # text the output is expected to largely repeat
     prompt_param: str = "messages"
     tools_param: str = "tools"
@@ -71,10 +86,13 @@ class Job:
     shorten: Callable[[bool, int], list[dict[str, Any]] | None] | None = None
 
 
-async def start_local(engine: EngineLike, job: Job) -> LocalRun:
+_NO_LIMITS = Limits(grammar_timeout=0, request_timeout=0)
+
+
+async def start_local(engine: EngineLike, job: Job, limits: Limits = _NO_LIMITS) -> LocalRun:
     """Submit ``job``; raises APIError for any refusal, and nothing after submission."""
     plan = job.tools
-    grammar = await _grammar(engine, job)
+    grammar = await _grammar(engine, job, limits.grammar_timeout)
     native = plan is not None and plan.may_call and engine.template.supports_tools
     tools = template_tools(plan) if native and plan is not None else None
     prompt = _prompt(engine, job, job.render(native), tools)
@@ -90,6 +108,7 @@ async def start_local(engine: EngineLike, job: Job) -> LocalRun:
     params = engine_params(
         job.sampling, len(prompt), engine.context_window, grammar, job.prompt_param
     )
+    params = fit_kv_cache(params, len(prompt), engine.kv_capacity, "max_new_tokens" in job.sampling)
     if job.prediction is not None:
         predicted = engine.tokenize_text(job.prediction)
         params = dataclasses.replace(params, prediction=tuple(predicted))
@@ -102,7 +121,7 @@ async def start_local(engine: EngineLike, job: Job) -> LocalRun:
         ) from None
     except EngineFailure as e:
         raise InvalidRequest(str(e), param="n") from None
-    return LocalRun(generation, params.n, len(prompt), plan)
+    return LocalRun(generation, params.n, len(prompt), plan, limits.request_timeout)
 
 
 def _prompt(
@@ -136,24 +155,54 @@ class LocalRun:
     """A submitted generation: its events per choice, its usage, its cancellation."""
 
     def __init__(
-        self, generation: GenerationLike, n: int, prompt_tokens: int, plan: ToolPlan | None
+        self,
+        generation: GenerationLike,
+        n: int,
+        prompt_tokens: int,
+        plan: ToolPlan | None,
+        timeout: float = 0.0,
     ) -> None:
         self.generation = generation
         self.prompt_tokens = prompt_tokens
         self.choices = [ChoiceReader(i, plan) for i in range(n)]
+        self.timeout = timeout
+        # The wall clock starts at submission: time waiting in the queue counts.
+        self.deadline = asyncio.get_running_loop().time() + timeout if timeout else None
 
     def cancel(self) -> None:
         self.generation.cancel()
 
     async def events(self) -> AsyncIterator[tuple[ChoiceReader, Event]]:
         try:
-            async for deltas in self.generation:
+            async for deltas in self._deltas():
                 for d in deltas:
                     reader = self.choices[d.index]
                     for event in reader.read(d):
                         yield reader, event
         except EngineFailure as e:
             raise ServerError(f"The engine failed while generating: {e}") from None
+
+    async def _deltas(self) -> AsyncIterator[list[Delta]]:
+        """The generation's steps, each awaited under the request's deadline. The
+        timeout wraps only the wait for the engine (never a ``yield``): a deadline that
+        passes while the consumer is busy elsewhere (a slow client) cannot cancel the
+        consumer's own await, it is seen at the next step. Past it, the generation is
+        cancelled, which frees its engine slot."""
+        steps = aiter(self.generation)
+        if self.deadline is None:
+            async for deltas in steps:
+                yield deltas
+            return
+        while True:
+            try:
+                async with asyncio.timeout_at(self.deadline):
+                    deltas = await anext(steps)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                self.generation.cancel()
+                raise RequestTimeout(self.timeout) from None
+            yield deltas
 
     def usage(self) -> Usage:
         accepted, rejected = self.generation.prediction_tokens()
@@ -166,20 +215,42 @@ class LocalRun:
         )
 
 
-async def _grammar(engine: EngineLike, job: Job) -> Grammar | None:
-    """The grammar the output must follow: tool calls, a JSON schema, or none."""
+async def _grammar(engine: EngineLike, job: Job, timeout: float = 0.0) -> Grammar | None:
+    """The grammar the output must follow: tool calls, a JSON schema, or none.
+
+    Checking the schema and compiling run in a thread, under ``timeout`` seconds: past
+    it the request is refused (400 naming the field). Python cannot stop the thread; the
+    schema-bytes limit (protocol/request_limits.py) and llguidance's own parser limits
+    (engine/grammar.py) bound how long it can go on."""
     lark = tool_grammar(job.tools) if job.tools is not None else None
     if lark is not None and job.schema is not None:
         raise Unsupported(
             job.format_param,
             "together with tools that may be called is not supported yet by this server.",
         )
+    if (lark is not None or job.schema is not None) and not engine.grammars.ready:
+        # The compiler's one-time setup (the model's vocabulary, ~0.4 s, begun as the
+        # engine started) is not this request's fault: it is not timed.
+        await asyncio.to_thread(engine.grammars.warm)
     try:
         # Compiling can take long for big schemas, so it leaves the event loop.
         if lark is not None:
-            return await asyncio.to_thread(engine.grammars.lark, lark)
+            return await _compile(engine.grammars.lark, lark, timeout)
         if job.schema is not None:
-            return await asyncio.to_thread(engine.grammars.json_schema, job.schema)
+            check = job.schema_check
+            compiler = engine.grammars.json_schema
+            if check is not None:
+                compiler = partial(_checked_compile, check, compiler)
+            return await _compile(compiler, job.schema, timeout)
+    except TimeoutError:
+        param = job.tools_param if lark is not None else job.schema_param
+        raise InvalidRequest(
+            f"The {'tool definitions' if lark is not None else 'JSON schema'} in '{param}'"
+            f" took longer than this server's limit of {timeout:g} seconds to check and"
+            " compile. Simplify it (fewer alternatives, shorter patterns, smaller bounds).",
+            param=param,
+            code="grammar_too_complex",
+        ) from None
     except GrammarError as e:
         if lark is not None:
             raise InvalidRequest(
@@ -193,6 +264,49 @@ async def _grammar(engine: EngineLike, job: Job) -> Grammar | None:
             code="invalid_json_schema",
         ) from None
     return None
+
+
+def _checked_compile(
+    check: Callable[[], None], compiler: Callable[[Any], Grammar], source: Any
+) -> Grammar:
+    check()
+    return compiler(source)
+
+
+# Grammar work has its own threads: a thread whose compile timed out runs on (Python
+# cannot stop it), and hostile schemas must not fill the loop's default executor, which
+# others need (DNS lookups of upstreams). A compile still queued when its request's
+# timeout passes is cancelled and never runs.
+_COMPILERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chatd-grammar")
+
+
+async def _compile(compiler: Callable[[Any], Grammar], source: Any, timeout: float) -> Grammar:
+    work = asyncio.get_running_loop().run_in_executor(_COMPILERS, compiler, source)
+    return await (asyncio.wait_for(work, timeout) if timeout else work)
+
+
+def fit_kv_cache(
+    params: SamplingParams, prompt_tokens: int, cells: int, asked: bool
+) -> SamplingParams:
+    """The request checked against the whole KV cache, before it is admitted: its ``n``
+    choices share the prompt's cells and each may write ``max_new_tokens``. A completion
+    budget the client did not ask for is shrunk to fit (as it is to the window); one it
+    asked for that cannot fit is refused here, rather than failing in the engine once
+    every other request has been preempted for it."""
+    room = cells - prompt_tokens
+    need = prompt_tokens + params.n * params.max_new_tokens
+    if need <= cells:
+        return params
+    if not asked and room // params.n >= 1:
+        return dataclasses.replace(params, max_new_tokens=room // params.n)
+    raise InvalidRequest(
+        f"This request may need {need} KV cache cells ({prompt_tokens} prompt tokens +"
+        f" n={params.n} choices x {params.max_new_tokens} completion tokens), more than"
+        f" this server's KV cache holds ({cells}). Lower n or the maximum completion"
+        " tokens.",
+        param="n",
+        code="invalid_value",
+    )
 
 
 def engine_params(

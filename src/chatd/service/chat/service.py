@@ -12,11 +12,12 @@ from chatd.protocol.chat_request import ChatCompletionRequest
 from chatd.protocol.chat_response import ChatAnswer, Envelope
 from chatd.protocol.errors import ServerError
 from chatd.protocol.ids import completion_id
+from chatd.protocol.request_limits import Limits
 from chatd.service.accounting import Accountant, Saver
 from chatd.service.chat.capabilities import check_local_support
 from chatd.service.chat.completion import ChatCompletion
 from chatd.service.chat.prompt import render_messages
-from chatd.service.chat.response_format import SCHEMA_PARAM, json_schema_for
+from chatd.service.chat.response_format import SCHEMA_PARAM, json_schema_for, schema_check_for
 from chatd.service.chat.sampling import sampling_fields
 from chatd.service.chat.tools import plan_tools
 from chatd.service.generation import Job, start_local
@@ -58,8 +59,10 @@ class ChatService:
         models: ModelRegistry,
         store: CompletionStore | None = None,
         usage: UsageBuffer | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.models = models
+        self.limits = limits or Limits()
         self.router = Router(models)
         self.store = store
         self.usage = usage
@@ -93,12 +96,15 @@ class ChatService:
             sampling=sampling_fields(req),
             tools=plan,
             schema=json_schema_for(req),
+            schema_check=schema_check_for(req),
             prediction=req.prediction.text() if req.prediction is not None else None,
             tools_param="tools" if req.tools else "functions",
             schema_param=SCHEMA_PARAM,
         )
         saver = self._saver(req, owner)
-        run = await start_local(engine, job)  # nothing may refuse the request after this
+        run = await start_local(
+            engine, job, self.limits
+        )  # nothing may refuse the request after this
         envelope = Envelope(
             model=req.model,  # the public id asked for (an alias stays the alias)
             system_fingerprint=engine.fingerprint,

@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 from chatd.protocol.errors import InvalidRequest, NotYetSupported, ServerError
+from chatd.protocol.request_limits import Limits
 from chatd.protocol.responses_chat import chat_body
 from chatd.protocol.responses_fields import responses_engine_fields
 from chatd.protocol.responses_items import ItemReference
@@ -35,6 +36,7 @@ from chatd.service.responses.tools import (
     echoed_tools,
     json_schema_for,
     plan_tools,
+    schema_check_for,
 )
 from chatd.service.routing import Router
 from chatd.service.turns import Said, render_turns
@@ -66,8 +68,10 @@ class ResponsesService:
         store: ResponseStore | None = None,
         usage: UsageBuffer | None = None,
         upstream: ConnectionPool | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.models = models
+        self.limits = limits or Limits()
         self.router = Router(models)
         self.store = store
         self.usage = usage
@@ -144,13 +148,16 @@ class ResponsesService:
             sampling=sampling,
             tools=plan,
             schema=json_schema_for(req, text),
+            schema_check=schema_check_for(req),
             prompt_param="input",
             tools_param="tools",
             format_param=FORMAT_PARAM,
             schema_param=SCHEMA_PARAM,
             shorten=shorten if req.truncation == "auto" else None,
         )
-        run = await start_local(engine, job)  # nothing may refuse the request after this
+        run = await start_local(
+            engine, job, self.limits
+        )  # nothing may refuse the request after this
         return StreamedResponse(
             _LocalSource(run),
             settings(req),

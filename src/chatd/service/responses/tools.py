@@ -9,6 +9,8 @@ every call match its schema.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from chatd.protocol.errors import InvalidRequest
@@ -22,7 +24,14 @@ from chatd.protocol.responses_request import (
 from chatd.service.structured import checked_schema, strict_violation
 from chatd.service.tool_calls import Mode, ToolPlan, checked_function
 
-__all__ = ["FORMAT_PARAM", "SCHEMA_PARAM", "echoed_tools", "json_schema_for", "plan_tools"]
+__all__ = [
+    "FORMAT_PARAM",
+    "SCHEMA_PARAM",
+    "echoed_tools",
+    "json_schema_for",
+    "plan_tools",
+    "schema_check_for",
+]
 
 FORMAT_PARAM = "text.format"
 SCHEMA_PARAM = "text.format.schema"
@@ -83,6 +92,14 @@ def json_schema_for(req: CreateResponseRequest, input_text: str) -> dict[str, An
             )
         return _ANY_OBJECT
     if isinstance(fmt, TextFormatJSONSchema):
-        checked_schema(fmt.name, fmt.schema_, fmt.strict, SCHEMA_PARAM)
         return fmt.schema_
+    return None
+
+
+def schema_check_for(req: CreateResponseRequest) -> Callable[[], None] | None:
+    """The check that a json_schema text format is valid (raises InvalidRequest): slow on
+    a big schema, it runs off the event loop with the grammar's compilation."""
+    fmt = req.text.format if req.text is not None else None
+    if isinstance(fmt, TextFormatJSONSchema):
+        return partial(checked_schema, fmt.name, fmt.schema_, fmt.strict, SCHEMA_PARAM)
     return None
