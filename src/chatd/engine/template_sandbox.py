@@ -51,11 +51,10 @@ class TemplateLimit(Exception):  # noqa: N818 - the name says what happened
 
 @dataclass
 class Budget:
-    """One render's allowance: steps, a deadline, output characters."""
+    """One render's allowance: steps and a deadline (sizes are bounded by MAX_SIZE)."""
 
     steps: int = MAX_STEPS
     seconds: float = MAX_SECONDS
-    max_size: int = MAX_SIZE
     deadline: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,8 +74,8 @@ class Budget:
         with self.active():
             for chunk in chunks:
                 size += len(chunk)
-                if size > self.max_size:
-                    raise TemplateLimit(f"the chat template's output is over {self.max_size} chars")
+                if size > MAX_SIZE:
+                    raise TemplateLimit(f"the chat template's output is over {MAX_SIZE} chars")
                 out.append(chunk)
                 self.step()
         return "".join(out)
@@ -107,25 +106,30 @@ def _budget() -> Budget:
     return budget
 
 
+_SIZED = (str, bytes, list, tuple, dict, set, frozenset)
+
+
 def _size(value: Any) -> int:
-    if isinstance(value, str | bytes | list | tuple | dict | set | frozenset):
-        return len(value)
-    return 0
+    return len(value) if isinstance(value, _SIZED) else 0
 
 
 def sized(value: Any) -> Any:
     """``value``, if it is within the size limit."""
-    limit = _budget().max_size
-    if _size(value) > limit:
-        raise TemplateLimit(f"the chat template built a value over {limit} items")
-    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
-        raise TemplateLimit("the chat template built a too large integer")
+    t = type(value)
+    if t is str or t is list or t is tuple or t is dict:
+        if len(value) > MAX_SIZE:
+            raise TemplateLimit(f"the chat template built a value over {MAX_SIZE} items")
+    elif t is int:
+        if value.bit_length() > MAX_INT_BITS:
+            raise TemplateLimit("the chat template built a too large integer")
+    elif _size(value) > MAX_SIZE:
+        raise TemplateLimit(f"the chat template built a value over {MAX_SIZE} items")
     return value
 
 
 def _check_args(args: Iterable[Any]) -> None:
     """Refuse any integer argument larger than a value may be (a width, a count)."""
-    limit = _budget().max_size
+    limit = MAX_SIZE
     for a in args:
         if isinstance(a, int) and not isinstance(a, bool) and abs(a) > limit:
             raise TemplateLimit(f"the chat template used a number over {limit}: {a}")
@@ -161,7 +165,7 @@ def _check_amplifier(name: str, obj: Any, args: tuple[Any, ...], kwargs: dict[st
     if kind is None:
         return
     factor = 1 + sum(_measure(a) for a in (*args, *kwargs.values()) if isinstance(a, kind))
-    if (_measure(obj) + 1) * factor > _budget().max_size:
+    if (_measure(obj) + 1) * factor > MAX_SIZE:
         raise TemplateLimit(f"the chat template's {name}() would build a value over the limit")
 
 
@@ -177,7 +181,7 @@ def _pre_check(name: str, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any
 def _pre_binop(operator: str, left: Any, right: Any) -> None:
     if operator == "*":
         for seq, n in ((left, right), (right, left)):
-            if _size(seq) and isinstance(n, int) and _size(seq) * n > _budget().max_size:
+            if _size(seq) and isinstance(n, int) and _size(seq) * n > MAX_SIZE:
                 raise TemplateLimit("the chat template repeated a value too many times")
     elif operator == "**":
         ints = isinstance(left, int) and isinstance(right, int)
@@ -245,6 +249,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return sized(super().call(__context, __obj, *args, **kwargs))
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "+" and type(left) is str and type(right) is str:  # the hot one
+            if len(left) + len(right) > MAX_SIZE:
+                raise TemplateLimit(f"the chat template built a value over {MAX_SIZE} items")
+            return left + right
         _pre_binop(operator, left, right)
         return sized(super().call_binop(context, operator, left, right))
 
