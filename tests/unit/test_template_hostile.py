@@ -136,13 +136,13 @@ def test_a_template_over_its_time_is_stopped(monkeypatch: pytest.MonkeyPatch) ->
     clock = itertools.count()
     monkeypatch.setattr(template_sandbox, "monotonic", lambda: float(next(clock)))
     source = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
-    with pytest.raises(TemplateRenderError, match="longer than 2 s"):
+    with pytest.raises(TemplateRenderError, match="longer than 1 s"):
         ChatTemplate(source).render(MESSAGES)
 
 
 def test_each_render_has_its_own_budget() -> None:
-    # 1.2 million steps a render, within the budget (2 million); more than it in all
-    source = "{% for i in range(12) %}{% for j in range(100000) %}{% endfor %}{% endfor %}ok"
+    # 200 000 steps a render, within the budget (250 000); more than it in all
+    source = "{% for i in range(2) %}{% for j in range(99999) %}{% endfor %}{% endfor %}ok"
     tpl = ChatTemplate(source)
     for _ in range(2):
         assert tpl.render(MESSAGES) == "ok"

@@ -35,8 +35,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 __all__ = ["MAX_SIZE", "BoundedSandbox", "Budget", "TemplateLimit"]
 
 MAX_SIZE = 4_000_000  # characters (or items) of any value, and of the output
-MAX_STEPS = 2_000_000  # loop iterations + calls in one render
-MAX_SECONDS = 2.0  # wall time of one render
+MAX_STEPS = 250_000  # loop iterations + calls in one render (SmolLM2's: 2 a message)
+MAX_SECONDS = 1.0  # wall time of one render (it runs on the event loop)
 MAX_INT_BITS = 100_000  # an integer larger than this is refused
 
 _BUDGET: contextvars.ContextVar[Budget | None] = contextvars.ContextVar(
