@@ -112,6 +112,17 @@ async def test_operator_endpoints_need_the_operator_key(chatd: Chatd, path: str)
     assert (await http(chatd, key).post("/v1/chat/completions", json=CHAT)).status_code == 200
 
 
+async def test_an_open_server_closes_as_soon_as_a_key_exists(tmp_path: Path) -> None:
+    # No static key: open while no key exists anywhere; an unknown key presented right
+    # after the first key is created is refused, not let in as the operator.
+    async with running_chatd(tmp_path, api_keys=[]) as chatd:
+        assert (await http(chatd, None).get("/v1/channels")).status_code == 200  # open
+        _, key = db_key(chatd, "first")
+        for path in ("/v1/channels", "/metrics"):
+            assert (await http(chatd, "sk-" + "1" * 40).get(path)).status_code == 401
+            assert (await http(chatd, key).get(path)).status_code == 404
+
+
 # --- internal errors ---------------------------------------------------------------------
 
 
