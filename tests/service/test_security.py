@@ -15,8 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes.engine import Call, FakeGeneration
+from fakes.engine import Call, FakeEngine, FakeGeneration
 from openapi_schemas import assert_valid
+
+from chatd.engine.template import ChatTemplate
 
 from .harness import API_KEY, BASE_URL, MODEL, Chatd, running_chatd
 
@@ -172,6 +174,46 @@ async def test_a_store_failure_is_a_generic_500(
     c = http(chatd)
     assert_generic_500(await c.get("/v1/chat/completions"))
     assert_generic_500(await c.get("/v1/responses/resp_0123456789abcdef"))
+
+
+# --- a hostile chat template ------------------------------------------------------------
+
+
+class TemplateEngine(FakeEngine):
+    """A FakeEngine whose prompts go through a real ChatTemplate (the bounded sandbox)."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        self.chat_template = ChatTemplate(source)
+
+    def render_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
+        return self.tokenize_text(self.chat_template.render(messages, tools=tools))
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        (
+            "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+            "too many steps",
+        ),
+        ("{{ messages[0]['content'] * 10 ** 10 }}", "repeated a value too many times"),
+        ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "chat template error"),
+    ],
+)
+async def test_a_hostile_template_is_a_400_per_request(
+    tmp_path: Path, source: str, reason: str
+) -> None:
+    async with running_chatd(tmp_path, TemplateEngine(source)) as chatd:
+        c = http(chatd)
+        for path, body in (("/v1/chat/completions", CHAT), ("/v1/responses", RESPONSE)):
+            r = await c.post(path, json=body)
+            assert r.status_code == 400, r.text
+            assert reason in r.json()["error"]["message"]
+            assert_no_leak(r.text)
+        assert (await c.get("/health")).status_code == 200  # the server carries on
 
 
 # --- keys in logs ------------------------------------------------------------------------
