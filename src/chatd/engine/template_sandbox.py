@@ -100,9 +100,10 @@ class _Active:
 
 def _budget() -> Budget:
     budget = _BUDGET.get()
-    if budget is None:  # rendered outside ChatTemplate.render: bounded all the same
-        budget = Budget()
-        _BUDGET.set(budget)
+    if budget is None:
+        # Rendered without Budget.run (template.render()): sizes are still bounded, but
+        # steps cannot be counted across calls; ChatTemplate always uses Budget.run.
+        return Budget()
     return budget
 
 
