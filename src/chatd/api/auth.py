@@ -52,14 +52,15 @@ class KeyChecker:
         self._db_keys_seen_at = 0.0
         self._db_has_keys = False
 
-    async def _open(self) -> bool:
-        """Open only while no key exists anywhere (database keys checked every 2 s)."""
+    async def _open(self, fresh: bool = False) -> bool:
+        """Open only while no key exists anywhere (database keys checked every 2 s, or
+        now when ``fresh``: a key presented and not found may be one just created)."""
         if self._digests:
             return False
         if self._store is None:
             return True
         now = time.monotonic()
-        if not self._db_has_keys and now - self._db_keys_seen_at > 2.0:
+        if not self._db_has_keys and (fresh or now - self._db_keys_seen_at > 2.0):
             self._db_has_keys = await self._store.any()
             self._db_keys_seen_at = now
         return not self._db_has_keys
@@ -77,7 +78,7 @@ class KeyChecker:
             return Caller("key_" + d[:24], operator=True)
         record = await self._store.find(key) if self._store is not None else None
         if record is None:
-            if await self._open():
+            if await self._open(fresh=True):
                 return Caller("anonymous", operator=True)
             raise AuthenticationError(
                 f"Incorrect API key provided: {_redact(key)}.", code="invalid_api_key"

@@ -1,7 +1,10 @@
 """Chat prompts rendered with the model's own template (``tokenizer.chat_template``).
 
 The template comes from the model file, so it is untrusted: it runs in jinja2's
-immutable sandbox, with only the helpers Hugging Face templates expect.
+immutable sandbox, bounded in time, steps and sizes (``template_sandbox.py``), with only
+the helpers Hugging Face templates expect. A template that cannot be compiled, or
+includes other files, is refused when the model loads (``TemplateRefused``); one that
+fails or goes over a bound while rendering is a ``TemplateRenderError`` (a 400).
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError
+
+from chatd.engine.template_sandbox import BoundedSandbox, Budget, TemplateLimit
 
 # ChatML, for GGUF files that carry no template.
 DEFAULT_TEMPLATE = (
@@ -21,7 +26,13 @@ DEFAULT_TEMPLATE = (
 
 
 class TemplateRenderError(ValueError):
-    """The template rejected the conversation (e.g. it raised on an unsupported role)."""
+    """The template rejected the conversation (e.g. it raised on an unsupported role),
+    failed, or went over a bound while rendering it."""
+
+
+class TemplateRefused(RuntimeError):
+    """The model's template cannot be used at all (a syntax error, an include): the
+    model does not load (``chatd serve`` says why, without a traceback)."""
 
 
 def _raise(message: str) -> None:
@@ -35,13 +46,16 @@ def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
 class ChatTemplate:
     def __init__(self, source: str | None, *, bos_token: str = "", eos_token: str = "") -> None:
         self.source = source or DEFAULT_TEMPLATE
-        env = ImmutableSandboxedEnvironment(
+        env = BoundedSandbox(
             trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
         )
-        env.filters["tojson"] = _tojson
+        env.guard_filter("tojson", _tojson)
         env.globals["raise_exception"] = _raise
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-        self._template = env.from_string(self.source)
+        try:
+            self._template = env.compile_bounded(self.source)
+        except (TemplateError, TemplateLimit) as e:
+            raise TemplateRefused(f"the model's chat template is refused: {e}") from None
         self._bos = bos_token
         self._eos = eos_token
         # A template that never mentions "developer" cannot render that role; OpenAI
@@ -62,14 +76,17 @@ class ChatTemplate:
                 {**m, "role": "system"} if m.get("role") == "developer" else m for m in messages
             ]
         try:
-            return self._template.render(
+            chunks = self._template.generate(
                 messages=messages,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self._bos,
                 eos_token=self._eos,
                 tools=tools,
             )
+            return Budget().run(chunks)  # generate() is lazy: run() is the render
         except TemplateRenderError:
             raise
+        except TemplateLimit as e:
+            raise TemplateRenderError(str(e)) from None
         except Exception as e:  # untrusted code: any failure is the template's
             raise TemplateRenderError(f"chat template error: {e!r}") from e
