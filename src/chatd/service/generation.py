@@ -30,7 +30,7 @@ from chatd.protocol.errors import (
 )
 from chatd.service.engine_api import EngineLike, GenerationLike
 from chatd.service.events import ChoiceReader, Event
-from chatd.service.tool_calls import ToolPlan, template_tools
+from chatd.service.tool_calls import OPEN, ToolPlan, template_tools
 from chatd.service.tool_calls import grammar as tool_grammar
 
 __all__ = ["Job", "LocalRun", "Usage", "engine_params", "sampling_fields", "start_local"]
@@ -177,7 +177,7 @@ async def _grammar(engine: EngineLike, job: Job) -> Grammar | None:
     try:
         # Compiling can take long for big schemas, so it leaves the event loop.
         if lark is not None:
-            return await asyncio.to_thread(engine.grammars.lark, lark)
+            return await asyncio.to_thread(engine.grammars.lark, lark, OPEN)
         if job.schema is not None:
             return await asyncio.to_thread(engine.grammars.json_schema, job.schema)
     except GrammarError as e:
