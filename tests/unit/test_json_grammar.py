@@ -245,3 +245,13 @@ def test_open_objects_with_declared_properties_are_closed_for_the_grammar() -> N
     # a property named like a keyword is a property, not a schema to close
     odd = {"type": "object", "properties": {"properties": {"type": "object"}}}
     assert closed_for_grammar(odd)["properties"] == odd["properties"]
+
+
+def test_most_walks_finish(walker: Walker) -> None:
+    """The property tests check finished texts only: most walks must finish for them to
+    mean something."""
+    schemas = [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]
+    for schema in schemas:
+        g = walker.compiler.json_schema(schema)
+        finished = sum(walker.walk(g, random.Random(seed))[0] for seed in range(20))
+        assert finished >= 15, (schema, finished)
