@@ -95,3 +95,100 @@ def test_length_is_the_only_way_to_invalid_json(http: httpx.Client) -> None:
 def test_strict_false_accepts_what_strict_refuses(http: httpx.Client) -> None:
     r = ask(http, response_format=fmt(LOOSE, strict=False), max_tokens=60, temperature=0)
     assert r.status_code == 200
+
+
+# --- unique keys (engine/json_keys.py) ---------------------------------------------------
+
+DOG = {  # what the llm CLI sends for --schema 'name, age int'
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+}
+INVENT = [{"role": "user", "content": "Invent a dog."}]
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), f"repeated key in {keys}"
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> Any:
+    raise AssertionError(f"{name} is not JSON")
+
+
+def strict_loads(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [DOG, {**DOG, "required": []}],
+    ids=["required", "optional"],
+)
+def test_a_non_strict_schema_cannot_repeat_keys(http: httpx.Client, schema: dict) -> None:
+    # Was '{"name":"Sterk","age":25,"description":"...","description":"...' until
+    # max_tokens: the grammar let undeclared keys in, and repeat.
+    r = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": MODEL,
+            "messages": INVENT,
+            "response_format": fmt(schema, strict=None, name="dog"),
+            "temperature": 0,
+            "max_tokens": 200,
+        },
+    )
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "stop", choice
+    value = strict_loads(choice["message"]["content"])
+    jsonschema.validate(value, schema)
+    assert set(value) <= {"name", "age"}
+    if schema["required"]:
+        assert value == {"name": value["name"], "age": value["age"]}
+
+
+def test_json_object_keys_are_unique(http: httpx.Client) -> None:
+    ask_dogs = 'Write JSON with three dogs, each under the key "dog".'
+    r = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": ask_dogs}],
+            "response_format": {"type": "json_object"},
+            "temperature": 1.0,
+            "seed": 7,
+            "n": 3,
+            "max_tokens": 60,
+        },
+    )
+    assert r.status_code == 200, r.text
+    for choice in r.json()["choices"]:
+        if choice["finish_reason"] != "length":
+            assert isinstance(strict_loads(choice["message"]["content"]), dict)
+
+
+def test_tool_arguments_with_open_objects_have_unique_keys(http: httpx.Client) -> None:
+    loose = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}},
+        "additionalProperties": {"type": "string"},
+    }
+    r = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": MODEL,
+            "messages": INVENT,
+            "tools": [{"type": "function", "function": {"name": "make_dog", "parameters": loose}}],
+            "tool_choice": "required",
+            "temperature": 1.0,
+            "seed": 3,
+            "max_tokens": 100,
+        },
+    )
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    if choice["finish_reason"] != "length":
+        for call in choice["message"]["tool_calls"]:
+            jsonschema.validate(strict_loads(call["function"]["arguments"]), loose)

@@ -75,7 +75,7 @@ class FakeGrammars:
         self.compiled.append(grammar)
         return grammar
 
-    def lark(self, source: str) -> Grammar:
+    def lark(self, source: str, json_after: str = "") -> Grammar:
         return self._compile("lark", source)
 
     def json_schema(self, schema: dict[str, Any]) -> Grammar:

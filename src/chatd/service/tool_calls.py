@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from chatd.engine.json_keys import GRAMMAR_OPTIONS, closed_for_grammar
 from chatd.protocol.errors import InvalidRequest
 from chatd.protocol.ids import call_id
 from chatd.service.structured import strict_violation
@@ -153,8 +154,9 @@ _ARGS = "chatd_arguments"
 def _call_schema(f: Function) -> dict[str, Any]:
     """``{"name": f, "arguments": <f's parameters>}``. The parameters move under
     ``$defs`` (with their own ``$defs``/``definitions`` lifted to the root), and their
-    ``$ref``s are rewritten, so references inside them keep pointing where they did."""
-    params = dict(f.parameters)
+    ``$ref``s are rewritten, so references inside them keep pointing where they did.
+    Objects that declare properties are closed, for unique keys (engine/json_keys.py)."""
+    params = dict(closed_for_grammar(f.parameters))
     defs = {k: _rehome(v) for k, v in params.pop("$defs", {}).items()}
     definitions = {k: _rehome(v) for k, v in params.pop("definitions", {}).items()}
     schema: dict[str, Any] = {
@@ -163,7 +165,7 @@ def _call_schema(f: Function) -> dict[str, Any]:
         "required": ["name", "arguments"],
         "additionalProperties": False,
         "$defs": {**defs, _ARGS: _rehome(params)},
-        "x-guidance": {"whitespace_flexible": False},
+        "x-guidance": {"whitespace_flexible": False, **GRAMMAR_OPTIONS},
     }
     if definitions:
         schema["definitions"] = definitions
