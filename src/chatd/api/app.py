@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from chatd.api import chat_routes, responses_routes, server_routes
 from chatd.api.auth import KeyChecker
 from chatd.api.deps import Services
+from chatd.api.drain import Drain, DrainMiddleware
 from chatd.api.errors import install_error_handlers
 from chatd.service.chat import ChatService
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
@@ -29,8 +30,14 @@ __all__ = ["create_app"]
 
 
 def create_app(
-    models: ModelRegistry, api_keys: list[str], db: Database, redis_url: str | None = None
+    models: ModelRegistry,
+    api_keys: list[str],
+    db: Database,
+    redis_url: str | None = None,
+    drain: Drain | None = None,
 ) -> FastAPI:
+    """The app ``chatd serve`` runs; ``drain`` is the one its SIGTERM handling drives
+    (api/shutdown.py)."""
     store = CompletionStore(db)
     usage = UsageBuffer(UsageStore(db))
     chat = ChatService(models, store, usage)
@@ -45,6 +52,7 @@ def create_app(
         responses=ResponsesService(models, response_store, usage, chat.upstream),
         stored_responses=StoredResponses(response_store),
         metrics=metrics_registry(models, usage),
+        drain=drain or Drain(),
     )
 
     @asynccontextmanager
@@ -53,7 +61,7 @@ def create_app(
         models.start()
         try:
             yield
-        finally:
+        finally:  # after the drain (api/drain.py): nothing is running any more
             models.stop()
             await services.chat.close()
             await usage.close()
@@ -61,6 +69,7 @@ def create_app(
 
     app = FastAPI(title="chatd", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    app.add_middleware(DrainMiddleware, drain=services.drain)
     app.state.services = services
     app.include_router(server_routes.router)
     app.router.add_route(

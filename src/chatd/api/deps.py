@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
 from chatd.api.auth import Caller, KeyChecker
+from chatd.api.drain import Drain
 from chatd.service.chat import ChatService
 from chatd.service.limits import RateLimiter
 from chatd.service.models import ModelRegistry
@@ -30,6 +31,7 @@ class Services:
     responses: ResponsesService
     stored_responses: StoredResponses
     metrics: CollectorRegistry  # read at scrape time
+    drain: Drain = field(default_factory=Drain)  # SIGTERM: refuse, finish, cut
 
 
 def services_of(request: Request) -> Services:
