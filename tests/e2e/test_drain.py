@@ -206,3 +206,26 @@ def test_sigterm_past_the_deadline_cuts_streams_with_an_error_event() -> None:
         assert "drain: cutting" in srv.log()
     finally:
         srv.stop()
+
+
+def test_a_second_sigterm_cuts_at_once() -> None:
+    srv = Server("--drain-seconds", "600")
+    try:
+        flight = InFlight(srv.base_url)
+        flight.send("chat-stream", "/v1/chat/completions", chat(4000, stream=True))
+        until(lambda: running(srv) >= 1)
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        until(lambda: httpx.get(srv.base_url + "/health").status_code == 503)
+        srv.proc.send_signal(signal.SIGTERM)  # the operator will not wait 600 s
+        code = srv.proc.wait(timeout=300)
+        print(f"\ndrain cut by a second SIGTERM: exit {code} {time.monotonic() - t0:.2f}s")
+        flight.join()
+        assert code == 0, srv.log()
+        status, _, text = flight.results["chat-stream"]
+        events = parse_events(text)
+        assert status == 200 and "[DONE]" not in events
+        assert json.loads(events[-1])["error"]["code"] == "server_shutting_down"
+        assert usage_requests(srv.data_dir)[0] == 1
+    finally:
+        srv.stop()

@@ -18,7 +18,7 @@ from sse import astream, response_events
 from chatd.api.drain import Drain
 
 from .checks import HI, URL, check_error
-from .harness import MODEL, Chatd, run_cli, running_chatd
+from .harness import MODEL, Chatd, fake_upstream, run_cli, running_chatd
 
 ENDLESS = " word" * 100_000  # a script no test waits for: only a cut ends it
 RETRY_AFTER = "5"
@@ -154,3 +154,34 @@ def test_drain_seconds_must_be_a_number_of_seconds(value: str) -> None:
     code, _, err = run_cli("serve", "--drain-seconds", value)
     assert code == 2
     assert "--drain-seconds" in err and "is not a number of seconds" in err
+
+
+async def test_relayed_streams_are_cut_and_their_upstreams_closed(tmp_path: Path) -> None:
+    """A relay (either wire API) cut by the deadline closes its upstream connection."""
+    with fake_upstream() as fake:
+        config = "".join(
+            f'[[channels]]\nname = "{api}"\nbase_url = "{fake.url}/v1"\napi = "{api}"\n'
+            f'models = [{{ id = "slow-{api}", upstream = "slow" }}]\n'
+            for api in ("chat", "responses")
+        )
+        async with running_chatd(tmp_path, config=config) as chatd:
+            http = chatd.http()
+            drain = drain_of(chatd)
+            drain.seconds = 0.05
+            stream = asyncio.create_task(astream(http, {"model": "slow-chat", "messages": HI}))
+            responses = asyncio.create_task(
+                http.post(
+                    "/v1/responses", json={"model": "slow-responses", "input": "hi", "stream": True}
+                )
+            )
+            while fake.calls.get("slow", 0) + fake.calls.get("responses:slow", 0) < 2:
+                await asyncio.sleep(0.01)
+            await drain.run()
+            s = await stream
+            assert s.status == 200 and not s.done and s.content().startswith("Hello")
+            assert s.chunks[-1]["error"]["code"] == "server_shutting_down"
+            events = response_events((await responses).text)
+            assert events[-1]["type"] == "error"
+            assert events[-1]["code"] == "server_shutting_down"
+            while fake.calls.get("slow_closed", 0) < 2:  # the upstream saw both go
+                await asyncio.sleep(0.01)

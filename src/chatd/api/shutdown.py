@@ -7,7 +7,7 @@ told to retry), waits for connections, cancels what outlives
 finally raises the signal again, so the process dies of SIGTERM (exit status 143).
 Here the first SIGTERM or SIGINT starts the drain; uvicorn's shutdown runs only after
 it, with nothing left to wait for; the process then exits 0. A second signal cuts the
-running requests at once; a third forces uvicorn out."""
+running requests at once; a third forces uvicorn out (no lifespan shutdown, no flush)."""
 
 from __future__ import annotations
 
