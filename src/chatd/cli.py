@@ -119,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _seconds(text: str) -> float:
+    """A finite duration, 0 or more (``nan`` and ``inf`` are refused, not waited for)."""
     try:
         value = float(text)
     except ValueError:

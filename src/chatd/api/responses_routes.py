@@ -54,8 +54,9 @@ class TypedEvents:
     async def encoded(self) -> AsyncIterator[bytes]:
         try:
             async for event in self.events:
-                self.number = event.get("sequence_number", self.number) + 1
                 yield _encode(event)
+                # counted once sent (resumed): a cut while sending it leaves no gap
+                self.number = event.get("sequence_number", self.number) + 1
         except Exception as e:
             if not isinstance(e, APIError):
                 log.exception("response stream failed")
