@@ -106,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         " e.g. redis://127.0.0.1:6379/0 (default: kept in this process)",
     )
     _add_limit_options(s)
+    s.add_argument(
+        "--drain-seconds",
+        type=_seconds,
+        default=Settings.drain_seconds,
+        help="on SIGTERM, how long requests already running may finish (new ones get 503"
+        " and /health turns 503 at once); those still running then are cut with an error",
+    )
     s.add_argument("--log-level", default="info")
     add_database_options(s)
     add_commands(sub)
@@ -175,6 +182,17 @@ def _limits(args: argparse.Namespace) -> Limits:
     )
 
 
+def _seconds(text: str) -> float:
+    """A finite duration, 0 or more (``nan`` and ``inf`` are refused, not waited for)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -189,9 +207,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from chatd.api.app import create_app
+    from chatd.api.drain import Drain
+    from chatd.api.shutdown import serve as serve_until_drained
     from chatd.service.models import LocalModel, ModelRegistry
 
     settings = Settings(
@@ -209,6 +227,7 @@ def serve(args: argparse.Namespace) -> int:
         prefix_cache_entries=args.prefix_cache_entries,
         prompt_lookup=args.prompt_lookup,
         wide_prefill=args.wide_prefill,
+        drain_seconds=args.drain_seconds,
         database_url=args.database_url,
         limits=_limits(args),
     )
@@ -253,15 +272,16 @@ def serve(args: argparse.Namespace) -> int:
 
     db = Database(settings.resolved_database_url())
     log.info("database: %s", db.url.split("@")[-1] if "@" in db.url else db.url)
-    app = create_app(registry, settings.api_keys, db, args.redis_url, settings.limits)
-    uvicorn.run(
+    drain = Drain(settings.drain_seconds)
+    app = create_app(registry, settings.api_keys, db, args.redis_url, settings.limits, drain)
+    return serve_until_drained(
         app,
+        drain,
         host=settings.host,
         port=settings.port,
         log_level=args.log_level.lower(),
         access_log=False,
     )
-    return 0
 
 
 def _engine(settings: Settings, path: Path) -> Any:

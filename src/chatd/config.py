@@ -55,6 +55,7 @@ class Settings:
     prefix_cache_entries: int = 32  # finished sequences it keeps
     prompt_lookup: bool = False  # speculative drafts from the prompt when no prediction
     wide_prefill: bool = True  # long prompts computed in a second context's wide passes
+    drain_seconds: float = 30.0  # SIGTERM: how long running requests may finish
     data_dir: Path = field(default_factory=default_data_dir)
     database_url: str | None = None  # default: SQLite in data_dir
     limits: Limits = field(default_factory=Limits)  # what one request may cost

@@ -1,6 +1,7 @@
 """What every protocol's create route does around its service: the caller may use the
 model and is within its rate limits; a whole answer is awaited unless the client goes
-away (then its work is cancelled and nobody is answered)."""
+away (then its work is cancelled and nobody is answered) or the server's drain deadline
+passes (api/drain.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from chatd.api.auth import Caller
-from chatd.api.deps import Services
+from chatd.api.deps import Services, services_of
 from chatd.api.disconnect import until_disconnect
 from chatd.protocol.errors import ModelNotFound
 from chatd.service.limits import Admission
@@ -34,9 +35,10 @@ async def admit(services: Services, caller: Caller, model: str) -> Admission:
 async def whole_answer(
     request: Request, result: Awaitable[dict[str, Any]], cancel: Callable[[], None]
 ) -> Response:
-    """The answer as one JSON body; a client gone first frees its work (499, unsent)."""
+    """The answer as one JSON body; a client gone first frees its work (499, unsent); the
+    drain's deadline cuts it (503 ``server_shutting_down``, raised)."""
     try:
-        body = await until_disconnect(request.receive, result)
+        body = await until_disconnect(request.receive, result, services_of(request).drain.cut)
     finally:
         cancel()
     if body is None:  # client gone: nobody to answer; its slot is already freed

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from chatd.api import chat_routes, responses_routes, server_routes
 from chatd.api.auth import KeyChecker
 from chatd.api.deps import Services
+from chatd.api.drain import Drain, DrainMiddleware
 from chatd.api.errors import install_error_handlers
 from chatd.protocol.request_limits import Limits
 from chatd.service.channel_health import SharedChannelHealth
@@ -36,7 +37,10 @@ def create_app(
     db: Database,
     redis_url: str | None = None,
     limits: Limits | None = None,
+    drain: Drain | None = None,
 ) -> FastAPI:
+    """The app ``chatd serve`` runs; ``drain`` is the one its SIGTERM handling drives
+    (api/shutdown.py)."""
     limits = limits or Limits()
     store = CompletionStore(db)
     usage = UsageBuffer(UsageStore(db))
@@ -53,6 +57,7 @@ def create_app(
         stored_responses=StoredResponses(response_store),
         metrics=metrics_registry(models, usage),
         limits=limits,
+        drain=drain or Drain(),
     )
     # Replicas sharing Redis share their channels' cooldowns too (none without channels).
     health = None
@@ -67,7 +72,7 @@ def create_app(
             health.start()
         try:
             yield
-        finally:
+        finally:  # after the drain (api/drain.py): nothing is running any more
             if health is not None:
                 await health.close()
             models.stop()
@@ -77,6 +82,7 @@ def create_app(
 
     app = FastAPI(title="chatd", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    app.add_middleware(DrainMiddleware, drain=services.drain)
     app.state.services = services
     app.state.channel_health = health
     app.include_router(server_routes.router)

@@ -38,7 +38,9 @@ async def create_chat_completion(request: Request) -> Response:
     completion = await services.chat.start(req, caller.owner, admission)
     if req.is_streaming():
         await completion.prime()
-        return EventStreamResponse(event_stream(completion.chunks()))
+        return EventStreamResponse(
+            event_stream(completion.chunks()), services.drain, cancel=completion.cancel
+        )
     return await whole_answer(request, completion.result(), completion.cancel)
 
 

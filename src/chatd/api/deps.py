@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
 from chatd.api.auth import Caller, KeyChecker
+from chatd.api.drain import Drain
 from chatd.protocol.request_limits import Limits
 from chatd.service.chat import ChatService
 from chatd.service.limits import RateLimiter
@@ -32,6 +33,7 @@ class Services:
     stored_responses: StoredResponses
     metrics: CollectorRegistry  # read at scrape time
     limits: Limits = Limits()  # what one request may cost
+    drain: Drain = field(default_factory=Drain)  # SIGTERM: refuse, finish, cut
 
 
 def services_of(request: Request) -> Services:

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from chatd.api.answering import admit, whole_answer
 from chatd.api.body import read_body
 from chatd.api.deps import CallerDep, ServicesDep, services_of
-from chatd.api.sse import EventStreamResponse
+from chatd.api.sse import EventStreamResponse, aclose
 from chatd.protocol.errors import APIError, InvalidRequest
 from chatd.protocol.request_limits import check_responses_body
 from chatd.protocol.responses_request import validate_response_request
@@ -36,7 +36,8 @@ async def create_response(request: Request) -> Response:
     answer = await services.responses.start(req, caller.owner, admission)
     if req.is_streaming():
         await answer.prime()
-        return EventStreamResponse(_typed_events(answer.events()))
+        events = TypedEvents(answer.events())
+        return EventStreamResponse(events.encoded(), services.drain, events.error, answer.cancel)
     return await whole_answer(request, answer.result(), answer.cancel)
 
 
@@ -45,26 +46,38 @@ def _encode(event: dict[str, Any]) -> bytes:
     return f"event: {event['type']}\ndata: {data}\n\n".encode()
 
 
-async def _typed_events(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+class TypedEvents:
     """Responses streams as OpenAI writes them: an ``event:`` line naming each event's
     type before its ``data:``, and no ``[DONE]`` (the final ``response.*`` event ends
-    it). A failure the answer could not report itself becomes an ``error`` event."""
-    number = 0
-    try:
-        async for event in events:
-            number = event.get("sequence_number", number) + 1
-            yield _encode(event)
-    except Exception as e:
-        if not isinstance(e, APIError):
-            log.exception("response stream failed")
-            e = APIError("The server had an error while generating the response.", status=500)
-        yield _encode(
+    it). A failure the answer could not report itself (or the drain's cut) becomes an
+    ``error`` event, numbered after the last event sent."""
+
+    def __init__(self, events: AsyncIterator[dict[str, Any]]) -> None:
+        self.events = events
+        self.number = 0
+
+    async def encoded(self) -> AsyncIterator[bytes]:
+        try:
+            async for event in self.events:
+                yield _encode(event)
+                # counted once sent (resumed): a cut while sending it leaves no gap
+                self.number = event.get("sequence_number", self.number) + 1
+        except Exception as e:
+            if not isinstance(e, APIError):
+                log.exception("response stream failed")
+                e = APIError("The server had an error while generating the response.", status=500)
+            yield self.error(e)
+        finally:
+            await aclose(self.events)
+
+    def error(self, e: APIError) -> bytes:
+        return _encode(
             {
                 "type": "error",
                 "code": e.code or "server_error",
                 "message": str(e),
                 "param": e.param,
-                "sequence_number": number,
+                "sequence_number": self.number,
             }
         )
 

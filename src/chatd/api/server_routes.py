@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from chatd.api.deps import CallerDep, ServicesDep
-from chatd.protocol.errors import ModelNotFound, NotFound
+from chatd.protocol.errors import ModelNotFound, NotFound, ShuttingDown
 from chatd.service.metrics import exposition
 
 __all__ = ["router"]
@@ -18,7 +18,16 @@ router = APIRouter()
 
 
 @router.get("/health")
-async def health(services: ServicesDep) -> dict[str, Any]:
+async def health(services: ServicesDep) -> Any:
+    """200 while serving; 503 ``draining`` from the moment the server starts to drain
+    (SIGTERM, api/drain.py), so a load balancer stops sending before it goes."""
+    drain = services.drain
+    if drain.draining:
+        return JSONResponse(
+            {"status": "draining", "in_flight": drain.in_flight, "models": services.models.stats()},
+            status_code=503,
+            headers={"Retry-After": str(ShuttingDown.retry_after), "Connection": "close"},
+        )
     return {"status": "ok", "models": services.models.stats()}
 
 

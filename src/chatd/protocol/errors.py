@@ -19,6 +19,7 @@ __all__ = [
     "Overloaded",
     "RequestTimeout",
     "ServerError",
+    "ShuttingDown",
     "Unsupported",
 ]
 
@@ -105,6 +106,23 @@ class Overloaded(APIError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(
             message, code="server_overloaded", headers={"Retry-After": str(retry_after)}
+        )
+
+
+class ShuttingDown(APIError):
+    """503 while the server drains before it exits (SIGTERM): a new request is refused at
+    once, and one still running at the drain's deadline is cut with this error. Retry:
+    another replica behind the load balancer, or this one once restarted."""
+
+    status = 503
+    type = "server_error"
+    retry_after = 5
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            message,
+            code="server_shutting_down",
+            headers={"Retry-After": str(self.retry_after), "Connection": "close"},
         )
 
 
