@@ -12,6 +12,7 @@ from chatd.api import chat_routes, responses_routes, server_routes
 from chatd.api.auth import KeyChecker
 from chatd.api.deps import Services
 from chatd.api.errors import install_error_handlers
+from chatd.api.openapi import install_openapi
 from chatd.service.chat import ChatService
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
 from chatd.service.metrics import metrics_registry
@@ -69,4 +70,5 @@ def create_app(
     app.include_router(chat_routes.stored_router)
     app.router.add_route("/v1/responses", responses_routes.create_response, methods=["POST"])
     app.include_router(responses_routes.router)
+    install_openapi(app)
     return app
