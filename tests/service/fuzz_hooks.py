@@ -72,6 +72,40 @@ _RULES = {
 }
 
 
+# Refusals that depend on the served model, not on the request's shape.
+_MODEL_LIMITS = {"unsupported_parameter", "unsupported_content_type", "context_length_exceeded"}
+
+
+def _error_code(response: Any) -> tuple[Any, Any]:
+    """(code, param) of an OpenAI error body."""
+    try:
+        error = response.json()["error"]
+        return error["code"], error["param"]
+    except Exception:
+        return None, None
+
+
+@schemathesis.hook
+def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
+    """Schema-valid requests chatd refuses for a reason its document states: what the
+    served model cannot do (a field or content it cannot honour, 400
+    ``unsupported_parameter`` or ``unsupported_content_type``; more tokens than its
+    context, ``context_length_exceeded``: the schema says what is well formed, not what
+    each model can do), a tool message answering no tool call of the message before it
+    (a reference), JSON mode without the word JSON, and the cancel of a response that
+    was not a background one (chatd runs none; OpenAI's 400)."""
+    if type(failure).__name__ != "RejectedPositiveData" or response.status_code != 400:
+        return True
+    code, param = _error_code(response)
+    if code in _MODEL_LIMITS:
+        return False
+    if param is not None and param.endswith(".tool_call_id"):
+        return False  # answers no tool call of the message before it: a reference
+    if "the word 'json'" in response.text:
+        return False  # JSON mode: the conversation must mention JSON (OpenAI's rule)
+    return not case.path.endswith("/cancel")
+
+
 def _integral_floats_as_ints(value: Any) -> Any:
     """682.0 is an integer to JSON Schema, and a decimal number to chatd and OpenAI
     ("expected an integer, but got a decimal number"): positive data writes it 682."""

@@ -28,6 +28,7 @@ TESTS = Path(__file__).parent.parent  # fuzz_hooks.py imports as service.fuzz_ho
 
 
 def run_schemathesis(base_url: str, report: Path) -> subprocess.CompletedProcess[str]:
+    """``st run`` in ``report``'s folder (its cache goes there, not in the worktree)."""
     command = [
         sys.executable,
         "-m",
@@ -52,7 +53,9 @@ def run_schemathesis(base_url: str, report: Path) -> subprocess.CompletedProcess
     ]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "service.fuzz_hooks"}
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
-    return subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    return subprocess.run(
+        command, capture_output=True, text=True, check=False, env=env, cwd=report.parent
+    )
 
 
 def test_fuzzing_the_documented_api_finds_nothing(tmp_path: Path) -> None:

@@ -89,3 +89,8 @@ async def test_a_logit_bias_key_with_a_newline_is_no_token_id(http: httpx.AsyncC
         },
     )
     check_error(resp, 400, param="logit_bias", code="invalid_value", contains=("logit_bias",))
+
+
+async def test_a_metadata_filter_must_name_its_key(http: httpx.AsyncClient) -> None:
+    resp = await http.get(URL, params={"metadata[]": "true"})
+    check_error(resp, 400, param="metadata[]", code=None, contains=("metadata[]",))

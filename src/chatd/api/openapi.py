@@ -41,10 +41,11 @@ def _error(status: int) -> Json:
     return {"description": _REASONS[status], "content": {_JSON: {"schema": _ref("Error")}}}
 
 
-def _ok(schema: str | None, stream: bool = False) -> Json:
+def _ok(schema: str | None, event: str | None = None) -> Json:
+    """200 with ``schema`` as JSON, or as server-sent events (each one ``event``)."""
     content: Json = {_JSON: {"schema": _ref(schema)}} if schema else {}
-    if stream:
-        content["text/event-stream"] = {"schema": {"type": "string"}}
+    if event:
+        content["text/event-stream"] = {"schema": _ref(event)}
     return {"description": _REASONS[200], "content": content}
 
 
@@ -101,7 +102,8 @@ def _chat_paths() -> dict[str, Json]:
     metadata = _param(
         "metadata",
         "query",
-        {"type": "object"},  # metadata[key]=value: every value a string, as any query's
+        # metadata[key]=value: every value a string, as any query's; a key is named
+        {"type": "object", "propertyNames": {"minLength": 1}},
         style="deepObject",
         explode=True,
     )
@@ -110,7 +112,7 @@ def _chat_paths() -> dict[str, Json]:
             "post": _operation(
                 "createChatCompletion",
                 "Create a chat completion (a JSON body, or server-sent events with stream)",
-                _ok("ChatCompletion", stream=True),
+                _ok("ChatCompletion", "ChatCompletionEvent"),
                 _CREATE,
                 body="ChatRequest",
             ),
@@ -172,7 +174,7 @@ def _responses_paths() -> dict[str, Json]:
             "post": _operation(
                 "createResponse",
                 "Create a model response (a JSON body, or server-sent events with stream)",
-                _ok("Response", stream=True),
+                _ok("Response", "ResponseEvent"),
                 _CREATE,
                 body="ResponsesRequest",
             )
@@ -245,6 +247,10 @@ def _server_paths() -> dict[str, Json]:
 
 def openapi_document(app: FastAPI) -> Json:
     schemas = component_schemas()
+    served = [card["id"] for card in app.state.services.models.cards()]
+    for request in ("ChatRequest", "ResponsesRequest"):
+        # the served ids, as examples: a client (or a fuzzer) reaches a real answer
+        schemas[request]["properties"]["model"]["examples"] = served
     schemas["ChatCompletionUpdate"] = {
         "type": "object",
         "properties": {"metadata": schemas["ChatRequest"]["properties"]["metadata"]},

@@ -47,6 +47,11 @@ def _ref(name: str) -> Json:
     return {"$ref": _REF + name}
 
 
+def _json_text(schema: Json) -> Json:
+    """A string holding JSON that ``schema`` describes (an event's ``data``)."""
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}
+
+
 def _list_of(item: Json, cursors: bool = True) -> Json:
     fields: dict[str, Json] = {
         "object": {"const": "list"},
@@ -95,8 +100,35 @@ def _response_schemas() -> dict[str, Json]:
                 "output": {"type": "array", "items": _obj({"type": _STR})},
             }
         ),
-        "ResponseDeleted": _obj(
-            {"object": {"const": "response.deleted"}, "id": _STR, "deleted": _BOOL}
+        "ResponseDeleted": _obj({"object": {"const": "response"}, "id": _STR, "deleted": _BOOL}),
+        "ChatCompletionChunk": _obj(
+            {
+                "id": _STR,
+                "object": {"const": "chat.completion.chunk"},
+                "created": _INT,
+                "model": _STR,
+                "choices": {
+                    "type": "array",
+                    "items": _obj({"index": _INT, "delta": _OBJ, "finish_reason": _OPT_STR}),
+                },
+            }
+        ),
+        # one server-sent event (OpenAPI 3.1: a stream's ``schema`` describes each event)
+        "ChatCompletionEvent": _obj(
+            {
+                "data": {
+                    "anyOf": [
+                        {"const": "[DONE]"},
+                        _json_text({"anyOf": [_ref("ChatCompletionChunk"), _ref("Error")]}),
+                    ]
+                }
+            }
+        ),
+        "ResponseEvent": _obj(
+            {
+                "event": _STR,
+                "data": _json_text(_obj({"type": _STR, "sequence_number": _INT})),
+            }
         ),
         "ResponseItemList": _list_of(_obj({"type": _STR})),
         "Model": _obj(

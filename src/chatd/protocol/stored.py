@@ -44,7 +44,8 @@ def parse_list_query(params: Mapping[str, str], *, filters: bool) -> ListQuery:
     known = {"after", "limit", "order"} | ({"model"} if filters else set())
     metadata: dict[str, str] = {}
     for key, value in params.items():
-        if filters and key.startswith("metadata[") and key.endswith("]"):
+        named = len(key) > len("metadata[]")  # "metadata[]" names no key
+        if filters and named and key.startswith("metadata[") and key.endswith("]"):
             metadata[key[len("metadata[") : -1]] = value
         elif key not in known:
             raise _unrecognized(key)
