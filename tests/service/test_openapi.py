@@ -91,6 +91,12 @@ async def test_a_logit_bias_key_with_a_newline_is_no_token_id(http: httpx.AsyncC
     check_error(resp, 400, param="logit_bias", code="invalid_value", contains=("logit_bias",))
 
 
-async def test_a_metadata_filter_must_name_its_key(http: httpx.AsyncClient) -> None:
-    resp = await http.get(URL, params={"metadata[]": "true"})
-    check_error(resp, 400, param="metadata[]", code=None, contains=("metadata[]",))
+@pytest.mark.parametrize("key", ["metadata[]", "metadata[][a]", "metadata[a[b]"])
+async def test_a_metadata_filter_must_name_its_key(http: httpx.AsyncClient, key: str) -> None:
+    resp = await http.get(URL, params={key: "true"})
+    check_error(resp, 400, param=key, code=None, contains=(key,))
+
+
+async def test_a_list_query_parameter_given_twice_is_refused(http: httpx.AsyncClient) -> None:
+    resp = await http.get(URL, params=[("metadata[k]", "a"), ("metadata[k]", "b")])
+    check_error(resp, 400, param="metadata[k]", code=None, contains=("Duplicate",))

@@ -49,6 +49,15 @@ def _ok(schema: str | None, event: str | None = None) -> Json:
     return {"description": _REASONS[200], "content": content}
 
 
+def _links(param: str, *operations: str) -> Json:
+    """What an answer's ``id`` opens, once stored (``store``: a chat completion is not
+    stored by default, a response is): OpenAPI links."""
+    return {
+        op[0].upper() + op[1:]: {"operationId": op, "parameters": {param: "$response.body#/id"}}
+        for op in operations
+    }
+
+
 def _param(name: str, where: str, schema: Json, **extra: Any) -> Json:
     return {"name": name, "in": where, "required": where == "path", "schema": schema, **extra}
 
@@ -102,8 +111,12 @@ def _chat_paths() -> dict[str, Json]:
     metadata = _param(
         "metadata",
         "query",
-        # metadata[key]=value: every value a string, as any query's; a key is named
-        {"type": "object", "propertyNames": {"minLength": 1}},
+        # metadata[key]=value: a key without brackets, a value no object (any is a string)
+        {
+            "type": "object",
+            "propertyNames": {"pattern": r"^[^\[\]]+$"},
+            "additionalProperties": {"not": {"type": ["object", "array"]}},
+        },
         style="deepObject",
         explode=True,
     )
@@ -112,7 +125,16 @@ def _chat_paths() -> dict[str, Json]:
             "post": _operation(
                 "createChatCompletion",
                 "Create a chat completion (a JSON body, or server-sent events with stream)",
-                _ok("ChatCompletion", "ChatCompletionEvent"),
+                {
+                    **_ok("ChatCompletion", "ChatCompletionEvent"),
+                    "links": _links(
+                        "completion_id",
+                        "getChatCompletion",
+                        "updateChatCompletion",
+                        "deleteChatCompletion",
+                        "getChatCompletionMessages",
+                    ),
+                },
                 _CREATE,
                 body="ChatRequest",
             ),
@@ -174,7 +196,16 @@ def _responses_paths() -> dict[str, Json]:
             "post": _operation(
                 "createResponse",
                 "Create a model response (a JSON body, or server-sent events with stream)",
-                _ok("Response", "ResponseEvent"),
+                {
+                    **_ok("Response", "ResponseEvent"),
+                    "links": _links(
+                        "response_id",
+                        "getResponse",
+                        "deleteResponse",
+                        "cancelResponse",
+                        "listInputItems",
+                    ),
+                },
                 _CREATE,
                 body="ResponsesRequest",
             )

@@ -263,6 +263,7 @@ def _cross_field_rules(schemas: dict[str, Json]) -> None:
     responses["allOf"] = [
         {"if": _given("stream_options"), "then": _given("stream", {"const": True})},
         {"if": _given("conversation"), "then": _absent("previous_response_id")},
+        {"if": _given("tool_choice", {"const": "required"}), "then": _TOOLS_GIVEN},
     ]
 
 
