@@ -72,3 +72,4 @@ def test_fuzzing_the_documented_api_finds_nothing(tmp_path: Path) -> None:
     assert result["test_cases"]["errored"] == 0, output
     assert result["test_cases"]["generated"] >= MIN_CASES, result["test_cases"]
     assert done.returncode == 0, output
+    print(f"schemathesis: {result['test_cases']}, {result['running_time']:.0f} s")
