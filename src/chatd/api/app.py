@@ -13,6 +13,7 @@ from chatd.api.auth import KeyChecker
 from chatd.api.deps import Services
 from chatd.api.drain import Drain, DrainMiddleware
 from chatd.api.errors import install_error_handlers
+from chatd.api.openapi import install_openapi
 from chatd.protocol.request_limits import Limits
 from chatd.service.channel_health import SharedChannelHealth
 from chatd.service.chat import ChatService
@@ -92,4 +93,5 @@ def create_app(
     app.include_router(chat_routes.stored_router)
     app.router.add_route("/v1/responses", responses_routes.create_response, methods=["POST"])
     app.include_router(responses_routes.router)
+    install_openapi(app)
     return app

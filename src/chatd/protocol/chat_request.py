@@ -194,7 +194,7 @@ StopField = Annotated[
 ]
 
 LogitBiasValue = Annotated[int, Field(ge=-100, le=100)]
-_TOKEN_ID = re.compile(r"^[0-9]+$")
+_TOKEN_ID = re.compile(r"^[0-9]+\Z")  # \Z: "12\n" is no token id
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,9 +43,16 @@ def parse_list_query(params: Mapping[str, str], *, filters: bool) -> ListQuery:
     with ``filters`` also ``model`` and ``metadata[key]=value``."""
     known = {"after", "limit", "order"} | ({"model"} if filters else set())
     metadata: dict[str, str] = {}
+    keys = [key for key, _ in _pairs(params)]
+    for key in keys:
+        if keys.count(key) > 1:  # which one would count? (metadata[k]=a&metadata[k]=b)
+            raise InvalidRequest(f"Duplicate query parameter: {key}", param=key)
     for key, value in params.items():
-        if filters and key.startswith("metadata[") and key.endswith("]"):
-            metadata[key[len("metadata[") : -1]] = value
+        name = key[len("metadata[") : -1]
+        # metadata[name]=value: a name, without brackets (metadata[][x] names none)
+        named = bool(name) and "[" not in name and "]" not in name
+        if filters and named and key.startswith("metadata[") and key.endswith("]"):
+            metadata[name] = value
         elif key not in known:
             raise _unrecognized(key)
     return ListQuery(

@@ -1,0 +1,278 @@
+"""The component schemas of chatd's ``/openapi.json``: the request bodies generated from
+the contract models (``ChatCompletionRequest``, ``CreateResponseRequest``), and the
+response bodies chatd writes (answers, stored objects, lists, OpenAI's error).
+
+Why generated and cleaned rather than copied from OpenAI's spec: the document must say
+what *this* server accepts, so it comes from the models that decide it. The models carry
+"never valid" branches (``_Bad*``) that exist only to word errors like OpenAI's; they are
+dropped here, so that what the document calls valid is what chatd accepts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from chatd.protocol.chat_request import ChatCompletionRequest
+from chatd.protocol.responses_request import CreateResponseRequest
+
+__all__ = ["component_schemas"]
+
+Json = dict[str, Any]
+
+_REF = "#/components/schemas/"
+
+
+def _nullable(schema: Json) -> Json:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_STR: Json = {"type": "string"}
+_INT: Json = {"type": "integer"}
+_BOOL: Json = {"type": "boolean"}
+_OPT_STR = _nullable(_STR)
+_OBJ: Json = {"type": "object"}
+
+
+def _obj(required: dict[str, Json], optional: dict[str, Json] | None = None) -> Json:
+    """An object with these required properties; others allowed (OpenAI adds fields)."""
+    return {
+        "type": "object",
+        "properties": {**required, **(optional or {})},
+        "required": list(required),
+    }
+
+
+def _ref(name: str) -> Json:
+    return {"$ref": _REF + name}
+
+
+def _json_text(schema: Json) -> Json:
+    """A string holding JSON that ``schema`` describes (an event's ``data``)."""
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}
+
+
+def _list_of(item: Json, cursors: bool = True) -> Json:
+    fields: dict[str, Json] = {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": item},
+    }
+    if cursors:
+        fields.update(first_id=_OPT_STR, last_id=_OPT_STR, has_more=_BOOL)
+    return _obj(fields)
+
+
+def _response_schemas() -> dict[str, Json]:
+    usage = _obj({"prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": _INT})
+    message = _obj({"role": {"const": "assistant"}, "content": _OPT_STR})
+    choice = _obj(
+        {"index": _INT, "message": message, "finish_reason": _OPT_STR},
+        {"logprobs": _nullable(_OBJ)},
+    )
+    return {
+        "Error": _obj(
+            {"error": _obj({"message": _STR, "type": _STR, "param": _OPT_STR, "code": _OPT_STR})}
+        ),
+        "ChatCompletion": _obj(
+            {
+                "id": _STR,
+                "object": {"const": "chat.completion"},
+                "created": _INT,
+                "model": _STR,
+                "choices": {"type": "array", "items": choice},
+            },
+            {"usage": _nullable(usage), "metadata": _nullable(_OBJ)},
+        ),
+        "ChatCompletionList": _list_of(_ref("ChatCompletion")),
+        "ChatCompletionDeleted": _obj(
+            {"object": {"const": "chat.completion.deleted"}, "id": _STR, "deleted": _BOOL}
+        ),
+        "ChatCompletionMessageList": _list_of(
+            _obj({"id": _STR, "role": _STR}, {"content": _OPT_STR})
+        ),
+        "Response": _obj(
+            {
+                "id": _STR,
+                "object": {"const": "response"},
+                "created_at": {"type": "number"},
+                "status": _STR,
+                "model": _STR,
+                "output": {"type": "array", "items": _obj({"type": _STR})},
+            }
+        ),
+        "ResponseDeleted": _obj({"object": {"const": "response"}, "id": _STR, "deleted": _BOOL}),
+        "ChatCompletionChunk": _obj(
+            {
+                "id": _STR,
+                "object": {"const": "chat.completion.chunk"},
+                "created": _INT,
+                "model": _STR,
+                "choices": {
+                    "type": "array",
+                    "items": _obj({"index": _INT, "delta": _OBJ, "finish_reason": _OPT_STR}),
+                },
+            }
+        ),
+        # one server-sent event (OpenAPI 3.1: a stream's ``schema`` describes each event)
+        "ChatCompletionEvent": _obj(
+            {
+                "data": {
+                    "anyOf": [
+                        {"const": "[DONE]"},
+                        _json_text({"anyOf": [_ref("ChatCompletionChunk"), _ref("Error")]}),
+                    ]
+                }
+            }
+        ),
+        "ResponseEvent": _obj(
+            {
+                "event": _STR,
+                "data": _json_text(_obj({"type": _STR, "sequence_number": _INT})),
+            }
+        ),
+        "ResponseItemList": _list_of(_obj({"type": _STR})),
+        "Model": _obj(
+            {"id": _STR, "object": {"const": "model"}, "created": _INT, "owned_by": _STR}
+        ),
+        "ModelList": _list_of(_ref("Model"), cursors=False),
+        "ChannelList": _obj(
+            {
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": _OBJ},
+                "models": {"type": "array", "items": _obj({"id": _STR, "available": _BOOL})},
+            }
+        ),
+        "Health": _obj({"status": _STR, "models": {}}),
+    }
+
+
+def _without_bad_branches(node: Any) -> Any:
+    """A copy of ``node`` with every ``_Bad*`` branch of a union dropped (a union left
+    with one branch becomes that branch)."""
+    if isinstance(node, list):
+        return [_without_bad_branches(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out: Json = {}
+    for key, value in node.items():
+        if key in ("oneOf", "anyOf"):
+            value = [b for b in value if not str(b.get("$ref", "")).startswith(_REF + "_Bad")]
+        elif key == "discriminator":
+            mapping = {k: v for k, v in value.get("mapping", {}).items() if "/_Bad" not in v}
+            value = {**value, "mapping": mapping}
+        out[key] = _without_bad_branches(value)
+    for key in ("oneOf", "anyOf"):
+        if key in out and len(out[key]) == 1 and "discriminator" not in out:
+            (only,) = out.pop(key)
+            out.update(only)
+    return out
+
+
+def _request_schemas(model: type[BaseModel], name: str) -> dict[str, Json]:
+    """``model``'s JSON schema and its definitions, cleaned, with ``_Bad*`` dropped.
+    Definitions are prefixed with ``name`` (both contracts have a ``StreamOptions``...)."""
+    schema = model.model_json_schema(ref_template=_REF + name + "{model}")
+    defs = schema.pop("$defs", {})
+    prefixed = _REF + name + "_Bad"
+    out = {
+        name + key: _without_bad_branches(_rebase(value, prefixed))
+        for key, value in defs.items()
+        if not key.startswith("_Bad")
+    }
+    out[name + "Request"] = _without_bad_branches(_rebase(schema, prefixed))
+    return out
+
+
+def _rebase(node: Any, bad_prefix: str) -> Any:
+    """``$ref``s to a prefixed ``_Bad*`` are written as the plain ``_Bad*`` the cleaner
+    recognises."""
+    if isinstance(node, list):
+        return [_rebase(n, bad_prefix) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _rebase(v, bad_prefix) for k, v in node.items()}
+    ref = out.get("$ref")
+    if isinstance(ref, str) and ref.startswith(bad_prefix):
+        out["$ref"] = _REF + "_Bad" + ref[len(bad_prefix) :]
+    if "mapping" in out and isinstance(out["mapping"], dict):
+        out["mapping"] = {
+            k: (_REF + "_Bad" + v[len(bad_prefix) :] if v.startswith(bad_prefix) else v)
+            for k, v in out["mapping"].items()
+        }
+    return out
+
+
+def _given(field: str, schema: Json | None = None) -> Json:
+    """The condition "``field`` is given" (null means not given), or is ``schema``."""
+    return {
+        "properties": {field: schema or {"not": {"type": "null"}}},
+        "required": [field],
+    }
+
+
+def _absent(field: str) -> Json:
+    return {"not": _given(field)}
+
+
+def _one_of_given(*fields: str) -> Json:
+    return {"anyOf": [_given(f) for f in fields]}
+
+
+_TOOLS_GIVEN = _given("tools", {"type": "array", "minItems": 1})
+_NAMES = (
+    "A named tool_choice (or function_call) names a tool (function) of the request; tool"
+    " names are unique. Integers are written without a fraction (16, not 16.0)."
+)
+_REFERENCES = (
+    " previous_response_id and item references name stored objects of the caller: one that"
+    " does not exist is a 400 (previous_response_not_found), as OpenAI's."
+)
+
+
+def _key_names(request: Json, field: str, names: Json) -> None:
+    """The object ``field`` of ``request`` (or null) has keys like ``names``."""
+    for branch in request["properties"][field]["anyOf"]:
+        if branch.get("type") == "object":
+            branch["propertyNames"] = names
+
+
+def _cross_field_rules(schemas: dict[str, Json]) -> None:
+    """The checks the models make across fields, in JSON Schema, so that the document
+    calls valid only what chatd accepts. Names that must refer to each other cannot be
+    said in JSON Schema: the description says them."""
+    chat = schemas["ChatRequest"]
+    chat["properties"]["model"]["minLength"] = 1
+    _key_names(chat, "logit_bias", {"pattern": "^[0-9]+$"})
+    _key_names(chat, "metadata", {"maxLength": 64})
+    chat["description"] = _NAMES
+    chat["allOf"] = [
+        {"if": _given("stream_options"), "then": _given("stream", {"const": True})},
+        {"if": _given("top_logprobs"), "then": _given("logprobs", {"const": True})},
+        {"if": _given("functions"), "then": {"not": _TOOLS_GIVEN}},
+        {"if": _given("tool_choice"), "then": _TOOLS_GIVEN},
+        {"if": _given("parallel_tool_calls"), "then": _TOOLS_GIVEN},
+        {"if": _given("function_call"), "then": _given("functions")},
+    ]
+    schemas["ChatFileData"]["anyOf"] = [_one_of_given("file_data", "file_id")]
+    schemas["ChatAssistantMessage"]["allOf"] = [
+        _one_of_given("content", "tool_calls", "function_call", "refusal", "audio")
+    ]
+    responses = schemas["ResponsesRequest"]
+    _key_names(responses, "metadata", {"maxLength": 64})
+    responses["description"] = _NAMES + _REFERENCES
+    responses["allOf"] = [
+        {"if": _given("stream_options"), "then": _given("stream", {"const": True})},
+        {"if": _given("conversation"), "then": _absent("previous_response_id")},
+        {"if": _given("tool_choice", {"const": "required"}), "then": _TOOLS_GIVEN},
+    ]
+
+
+def component_schemas() -> dict[str, Json]:
+    """Every schema ``/openapi.json`` names under ``components.schemas``."""
+    schemas = {
+        **_request_schemas(ChatCompletionRequest, "Chat"),
+        **_request_schemas(CreateResponseRequest, "Responses"),
+        **_response_schemas(),
+    }
+    _cross_field_rules(schemas)
+    return schemas
