@@ -36,7 +36,17 @@ async def test_every_route_is_documented_with_its_errors(http: httpx.AsyncClient
         "/v1/responses/{response_id}/input_items",
     }
     for create in (paths["/v1/chat/completions"]["post"], paths["/v1/responses"]["post"]):
-        assert set(create["responses"]) == {"200", "400", "401", "404", "413", "429", "500", "503"}
+        assert set(create["responses"]) == {
+            "200",
+            "400",
+            "401",
+            "404",
+            "413",
+            "429",
+            "500",
+            "503",
+            "504",
+        }
         assert set(create["responses"]["200"]["content"]) == {
             "application/json",
             "text/event-stream",
