@@ -52,9 +52,9 @@ def test_every_field_of_the_contract_has_a_policy() -> None:
 
 def test_a_field_without_a_policy_is_caught() -> None:
     class Wider(ChatCompletionRequest):
-        min_p: float | None = None
+        typical_p: float | None = None
 
-    assert undeclared_fields(Wider) == {"min_p"}
+    assert undeclared_fields(Wider) == {"typical_p"}
 
 
 def test_every_field_of_the_spec_is_a_field_of_the_contract() -> None:

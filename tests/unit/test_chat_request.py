@@ -27,6 +27,7 @@ from chat_contract import (
 
 from chatd.engine.params import SamplingParams
 from chatd.protocol.chat_request import (
+    EXTENSION_FIELDS,
     KNOWN_REQUEST_FIELDS,
     ChatCompletionRequest,
     ResponseFormatJSONObject,
@@ -941,6 +942,10 @@ def test_every_field_at_once() -> None:
         },
         parallel_tool_calls=True,
         prediction={"type": "content", "content": [{"type": "text", "text": "p"}]},
+        top_k=40,
+        min_p=0.05,
+        repetition_penalty=1.1,
+        min_tokens=10,
     )
     assert set(body) == KNOWN_REQUEST_FIELDS - {"functions", "function_call"}
     request = parse(body)
@@ -1060,7 +1065,7 @@ def _spec_request_properties() -> set[str]:
 
 
 def test_known_fields_are_exactly_the_spec_properties() -> None:
-    assert _spec_request_properties() == KNOWN_REQUEST_FIELDS
+    assert _spec_request_properties() == KNOWN_REQUEST_FIELDS - EXTENSION_FIELDS
 
 
 def test_error_bodies_are_valid_per_spec() -> None:

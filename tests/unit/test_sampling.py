@@ -61,6 +61,10 @@ EXAMPLES: dict[str, tuple[Any, Any]] = {
     "seed": (42, 42),
     "stop": ("END", ("END",)),
     "logit_bias": ({"5": -100, "9": 3}, {5: -100.0, 9: 3.0}),
+    "top_k": (40, 40),
+    "min_p": (1, 1.0),
+    "repetition_penalty": (2, 2.0),
+    "min_tokens": (5, 5),
 }
 
 

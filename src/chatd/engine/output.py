@@ -42,6 +42,8 @@ class OutputStep:
         p = req.params
         vocab = self.vocab
         allowed = seq.matcher.allowed() if seq.matcher is not None else None
+        if seq.n_generated < p.min_tokens:
+            allowed = self._without_end(allowed, row.shape[0])
         token = seq.sampler.sample(row, allowed)
         if seq.matcher is not None:
             seq.matcher.consume(token)
@@ -70,6 +72,15 @@ class OutputStep:
         if not text and not logprobs and not seq.finished:
             return []
         return [Delta(seq.index, text, logprobs, seq.finish_reason, seq.n_generated)]
+
+    def _without_end(self, allowed: np.ndarray | None, n_vocab: int) -> np.ndarray | None:
+        """``allowed`` with the end-of-generation tokens masked (``min_tokens``, as vLLM:
+        the model may not end before that many tokens). Stop sequences, the grammar's end
+        and the length limit still end a choice. When a grammar allows nothing but the end,
+        the end stays allowed: a grammar's answer is never made invalid."""
+        mask = np.ones(n_vocab, dtype=bool) if allowed is None else allowed.copy()
+        mask[list(self.vocab.eog)] = False
+        return mask if mask.any() else allowed
 
     @staticmethod
     def _release_logprobs(seq: Sequence) -> tuple[TokenLogprob, ...]:

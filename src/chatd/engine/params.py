@@ -27,6 +27,11 @@ class SamplingParams:
     n: int = 1
     logprobs: bool = False
     top_logprobs: int = 0
+    # Extensions (llama.cpp's and vLLM's meanings); each default leaves sampling unchanged.
+    top_k: int = 0  # keep the k most likely tokens; 0 or -1: all
+    min_p: float = 0.0  # drop tokens below min_p x the most likely one's probability
+    repetition_penalty: float = 1.0  # over prompt+output: logit/r if logit > 0 else logit*r
+    min_tokens: int = 0  # end-of-generation tokens masked before this many tokens
     grammar: Grammar | None = None  # output constrained to this grammar when set
     prediction: tuple[int, ...] = ()  # tokens the output is expected to largely repeat
 

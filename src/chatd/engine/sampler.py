@@ -1,7 +1,10 @@
 """Per-choice token sampling and logprobs, in numpy on one row of logits.
 
-Order of operations (as in OpenAI's description and vLLM): penalties on the tokens
-generated so far, then logit_bias, then temperature (0 = greedy), then top_p (nucleus).
+Order of operations (as in OpenAI's description and vLLM): the repetition penalty on the
+tokens of the prompt and the output (multiplicative, vLLM's and llama.cpp's meaning),
+presence and frequency penalties on the tokens generated so far, then logit_bias, then
+temperature (0 = greedy), then top_k, min_p (relative to the most likely token, after
+temperature) and top_p (nucleus). ``top_k`` of 1 is exactly greedy.
 Logprobs describe the model's own distribution (raw logits), not the processed one.
 
 Speed matters here: this runs once per choice per step on the engine thread, between
@@ -23,7 +26,13 @@ _BLOCK = 1024  # tokens per block of the two-level inverse CDF
 
 
 class Sampler:
-    def __init__(self, params: SamplingParams, choice_index: int, n_vocab: int) -> None:
+    def __init__(
+        self,
+        params: SamplingParams,
+        choice_index: int,
+        n_vocab: int,
+        prompt: np.ndarray | list[int] | None = None,
+    ) -> None:
         self.params = params
         if params.seed is not None:
             # Each choice gets its own stream derived from (seed, index): reproducible
@@ -33,6 +42,11 @@ class Sampler:
             self.rng = np.random.default_rng()
         self._penalize = bool(params.presence_penalty or params.frequency_penalty)
         self._counts = np.zeros(n_vocab, dtype=np.float32) if self._penalize else None
+        self._seen: np.ndarray | None = None  # tokens of prompt and output (repetition)
+        if params.repetition_penalty != 1.0:
+            self._seen = np.zeros(n_vocab, dtype=bool)
+            if prompt is not None and len(prompt):
+                self._seen[np.asarray(prompt, dtype=np.int64)] = True
         if params.logit_bias:
             self._bias_ids = np.fromiter(params.logit_bias.keys(), dtype=np.int64)
             self._bias_vals = np.fromiter(params.logit_bias.values(), dtype=np.float32)
@@ -43,22 +57,39 @@ class Sampler:
         """Record a generated token (for the penalties)."""
         if self._counts is not None:
             self._counts[token] += 1
+        if self._seen is not None:
+            self._seen[token] = True
 
-    def sample(self, logits: np.ndarray, allowed: np.ndarray | None = None) -> int:
+    def penalized(self, logits: np.ndarray) -> np.ndarray:
+        """A float32 copy of ``logits`` with the penalties and logit_bias applied."""
         p = self.params
         x = logits.astype(np.float32, copy=True)
+        if self._seen is not None:
+            r = p.repetition_penalty
+            seen = x[self._seen]
+            x[self._seen] = np.where(seen > 0, seen / r, seen * r)
         if self._counts is not None:
             x -= p.frequency_penalty * self._counts
             x -= p.presence_penalty * (self._counts > 0)
         if self._bias_ids is not None:
             x[self._bias_ids] += self._bias_vals
+        return x
+
+    def sample(self, logits: np.ndarray, allowed: np.ndarray | None = None) -> int:
+        p = self.params
+        x = self.penalized(logits)
         if allowed is not None:
             x[~allowed] = -np.inf
-        if p.temperature == 0:
+        if p.temperature == 0 or p.top_k == 1:
             return int(np.argmax(x))
         x /= p.temperature
         x -= x.max()
         probs = np.exp(x, out=x)  # float32, the largest is exactly 1
+        if 1 < p.top_k < probs.shape[0]:
+            kth = np.partition(probs, -p.top_k)[-p.top_k]
+            probs[probs < kth] = 0.0  # ties with the k-th are kept, as in vLLM
+        if p.min_p > 0.0:
+            probs[probs < p.min_p] = 0.0  # relative to the largest, which is 1
         if p.top_p < 1.0:
             ids, kept = _nucleus(probs, p.top_p)
             cdf = np.cumsum(kept, dtype=np.float64)

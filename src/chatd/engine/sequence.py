@@ -84,7 +84,7 @@ class SequenceGroup:
             Sequence(
                 index=i,
                 tokens=list(prompt),
-                sampler=Sampler(params, i, n_vocab),
+                sampler=Sampler(params, i, n_vocab, self.prompt),
                 detok=Detokenizer(params.stop),
                 matcher=params.grammar.matcher() if params.grammar else None,
                 drafter=Drafter(params.prediction) if params.prediction else None,

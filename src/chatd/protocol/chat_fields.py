@@ -169,6 +169,15 @@ CHAT_FIELDS: Mapping[str, FieldPolicy] = {
         convert=_logit_bias,
         refuses_values="token ids beyond the model's vocabulary",
     ),
+    # -- extensions (llama.cpp's and vLLM's sampling knobs); relayed untouched to channels ---
+    "top_k": _engine("top_k", "the k most likely tokens only; -1 or 0: off"),
+    "min_p": _engine("min_p", "tokens below min_p times the top probability dropped", float),
+    "repetition_penalty": _engine(
+        "repetition_penalty",
+        "multiplicative, over prompt and output tokens: logit/p if positive, else logit*p",
+        float,
+    ),
+    "min_tokens": _engine("min_tokens", "end-of-generation tokens masked until this many"),
     # -- hints with no effect on a local model ------------------------------------------------
     **ACCOUNT_HINTS,
 }

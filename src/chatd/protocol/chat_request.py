@@ -70,6 +70,7 @@ from chatd.protocol.shapes import (
 from chatd.protocol.validation import INVALID_JSON, decode_chat_body, openai_error, translate_error
 
 __all__ = [
+    "EXTENSION_FIELDS",
     "ChatCompletionRequest",
     "KNOWN_REQUEST_FIELDS",
     "ResponseFormatJSONObject",
@@ -248,6 +249,11 @@ class ChatCompletionRequest(Strict):
     prediction: Prediction | None = None
     web_search_options: WebSearchOptions | None = None
     moderation: Moderation | None = None
+    # -- extensions (not OpenAI's): the sampling knobs of llama.cpp's and vLLM's servers ------
+    top_k: int | None = Field(None, ge=-1)  # -1 or 0: off
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, gt=0.0)
+    min_tokens: int | None = Field(None, ge=0)
 
     _raw: dict[str, Any] | None = PrivateAttr(default=None)
 
@@ -308,6 +314,7 @@ class ChatCompletionRequest(Strict):
                 "The 'top_logprobs' parameter is only allowed when 'logprobs' is enabled.",
                 param="top_logprobs",
             )
+        self._check_min_tokens()
         has_tools = bool(self.tools)
         if self.functions is not None and has_tools:
             raise openai_error(
@@ -324,6 +331,18 @@ class ChatCompletionRequest(Strict):
                 param="parallel_tool_calls",
             )
         return self
+
+    def _check_min_tokens(self) -> None:
+        """``min_tokens`` above the completion budget could never be honoured."""
+        budget = self.max_completion_tokens or self.max_tokens
+        if self.min_tokens is not None and budget is not None and self.min_tokens > budget:
+            name = "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+            raise openai_error(
+                f"Invalid 'min_tokens': integer above maximum value. Expected a value <= "
+                f"{name} ({budget}), but got {self.min_tokens} instead.",
+                code="integer_above_max_value",
+                param="min_tokens",
+            )
 
     def _tool_names(self) -> set[tuple[str, str]]:
         """(type, name) of every tool; a name given twice would make calls ambiguous."""
@@ -439,6 +458,10 @@ class ChatCompletionRequest(Strict):
 KNOWN_REQUEST_FIELDS: frozenset[str] = frozenset(
     field.alias or name for name, field in ChatCompletionRequest.model_fields.items()
 )
+
+# Fields that are not OpenAI's: the sampling knobs local tools send (llama.cpp's and vLLM's
+# servers take them on chat requests); docs/engine.md "Sampling extensions".
+EXTENSION_FIELDS: frozenset[str] = frozenset({"top_k", "min_p", "repetition_penalty", "min_tokens"})
 
 
 # --------------------------------------------------------------------------------------------

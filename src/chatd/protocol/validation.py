@@ -181,6 +181,27 @@ def _literal_values(ctx: dict[str, Any]) -> list[str]:
     return re.findall(r"'((?:[^'\\]|\\.)*)'", str(ctx.get("expected", "")))
 
 
+# pydantic's error type -> (its context key, above the maximum?, the comparison OpenAI names)
+_BOUNDS = {
+    "greater_than_equal": ("ge", False, ">="),
+    "less_than_equal": ("le", True, "<="),
+    "greater_than": ("gt", False, ">"),  # an open lower bound (repetition_penalty > 0)
+}
+
+
+def _bound_error(etype: str, param: str | None, ctx: Any, value: Any) -> InvalidRequest:
+    key, above, op = _BOUNDS[etype]
+    bound = ctx[key]
+    kind = "decimal" if isinstance(bound, float) else "integer"
+    side = "above maximum" if above else "below minimum"
+    return InvalidRequest(
+        f"Invalid '{param}': {kind} {side} value. Expected a value "
+        f"{op} {_number(bound)}, but got {_number(value)} instead.",
+        param=param,
+        code=f"{kind}_{'above_max' if above else 'below_min'}_value",
+    )
+
+
 def _translate(error: Any) -> InvalidRequest:
     """One pydantic error, in OpenAI's words."""
     etype: str = error["type"]
@@ -224,17 +245,8 @@ def _translate(error: Any) -> InvalidRequest:
     if etype in _EXPECTED_BY_ERROR:
         expected = _EXPECTED_OVERRIDES.get(_pattern(loc), _EXPECTED_BY_ERROR[etype])
         return _invalid_type(param, expected, value)
-    if etype in ("greater_than_equal", "less_than_equal"):
-        above = etype == "less_than_equal"
-        bound = ctx["le"] if above else ctx["ge"]
-        kind = "decimal" if isinstance(bound, float) else "integer"
-        side = "above maximum" if above else "below minimum"
-        return InvalidRequest(
-            f"Invalid '{param}': {kind} {side} value. Expected a value "
-            f"{'<=' if above else '>='} {_number(bound)}, but got {_number(value)} instead.",
-            param=param,
-            code=f"{kind}_{'above_max' if above else 'below_min'}_value",
-        )
+    if etype in _BOUNDS:
+        return _bound_error(etype, param, ctx, value)
     if etype in ("too_short", "too_long"):
         return _length_error(etype, param, ctx, value)
     if etype == "string_too_short":
