@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from fakes.engine import FakeEngine
 
+from .checks import URL, body, check_error
 from .harness import API_KEY, MODEL, running_chatd
 
 HI = [{"role": "user", "content": "hi"}]
@@ -89,3 +91,112 @@ async def test_each_choice_follows_its_own_script(tmp_path: Path) -> None:
         r = await client.chat.completions.create(model=MODEL, messages=HI, n=3)  # type: ignore[arg-type]
     assert [c.message.content for c in r.choices] == [f"choice {i} of 3" for i in range(3)]
     assert r.usage is not None and r.usage.completion_tokens == 3 * 4
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling extensions (llama.cpp's and vLLM's knobs): mapped as given, or a 400
+# --------------------------------------------------------------------------------------------
+
+
+async def test_sampling_extensions_map_to_sampling_params(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    async with running_chatd(tmp_path, engine) as chatd:
+        http = chatd.http()
+        given = {"top_k": 40, "min_p": 0.05, "repetition_penalty": 1.3, "min_tokens": 4}
+        r = await http.post(URL, json={"model": MODEL, "messages": HI, **given})
+        assert r.status_code == 200, r.text
+        p = engine.last_params
+        assert (p.top_k, p.min_p, p.repetition_penalty, p.min_tokens) == (40, 0.05, 1.3, 4)
+        # integers where floats are taken, and the edges of each range
+        edges = {"top_k": -1, "min_p": 1, "repetition_penalty": 2, "min_tokens": 5}
+        r = await http.post(URL, json=body(max_tokens=5, **edges))
+        assert r.status_code == 200, r.text
+        p = engine.last_params
+        assert (p.top_k, p.min_p, p.repetition_penalty, p.min_tokens) == (-1, 1.0, 2.0, 5)
+        assert isinstance(p.min_p, float) and isinstance(p.repetition_penalty, float)
+        # absent: SamplingParams's defaults (sampling unchanged)
+        r = await http.post(URL, json={"model": MODEL, "messages": HI})
+        p = engine.last_params
+        assert (p.top_k, p.min_p, p.repetition_penalty, p.min_tokens) == (0, 0.0, 1.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "code", "message"),
+    [
+        (
+            {"top_k": -2},
+            "top_k",
+            "integer_below_min_value",
+            "Invalid 'top_k': integer below minimum value. Expected a value >= -1, but got -2"
+            " instead.",
+        ),
+        ({"top_k": 1.5}, "top_k", "invalid_type", None),
+        (
+            {"min_p": -0.1},
+            "min_p",
+            "decimal_below_min_value",
+            "Invalid 'min_p': decimal below minimum value. Expected a value >= 0, but got -0.1"
+            " instead.",
+        ),
+        (
+            {"min_p": 1.5},
+            "min_p",
+            "decimal_above_max_value",
+            "Invalid 'min_p': decimal above maximum value. Expected a value <= 1, but got 1.5"
+            " instead.",
+        ),
+        (
+            {"repetition_penalty": 0},
+            "repetition_penalty",
+            "decimal_below_min_value",
+            "Invalid 'repetition_penalty': decimal below minimum value. Expected a value > 0,"
+            " but got 0 instead.",
+        ),
+        ({"repetition_penalty": -1.0}, "repetition_penalty", "decimal_below_min_value", None),
+        ({"repetition_penalty": "1.1"}, "repetition_penalty", "invalid_type", None),
+        (
+            {"min_tokens": -1},
+            "min_tokens",
+            "integer_below_min_value",
+            "Invalid 'min_tokens': integer below minimum value. Expected a value >= 0, but got"
+            " -1 instead.",
+        ),
+        (
+            {"min_tokens": 2},  # body() asks max_tokens 1
+            "min_tokens",
+            "integer_above_max_value",
+            "Invalid 'min_tokens': integer above maximum value. Expected a value <= max_tokens"
+            " (1), but got 2 instead.",
+        ),
+        (
+            {"min_tokens": 9, "max_completion_tokens": 8},
+            "min_tokens",
+            "integer_above_max_value",
+            "Invalid 'min_tokens': integer above maximum value. Expected a value <="
+            " max_completion_tokens (8), but got 9 instead.",
+        ),
+    ],
+    ids=[
+        "top_k-below",
+        "top_k-float",
+        "min_p-below",
+        "min_p-above",
+        "repetition_penalty-zero",
+        "repetition_penalty-negative",
+        "repetition_penalty-string",
+        "min_tokens-negative",
+        "min_tokens-above-max_tokens",
+        "min_tokens-above-max_completion_tokens",
+    ],
+)
+async def test_sampling_extensions_out_of_range_are_400(
+    http: httpx.AsyncClient, fields: dict, param: str, code: str, message: str | None
+) -> None:
+    r = await http.post(URL, json=body(**fields))
+    check_error(r, 400, param=param, code=code, message=message)
+
+
+async def test_other_unknown_fields_stay_a_400(http: httpx.AsyncClient) -> None:
+    r = await http.post(URL, json=body(top_a=0.1, typical_p=0.9))
+    unknown = "Unrecognized request arguments supplied: top_a, typical_p"
+    check_error(r, 400, param=None, code=None, message=unknown)

@@ -376,6 +376,11 @@ def test_requests_for_upstream_only_models_pass_through_untouched(
         "temperature": 7,
         "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
         "reasoning_effort": "max",
+        # the sampling extensions, even with values chatd's own contract refuses
+        "top_k": -5,
+        "min_p": 3,
+        "repetition_penalty": 0,
+        "min_tokens": 10**6,
     }
     for stream in (False, True):
         r = ask(gateway, "mok", stream=stream, **sent)
