@@ -10,7 +10,7 @@ import pytest
 
 from chatd.engine.output import OutputStep
 from chatd.engine.params import FinishReason, SamplingParams
-from chatd.engine.sampler import Sampler
+from chatd.engine.sampler import Sampler, _kth_largest
 from chatd.engine.sequence import SequenceGroup
 
 
@@ -42,6 +42,14 @@ def test_top_k_keeps_the_k_most_likely() -> None:
 def test_top_k_off_samples_the_whole_vocabulary(off: int) -> None:
     logits = np.zeros(5, dtype=np.float32)
     assert set(draws(make(5, top_k=off, seed=2), logits, 400)) == set(range(5))
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 10.0])
+@pytest.mark.parametrize("k", [2, 40, 3000])
+def test_kth_largest_matches_a_full_sort(scale: float, k: int) -> None:
+    x = np.random.default_rng(k).normal(size=5000).astype(np.float32) * scale
+    probs = np.exp(x - x.max())
+    assert _kth_largest(probs, k) == np.sort(probs)[-k]
 
 
 # --- min_p ---------------------------------------------------------------------------------

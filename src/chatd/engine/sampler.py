@@ -86,8 +86,7 @@ class Sampler:
         x -= x.max()
         probs = np.exp(x, out=x)  # float32, the largest is exactly 1
         if 1 < p.top_k < probs.shape[0]:
-            kth = np.partition(probs, -p.top_k)[-p.top_k]
-            probs[probs < kth] = 0.0  # ties with the k-th are kept, as in vLLM
+            probs[probs < _kth_largest(probs, p.top_k)] = 0.0  # ties with the k-th are kept
         if p.min_p > 0.0:
             probs[probs < p.min_p] = 0.0  # relative to the largest, which is 1
         if p.top_p < 1.0:
@@ -96,6 +95,16 @@ class Sampler:
             i = int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"))
             return int(ids[min(i, len(cdf) - 1)])
         return _inverse_cdf(probs, self.rng.random())
+
+
+def _kth_largest(probs: np.ndarray, k: int) -> float:
+    """The k-th largest probability. Partitioning the whole vocabulary costs ~0.4 ms; the k
+    best are almost always above a floor, and then only those are partitioned."""
+    for floor in _NUCLEUS_FLOORS:  # the largest probability is 1
+        above = probs[probs >= floor]
+        if len(above) >= k:
+            return float(np.partition(above, -k)[-k])
+    return float(np.partition(probs, -k)[-k])
 
 
 def _inverse_cdf(probs: np.ndarray, u: float) -> int:
