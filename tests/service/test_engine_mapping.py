@@ -200,3 +200,11 @@ async def test_other_unknown_fields_stay_a_400(http: httpx.AsyncClient) -> None:
     r = await http.post(URL, json=body(top_a=0.1, typical_p=0.9))
     unknown = "Unrecognized request arguments supplied: top_a, typical_p"
     check_error(r, 400, param=None, code=None, message=unknown)
+
+
+async def test_responses_keep_openais_contract(http: httpx.AsyncClient) -> None:
+    """The extensions are chat's: the Responses API stays strict (docs/engine.md)."""
+    r = await http.post("/v1/responses", json={"model": MODEL, "input": "hi", "top_k": 1})
+    check_error(
+        r, 400, param="top_k", code="unknown_parameter", message="Unknown parameter: 'top_k'."
+    )
