@@ -82,7 +82,8 @@ class RequestIdMiddleware:
             if self.content:
                 record.request_body = _text(request_body)
                 record.response_body = _text(response_body)
-            log.info(record.text(), extra={"request": record.fields()})
+            if log.isEnabledFor(logging.INFO):  # --log-level warning: no line to make
+                log.info(record.text(), extra={"request": record.fields()})
 
 
 def _client_id(scope: Scope) -> str | None:
