@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RequestLog", "begin", "current", "end", "new_request_id"]
+__all__ = ["RequestLog", "begin", "current", "end", "first_token", "new_request_id"]
 
 
 def new_request_id() -> str:
@@ -39,7 +39,7 @@ class RequestLog:
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
     completion_tokens: int | None = None
-    ttft_ms: float | None = None  # streams: time to the first streamed byte
+    ttft_ms: float | None = None  # to the first token (engine step, upstream event)
     total_ms: float | None = None
     request_body: str | None = None  # --log-content only
     response_body: str | None = None  # --log-content only
@@ -95,6 +95,14 @@ _current: contextvars.ContextVar[RequestLog | None] = contextvars.ContextVar(
 def current() -> RequestLog | None:
     """This request's record (None outside a request, e.g. in a unit test)."""
     return _current.get()
+
+
+def first_token() -> None:
+    """The request's first token has come (the engine's first step, a channel's first
+    event): its TTFT. Called once per request by the layers that see it."""
+    record = _current.get()
+    if record is not None and record.ttft_ms is None:
+        record.ttft_ms = (time.monotonic() - record.started) * 1000
 
 
 def begin(record: RequestLog) -> contextvars.Token[RequestLog | None]:

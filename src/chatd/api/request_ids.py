@@ -2,11 +2,11 @@
 SDKs read it into ``_request_id``), and every request ends in one log line (logger
 ``chatd.requests``) with that id, the client's ``X-Client-Request-Id``, and what the
 layers below noted in its ``RequestLog`` (chatd/request_log.py): owner, model, route,
-tokens; TTFT and total time measured here.
+tokens, TTFT; the total time measured here.
 
 A pure ASGI middleware, outermost so that refusals (a drain's 503) carry the id too: it
 costs one header and two clock reads per request, and wraps ``send`` only to add the
-header and see the status and the first streamed byte. Bodies are read only with
+header and see the status. Bodies are read only with
 ``--log-content``."""
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatd import request_log
+from chatd.api.errors import error_response
+from chatd.protocol.errors import ServerError
 from chatd.request_log import RequestLog, new_request_id
 
 __all__ = ["RequestIdMiddleware", "RequestLogFormatter"]
 
 log = logging.getLogger("chatd.requests")
 
+_UNEXPECTED = ServerError("The server had an error while processing your request.")
 _CLIENT_ID = b"x-client-request-id"
 _MAX_CLIENT_ID = 512  # OpenAI's limit on X-Client-Request-Id too
 
@@ -42,25 +45,15 @@ class RequestIdMiddleware:
         rid = new_request_id()
         record = RequestLog(rid, scope["method"], scope["path"], _client_id(scope))
         header = (b"x-request-id", rid.encode())
-        streaming = False
         request_body: list[bytes] = []
         response_body: list[bytes] = []
 
         async def sending(message: Message) -> None:
-            nonlocal streaming
             if message["type"] == "http.response.start":
                 record.status = message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
-                streaming = any(
-                    k.lower() == b"content-type" and v.startswith(b"text/event-stream")
-                    for k, v in message["headers"]
-                )
-            elif message["type"] == "http.response.body":
-                body = message.get("body", b"")
-                if streaming and body and record.ttft_ms is None:
-                    record.ttft_ms = (time.monotonic() - record.started) * 1000
-                if self.content:
-                    response_body.append(body)
+            elif self.content and message["type"] == "http.response.body":
+                response_body.append(message.get("body", b""))
             await send(message)
 
         async def receiving() -> Message:
@@ -72,9 +65,15 @@ class RequestIdMiddleware:
         token = request_log.begin(record)
         try:
             await self.app(scope, receiving if self.content else receive, sending)
+        except Exception:
+            if record.status is not None:  # a stream broken off: nothing more to send
+                raise
+            # Answered here, not by Starlette's outermost handler: its 500 would carry
+            # no x-request-id.
+            logging.getLogger("chatd.api").exception("unhandled error (request_id=%s)", rid)
+            await error_response(_UNEXPECTED)(scope, receive, sending)
         except BaseException:
-            if record.status is None:
-                record.status = 500
+            record.status = record.status or 500
             raise
         finally:
             request_log.end(token)

@@ -140,6 +140,7 @@ class UpstreamCall:
                         raise _passed_back(response.status, data)
                     events = _events(response)
                     first = await anext(events)
+                    request_log.first_token()  # the request log's TTFT
             except (aiohttp.ClientError, StopAsyncIteration, TimeoutError, _Refused) as e:
                 if response is not None:
                     response.close()
