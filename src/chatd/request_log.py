@@ -102,7 +102,7 @@ def first_token() -> None:
     event): its TTFT. Called once per request by the layers that see it."""
     record = _current.get()
     if record is not None and record.ttft_ms is None:
-        record.ttft_ms = (time.monotonic() - record.started) * 1000
+        record.ttft_ms = round((time.monotonic() - record.started) * 1000, 1)
 
 
 def begin(record: RequestLog) -> contextvars.Token[RequestLog | None]:

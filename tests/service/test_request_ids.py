@@ -155,6 +155,10 @@ async def test_json_format_parses(tmp_path: Path) -> None:
         assert line["logger"] == "chatd.requests" and line["level"] == "INFO"
         assert line["status"] == 200 and line["model"] == MODEL and line["route"] == "local"
         assert isinstance(line["ttft_ms"], float) and line["completion_tokens"] > 0
+        health = await chatd.http().get("/health")
+        hid = health.headers["x-request-id"]
+        quiet = [r for r in request_lines(chatd) if r.request["request_id"] == hid]  # type: ignore[attr-defined]
+        assert [r.levelname for r in quiet] == ["DEBUG"]  # health checks: debug lines
 
 
 async def test_relayed_requests_name_their_channel(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ log = logging.getLogger("chatd.requests")
 
 _UNEXPECTED = ServerError("The server had an error while processing your request.")
 _CLIENT_ID = b"x-client-request-id"
+_QUIET = frozenset({"/health", "/metrics"})
 _MAX_CLIENT_ID = 512  # OpenAI's limit on X-Client-Request-Id too
 
 
@@ -77,12 +78,15 @@ class RequestIdMiddleware:
             raise
         finally:
             request_log.end(token)
-            record.total_ms = (time.monotonic() - record.started) * 1000
+            record.total_ms = round((time.monotonic() - record.started) * 1000, 1)
             if self.content:
                 record.request_body = _text(request_body)
                 record.response_body = _text(response_body)
-            if log.isEnabledFor(logging.INFO):  # --log-level warning: no line to make
-                log.info(record.text(), extra={"request": record.fields()})
+            # A load balancer's health checks and Prometheus's scrapes would drown the
+            # rest: their lines are debug.
+            level = logging.DEBUG if scope["path"] in _QUIET else logging.INFO
+            if log.isEnabledFor(level):  # --log-level warning: no line to make
+                log.log(level, record.text(), extra={"request": record.fields()})
 
 
 def _client_id(scope: Scope) -> str | None:
