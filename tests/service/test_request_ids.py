@@ -183,6 +183,10 @@ async def test_relayed_requests_name_their_channel(tmp_path: Path) -> None:
                 _ = [c async for c in s]
             line = line_for(chatd, rid)
             assert line["route"] == "channel:up" and line["ttft_ms"] <= line["total_ms"]  # type: ignore[operator]
+            resp = await sdk.responses.create(model="relayed", input="hi")
+            line = line_for(chatd, resp._request_id)  # type: ignore[arg-type]
+            assert line["route"] == "channel:up" and line["status"] == 200
+            assert (line["prompt_tokens"], line["completion_tokens"]) == (7, 2)
 
 
 async def test_a_drain_refusal_carries_an_id(tmp_path: Path) -> None:
