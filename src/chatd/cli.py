@@ -114,6 +114,18 @@ def _parser() -> argparse.ArgumentParser:
         " and /health turns 503 at once); those still running then are cut with an error",
     )
     s.add_argument("--log-level", default="info")
+    s.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="json: one JSON object a line, each request's fields at its top level",
+    )
+    s.add_argument(
+        "--log-content",
+        action="store_true",
+        help="put request and response bodies (prompts, outputs) in the request log;"
+        " off by default (API keys are never logged)",
+    )
     add_database_options(s)
     add_commands(sub)
     add_status_command(sub)
@@ -195,15 +207,24 @@ def _seconds(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "warning").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(getattr(args, "log_level", "warning"), getattr(args, "log_format", "text"))
     if args.command == "serve":
         return serve(args)
     if args.command == "channels":
         return run_status(args)
     return run_admin(args)
+
+
+def _configure_logging(level: str, form: str) -> None:
+    """The root handler: text lines, or (``--log-format json``) JSON objects."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if form == "json":
+        from chatd.api.request_ids import RequestLogFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(RequestLogFormatter())
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -273,7 +294,15 @@ def serve(args: argparse.Namespace) -> int:
     db = Database(settings.resolved_database_url())
     log.info("database: %s", db.url.split("@")[-1] if "@" in db.url else db.url)
     drain = Drain(settings.drain_seconds)
-    app = create_app(registry, settings.api_keys, db, args.redis_url, settings.limits, drain)
+    app = create_app(
+        registry,
+        settings.api_keys,
+        db,
+        args.redis_url,
+        settings.limits,
+        drain,
+        log_content=args.log_content,
+    )
     return serve_until_drained(
         app,
         drain,
@@ -281,6 +310,8 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=args.log_level.lower(),
         access_log=False,
+        # json: uvicorn's own lines go through the root's JSON handler too
+        **({"log_config": None} if args.log_format == "json" else {}),
     )
 
 

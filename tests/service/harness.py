@@ -41,8 +41,10 @@ class LogRecorder(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
+        self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
         self.lines.append(f"{record.levelname} {record.name}: {record.getMessage()}")
 
     def text(self) -> str:
@@ -93,6 +95,7 @@ def build_app(
     redis_url: str | None = None,
     config: str | None = None,
     limits: Limits | None = None,
+    log_content: bool = False,
 ) -> FastAPI:
     """The app as ``chatd serve`` builds it (cli.py), with ``engine`` behind every local
     model of ``config`` (a chatd.toml text), or behind MODEL alone; its database is
@@ -108,7 +111,8 @@ def build_app(
         channels = file.channels
     db = Database(database_url or sqlite_url(tmp))
     keys = [API_KEY] if api_keys is None else api_keys
-    app = create_app(ModelRegistry(local, aliases, channels), keys, db, redis_url, limits)
+    registry = ModelRegistry(local, aliases, channels)
+    app = create_app(registry, keys, db, redis_url, limits, log_content=log_content)
     app.state.db = db
     return app
 
@@ -123,11 +127,14 @@ async def running_chatd(
     redis_url: str | None = None,
     config: str | None = None,
     limits: Limits | None = None,
+    log_content: bool = False,
 ) -> AsyncIterator[Chatd]:
     """Build the app as ``chatd serve`` does (cli.py), with ``engine`` as the model
     behind every local model of ``config`` (a chatd.toml text) or behind MODEL alone."""
     engine = engine or FakeEngine()
-    app = build_app(tmp, engine, api_keys, database_url, redis_url, config, limits)
+    app = build_app(
+        tmp, engine, api_keys, database_url, redis_url, config, limits, log_content=log_content
+    )
     chatd = Chatd(app, engine, app.state.db, None if database_url else tmp)
     logger = logging.getLogger("chatd")
     level = logger.level

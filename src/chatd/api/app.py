@@ -14,6 +14,7 @@ from chatd.api.deps import Services
 from chatd.api.drain import Drain, DrainMiddleware
 from chatd.api.errors import install_error_handlers
 from chatd.api.openapi import install_openapi
+from chatd.api.request_ids import RequestIdMiddleware
 from chatd.protocol.request_limits import Limits
 from chatd.service.channel_health import SharedChannelHealth
 from chatd.service.chat import ChatService
@@ -39,9 +40,11 @@ def create_app(
     redis_url: str | None = None,
     limits: Limits | None = None,
     drain: Drain | None = None,
+    log_content: bool = False,
 ) -> FastAPI:
     """The app ``chatd serve`` runs; ``drain`` is the one its SIGTERM handling drives
-    (api/shutdown.py)."""
+    (api/shutdown.py); ``log_content`` puts request and response bodies in the request
+    log (``--log-content``)."""
     limits = limits or Limits()
     store = CompletionStore(db)
     usage = UsageBuffer(UsageStore(db))
@@ -84,6 +87,8 @@ def create_app(
     app = FastAPI(title="chatd", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.add_middleware(DrainMiddleware, drain=services.drain)
+    # outermost: a drain's refusal carries its x-request-id and log line too
+    app.add_middleware(RequestIdMiddleware, content=log_content)
     app.state.services = services
     app.state.channel_health = health
     app.include_router(server_routes.router)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from chatd import request_log
 from chatd.protocol.errors import AuthenticationError
 from chatd.store.keys import KeyStore, key_digest
 
@@ -66,6 +67,13 @@ class KeyChecker:
         return not self._db_has_keys
 
     async def __call__(self, request: Request) -> Caller:
+        caller = await self._check(request)
+        record = request_log.current()
+        if record is not None:  # the request's log line names the owner, never the key
+            record.owner = caller.owner
+        return caller
+
+    async def _check(self, request: Request) -> Caller:
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         key = key.strip()

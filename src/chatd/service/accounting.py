@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from chatd import request_log
 from chatd.protocol.errors import NotYetSupported, ServerError
 from chatd.service.limits import Admission
 from chatd.store.completions import CompletionStore
@@ -28,8 +29,17 @@ class Accountant:
         self.model = model
         self.admission = admission
 
-    def record(self, prompt_tokens: int, completion_tokens: int, estimated: bool = False) -> None:
+    def record(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        estimated: bool = False,
+        cached_tokens: int | None = None,
+    ) -> None:
         self.usage.add(self.owner, self.model, prompt_tokens, completion_tokens, estimated)
+        line = request_log.current()
+        if line is not None:  # the request's log line (chatd/request_log.py)
+            line.usage(prompt_tokens, completion_tokens, cached_tokens)
         if self.admission is not None and self.admission.counts_tokens:
             spawn(self.admission.add_tokens(prompt_tokens + completion_tokens))
 

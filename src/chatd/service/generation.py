@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from chatd import request_log
 from chatd.engine.errors import EngineFailure, QueueFull
 from chatd.engine.grammar import Grammar, GrammarError
 from chatd.engine.params import Delta, SamplingParams
@@ -173,8 +174,12 @@ class LocalRun:
         self.generation.cancel()
 
     async def events(self) -> AsyncIterator[tuple[ChoiceReader, Event]]:
+        first = True
         try:
             async for deltas in self._deltas():
+                if first:  # the request log's TTFT (chatd/request_log.py)
+                    request_log.first_token()
+                    first = False
                 for d in deltas:
                     reader = self.choices[d.index]
                     for event in reader.read(d):

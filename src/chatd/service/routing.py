@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from chatd import request_log
 from chatd.protocol.errors import APIError, ModelNotFound, ModelUnavailable
 from chatd.service.models import LocalModel, ModelRegistry, Route, RoutedModel
 from chatd.upstream.channels import Channel, route
@@ -38,7 +39,9 @@ class Router:
     async def start(self, model_id: str, local: StartLocal[T], relay: StartRelay[T]) -> T:
         """Start the request on the model's first available route; raises APIError."""
         model = self.models.get(model_id)
+        _note(model=model_id)
         if isinstance(model, LocalModel):
+            _note(route="local")
             return await local(model)
         order = route(model.routes)
         if not order:
@@ -56,6 +59,7 @@ async def _start_routed(order: list[Route], local: StartLocal[T], relay: StartRe
     first byte, and then the routes after them are the fallback."""
     head, rest = order[0], order[1:]
     if isinstance(head, LocalModel):
+        _note(route="local")
         try:
             return await local(head)
         except APIError:
@@ -69,4 +73,14 @@ async def _start_routed(order: list[Route], local: StartLocal[T], relay: StartRe
     async def fallback() -> T:
         return await _start_routed(rest, local, relay)
 
+    _note(route="channel")  # the relay names the channel that answers
+
     return relay(channels, fallback if rest else None)
+
+
+def _note(**fields: str) -> None:
+    """Tell the request's log line (chatd/request_log.py) the model and route."""
+    record = request_log.current()
+    if record is not None:
+        for k, v in fields.items():
+            setattr(record, k, v)

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from chatd import request_log
 from chatd.protocol.errors import APIError, ModelUnavailable, ServerError
 from chatd.tasks import spawn
 from chatd.upstream.channels import Channel
@@ -115,6 +116,7 @@ class UpstreamCall:
             if status >= 400:
                 raise _passed_back(status, data)
             self.channel = channel
+            _answered_by(channel)
             assert self.wire is not None
             return self.wire.answer(data)
         raise ModelUnavailable(f"No channel could answer for `{self.public_id}` ({last}).")
@@ -138,6 +140,7 @@ class UpstreamCall:
                         raise _passed_back(response.status, data)
                     events = _events(response)
                     first = await anext(events)
+                    request_log.first_token()  # the request log's TTFT
             except (aiohttp.ClientError, StopAsyncIteration, TimeoutError, _Refused) as e:
                 if response is not None:
                     response.close()
@@ -147,6 +150,7 @@ class UpstreamCall:
                 continue
             channel.succeeded()
             self.channel = channel
+            _answered_by(channel)
             assert self.wire is not None
             async for chunk in _relay(self.wire, first, events, response):
                 yield chunk
@@ -233,3 +237,10 @@ def _passed_back(status: int, data: Any) -> APIError:
         param=err.get("param"),
         code=err.get("code"),
     )
+
+
+def _answered_by(channel: Channel) -> None:
+    """The request's log line (chatd/request_log.py) names the channel that answered."""
+    record = request_log.current()
+    if record is not None:
+        record.route = f"channel:{channel.name}"

@@ -18,7 +18,8 @@ from chatd.upstream.relay import UpstreamCall
 __all__ = ["Assembler", "RelayedCompletion"]
 
 # (prompt tokens, completion tokens, estimated by chatd rather than told by the upstream)
-Account = Callable[[int, int, bool], None]
+# (prompt tokens, completion tokens, estimated, cached prompt tokens)
+Account = Callable[[int, int, bool, int | None], None]
 
 
 class RelayedCompletion(Relayed[ChatAnswer]):
@@ -47,12 +48,18 @@ class RelayedCompletion(Relayed[ChatAnswer]):
             return
         u = self.call.usage
         if u and "prompt_tokens" in u:
-            self.account(int(u["prompt_tokens"]), int(u.get("completion_tokens", 0)), False)
+            cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens")
+            self.account(
+                int(u["prompt_tokens"]),
+                int(u.get("completion_tokens", 0)),
+                False,
+                int(cached) if isinstance(cached, int) else None,
+            )
         elif self.count_tokens is not None:
             prompt, output_tokens = self.count_tokens(self.prompt_text), self.count_tokens(output)
-            self.account(prompt, output_tokens, True)
+            self.account(prompt, output_tokens, True, None)
         else:
-            self.account(0, 0, True)
+            self.account(0, 0, True, None)
         self.account = None
 
     async def result(self) -> dict[str, Any]:

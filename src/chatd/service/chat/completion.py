@@ -58,7 +58,9 @@ class ChatCompletion:
         """Usage is counted for every request, finished, failed or abandoned."""
         if self.accountant is not None:
             u = self.run.usage()
-            self.accountant.record(u.prompt_tokens, u.completion_tokens)
+            self.accountant.record(
+                u.prompt_tokens, u.completion_tokens, cached_tokens=u.cached_tokens
+            )
             self.accountant = None
 
     async def result(self) -> dict[str, Any]:

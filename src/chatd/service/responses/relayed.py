@@ -147,7 +147,14 @@ class RelayedResponse(Relayed[ResponseAnswer]):
         if self.account is None or not isinstance(usage, dict) or "input_tokens" not in usage:
             return
         account, self.account = self.account, None
-        account(ResponseUsage(int(usage["input_tokens"]), int(usage.get("output_tokens", 0))))
+        cached = (usage.get("input_tokens_details") or {}).get("cached_tokens")
+        account(
+            ResponseUsage(
+                int(usage["input_tokens"]),
+                int(usage.get("output_tokens", 0)),
+                cached if isinstance(cached, int) else 0,
+            )
+        )
 
     def _estimate(self, output: str) -> ResponseUsage:
         """chatd's own count of the prompt and the output, when the upstream told none."""

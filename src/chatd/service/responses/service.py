@@ -232,7 +232,9 @@ class ResponsesService:
         if self.usage is None:
             return None
         accountant = Accountant(self.usage, owner, req.model, admission)
-        return lambda u: accountant.record(u.input_tokens, u.output_tokens, u.estimated)
+        return lambda u: accountant.record(
+            u.input_tokens, u.output_tokens, u.estimated, u.cached_tokens
+        )
 
 
 class _LocalSource:

@@ -1,0 +1,120 @@
+"""Request ids and the request log: every response carries ``x-request-id`` (OpenAI's
+SDKs read it into ``_request_id``), and every request ends in one log line (logger
+``chatd.requests``) with that id, the client's ``X-Client-Request-Id``, and what the
+layers below noted in its ``RequestLog`` (chatd/request_log.py): owner, model, route,
+tokens, TTFT; the total time measured here.
+
+A pure ASGI middleware, outermost so that refusals (a drain's 503) carry the id too: it
+costs one header and two clock reads per request, and wraps ``send`` only to add the
+header and see the status. Bodies are read only with
+``--log-content``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatd import request_log
+from chatd.api.errors import error_response
+from chatd.protocol.errors import ServerError
+from chatd.request_log import RequestLog, new_request_id
+
+__all__ = ["RequestIdMiddleware", "RequestLogFormatter"]
+
+log = logging.getLogger("chatd.requests")
+
+_UNEXPECTED = ServerError("The server had an error while processing your request.")
+_CLIENT_ID = b"x-client-request-id"
+_QUIET = frozenset({"/health", "/metrics"})
+_MAX_CLIENT_ID = 512  # OpenAI's limit on X-Client-Request-Id too
+
+
+class RequestIdMiddleware:
+    """Gives each HTTP request its id, its header, and its one log line."""
+
+    def __init__(self, app: ASGIApp, content: bool = False) -> None:
+        self.app = app
+        self.content = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = new_request_id()
+        record = RequestLog(rid, scope["method"], scope["path"], _client_id(scope))
+        header = (b"x-request-id", rid.encode())
+        request_body: list[bytes] = []
+        response_body: list[bytes] = []
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            elif self.content and message["type"] == "http.response.body":
+                response_body.append(message.get("body", b""))
+            await send(message)
+
+        async def receiving() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                request_body.append(message.get("body", b""))
+            return message
+
+        token = request_log.begin(record)
+        try:
+            await self.app(scope, receiving if self.content else receive, sending)
+        except Exception:
+            if record.status is not None:  # a stream broken off: nothing more to send
+                raise
+            # Answered here, not by Starlette's outermost handler: its 500 would carry
+            # no x-request-id.
+            logging.getLogger("chatd.api").exception("unhandled error (request_id=%s)", rid)
+            await error_response(_UNEXPECTED)(scope, receive, sending)
+        except BaseException:
+            record.status = record.status or 500
+            raise
+        finally:
+            request_log.end(token)
+            record.total_ms = round((time.monotonic() - record.started) * 1000, 1)
+            if self.content:
+                record.request_body = _text(request_body)
+                record.response_body = _text(response_body)
+            # A load balancer's health checks and Prometheus's scrapes would drown the
+            # rest: their lines are debug.
+            level = logging.DEBUG if scope["path"] in _QUIET else logging.INFO
+            if log.isEnabledFor(level):  # --log-level warning: no line to make
+                log.log(level, record.text(), extra={"request": record.fields()})
+
+
+def _client_id(scope: Scope) -> str | None:
+    for k, v in scope["headers"]:
+        if k == _CLIENT_ID:  # ASGI servers give header names in lower case
+            return v[:_MAX_CLIENT_ID].decode("latin-1")
+    return None
+
+
+def _text(parts: list[bytes]) -> str:
+    return b"".join(parts).decode("utf-8", "replace")
+
+
+class RequestLogFormatter(logging.Formatter):
+    """``--log-format json``: one JSON object a line, the request line's fields at its
+    top level (others: time, level, logger, message)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        fields = getattr(record, "request", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        else:
+            out["message"] = record.getMessage()
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
