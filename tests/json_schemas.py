@@ -1,8 +1,10 @@
 """JSON schemas and the response_format wrapper shared by the structured-output tests
-(tests/e2e/test_response_format.py and tests/service/test_structured_inputs.py)."""
+(tests/e2e/test_response_format.py and tests/service/test_structured_inputs.py), and the
+strict JSON reading the unique-key tests use (tests/unit/test_json_grammar.py too)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 PERSON = {
@@ -58,3 +60,18 @@ def fmt(schema: dict[str, Any], strict: bool | None = True, name: str = "out") -
     if strict is not None:
         spec["strict"] = strict
     return {"type": "json_schema", "json_schema": spec}
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), f"repeated key in {keys}"
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> Any:
+    raise AssertionError(f"{name} is not JSON")
+
+
+def strict_loads(text: str) -> Any:
+    """JSON as a strict parser reads it: no repeated key in any object, no NaN/Infinity."""
+    return json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)

@@ -12,7 +12,7 @@ import jsonschema
 import openai
 import pytest
 from conftest import MODEL
-from json_schemas import DEFS, LOOSE, PERSON, fmt
+from json_schemas import DEFS, LOOSE, PERSON, fmt, strict_loads
 from openapi_schemas import assert_valid
 from sse import stream
 
@@ -105,20 +105,6 @@ DOG = {  # what the llm CLI sends for --schema 'name, age int'
     "required": ["name", "age"],
 }
 INVENT = [{"role": "user", "content": "Invent a dog."}]
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    assert len(keys) == len(set(keys)), f"repeated key in {keys}"
-    return dict(pairs)
-
-
-def _no_constant(name: str) -> Any:
-    raise AssertionError(f"{name} is not JSON")
-
-
-def strict_loads(text: str) -> Any:
-    return json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
 
 
 @pytest.mark.parametrize(

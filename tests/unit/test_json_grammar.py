@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from json_schemas import strict_loads
 
 from chatd.engine.grammar import Grammar, GrammarCompiler
 from chatd.engine.json_keys import closed_for_grammar
@@ -73,20 +74,6 @@ def walker() -> Iterator[Walker]:
             yield Walker(runner)
     finally:
         runner.close()
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    assert len(keys) == len(set(keys)), f"repeated key in {keys}"
-    return dict(pairs)
-
-
-def _no_constant(name: str) -> Any:
-    raise AssertionError(f"{name} is not JSON")
-
-
-def strict_loads(text: str) -> Any:
-    return json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
 
 
 # --- schemas ------------------------------------------------------------------------------

@@ -67,7 +67,13 @@ from chatd.protocol.shapes import (
     discriminator,
     tag,
 )
-from chatd.protocol.validation import INVALID_JSON, decode_chat_body, openai_error, translate_error
+from chatd.protocol.validation import (
+    INVALID_JSON,
+    check_stream_options,
+    decode_chat_body,
+    openai_error,
+    translate_error,
+)
 
 __all__ = [
     "EXTENSION_FIELDS",
@@ -304,11 +310,7 @@ class ChatCompletionRequest(Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> ChatCompletionRequest:
-        if self.stream_options is not None and self.stream is not True:
-            raise openai_error(
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                param="stream_options",
-            )
+        check_stream_options(self.stream_options, self.stream)
         if self.top_logprobs is not None and self.logprobs is not True:
             raise openai_error(
                 "The 'top_logprobs' parameter is only allowed when 'logprobs' is enabled.",

@@ -46,6 +46,7 @@ from chatd.protocol.shapes import (
 from chatd.protocol.validation import (
     INVALID_JSON,
     TAG,
+    check_stream_options,
     decode_chat_body,
     openai_error,
     translate_error,
@@ -309,11 +310,7 @@ class CreateResponseRequest(Strict):
     @model_validator(mode="after")
     def _coherent(self) -> CreateResponseRequest:
         """Checks across fields the spec states in words rather than in the schema."""
-        if self.stream_options is not None and self.stream is not True:
-            raise openai_error(
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                param="stream_options",
-            )
+        check_stream_options(self.stream_options, self.stream)
         if self.conversation is not None and self.previous_response_id is not None:
             raise openai_error(
                 "Mutually exclusive parameters: Ensure you are only providing one of: "

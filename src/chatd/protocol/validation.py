@@ -29,6 +29,7 @@ from chatd.protocol.errors import InvalidRequest
 __all__ = [
     "INVALID_JSON",
     "TAG",
+    "check_stream_options",
     "decode_chat_body",
     "openai_error",
     "translate_error",
@@ -65,6 +66,15 @@ def openai_error(
     if param is not _AT_LOCATION:
         ctx["oa_param"] = param
     return PydanticCustomError(_OPENAI_ERROR, "{oa_message}", ctx)
+
+
+def check_stream_options(stream_options: object, stream: bool | None) -> None:
+    """Both APIs allow ``stream_options`` only on a streamed request, in the same words."""
+    if stream_options is not None and stream is not True:
+        raise openai_error(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+        )
 
 
 # --------------------------------------------------------------------------------------------
