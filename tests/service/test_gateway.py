@@ -320,6 +320,25 @@ def test_models_status_names_routes_and_reasons(gateway: Server) -> None:
     }
 
 
+def test_model_states_show_each_route_for_pickers(gateway: Server) -> None:
+    """``/chatd/models`` (the playground's and ``chatd models``' list) keeps a model whose
+    only channel cools down, with that route's state, where /v1/models drops it."""
+    ask(gateway, "mdead")
+    ask(gateway, "mdead")
+    resp = httpx.get(gateway.base_url + "/chatd/models")
+    assert resp.status_code == 200
+    rows = {m["id"]: m for m in resp.json()["data"]}
+    dead = rows["mdead"]
+    assert dead["object"] == "chatd.model_state" and not dead["available"]
+    [route] = dead["routes"]
+    assert route["name"] == "dead" and route["kind"] == "channel"
+    assert route["state"] == "cooling_down" and route["cooling_seconds_left"] > 0
+    assert rows[MODEL]["routes"] == [{"name": f"local:{MODEL}", "kind": "local", "state": "loaded"}]
+    assert [r["kind"] for r in rows["mfallback"]["routes"]] == ["channel", "local"]
+    listed = {m["id"] for m in httpx.get(gateway.base_url + "/v1/models").json()["data"]}
+    assert "mdead" not in listed and "mfallback" in listed
+
+
 def test_channels_cli(gateway: Server) -> None:
     ask(gateway, "mdead")
     ask(gateway, "mdead")

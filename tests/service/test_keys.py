@@ -119,6 +119,10 @@ async def test_model_limits(setup: Setup) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
     assert (await call(chatd, made["elsewhere"][1], "/v1/models")).json()["data"] == []
     assert (await call(chatd, made["elsewhere"][1], f"/v1/models/{MODEL}")).status_code == 404
+    states = (await call(chatd, made["limited"][1], "/chatd/models")).json()["data"]
+    assert [m["id"] for m in states] == [MODEL]
+    assert (await call(chatd, made["elsewhere"][1], "/chatd/models")).json()["data"] == []
+    assert (await call(chatd, None, "/chatd/models")).status_code == 401
 
 
 async def test_owners_are_keys(setup: Setup) -> None:

@@ -27,6 +27,7 @@ async def test_every_route_is_documented_with_its_errors(http: httpx.AsyncClient
         "/v1/models",
         "/v1/models/{model}",
         "/v1/channels",
+        "/chatd/models",
         "/v1/chat/completions",
         "/v1/chat/completions/{completion_id}",
         "/v1/chat/completions/{completion_id}/messages",

@@ -266,6 +266,11 @@ def _server_paths() -> dict[str, Json]:
                 [_param("model", "path", {"type": "string"})],
             )
         },
+        "/chatd/models": {
+            "get": _operation(
+                "listModelStates", "Every model id with its routes' states", _ok("ModelStateList"), (401,)
+            )
+        },
         "/v1/channels": {
             "get": _operation(
                 "listChannels", "Upstream channels (operator)", _ok("ChannelList"), operator

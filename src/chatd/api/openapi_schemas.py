@@ -142,6 +142,28 @@ def _response_schemas() -> dict[str, Json]:
                 "models": {"type": "array", "items": _obj({"id": _STR, "available": _BOOL})},
             }
         ),
+        "ModelStateList": _obj(
+            {
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": _ref("ModelState")},
+            }
+        ),
+        "ModelState": _obj(
+            {
+                "object": {"const": "chatd.model_state"},
+                "id": _STR,
+                "available": _BOOL,
+                "reason": {"type": ["string", "null"]},
+                "routes": {"type": "array", "items": _ref("RouteState")},
+            }
+        ),
+        "RouteState": _obj(
+            {
+                "name": _STR,
+                "kind": {"enum": ["local", "channel"]},
+                "state": {"enum": ["loaded", "loading", "unloaded", "available", "cooling_down"]},
+            }
+        ),
         "Health": _obj({"status": _STR, "models": {}}),
     }
 

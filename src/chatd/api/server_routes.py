@@ -44,6 +44,15 @@ async def get_model(model_id: str, caller: CallerDep, services: ServicesDep) -> 
     return services.models.get(model_id).card(model_id)
 
 
+@router.get("/chatd/models")
+async def model_states(caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    """chatd's own view for pickers (the playground, ``chatd models``): every model id
+    this key may use, with each route's state, cooling-down ones included (``/v1/models``
+    lists only what can be served now, as OpenAI's does)."""
+    rows = [row for row in services.models.states() if caller.may_use(row["id"])]
+    return {"object": "list", "data": rows}
+
+
 @router.get("/v1/channels")
 async def list_channels(caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
     """Upstream channels and their health, and every public model id with whether it can

@@ -32,6 +32,10 @@ class LocalModel:
         """Always routable: a full queue is found out (and skipped) when submitting."""
         return True
 
+    def route_state(self) -> dict[str, Any]:
+        """This route as the model states show it (``GET /chatd/models``)."""
+        return {"name": self.name, "kind": "local", "state": "loaded"}
+
     def card(self, public_id: str | None = None) -> dict[str, Any]:
         return {
             "id": public_id or self.id,
@@ -75,6 +79,18 @@ class RoutedModel:
 
 
 Model = LocalModel | RoutedModel
+
+
+def route_state(route: Route) -> dict[str, Any]:
+    """One route of a public id: a local engine (loaded or not) or a channel (available
+    or cooling down), for the playground's and ``chatd models``' picker."""
+    if isinstance(route, LocalModel):
+        return route.route_state()
+    state = route.state()
+    row: dict[str, Any] = {"name": route.name, "kind": "channel"}
+    if state["healthy"]:
+        return {**row, "state": "available"}
+    return {**row, "state": "cooling_down", "cooling_seconds_left": state["cooling_seconds_left"]}
 
 
 def _cooling(channel: Channel) -> str:
@@ -129,6 +145,17 @@ class ModelRegistry:
             for public, m in self._local_only()
         ]
         return rows + [m.status() for m in self._routed.values()]
+
+    def states(self) -> list[dict[str, Any]]:
+        """Every public id with its routes' states: what ``GET /chatd/models`` lists."""
+        rows = [
+            {"id": public, "available": True, "reason": None, "routes": [route_state(m)]}
+            for public, m in self._local_only()
+        ]
+        for routed in self._routed.values():
+            row = routed.status()
+            rows.append({**row, "routes": [route_state(r) for r in routed.routes]})
+        return [{"object": "chatd.model_state", **row} for row in rows]
 
     def local(self) -> list[LocalModel]:
         return list(self._models.values())
