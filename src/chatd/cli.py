@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from chatd.config import (
     embedded_model_path,
     env_api_keys,
     load_config,
+    model_spec,
 )
 from chatd.protocol.request_limits import Limits
 from chatd.status import add_command as add_status_command
@@ -35,8 +37,24 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve the OpenAI Chat Completions API")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--model", type=Path, help="a GGUF file (default: the embedded SmolLM2)")
-    s.add_argument("--model-id", help="public id of the model (default: from the file name)")
+    s.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="[ID=]PATH",
+        help="a GGUF file, or `embedded` (default: the embedded SmolLM2); repeatable, each"
+        " its own engine; ID= gives its public id (default: from the file name)",
+    )
+    s.add_argument(
+        "--model-id", help="public id of the model of a single --model (default: its file name)"
+    )
+    s.add_argument(
+        "--max-loaded",
+        type=int,
+        default=None,
+        help="local models loaded at once: a request for another loads it, unloading the"
+        " least recently used idle one (default: the config file's max_loaded; 0: all)",
+    )
     s.add_argument(
         "--api-key",
         action="append",
@@ -231,12 +249,13 @@ def serve(args: argparse.Namespace) -> int:
     from chatd.api.app import create_app
     from chatd.api.drain import Drain
     from chatd.api.shutdown import serve as serve_until_drained
-    from chatd.service.models import LocalModel, ModelRegistry
+    from chatd.protocol.errors import APIError
+    from chatd.service.model_pool import ModelPool
+    from chatd.service.models import ModelRegistry
 
     settings = Settings(
         host=args.host,
         port=args.port,
-        model_path=args.model,
         model_id=args.model_id,
         api_keys=[*args.api_key, *env_api_keys()],
         n_ctx=args.n_ctx,
@@ -256,32 +275,22 @@ def serve(args: argparse.Namespace) -> int:
         settings.data_dir = args.data_dir
     try:
         file = load_config(args.config) if args.config else FileConfig([], [])
-        configs = file.models
-        if not configs:
-            path, model_id = settings.resolved_model()
-            configs = [LocalModelConfig(model_id, path)]
-        local = []
-        for m in configs:
-            path, model_id = m.path or embedded_model_path(), m.id
-            engine = _engine(settings, Path(path))
-            local.append(LocalModel(model_id, engine, m.priority, m.weight))
-            log.info(
-                "model %s from %s (%s), context window %d tokens",
-                model_id,
-                path,
-                engine.fingerprint,
-                engine.context_window,
-            )
+        configs = _model_configs(args, file, settings)
+        max_loaded = file.max_loaded if args.max_loaded is None else args.max_loaded
+        if max_loaded < 0:
+            raise ConfigError(f"--max-loaded {max_loaded}: 0 (all stay loaded) or more")
+        local = [_local_model(m, m.settings(settings)) for m in configs]
+        aliases = {a: m.id for m in file.models for a in m.aliases}
+        registry = ModelRegistry(local, aliases, file.channels, ModelPool([], max_loaded))
+        registry.pool.preload()  # up to max_loaded, in order: a model that cannot load is exit 1
     except ConfigError as e:
         print(f"chatd: invalid configuration: {e}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, RuntimeError) as e:
+    except (FileNotFoundError, RuntimeError, APIError) as e:
         print(f"chatd: {e}", file=sys.stderr)
         return 1
-    aliases = {a: m.id for m in file.models for a in m.aliases}
     for c in file.channels:
         log.info("channel %s -> %s serving %s", c.name, c.base_url, ", ".join(c.models))
-    registry = ModelRegistry(local, aliases, file.channels)
     if not settings.api_keys:
         log.warning(
             "no --api-key configured: the server is open to anyone who can reach it"
@@ -315,7 +324,58 @@ def serve(args: argparse.Namespace) -> int:
     )
 
 
-def _engine(settings: Settings, path: Path) -> Any:
+def _model_configs(
+    args: argparse.Namespace, file: FileConfig, settings: Settings
+) -> list[LocalModelConfig]:
+    """The local models: the file's [[models]], then each --model; the embedded model
+    (or --model-id's) when there is none. Two with one id are an error."""
+    given = [model_spec(text) for text in args.model]
+    if args.model_id is not None:
+        if len(given) > 1:
+            raise ConfigError("--model-id names a single --model: give several as --model ID=PATH")
+        if given:
+            given[0].id = args.model_id
+    configs = [*file.models, *given]
+    if not configs:
+        path, model_id = settings.resolved_model()
+        configs = [LocalModelConfig(model_id, path)]
+    seen: set[str] = set()
+    for m in configs:
+        if m.id in seen:
+            raise ConfigError(
+                f"two local models have the id {m.id!r}: give each its own (--model ID=PATH)"
+            )
+        seen.add(m.id)
+    return configs
+
+
+def _local_model(m: LocalModelConfig, settings: Settings) -> Any:
+    """A local model that loads with its own settings when the pool says so; its memory
+    need is read from the file's header now (a missing file fails the start)."""
+    from chatd.engine.memory import estimate, kv_shape
+    from chatd.service.models import LocalModel
+
+    path = Path(m.path or embedded_model_path())
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    prefill = settings.context_window if settings.wide_prefill else 0
+    need = estimate(path.stat().st_size, kv_shape(path), settings.n_ctx + prefill)
+
+    def load(progress: Callable[[float], None]) -> Any:
+        engine = _engine(settings, path, progress)
+        log.info(
+            "model %s from %s (%s), context window %d tokens",
+            m.id,
+            path,
+            engine.fingerprint,
+            engine.context_window,
+        )
+        return engine
+
+    return LocalModel(m.id, None, m.priority, m.weight, loader=load, need=need)
+
+
+def _engine(settings: Settings, path: Path, progress: Callable[[float], None] | None = None) -> Any:
     from chatd.engine.engine import Engine, EngineConfig
     from chatd.engine.kv_cache import KVAllocator
     from chatd.engine.model_runner import RunnerConfig
@@ -331,6 +391,7 @@ def _engine(settings: Settings, path: Path) -> Any:
                 ),
                 n_threads=settings.threads,
                 prefill_ctx=settings.context_window if settings.wide_prefill else 0,
+                progress=progress,
             ),
             SchedulerConfig(
                 max_waiting=settings.max_waiting,

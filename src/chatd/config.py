@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +82,27 @@ class LocalModelConfig:
     aliases: list[str] = field(default_factory=list)
     priority: int = 0  # where an id of this model is also served by channels
     weight: float = 1.0
+    # Engine settings of this model; None: the server-wide flag (--n-ctx, ...).
+    n_ctx: int | None = None
+    context_window: int | None = None
+    max_sequences: int | None = None
+    threads: int | None = None
+
+    def settings(self, defaults: Settings) -> Settings:
+        """The server-wide settings with this model's own engine settings over them."""
+        own = {k: getattr(self, k) for k in MODEL_SETTINGS if getattr(self, k) is not None}
+        return replace(defaults, **own)
+
+
+# The engine settings a [[models]] entry may set for itself, and the least each may be.
+MODEL_SETTINGS = {"n_ctx": 1, "context_window": 1, "max_sequences": 1, "threads": 0}
 
 
 @dataclass
 class FileConfig:
     models: list[LocalModelConfig]
     channels: list[Any]  # chatd.upstream.channels.Channel
+    max_loaded: int = 0  # local models loaded at once (0: all, none ever unloaded)
 
 
 _CHANNEL_KEYS = {
@@ -107,18 +122,28 @@ def load_config(path: Path) -> FileConfig:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: {e}") from None
-    unknown = set(data) - {"models", "channels"}
+    unknown = set(data) - {"models", "channels", "max_loaded"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown))}")
     models = [_model(m, f"{path}: models[{i}]") for i, m in enumerate(data.get("models", []))]
+    seen: set[str] = set()
+    for i, m in enumerate(models):
+        if m.id in seen:
+            raise ConfigError(f"{path}: models[{i}].id: {m.id!r} is already a model's id")
+        seen.add(m.id)
     channels = [
         _channel(c, f"{path}: channels[{i}]") for i, c in enumerate(data.get("channels", []))
     ]
-    return FileConfig(models, channels)
+    max_loaded = data.get("max_loaded", 0)
+    if not _is_int(max_loaded) or max_loaded < 0:
+        raise ConfigError(
+            f"{path}: max_loaded: an integer >= 1 is required (0 or absent: all stay loaded)"
+        )
+    return FileConfig(models, channels, max_loaded)
 
 
 def _model(m: Any, where: str) -> LocalModelConfig:
-    _known(m, {"id", "path", "aliases", "priority", "weight"}, where)
+    _known(m, {"id", "path", "aliases", "priority", "weight", *MODEL_SETTINGS}, where)
     if not isinstance(m.get("id"), str):
         raise ConfigError(f"{where}.id: a string is required")
     aliases = m.get("aliases", [])
@@ -129,9 +154,21 @@ def _model(m: Any, where: str) -> LocalModelConfig:
         raise ConfigError(f"{where}.priority: an integer is required")
     if not isinstance(weight, int | float) or isinstance(weight, bool) or weight <= 0:
         raise ConfigError(f"{where}.weight: a positive number is required")
+    own: dict[str, int] = {}
+    for key, least in MODEL_SETTINGS.items():
+        if key in m:
+            if not _is_int(m[key]) or m[key] < least:
+                raise ConfigError(f"{where}.{key}: an integer >= {least} is required")
+            own[key] = m[key]
     raw = m.get("path", "embedded")
+    if not isinstance(raw, str):
+        raise ConfigError(f'{where}.path: a string is required (a .gguf file, or "embedded")')
     path = None if raw == "embedded" else Path(raw)
-    return LocalModelConfig(m["id"], path, aliases, priority, float(weight))
+    return LocalModelConfig(m["id"], path, aliases, priority, float(weight), **own)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _channel(c: Any, where: str) -> Any:
@@ -179,3 +216,17 @@ def _known(table: Any, keys: set[str], where: str) -> None:
     unknown = set(table) - keys
     if unknown:
         raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
+
+
+def model_spec(text: str) -> LocalModelConfig:
+    """One ``--model``: ``PATH``, or ``ID=PATH`` (then ``ID`` is its public id); ``embedded``
+    as PATH is the embedded model. Without an id, the file's name is the id."""
+    model_id, sep, raw = text.partition("=")
+    if not sep or not model_id or "/" in model_id or os.sep in model_id:
+        model_id, raw = "", text  # a path that holds "=" in a folder's name
+    if not raw:
+        raise ConfigError(f"--model {text!r}: a path is required (PATH, ID=PATH or embedded)")
+    if raw == "embedded":
+        return LocalModelConfig(model_id or EMBEDDED_MODEL_ID, None)
+    path = Path(raw)
+    return LocalModelConfig(model_id or path.stem.lower(), path)

@@ -24,11 +24,15 @@ async def health(services: ServicesDep) -> Any:
     drain = services.drain
     if drain.draining:
         return JSONResponse(
-            {"status": "draining", "in_flight": drain.in_flight, "models": services.models.stats()},
+            {
+                "status": "draining",
+                "in_flight": drain.in_flight,
+                "models": services.models.health(),
+            },
             status_code=503,
             headers={"Retry-After": str(ShuttingDown.retry_after), "Connection": "close"},
         )
-    return {"status": "ok", "models": services.models.stats()}
+    return {"status": "ok", "models": services.models.health()}
 
 
 @router.get("/v1/models")

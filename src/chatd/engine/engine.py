@@ -53,19 +53,27 @@ class Engine:
         self.n_vocab = r.n_vocab
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chatd-engine", daemon=True)
+        self._warm = threading.Thread(
+            target=self.grammars.warm, name="chatd-grammar-warm", daemon=True
+        )
 
     # --- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
         # Constrained decoding needs llguidance's view of the vocabulary: build it now,
         # beside the engine, rather than inside the first json_schema request's TTFT.
-        threading.Thread(target=self.grammars.warm, name="chatd-grammar-warm", daemon=True).start()
+        self._warm.start()
 
     def stop(self) -> None:
+        """Stop the thread and free the llama.cpp model and contexts (an unloaded model's
+        memory is given back here, not when Python collects the object)."""
         self._stop.set()
         with self.scheduler.wake:
             self.scheduler.wake.notify()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        if self._warm.is_alive():  # it reads the model's vocabulary: not after it is freed
+            self._warm.join()
         self.runner.close()
 
     def _loop(self) -> None:

@@ -6,11 +6,13 @@ releases the GIL during ``llama_decode``, so the event loop keeps running.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
@@ -45,6 +47,9 @@ class RunnerConfig:
     # Cells of the second context that computes long prompts in wide passes (0: none; see
     # PrefillContext). At least the longest prompt a request may have.
     prefill_ctx: int = 0
+    # Told the fraction of the model loaded (0..1) while llama.cpp reads it, from the
+    # loading thread: how a slow load shows its progress (chatd/service/load_progress.py).
+    progress: Callable[[float], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,9 @@ class ModelRunner:
         # repacking would change which kernels run, and so the numbers batch invariance
         # was measured on. Q4_1 weights have no repacked form on x86 anyway.
         mparams.use_extra_bufts = False
+        progress = _progress_callback(config.progress)
+        if progress is not None:  # kept referenced for the whole load
+            mparams.progress_callback = progress
         self.model = llama_cpp.llama_model_load_from_file(path.encode(), mparams)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load model {path}")
@@ -387,6 +395,20 @@ def _state_set(
     ctx: llama_cpp.llama_context_p, data: ctypes.Array[ctypes.c_ubyte], seq: int
 ) -> bool:
     return llama_cpp.llama_state_seq_set_data(ctx, data, len(data), seq) == len(data)
+
+
+def _progress_callback(report: Callable[[float], None] | None) -> object | None:
+    """llama.cpp's load progress callback around ``report``; a failing report never
+    aborts the load (it returns True: go on)."""
+    if report is None:
+        return None
+
+    def called(fraction: float, user_data: ctypes.c_void_p) -> bool:
+        with contextlib.suppress(Exception):  # a progress line is never worth a failed load
+            report(float(fraction))
+        return True
+
+    return llama_cpp.llama_progress_callback(called)
 
 
 @llama_cpp.llama_log_callback

@@ -90,8 +90,26 @@ class Job:
 _NO_LIMITS = Limits(grammar_timeout=0, request_timeout=0)
 
 
-async def start_local(engine: EngineLike, job: Job, limits: Limits = _NO_LIMITS) -> LocalRun:
-    """Submit ``job``; raises APIError for any refusal, and nothing after submission."""
+async def start_local(
+    engine: EngineLike,
+    job: Job,
+    limits: Limits = _NO_LIMITS,
+    release: Callable[[], None] | None = None,
+) -> LocalRun:
+    """Submit ``job``; raises APIError for any refusal, and nothing after submission.
+    ``release`` (the engine's lease, service/model_pool.py) is called once the
+    generation has ended, or at once if it is refused (or cancelled) before it starts."""
+    try:
+        run = await _start(engine, job, limits)
+    except BaseException:
+        if release is not None:
+            release()
+        raise
+    run.release = release
+    return run
+
+
+async def _start(engine: EngineLike, job: Job, limits: Limits) -> LocalRun:
     plan = job.tools
     grammar = await _grammar(engine, job, limits.grammar_timeout)
     native = plan is not None and plan.may_call and engine.template.supports_tools
@@ -169,9 +187,18 @@ class LocalRun:
         self.timeout = timeout
         # The wall clock starts at submission: time waiting in the queue counts.
         self.deadline = asyncio.get_running_loop().time() + timeout if timeout else None
+        # Called once when the generation has ended (read to its end, failed, timed out
+        # or cancelled): the engine's lease, so an idle model may be unloaded.
+        self.release: Callable[[], None] | None = None
+
+    def _ended(self) -> None:
+        release, self.release = self.release, None
+        if release is not None:
+            release()
 
     def cancel(self) -> None:
         self.generation.cancel()
+        self._ended()
 
     async def events(self) -> AsyncIterator[tuple[ChoiceReader, Event]]:
         first = True
@@ -186,6 +213,8 @@ class LocalRun:
                         yield reader, event
         except EngineFailure as e:
             raise ServerError(f"The engine failed while generating: {e}") from None
+        finally:
+            self._ended()
 
     async def _deltas(self) -> AsyncIterator[list[Delta]]:
         """The generation's steps, each awaited under the request's deadline. The

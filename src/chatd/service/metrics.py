@@ -1,7 +1,8 @@
 """Prometheus metrics (`GET /metrics`), read at scrape time from state the server keeps
 anyway: channel health and counts (upstream/channels.py), engine stats, usage totals
-(store/usage.py) and model availability. Nothing is recorded per request here, so the
-relay path pays nothing for metrics, and only this module imports prometheus_client.
+(store/usage.py), model availability and local models' loads (service/model_pool.py).
+Nothing is recorded per request here, so the relay path pays nothing for metrics, and
+only this module imports prometheus_client.
 The registry is per app, not the global one, so several apps (tests) never collide."""
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import time
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from chatd.service.models import ModelRegistry
@@ -31,6 +37,7 @@ class ChatdCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._channels()
         yield from self._engines()
+        yield from self._loads()
         yield from self._usage()
         available = GaugeMetricFamily(
             "chatd_model_available", "1 if the public model id can be served now", labels=["model"]
@@ -76,6 +83,24 @@ class ChatdCollector(Collector):
                     families[name] = family
                 family.add_metric([model], float(value))
         yield from families.values()
+
+    def _loads(self) -> Iterator[Metric]:
+        """Which local models are loaded, and their loads (on demand or at start)."""
+        loaded = GaugeMetricFamily(
+            "chatd_model_loaded", "1 if the local model's engine is loaded", labels=["model"]
+        )
+        loads = CounterMetricFamily(
+            "chatd_model_loads", "Loads of the local model (start-up included)", labels=["model"]
+        )
+        seconds = SummaryMetricFamily(
+            "chatd_model_load_seconds", "Time the local model's loads took", labels=["model"]
+        )
+        for m in self.models.local():
+            slot = m.slot
+            loaded.add_metric([m.id], int(slot.engine is not None))
+            loads.add_metric([m.id], slot.loads)
+            seconds.add_metric([m.id], count_value=slot.loads, sum_value=slot.load_seconds)
+        yield from (loaded, loads, seconds)
 
     def _usage(self) -> Iterator[Metric]:
         def counter(name: str, doc: str) -> CounterMetricFamily:

@@ -5,43 +5,74 @@ local model too (then the local engine is one more route, with its own priority)
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatd.engine.memory import MemoryNeed
 from chatd.protocol.errors import ModelNotFound
 from chatd.service.engine_api import EngineLike
+from chatd.service.model_pool import Lease, Loader, LoadState, ModelPool, ModelSlot
 from chatd.upstream.channels import Channel
 
 
-@dataclass
 class LocalModel:
-    """A GGUF model served by our own engine."""
+    """A GGUF model served by our own engine, loaded now or on demand (its ``slot`` in
+    the registry's ``ModelPool``). Given an ``engine`` it starts loaded; given a
+    ``loader`` (settings -> engine, cli.py) it loads when the pool says so."""
 
-    id: str
-    engine: EngineLike
-    priority: int = 0  # where its ids are also served by channels: its place in routing
-    weight: float = 1.0
-    created: int = field(default_factory=lambda: int(time.time()))
-    owned_by: str = "chatd"
+    def __init__(
+        self,
+        model_id: str,
+        engine: EngineLike | None = None,
+        priority: int = 0,  # where its ids are also served by channels: its place in routing
+        weight: float = 1.0,
+        *,
+        loader: Loader | None = None,
+        need: MemoryNeed | None = None,
+    ) -> None:
+        self.id = model_id
+        self.priority = priority
+        self.weight = weight
+        self.slot = ModelSlot(model_id, engine, loader, need)
+        self.pool = ModelPool([self.slot])  # replaced by the registry's, shared by all
+        self.created = int(time.time())
+        self.owned_by = "chatd"
 
     @property
     def name(self) -> str:
         return f"local:{self.id}"
 
+    @property
+    def engine(self) -> EngineLike | None:
+        """The engine while loaded (None otherwise); a request takes ``acquire``'s."""
+        return self.slot.engine
+
+    @property
+    def state(self) -> LoadState:
+        return self.slot.state
+
+    async def acquire(self, timeout: float = 0.0) -> Lease:
+        """This model's engine, loaded first if needed; released when the generation ends."""
+        return await self.pool.acquire(self.slot, timeout)
+
     def healthy(self, now: float | None = None) -> bool:
-        """Always routable: a full queue is found out (and skipped) when submitting."""
+        """Always routable: a full queue is found out (and skipped) when submitting, and
+        an unloaded model loads on demand."""
         return True
 
     def route_state(self) -> dict[str, Any]:
         """This route as the model states show it (``GET /chatd/models``)."""
-        return {"name": self.name, "kind": "local", "state": "loaded"}
+        return {"name": self.name, "kind": "local", "state": self.state.value}
 
     def card(self, public_id: str | None = None) -> dict[str, Any]:
+        """The /v1/models card, with llama.cpp router mode's ``status`` extension."""
         return {
             "id": public_id or self.id,
             "object": "model",
             "created": self.created,
             "owned_by": self.owned_by,
+            "status": {"value": self.state.value},
         }
 
 
@@ -105,10 +136,16 @@ class ModelRegistry:
         models: list[LocalModel],
         aliases: dict[str, str] | None = None,
         channels: list[Channel] | None = None,
+        pool: ModelPool | None = None,
     ) -> None:
         self._models = {m.id: m for m in models}
         self._aliases = dict(aliases or {})
         self.channels = list(channels or [])
+        # One pool for every local model: ``max_loaded`` counts them all.
+        self.pool = pool or ModelPool([])
+        self.pool.slots = [m.slot for m in models]
+        for m in models:
+            m.pool = self.pool
         self._routed: dict[str, RoutedModel] = {}
         for c in self.channels:
             for public in c.models:
@@ -134,7 +171,8 @@ class ModelRegistry:
         return [(public, m) for public, m in ids if public not in self._routed]
 
     def cards(self) -> list[dict[str, Any]]:
-        """The models that can be served now."""
+        """The models that can be served now (an unloaded local model can: it loads on
+        demand; its card says it is unloaded)."""
         cards = [m.card(public) for public, m in self._local_only()]
         return cards + [m.card() for m in self._routed.values() if m.available]
 
@@ -160,13 +198,37 @@ class ModelRegistry:
     def local(self) -> list[LocalModel]:
         return list(self._models.values())
 
+    def token_counter(self) -> Callable[[str], int] | None:
+        """How a relayed answer that reports no usage is counted: a loaded local model's
+        tokenizer, looked up when counting (never an engine unloaded since), or ~4 bytes
+        a token while none is loaded. None without local models (usage is then 0)."""
+        if not self._models:
+            return None
+
+        def count(text: str) -> int:
+            for m in self._models.values():
+                if m.engine is not None:
+                    return m.engine.count_tokens(text)
+            return (len(text.encode("utf-8")) + 3) // 4
+
+        return count
+
     def stats(self) -> dict[str, dict[str, int]]:
-        return {m.id: m.engine.stats() for m in self._models.values()}
+        """The loaded engines' stats, by model id (unloaded models have none)."""
+        return {m.id: m.engine.stats() for m in self._models.values() if m.engine is not None}
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Every local model for ``/health``: loaded or not, its engine's stats if it is."""
+        rows: dict[str, dict[str, Any]] = {}
+        for m in self._models.values():
+            engine = m.engine
+            rows[m.id] = {"loaded": engine is not None, "state": m.state.value}
+            if engine is not None:
+                rows[m.id].update(engine.stats())
+        return rows
 
     def start(self) -> None:
-        for m in self._models.values():
-            m.engine.start()
+        self.pool.start()
 
     def stop(self) -> None:
-        for m in self._models.values():
-            m.engine.stop()
+        self.pool.stop()

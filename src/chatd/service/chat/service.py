@@ -88,23 +88,24 @@ class ChatService:
     ) -> ChatCompletion:
         if not isinstance(req, ChatCompletionRequest):  # the API parses these in full
             raise ServerError(f"`{req.model}` is served locally: its request needs the contract.")
-        engine = model.engine
-        check_local_support(req, model.id, engine.n_vocab)
-        plan = plan_tools(req)
-        job = Job(
-            render=lambda native: render_messages(req, plan, native=native),
-            sampling=sampling_fields(req),
-            tools=plan,
-            schema=json_schema_for(req),
-            schema_check=schema_check_for(req),
-            prediction=req.prediction.text() if req.prediction is not None else None,
-            tools_param="tools" if req.tools else "functions",
-            schema_param=SCHEMA_PARAM,
-        )
-        saver = self._saver(req, owner)
-        run = await start_local(
-            engine, job, self.limits
-        )  # nothing may refuse the request after this
+        lease = await model.acquire(self.limits.request_timeout)  # loads it if need be
+        with lease.until_handed_over():  # released if refused below
+            engine = lease.engine
+            check_local_support(req, model.id, engine.n_vocab)
+            plan = plan_tools(req)
+            job = Job(
+                render=lambda native: render_messages(req, plan, native=native),
+                sampling=sampling_fields(req),
+                tools=plan,
+                schema=json_schema_for(req),
+                schema_check=schema_check_for(req),
+                prediction=req.prediction.text() if req.prediction is not None else None,
+                tools_param="tools" if req.tools else "functions",
+                schema_param=SCHEMA_PARAM,
+            )
+            saver = self._saver(req, owner)
+            # nothing may refuse the request after this; the run releases the lease
+            run = await start_local(engine, job, self.limits, lease.release)
         envelope = Envelope(
             model=req.model,  # the public id asked for (an alias stays the alias)
             system_fingerprint=engine.fingerprint,
@@ -130,8 +131,7 @@ class ChatService:
             req.model, channels, dict(req.raw or {}), self.upstream.session(), stored_id
         )
         accountant = self._accountant(req, owner, admission)
-        local = self.models.local()
-        counter = local[0].engine.count_tokens if local else None
+        counter = self.models.token_counter()
         return RelayedCompletion(
             call,
             saver.save if saver is not None else None,

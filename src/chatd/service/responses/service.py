@@ -128,7 +128,6 @@ class ResponsesService:
         convo: Conversation,
         model: LocalModel,
     ) -> StreamedResponse:
-        engine = model.engine
         check_local_support(req, model.id)
         turns = conversation_turns(req.instructions, convo.history, convo.items)
         plan = plan_tools(req)
@@ -155,9 +154,11 @@ class ResponsesService:
             schema_param=SCHEMA_PARAM,
             shorten=shorten if req.truncation == "auto" else None,
         )
-        run = await start_local(
-            engine, job, self.limits
-        )  # nothing may refuse the request after this
+        # The model is loaded (if need be) only for a request it will answer; the run
+        # holds the lease until its generation ends.
+        lease = await model.acquire(self.limits.request_timeout)
+        run = await start_local(lease.engine, job, self.limits, lease.release)
+        # nothing may refuse the request after this
         return StreamedResponse(
             _LocalSource(run),
             settings(req),
@@ -193,7 +194,6 @@ class ResponsesService:
             self.upstream.session(),
             wire_for=lambda c: wires["responses" if c.api == "responses" else "chat"],
         )
-        local = self.models.local()
         return RelayedResponse(
             call,
             settings(req),
@@ -202,7 +202,7 @@ class ResponsesService:
             obfuscate=req.include_obfuscation(),
             save=self._saver(req, owner, convo),
             account=self._account(req, owner, admission),
-            count_tokens=local[0].engine.count_tokens if local else None,
+            count_tokens=self.models.token_counter(),
             prompt_text=prompt_text(items, req.instructions),
             fallback=fallback,
         )

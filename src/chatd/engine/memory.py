@@ -1,0 +1,152 @@
+"""How much memory a model will take once loaded, known before loading it: the weights
+(the GGUF file's size: llama.cpp maps the file), the KV cache of both contexts (cells x
+layers x K+V widths x bytes per value, the shape read from the file's GGUF header) and
+an allowance for llama.cpp's compute buffers. Reading the header costs milliseconds and
+no llama.cpp call, so the server can refuse a load that cannot fit before it starts
+swapping (service/model_pool.py compares the estimate with MemAvailable).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+__all__ = ["KVShape", "MemoryNeed", "estimate", "kv_shape", "read_metadata"]
+
+# llama.cpp's compute buffers (the graph's scratch, logits of a full batch) are not in
+# the header; measured ~20-70 MB for small models here. A flat allowance keeps the
+# estimate an upper bound for them without modelling each architecture.
+COMPUTE_ALLOWANCE = 128 << 20
+KV_BYTES = 2  # llama.cpp's default KV cache type is f16
+# Without a readable header: a bound for models up to ~8B parameters (32 layers of 1024
+# K and 1024 V values a cell with grouped-query attention; a wider model is underrated).
+FALLBACK_LAYERS, FALLBACK_WIDTH = 32, 1024
+
+
+@dataclass(frozen=True)
+class KVShape:
+    """What one KV cell costs: per layer, K and V values of that many dimensions."""
+
+    layers: int
+    k_width: int  # key dims per cell and layer, all KV heads (n_head_kv x head dim)
+    v_width: int
+
+    def cell_bytes(self, value_bytes: int = KV_BYTES) -> int:
+        return self.layers * (self.k_width + self.v_width) * value_bytes
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    weights: int
+    kv_cache: int
+    compute: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.compute
+
+    def describe(self) -> str:
+        return (
+            f"{gib(self.total)} (weights {gib(self.weights)}, KV cache {gib(self.kv_cache)},"
+            f" compute {gib(self.compute)})"
+        )
+
+
+def gib(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB"
+
+
+def estimate(file_size: int, shape: KVShape, cells: int) -> MemoryNeed:
+    """The memory of a model of ``file_size`` bytes whose contexts hold ``cells`` KV
+    cells in all (the main context's n_ctx plus the wide-prefill context's)."""
+    return MemoryNeed(file_size, cells * shape.cell_bytes(), COMPUTE_ALLOWANCE)
+
+
+def kv_shape(path: Path) -> KVShape:
+    """The model's KV cell shape from its GGUF header; a documented rough bound when the
+    header cannot be read (not a GGUF file, an unknown layout)."""
+    try:
+        meta = read_metadata(path)
+        arch = meta["general.architecture"]
+        layers = int(meta[f"{arch}.block_count"])
+        embd = int(meta[f"{arch}.embedding_length"])
+        heads = _first(meta[f"{arch}.attention.head_count"])
+        heads_kv = _first(meta.get(f"{arch}.attention.head_count_kv", heads))
+        k_dim = int(meta.get(f"{arch}.attention.key_length", embd // heads))
+        v_dim = int(meta.get(f"{arch}.attention.value_length", embd // heads))
+        return KVShape(layers, heads_kv * k_dim, heads_kv * v_dim)
+    except (OSError, KeyError, ValueError, TypeError, ZeroDivisionError, struct.error):
+        return KVShape(FALLBACK_LAYERS, FALLBACK_WIDTH, FALLBACK_WIDTH)
+
+
+def _first(value: Any) -> int:
+    """Per-layer head counts are arrays in some models: the widest layer bounds them."""
+    return int(max(value)) if isinstance(value, list) else int(value)
+
+
+# GGUF value types: struct formats of the scalars; 8 is a string, 9 an array.
+_SCALARS = {
+    0: "B",
+    1: "b",
+    2: "H",
+    3: "h",
+    4: "I",
+    5: "i",
+    6: "f",
+    7: "?",
+    10: "Q",
+    11: "q",
+    12: "d",
+}
+_STRING, _ARRAY = 8, 9
+_MAX_ARRAY_KEPT = 4096  # longer arrays (the vocabulary) are skipped, not kept
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The key/value header of a GGUF file (version 2 or 3), arrays longer than
+    _MAX_ARRAY_KEPT skipped (their values are None). Raises ValueError if it is not one."""
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file")
+        (version,) = _unpack(f, "I")
+        if version < 2:
+            raise ValueError(f"{path}: GGUF version {version} is not supported")
+        _n_tensors, n_kv = _unpack(f, "QQ")
+        meta: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key = _string(f)
+            (kind,) = _unpack(f, "I")
+            meta[key] = _value(f, kind)
+        return meta
+
+
+def _value(f: BinaryIO, kind: int) -> Any:
+    if kind in _SCALARS:
+        return _unpack(f, _SCALARS[kind])[0]
+    if kind == _STRING:
+        return _string(f)
+    if kind == _ARRAY:
+        item, n = _unpack(f, "IQ")
+        if item in _SCALARS and n > _MAX_ARRAY_KEPT:
+            f.seek(n * struct.calcsize("<" + _SCALARS[item]), 1)
+            return None
+        values = [_value(f, item) for _ in range(n)]
+        return values if n <= _MAX_ARRAY_KEPT else None
+    raise ValueError(f"unknown GGUF value type {kind}")
+
+
+def _string(f: BinaryIO) -> str:
+    (n,) = _unpack(f, "Q")
+    if n > 1 << 26:
+        raise ValueError("a GGUF string longer than 64 MiB")
+    return f.read(n).decode("utf-8", "replace")
+
+
+def _unpack(f: BinaryIO, fmt: str) -> tuple[Any, ...]:
+    size = struct.calcsize("<" + fmt)
+    data = f.read(size)
+    if len(data) != size:
+        raise ValueError("the GGUF header ends early")
+    return struct.unpack("<" + fmt, data)
