@@ -27,6 +27,7 @@ from chatd.api.app import create_app
 from chatd.cli import main as cli_main
 from chatd.config import load_config
 from chatd.protocol.request_limits import Limits
+from chatd.service.model_pool import ModelPool
 from chatd.service.models import LocalModel, ModelRegistry
 from chatd.store.db import Database, sqlite_url
 
@@ -96,22 +97,28 @@ def build_app(
     config: str | None = None,
     limits: Limits | None = None,
     log_content: bool = False,
+    local: list[LocalModel] | None = None,
+    pool: ModelPool | None = None,
 ) -> FastAPI:
     """The app as ``chatd serve`` builds it (cli.py), with ``engine`` behind every local
-    model of ``config`` (a chatd.toml text), or behind MODEL alone; its database is
-    ``database_url`` or SQLite in ``tmp``; ``api_keys`` None means [API_KEY]."""
-    local, aliases, channels = [LocalModel(MODEL, engine)], {}, []
+    model of ``config`` (a chatd.toml text), or behind MODEL alone, or the ``local``
+    models given (in ``pool``, preloaded as at start); its database is ``database_url``
+    or SQLite in ``tmp``; ``api_keys`` None means [API_KEY]."""
+    models, aliases, channels = [LocalModel(MODEL, engine)], {}, []
     if config is not None:
         path = tmp / "chatd.toml"
         path.write_text(config)
         file = load_config(path)
         if file.models:
-            local = [LocalModel(m.id, engine, m.priority, m.weight) for m in file.models]
+            models = [LocalModel(m.id, engine, m.priority, m.weight) for m in file.models]
         aliases = {a: m.id for m in file.models for a in m.aliases}
         channels = file.channels
+    if local is not None:
+        models = local
     db = Database(database_url or sqlite_url(tmp))
     keys = [API_KEY] if api_keys is None else api_keys
-    registry = ModelRegistry(local, aliases, channels)
+    registry = ModelRegistry(models, aliases, channels, pool)
+    registry.pool.preload()
     app = create_app(registry, keys, db, redis_url, limits, log_content=log_content)
     app.state.db = db
     return app
@@ -128,12 +135,23 @@ async def running_chatd(
     config: str | None = None,
     limits: Limits | None = None,
     log_content: bool = False,
+    local: list[LocalModel] | None = None,
+    pool: ModelPool | None = None,
 ) -> AsyncIterator[Chatd]:
     """Build the app as ``chatd serve`` does (cli.py), with ``engine`` as the model
     behind every local model of ``config`` (a chatd.toml text) or behind MODEL alone."""
     engine = engine or FakeEngine()
     app = build_app(
-        tmp, engine, api_keys, database_url, redis_url, config, limits, log_content=log_content
+        tmp,
+        engine,
+        api_keys,
+        database_url,
+        redis_url,
+        config,
+        limits,
+        log_content=log_content,
+        local=local,
+        pool=pool,
     )
     chatd = Chatd(app, engine, app.state.db, None if database_url else tmp)
     logger = logging.getLogger("chatd")
