@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from fakes.engine import FakeEngine
+from openapi_schemas import assert_valid
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatd.engine.memory import MemoryNeed
@@ -70,6 +71,8 @@ class Server:
         """/v1/models: each card's status value."""
         r = await self.http.get("/v1/models")
         assert r.status_code == 200, r.text
+        for card in r.json()["data"]:
+            assert_valid("Model", card)  # OpenAI's schema: the extension field is allowed
         return {card["id"]: card["status"]["value"] for card in r.json()["data"]}
 
     async def metrics(self) -> dict[tuple[str, str], float]:

@@ -132,7 +132,9 @@ def _response_schemas() -> dict[str, Json]:
         ),
         "ResponseItemList": _list_of(_obj({"type": _STR})),
         "Model": _obj(
-            {"id": _STR, "object": {"const": "model"}, "created": _INT, "owned_by": _STR}
+            {"id": _STR, "object": {"const": "model"}, "created": _INT, "owned_by": _STR},
+            # chatd's local models (llama.cpp router mode's shape): loaded on demand
+            {"status": _obj({"value": {"enum": ["loaded", "loading", "unloaded"]}})},
         ),
         "ModelList": _list_of(_ref("Model"), cursors=False),
         "ChannelList": _obj(
@@ -164,7 +166,17 @@ def _response_schemas() -> dict[str, Json]:
                 "state": {"enum": ["loaded", "loading", "unloaded", "available", "cooling_down"]},
             }
         ),
-        "Health": _obj({"status": _STR, "models": {}}),
+        "Health": _obj(
+            {
+                "status": _STR,
+                "models": {
+                    "type": "object",
+                    "additionalProperties": _obj(
+                        {"loaded": _BOOL, "state": {"enum": ["loaded", "loading", "unloaded"]}}
+                    ),
+                },
+            }
+        ),
     }
 
 

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["KVShape", "MemoryNeed", "estimate", "kv_shape", "read_metadata"]
+__all__ = [
+    "KVShape",
+    "MemoryNeed",
+    "estimate",
+    "give_back_freed_memory",
+    "kv_shape",
+    "read_metadata",
+]
 
 # llama.cpp's compute buffers (the graph's scratch, logits of a full batch) are not in
 # the header; measured ~20-70 MB for small models here. A flat allowance keeps the
@@ -150,3 +157,22 @@ def _unpack(f: BinaryIO, fmt: str) -> tuple[Any, ...]:
     if len(data) != size:
         raise ValueError("the GGUF header ends early")
     return struct.unpack("<" + fmt, data)
+
+
+def give_back_freed_memory() -> None:
+    """Return the heap an unloaded model's engine freed to the system (glibc keeps freed
+    blocks for reuse otherwise, so RSS only ever grows as models come and go): the
+    engine's Python objects are collected first, then ``malloc_trim`` (no-op elsewhere)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim(0)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 
-from chatd.engine.memory import MemoryNeed, gib
+from chatd.engine.memory import MemoryNeed, gib, give_back_freed_memory
 from chatd.protocol.errors import APIError, ModelUnavailable
 from chatd.service.engine_api import EngineLike
 from chatd.service.load_progress import LoadProgress
@@ -263,7 +263,8 @@ class ModelPool:
         try:
             if victim is not None and old is not None:
                 await asyncio.to_thread(old.stop)  # frees its llama.cpp model and contexts
-                del old
+                del old  # the last reference: its Python objects can go too
+                await asyncio.to_thread(give_back_freed_memory)
                 log.info("model %s unloaded (least recently used)", victim.id)
             started = self.clock()
             engine = await asyncio.to_thread(self._build, slot, self.started)
