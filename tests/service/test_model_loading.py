@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,12 @@ class Loader:
         self.script = script
         self.step_delay = step_delay
         self.fail: Exception | None = None
+        self.gate: threading.Event | None = None  # holds loads (in their thread) until set
         self.built: list[FakeEngine] = []
 
     def __call__(self, progress: Callable[[float], None]) -> FakeEngine:
+        if self.gate is not None:
+            self.gate.wait(10)
         if self.fail is not None:
             raise self.fail
         engine = FakeEngine(self.script, step_delay=self.step_delay)
@@ -106,6 +110,8 @@ async def two_models(
     need = MemoryNeed(GIB, GIB, 0)
     models = {i: LocalModel(i, loader=loaders[i], need=need) for i in loaders}
     pool = ModelPool([], max_loaded, available_memory=available)
+    # a lease never given back: a 503 within 10 s rather than a test that hangs
+    limits = limits or Limits(request_timeout=10)
     async with running_chatd(tmp_path, local=list(models.values()), pool=pool, limits=limits) as c:
         yield Server(c, models, loaders)
 
@@ -135,6 +141,23 @@ async def test_asking_an_unloaded_model_loads_it_and_unloads_the_lru_one(server:
     assert r.json()["choices"][0]["message"]["content"] == "I am a"
     assert await server.states() == {"a": "loaded", "b": "unloaded"}
     assert len(server.loaders["a"].built) == 2
+
+
+async def test_a_model_shows_loading_while_it_loads(server: Server) -> None:
+    server.loaders["b"].gate = threading.Event()
+    asked = asyncio.create_task(server.ask("b"))
+    while (await server.states())["b"] != "loading":
+        await asyncio.sleep(0.005)
+    assert await server.states() == {"a": "unloaded", "b": "loading"}  # a: taken out at once
+    assert await server.cards() == {"a": "unloaded", "b": "loading"}
+    health = (await server.http.get("/health")).json()["models"]
+    assert health["b"] == {"loaded": False, "state": "loading"}
+    m = await server.metrics()
+    assert m[("chatd_model_loaded", "b")] == 0
+    server.loaders["b"].gate.set()
+    r = await asked
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "I am b"
+    assert await server.states() == {"a": "unloaded", "b": "loaded"}
 
 
 async def test_metrics_per_model_loaded_and_loads(server: Server) -> None:
