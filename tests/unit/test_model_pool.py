@@ -282,3 +282,16 @@ def test_a_fast_load_shows_no_progress() -> None:
     for f in (0.0, 0.25, 0.5, 0.75, 1.0):
         progress.update(f)
     assert lines == []
+
+
+async def test_an_engine_loaded_after_the_pool_stopped_is_stopped_not_kept() -> None:
+    pool, slots, loaders = pool_of("a", "b", max_loaded=1)
+    loaders["b"].gate = threading.Event()
+    asked = asyncio.create_task(pool.acquire(slots["b"]))
+    await asyncio.sleep(0.05)
+    pool.stop()  # the server's lifespan ends while b loads
+    loaders["b"].gate.set()
+    with pytest.raises(ModelUnavailable, match="`b` was loaded after the server stopped"):
+        await asyncio.wait_for(asked, 10)
+    assert loaders["b"].built[0].stopped
+    assert states(slots) == {"a": "unloaded", "b": "unloaded"}

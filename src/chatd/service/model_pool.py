@@ -253,13 +253,16 @@ class ModelPool:
         slot.state = LoadState.LOADING
         why = f" (LRU: unloading {victim.id})" if victim is not None else ""
         log.info("loading model %s for a request%s", slot.id, why)
-        task = asyncio.get_running_loop().create_task(self._load(slot, victim, old))
+        load = self._load(slot, victim, old, self.started)
+        task = asyncio.get_running_loop().create_task(load)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # awaited by requests
         slot.loading = task
 
     async def _load(
-        self, slot: ModelSlot, victim: ModelSlot | None, old: EngineLike | None
+        self, slot: ModelSlot, victim: ModelSlot | None, old: EngineLike | None, running: bool
     ) -> None:
+        """``running``: the pool had started (the server serves): the new engine is
+        started, and stopped again if the pool stops before it is ready."""
         try:
             if victim is not None and old is not None:
                 await asyncio.to_thread(old.stop)  # frees its llama.cpp model and contexts
@@ -267,7 +270,13 @@ class ModelPool:
                 await asyncio.to_thread(give_back_freed_memory)
                 log.info("model %s unloaded (least recently used)", victim.id)
             started = self.clock()
-            engine = await asyncio.to_thread(self._build, slot, self.started)
+            engine = await asyncio.to_thread(self._build, slot, running)
+            if running and not self.started:  # the server stopped meanwhile: not kept
+                await asyncio.to_thread(engine.stop)
+                raise ModelUnavailable(
+                    f"The model `{slot.id}` was loaded after the server stopped.",
+                    code="model_load_failed",
+                )
         except BaseException as e:
             slot.state = LoadState.UNLOADED
             if not isinstance(e, Exception):  # cancelled (shutdown): no request is told
