@@ -176,9 +176,9 @@ class ChatSession:
                     for choice in chunk.get("choices") or []:
                         piece = (choice.get("delta") or {}).get("content") or ""
                         if piece:
-                            answer.append(piece)
                             self.out.write(piece)
                             self.out.flush()
+                            answer.append(piece)  # after: what is kept is what was seen
                         finish = choice.get("finish_reason") or finish
         except KeyboardInterrupt:
             self._end_line(answer)
