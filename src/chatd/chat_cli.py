@@ -22,6 +22,7 @@ from chatd.remote import DEFAULT_URL, Remote, RemoteError, api_key
 
 __all__ = [
     "COMMANDS",
+    "PROMPT",
     "ChatOptions",
     "ChatSession",
     "Command",

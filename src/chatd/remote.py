@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 __all__ = [
+    "DEFAULT_URL",
     "ModelList",
     "Remote",
     "RemoteError",
