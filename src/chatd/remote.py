@@ -126,6 +126,8 @@ class Remote:
 
     def __init__(self, url: str, key: str | None, transport: httpx.BaseTransport | None = None):
         self.url = url.rstrip("/")
+        if self.url.endswith("/v1"):  # the SDKs' base_url, as users often copy it
+            self.url = self.url[: -len("/v1")]
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.Client(
             base_url=self.url, headers=headers, timeout=_TIMEOUT, transport=transport

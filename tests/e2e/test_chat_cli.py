@@ -39,7 +39,8 @@ class Terminal:
         if self.pid == 0:  # the child: nothing but exec (this process may have threads)
             os.execve(CHATD, [CHATD, "chat", *args], env)
         termios.tcsetwinsize(self.fd, (50, 200))  # a wide terminal: no line wrapping
-        self.seen = ""  # everything read so far
+        self.raw = b""  # everything read so far, as it came
+        self.seen = ""  # the same, as text without escape codes
         self.pos = 0  # where the next expect() starts looking
         self.before = ""
 
@@ -52,6 +53,7 @@ class Terminal:
             except OSError:  # EIO: the child closed the terminal
                 data = b""
             assert data, f"the chat ended; it wrote:\n{self.seen[self.pos :]}"
+            self.raw += data
             self.seen += _ANSI.sub("", data.decode(errors="replace")).replace("\r\n", "\n")
 
     def expect(self, pattern: str, timeout: float = 120) -> re.Match[str]:
@@ -142,6 +144,8 @@ def test_a_conversation_on_a_terminal(logged: Server) -> None:
         assert answer(term, "Name a fruit")
         term.type("/exit")
         assert term.exit_status() == 0
+        # on a terminal the usage lines are dim (stderr is a terminal here)
+        assert re.search(rb"\x1b\[2m\[\d+ prompt \+ \d+ completion tokens", term.raw)
     finally:
         term.kill()
     one, two, three = (r["request"] for r in chat_requests(logged)[-3:])
@@ -179,7 +183,9 @@ def test_ctrl_c_stops_an_answer_and_the_prompt_returns(logged: Server) -> None:
     finally:
         term.kill()
     stopped, thanks = chat_requests(logged)[-2:]
-    assert stopped["completion_tokens"] < 300  # the server stopped generating it
+    # the server saw the client leave: a stream cut short (no [DONE]), short of its limit
+    assert "[DONE]" not in stopped["response"]
+    assert stopped["completion_tokens"] < 300
     assert thanks["request"]["messages"][0]["content"].startswith("Write a very long story")
     assert thanks["request"]["messages"][1]["role"] == "assistant"  # the part that was shown
 

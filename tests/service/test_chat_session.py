@@ -87,6 +87,13 @@ def test_the_conversation_is_kept_and_reset(server: ThreadServer) -> None:
     assert re.fullmatch(r"\[\d+ prompt \+ 7 completion tokens, \d+\.\d s\]", usage[0])
 
 
+def test_an_answer_cut_at_max_tokens_says_so(server: ThreadServer) -> None:
+    term = Terminal("Hi")
+    session(server, term, max_tokens=3).run()
+    assert term.out.getvalue() == "Hello! How can\n\n"
+    assert term.err.getvalue().splitlines()[-1].endswith(" s, cut at max tokens]")
+
+
 def test_eof_ends_the_session(server: ThreadServer) -> None:
     term = Terminal("Hi")
     assert session(server, term).run() == 0

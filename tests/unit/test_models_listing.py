@@ -15,14 +15,14 @@ from chatd.status import format_models
 NOT_FOUND = {"error": {"message": "Invalid URL", "type": "invalid_request_error"}}
 
 
-def remote(routes: dict[str, tuple[int, Any]]) -> Remote:
+def remote(routes: dict[str, tuple[int, Any]], url: str = "http://server/") -> Remote:
     def answer(request: httpx.Request) -> httpx.Response:
         status, body = routes.get(request.url.path, (404, NOT_FOUND))
         if isinstance(body, str):
             return httpx.Response(status, text=body)
         return httpx.Response(status, json=body)
 
-    return Remote("http://server/", "sk-x", transport=httpx.MockTransport(answer))
+    return Remote(url, "sk-x", transport=httpx.MockTransport(answer))
 
 
 def test_falls_back_to_v1_models_on_404() -> None:
@@ -32,6 +32,13 @@ def test_falls_back_to_v1_models_on_404() -> None:
     assert listed.ids() == ["gpt-x", "b"] and listed.first_available() == "gpt-x"
     table = format_models(listed)
     assert "gpt-x" in table and "route states unknown" in table
+
+
+@pytest.mark.parametrize("url", ["http://server/v1", "http://server/v1/", "http://server"])
+def test_an_sdk_base_url_is_accepted(url: str) -> None:
+    body = {"object": "list", "data": [{"id": "a", "available": True, "routes": []}]}
+    r = remote({"/chatd/models": (200, body)}, url)
+    assert r.url == "http://server" and r.models().ids() == ["a"]
 
 
 def test_chatd_models_is_preferred() -> None:
