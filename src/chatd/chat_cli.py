@@ -168,7 +168,9 @@ class ChatSession:
         is kept when answered; a refused one is dropped (the user may retype it); a
         stopped one keeps what was written so far, so the next turn follows it."""
         self.messages.append({"role": "user", "content": text})
-        answer, usage, finish = [], None, None
+        answer: list[str] = []
+        usage: dict[str, Any] | None = None
+        finish: str | None = None
         started = time.monotonic()
         try:
             with self.remote.stream_chat(self._body()) as chunks:
