@@ -40,6 +40,14 @@ COMMANDS = {
     "help": "/help          this list",
     "exit": "/exit          leave (also /quit, Ctrl-D, or Ctrl-C at the prompt)",
 }
+_HELP = [*COMMANDS.values(), "//text         send a line that starts with /"]
+_DESCRIPTION = (
+    "Chat in the terminal with a running server's model; answers stream as they arrive."
+    "\n\ncommands at the prompt:\n  "
+    + "\n  ".join(_HELP)
+    + "\n\nCtrl-C stops an answer (the server cancels it); at the prompt it leaves."
+    " The usage of each answer is printed on stderr."
+)
 _ALIASES = {"quit": "exit"}
 _TAKES_TEXT = frozenset({"system", "model"})
 _DIM, _PLAIN = "\x1b[2m", "\x1b[0m"
@@ -49,7 +57,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     cmd = sub.add_parser(
         "chat",
         help="an interactive chat with a running server, streamed",
-        description=__doc__,
+        description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmd.add_argument("--url", default=DEFAULT_URL, help="the server's base URL")
@@ -153,7 +161,7 @@ class ChatSession:
         if command.name == "exit":
             return False
         if command.name == "help":
-            self._note("\n".join(COMMANDS.values()) + "\n//text sends a line starting with /")
+            self._note("\n".join(_HELP))
         elif command.name == "reset":
             self.messages.clear()
             self._note("conversation forgotten")
