@@ -94,10 +94,11 @@ def test_an_answer_cut_at_max_tokens_says_so(server: ThreadServer) -> None:
     assert term.err.getvalue().splitlines()[-1].endswith(" s, cut at max tokens]")
 
 
-def test_eof_ends_the_session(server: ThreadServer) -> None:
-    term = Terminal("Hi")
+def test_blank_lines_are_not_sent_and_eof_ends_the_session(server: ThreadServer) -> None:
+    term = Terminal("", "   ", "Hi")
     assert session(server, term).run() == 0
-    assert term.prompts == 2 and term.out.getvalue().endswith(f"{DEFAULT_TEXT}\n\n")
+    assert term.prompts == 4 and term.out.getvalue() == f"{DEFAULT_TEXT}\n\n"
+    assert len(server.engine.submitted) == 1
 
 
 def test_commands_help_unknown_and_models(server: ThreadServer) -> None:
@@ -245,3 +246,21 @@ def test_an_unreachable_server_is_an_error_that_keeps_the_session(
     code, out, err = run_cli("chat", "--url", url, "--model", "m")  # nothing asked before
     assert code == 0 and f"error: cannot reach {url}: ConnectError" in err
     assert out == f"{PROMPT}{PROMPT}\n"
+
+
+def test_a_key_that_may_use_no_model(server: ThreadServer) -> None:
+    code, out, _ = run_cli(
+        "keys",
+        "create",
+        "--name",
+        "narrow",
+        "--models",
+        "absent",
+        "--data-dir",
+        str(server.data_dir),
+    )
+    key = next(ln.split()[1] for ln in out.splitlines() if ln.startswith("key:"))
+    code, out, err = run_cli("chat", "--url", server.base_url, "--api-key", key)
+    assert code == 1 and f"{server.base_url} serves no model now" in err
+    code, out, err = run_cli("models", "--url", server.base_url, "--api-key", key)
+    assert code == 0 and "(no models for this key)" in out
