@@ -143,18 +143,27 @@ class ChatSession:
             except (EOFError, KeyboardInterrupt):
                 self.out.write("\n")
                 return 0
-            line = line.strip()
-            if not line:
-                continue
             try:
-                command = parse_command(line)
-            except CommandError as e:
-                self._note(str(e))
-                continue
-            if command is None:
-                self.ask(line[1:] if line.startswith("//") else line)
-            elif not self.obey(command):
-                return 0
+                if not self.handle(line.strip()):
+                    return 0
+            except KeyboardInterrupt:
+                # Ctrl-C meant for an answer that had just ended (between the stream and
+                # the prompt): back to the prompt, not out of the session.
+                self._note("[interrupted]")
+
+    def handle(self, line: str) -> bool:
+        """One line typed: a message to send, a command, or nothing; False to leave."""
+        if not line:
+            return True
+        try:
+            command = parse_command(line)
+        except CommandError as e:
+            self._note(str(e))
+            return True
+        if command is None:
+            self.ask(line[1:] if line.startswith("//") else line)
+            return True
+        return self.obey(command)
 
     def obey(self, command: Command) -> bool:
         """Carry out a command; False when the session ends."""

@@ -216,6 +216,47 @@ def test_ctrl_c_stops_the_answer_and_the_server_cancels_it(tmp_path: Path) -> No
     ]
 
 
+class CtrlC:
+    """A ``read`` whose lines may be KeyboardInterrupt (Ctrl-C at the prompt)."""
+
+    def __init__(self, term: Terminal, *lines: str | type[KeyboardInterrupt]) -> None:
+        self.term, self.lines = term, list(lines)
+
+    def __call__(self, prompt: str) -> str:
+        self.term.prompts += 1
+        line = self.lines.pop(0)
+        if not isinstance(line, str):
+            raise line
+        return line
+
+
+def test_ctrl_c_at_the_prompt_leaves(server: ThreadServer) -> None:
+    term = Terminal()
+    s = session(server, term)
+    s.read = CtrlC(term, "Hi", KeyboardInterrupt, "never read")
+    assert s.run() == 0
+    assert term.prompts == 2 and term.out.getvalue() == f"{DEFAULT_TEXT}\n\n"
+
+
+class LateCtrlC(io.StringIO):
+    """stderr where Ctrl-C lands as the usage line is written: after the stream ended."""
+
+    def write(self, s: str) -> int:
+        if "completion tokens" in s and "[interrupted]" not in self.getvalue():
+            raise KeyboardInterrupt
+        return super().write(s)
+
+
+def test_ctrl_c_just_after_an_answer_returns_to_the_prompt(server: ThreadServer) -> None:
+    term = Terminal("Hi", "Again")
+    term.err = LateCtrlC()
+    s = session(server, term)
+    assert s.run() == 0
+    assert "[interrupted]" in term.err.getvalue() and term.prompts == 3
+    assert len(server.engine.submitted) == 2  # the session went on
+    assert "completion tokens" in term.err.getvalue()  # the second answer's usage line
+
+
 def test_chat_command_picks_the_first_available_model(
     server: ThreadServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
