@@ -268,7 +268,10 @@ def _server_paths() -> dict[str, Json]:
         },
         "/chatd/models": {
             "get": _operation(
-                "listModelStates", "Every model id with its routes' states", _ok("ModelStateList"), (401,)
+                "listModelStates",
+                "Every model id with its routes' states",
+                _ok("ModelStateList"),
+                (401,),
             )
         },
         "/v1/channels": {
