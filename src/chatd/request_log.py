@@ -81,6 +81,8 @@ class RequestLog:
 
 
 def _text_value(v: Any) -> str:
+    if isinstance(v, bool):  # as in the JSON lines, not Python's True
+        return "true" if v else "false"
     if isinstance(v, float):
         return f"{v:.1f}"
     s = str(v)

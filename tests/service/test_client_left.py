@@ -133,7 +133,7 @@ async def test_left_before_a_whole_answer_is_499(tmp_path: Path) -> None:
         assert line["status"] == 499 and line["client_left"] is True
         assert line["model"] == MODEL and line["route"] == "local"
         assert conn.received == [] and not engine.in_flight
-        assert "status=499 client_left=True" in chatd.log.text()
+        assert "status=499 client_left=true" in chatd.log.text()
 
 
 async def test_left_mid_stream_keeps_200(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ only to add the header and see the status, the response's end and the client's
 A client that leaves before the response has started is logged with status 499, nginx's
 "client closed request" that operators know (whatever the app then sends goes to
 nobody); one that leaves mid-response keeps the status it was sent, with
-``client_left`` (True). A disconnect is seen when the app next reads ``receive`` (the
+``client_left=true``. A disconnect is seen when the app next reads ``receive`` (the
 body, or api/disconnect.py's watcher); ASGI servers also answer ``http.disconnect``
 once the response is complete, which is not a client leaving."""
 
