@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 from fakes.engine import FakeEngine
 from starlette.types import ASGIApp, Message
 
@@ -37,8 +38,11 @@ class Connection:
     is complete, and answer ``http.disconnect``; nothing sent after the client left
     reaches it."""
 
-    def __init__(self, body: dict[str, Any] | None = None, *, partial: bytes = b"") -> None:
+    def __init__(
+        self, body: dict[str, Any] | None = None, *, partial: bytes = b"", path: str = URL
+    ) -> None:
         """``partial``: the client sends only this much of a body it says has more."""
+        self.path = path
         self.parts = [partial] if partial else [json.dumps(body).encode()]
         self.partial = bool(partial)
         self.received: list[Message] = []
@@ -82,8 +86,8 @@ class Connection:
             "http_version": "1.1",
             "method": "POST",
             "scheme": "http",
-            "path": URL,
-            "raw_path": URL.encode(),
+            "path": self.path,
+            "raw_path": self.path.encode(),
             "root_path": "",
             "query_string": b"",
             "headers": [
@@ -151,11 +155,21 @@ async def test_left_mid_stream_keeps_200(tmp_path: Path) -> None:
         assert "[DONE]" not in conn.text() and not engine.in_flight
 
 
-async def test_left_before_a_stream_started_is_499(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (URL, chat(stream=True)),
+        ("/v1/responses", {"model": MODEL, "input": "hi", "stream": True}),
+    ],
+)
+async def test_left_before_a_stream_started_is_499(
+    tmp_path: Path, path: str, body: dict[str, Any]
+) -> None:
     """Sent its request and left at once: by the time the stream would start (prompt
-    rendered, generation submitted), nobody is there; the stream is never written."""
+    rendered, generation submitted), nobody is there; the stream is never written.
+    Chat Completions and Responses alike."""
     async with running_chatd(tmp_path, FakeEngine(LONG, step_delay=0.01)) as chatd:
-        conn = Connection(chat(stream=True))
+        conn = Connection(body, path=path)
         conn.leave()
         await conn.run(chatd.app)
         line = only_line(chatd.log)
