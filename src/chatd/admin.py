@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,9 @@ async def _with_db(
         settings.data_dir = args.data_dir
     db = Database(settings.resolved_database_url())
     try:
-        await db.upgrade()
+        # Migration lines on stderr: these commands log nothing, and stdout is for their
+        # output (a key, a usage table) which scripts read.
+        await db.upgrade(lambda line: print(line, file=sys.stderr, flush=True))
         return await command(db, args)
     finally:
         await db.close()

@@ -1,5 +1,6 @@
-"""The command line: ``chatd serve``, and the database commands (``db``, ``keys``,
-``usage``, in admin.py)."""
+"""The command line: ``chatd serve``; the database commands (``db``, ``keys``,
+``usage``, in admin.py); and commands that ask a running server (``channels`` and
+``models`` in status.py, ``chat`` in chat_cli.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Any
 from chatd import __version__
 from chatd.admin import add_commands, add_database_options
 from chatd.admin import run as run_admin
+from chatd.chat_cli import add_command as add_chat_command
+from chatd.chat_cli import run as run_chat
 from chatd.config import (
     ConfigError,
     FileConfig,
@@ -25,6 +28,7 @@ from chatd.config import (
 )
 from chatd.protocol.request_limits import Limits
 from chatd.status import add_command as add_status_command
+from chatd.status import add_models_command, run_models
 from chatd.status import run as run_status
 
 log = logging.getLogger("chatd")
@@ -147,6 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     add_database_options(s)
     add_commands(sub)
     add_status_command(sub)
+    add_models_command(sub)
+    add_chat_command(sub)
     return p
 
 
@@ -230,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.command == "channels":
         return run_status(args)
+    if args.command == "models":
+        return run_models(args)
+    if args.command == "chat":
+        return run_chat(args)
     return run_admin(args)
 
 

@@ -35,7 +35,8 @@ class RequestLog:
     owner: str | None = None
     model: str | None = None
     route: str | None = None  # "local", or "channel:<name>"
-    status: int | None = None
+    status: int | None = None  # 499: the client left before the response started
+    client_left: bool = False  # the client went away before the response ended
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
     completion_tokens: int | None = None
@@ -57,6 +58,7 @@ class RequestLog:
             "method": self.method,
             "path": self.path,
             "status": self.status,
+            "client_left": self.client_left or None,
             "owner": self.owner,
             "model": self.model,
             "route": self.route,
@@ -79,6 +81,8 @@ class RequestLog:
 
 
 def _text_value(v: Any) -> str:
+    if isinstance(v, bool):  # as in the JSON lines, not Python's True
+        return "true" if v else "false"
     if isinstance(v, float):
         return f"{v:.1f}"
     s = str(v)

@@ -1,13 +1,18 @@
-"""``chatd channels``: what a running server can serve now, asked over HTTP (the state
-is per process, so it is read from the server, not from the config file)."""
+"""``chatd channels`` and ``chatd models``: what a running server can serve now, asked
+over HTTP (the state is per process, so it is read from the server, not from the config
+file)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 from typing import Any
 
 import httpx
+
+from chatd.remote import DEFAULT_URL, ModelList, Remote, RemoteError, api_key
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -66,3 +71,55 @@ def _error_message(response: httpx.Response) -> str:
         return str(response.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return response.text[:200]
+
+
+def add_models_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    cmd = sub.add_parser(
+        "models", help="a running server's models, available or not, with each route's state"
+    )
+    cmd.add_argument("--url", default=DEFAULT_URL, help="the server's base URL")
+    cmd.add_argument(
+        "--api-key", default=None, help="a key of the server; default: env CHATD_API_KEY"
+    )
+    cmd.add_argument(
+        "--json", action="store_true", help="the server's JSON as it came, for scripts"
+    )
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """``GET /chatd/models`` (``/v1/models`` from a server without it) as a table; an
+    error (unreachable, a refused key) is the server's message on stderr and exit 1."""
+    try:
+        with Remote(args.url, api_key(args.api_key)) as remote:
+            listed = remote.models()
+    except RemoteError as e:
+        print(f"chatd: {e.message}", file=sys.stderr)
+        return 1
+    print(json.dumps(listed.body, indent=2) if args.json else format_models(listed))
+    return 0
+
+
+def format_models(listed: ModelList) -> str:
+    """One line a model id: available or not, its routes with their states (the order
+    the router tries them), and why it is not available, on the next line."""
+    lines = [f"{'model':<32} {'available':<9}  routes"]
+    for row in listed.rows:
+        routes = ", ".join(_route(r) for r in row.get("routes") or []) or "?"
+        lines.append(f"{row['id']:<32} {'yes' if row.get('available') else 'NO':<9}  {routes}")
+        if row.get("reason"):
+            lines.append(f"{'':<43}{row['reason']}")
+    if not listed.rows:
+        lines.append("(no models for this key)")
+    if listed.source != "/chatd/models":
+        lines.append(
+            f"(from {listed.source}: this server has no /chatd/models, route states unknown)"
+        )
+    return "\n".join(lines)
+
+
+def _route(route: dict[str, Any]) -> str:
+    state = str(route.get("state", "?"))
+    left = route.get("cooling_seconds_left")
+    if state == "cooling_down" and isinstance(left, int | float):
+        state += f" {left:.0f}s"
+    return f"{route.get('name', '?')} ({state})"

@@ -352,6 +352,36 @@ def test_channels_cli(gateway: Server) -> None:
     assert "available" in next(ln for ln in lines if ln.startswith("mok "))
 
 
+def test_models_cli(gateway: Server) -> None:
+    """``chatd models``: each id with its routes' states, a cooled channel and why."""
+    ask(gateway, "mdead")
+    ask(gateway, "mdead")
+    code, stdout, stderr = run_cli("models", "--url", gateway.base_url)
+    assert code == 0, stdout + stderr
+    lines = stdout.splitlines()
+    local = next(ln for ln in lines if ln.startswith(MODEL + " "))
+    assert local.split()[1:] == ["yes", f"local:{MODEL}", "(loaded)"]
+    mdead = lines.index(next(ln for ln in lines if ln.startswith("mdead ")))
+    assert lines[mdead].split()[1:4] == ["NO", "dead", "(cooling_down"]
+    assert "no channel is available" in lines[mdead + 1]
+    fallback = next(ln for ln in lines if ln.startswith("mfallback "))
+    assert fallback.split()[1] == "yes"  # the local route serves it, whatever deadfirst's state
+    assert fallback.endswith(f", local:{MODEL} (loaded)") and " deadfirst (" in fallback
+    code, stdout, _ = run_cli("models", "--url", gateway.base_url, "--json")
+    assert code == 0
+    body = json.loads(stdout)
+    assert body["object"] == "list" and "mdead" in {m["id"] for m in body["data"]}
+
+
+def test_models_cli_without_a_server_or_with_a_bad_key(tmp_path: Path) -> None:
+    code, stdout, stderr = run_cli("models", "--url", f"http://127.0.0.1:{free_port()}")
+    assert code == 1 and stdout == "" and "cannot reach" in stderr
+    with chatd_in_thread(tmp_path, api_keys=[API_KEY]) as server:
+        code, stdout, stderr = run_cli("models", "--url", server.base_url, "--api-key", "sk-bad9")
+        assert code == 1 and stdout == ""
+        assert "answered 401: Incorrect API key provided" in stderr and "sk-bad9" not in stderr
+
+
 def test_channels_cli_without_a_server_or_with_a_bad_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -31,8 +31,11 @@ async def until_disconnect(
         if inspect.iscoroutine(work):
             work.close()
         raise ShuttingDown(CUT_MESSAGE)
-    task = asyncio.ensure_future(work)
+    # The watcher first: tasks start in the order they were made, so a client already
+    # gone (it left while the request was being prepared) is seen before the work's
+    # first step sends anything, and the request is logged as never answered (499).
     watcher = asyncio.ensure_future(_disconnected(receive))
+    task = asyncio.ensure_future(work)
     waiters: set[asyncio.Future[object]] = {task, watcher}
     if cut is not None:
         waiters.add(cut)  # shared by every request: never cancelled here
