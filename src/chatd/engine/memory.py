@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 __all__ = [
+    "COMPUTE_ALLOWANCE",
     "KVShape",
     "MemoryNeed",
     "estimate",
+    "gib",
     "give_back_freed_memory",
     "kv_shape",
     "read_metadata",
