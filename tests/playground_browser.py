@@ -72,6 +72,8 @@ def open_page(browser: Any, base_url: str, key: str | None = None) -> Iterator[G
     """A fresh context (its own localStorage) and page; ``key`` is put in localStorage
     first, as if typed earlier. The page is not loaded yet: ``goto`` it."""
     context = browser.new_context(viewport=VIEWPORT)
+    # a wait's upper bound, not a speed check: the shared 2-core machine can be slow
+    context.set_default_timeout(120_000)
     host = urlsplit(base_url).netloc
     guarded = Guarded(context.new_page())
 

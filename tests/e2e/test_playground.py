@@ -259,14 +259,18 @@ def test_tools_panel_shows_the_tool_call(guarded: Guarded) -> None:
     assert "not valid JSON" in page.get_by_test_id("tools-error").inner_text() and bodies == []
     fill(page, "tools-text", json.dumps([WEATHER]))
     page.get_by_test_id("tool-choice").select_option("required")
+    page.get_by_test_id("param-parallel_tool_calls").uncheck()
     fill(page, "param-max_tokens", "60")
     answer = send(page, "What is the weather in Paris?")
     assert bodies[0]["tools"] == [WEATHER] and bodies[0]["tool_choice"] == "required"
-    call = answer.get_by_test_id("tool-call").first  # the small model may call it again
+    assert bodies[0]["parallel_tool_calls"] is False
+    call = answer.get_by_test_id("tool-call")
+    assert call.count() == 1
     assert call.get_by_test_id("tool-name").inner_text() == "get_weather"
     shown = call.get_by_test_id("tool-args").inner_text()
     assert "\n" in shown  # pretty-printed
     assert isinstance(json.loads(shown)["city"], str)
+    assert answer.get_by_test_id("answer-status").inner_text() == "done (tool_calls)"
 
 
 def test_logprobs_view_shades_tokens_with_alternatives_on_hover(guarded: Guarded) -> None:

@@ -103,7 +103,10 @@ export class Params {
     const { tools, error: toolsError } = parseTools(document.getElementById("tools").value);
     showError(this.toolsError, toolsError);
     if (toolsError) ok = false;
-    if (tools) fields.tools = tools;
+    if (tools) {
+      fields.tools = tools;
+      if (!document.getElementById("parallel_tool_calls").checked) fields.parallel_tool_calls = false;
+    }
     const choice = this.value("tool_choice");
     if (choice) fields.tool_choice = choice;
 
