@@ -95,7 +95,7 @@ def test_picker_shows_the_local_model_loaded(guarded: Guarded) -> None:
 
 def test_answer_streams_in_and_shows_its_usage(guarded: Guarded) -> None:
     page = guarded.page
-    fill(page, "param-max_tokens", "24")
+    fill(page, "param-max_tokens", "16")
     # record the answer's text each time it changes while the status still says streaming
     page.evaluate(
         """() => {
@@ -118,7 +118,7 @@ def test_answer_streams_in_and_shows_its_usage(guarded: Guarded) -> None:
     assert "prompt " in usage and "cached " in usage and "completion " in usage
     assert "first token " in usage and "total " in usage
     completion_tokens = int(usage.split("completion ")[1].split(" ")[0])
-    assert 0 < completion_tokens <= 24
+    assert 0 < completion_tokens <= 16
     assert page.get_by_test_id("user-message").inner_text().endswith("Tell me about the sea.")
 
 
@@ -213,6 +213,13 @@ def test_schema_editor_rejects_invalid_json_and_sends_a_valid_schema(guarded: Gu
     assert "not valid JSON" in error.inner_text()
     assert page.get_by_test_id("answer").count() == 0 and bodies == []
     assert page.get_by_test_id("prompt").input_value() == "Pick a colour."  # kept to retry
+    fill(page, "schema-text", '["not", "an", "object"]')
+    page.get_by_test_id("send").click()
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=schema-error]')"
+        ".textContent.includes('must be a JSON object')"
+    )
+    assert page.get_by_test_id("answer").count() == 0 and bodies == []
     schema = {
         "type": "object",
         "properties": {"colour": {"type": "string", "enum": ["red", "green", "blue"]}},
@@ -257,6 +264,13 @@ def test_tools_panel_shows_the_tool_call(guarded: Guarded) -> None:
     page.get_by_test_id("send").click()
     page.get_by_test_id("tools-error").wait_for()
     assert "not valid JSON" in page.get_by_test_id("tools-error").inner_text() and bodies == []
+    fill(page, "tools-text", '[{"type": "function", "function": {"description": "no name"}}]')
+    page.get_by_test_id("send").click()
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=tools-error]')"
+        ".textContent.includes('Each tool needs')"
+    )
+    assert page.get_by_test_id("answer").count() == 0 and bodies == []
     fill(page, "tools-text", json.dumps([WEATHER]))
     page.get_by_test_id("tool-choice").select_option("required")
     page.get_by_test_id("param-parallel_tool_calls").uncheck()
