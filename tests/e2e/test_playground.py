@@ -110,10 +110,11 @@ def test_answer_streams_in_and_shows_its_usage(guarded: Guarded) -> None:
         }"""
     )
     answer = send(page, "Tell me about the sea.")
-    final = answer.get_by_test_id("choice-content").inner_text()
+    final = answer.get_by_test_id("choice-content").text_content()
     partials = page.evaluate("window.partials")
     assert final and len(set(partials)) >= 2  # seen growing, before the end
-    assert all(final.startswith(p.strip()) for p in partials)
+    assert all(final.startswith(p) for p in partials)
+    assert min(len(p) for p in partials) < len(final)
     usage = answer.get_by_test_id("usage").inner_text()
     assert "prompt " in usage and "cached " in usage and "completion " in usage
     assert "first token " in usage and "total " in usage
