@@ -141,7 +141,12 @@ export class Chat {
     };
     this.prompt.value = "";
     this.transcript.append(
-      el("div", { class: "message user", "data-testid": "user-message" }, el("div", { class: "role", text: "user" }), text),
+      el(
+        "div",
+        { class: "message user", "data-testid": "user-message" },
+        el("div", { class: "role", text: "user" }),
+        text,
+      ),
     );
     const answer = new AnswerView(this.transcript, body.n ?? 1);
     this.controller = new AbortController();
@@ -168,7 +173,12 @@ class AnswerView {
     this.n = n;
     this.choices = new Map();
     this.choicesNode = el("div", { class: "choices" });
-    this.status = el("span", { class: "status", "data-testid": "answer-status", "data-state": "streaming", text: "streaming…" });
+    this.status = el("span", {
+      class: "status",
+      "data-testid": "answer-status",
+      "data-state": "streaming",
+      text: "streaming…",
+    });
     this.usage = el("span", { class: "usage", "data-testid": "usage" });
     this.meta = el("div", { class: "meta" }, this.status, this.usage);
     this.node = el(
@@ -220,14 +230,18 @@ class AnswerView {
         for (const view of this.choices.values()) view.showJSON();
       }
       if (body.store && id) {
-        this.meta.append(el("span", { class: "stored-id", "data-testid": "completion-id", text: `stored as ${id}` }));
+        this.meta.append(
+          el("span", { class: "stored-id", "data-testid": "completion-id", text: `stored as ${id}` }),
+        );
       }
     } catch (error) {
       if (error.name === "AbortError") {
         this.setStatus("stopped", "stopped");
       } else {
         this.setStatus("error", "error");
-        this.node.append(el("div", { class: "error", role: "alert", "data-testid": "error", text: error.message }));
+        this.node.append(
+          el("div", { class: "error", role: "alert", "data-testid": "error", text: error.message }),
+        );
       }
     }
     this.usage.textContent = usageText(usage, ttft, performance.now() - started);

@@ -52,8 +52,18 @@ export class Params {
     const row = el(
       "div",
       { class: "meta-row", "data-testid": "metadata-row" },
-      el("input", { "aria-label": "metadata key", placeholder: "key", "data-testid": "metadata-key", value: key }),
-      el("input", { "aria-label": "metadata value", placeholder: "value", "data-testid": "metadata-value", value }),
+      el("input", {
+        "aria-label": "metadata key",
+        placeholder: "key",
+        "data-testid": "metadata-key",
+        value: key,
+      }),
+      el("input", {
+        "aria-label": "metadata value",
+        placeholder: "value",
+        "data-testid": "metadata-value",
+        value,
+      }),
       el("button", {
         type: "button",
         class: "small",

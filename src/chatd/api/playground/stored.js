@@ -67,7 +67,8 @@ export class StoredBrowser {
     if (next) this.list.append(...rows);
     else this.list.replaceChildren(...rows);
     if (!this.list.children.length) {
-      this.list.append(el("li", { class: "muted", "data-testid": "stored-empty", text: "No stored completion matches." }));
+      const text = "No stored completion matches.";
+      this.list.append(el("li", { class: "muted", "data-testid": "stored-empty", text }));
     }
     this.lastId = page.last_id ?? this.lastId;
     this.more.hidden = !page.has_more;
@@ -128,9 +129,21 @@ export class StoredBrowser {
         ),
       ),
       usage
-        ? el("p", { class: "usage", text: `prompt ${usage.prompt_tokens} · completion ${usage.completion_tokens} tokens` })
+        ? el("p", {
+            class: "usage",
+            text: `prompt ${usage.prompt_tokens} · completion ${usage.completion_tokens} tokens`,
+          })
         : null,
-      el("button", { type: "button", class: "danger", "data-testid": "stored-delete", onclick: () => this.remove(id) }, "Delete"),
+      el(
+        "button",
+        {
+          type: "button",
+          class: "danger",
+          "data-testid": "stored-delete",
+          onclick: () => this.remove(id),
+        },
+        "Delete",
+      ),
     );
   }
 
@@ -143,6 +156,8 @@ export class StoredBrowser {
       return;
     }
     this.list.querySelector(`[data-id="${CSS.escape(id)}"]`)?.remove();
-    this.detail.replaceChildren(el("p", { class: "muted", "data-testid": "stored-deleted", text: `Deleted ${id}.` }));
+    this.detail.replaceChildren(
+      el("p", { class: "muted", "data-testid": "stored-deleted", text: `Deleted ${id}.` }),
+    );
   }
 }
