@@ -135,6 +135,28 @@ def test_stored_browser_lists_filters_opens_and_deletes(
             "metadata[suite]": [tag],
         }
 
+        # one per page: the second page comes after the first's last id
+        page.get_by_test_id("stored-limit").fill("1")
+        page.get_by_test_id("stored-search").click()
+        page.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=stored-row]').length === 1"
+        )
+        assert rows.first.get_attribute("data-id") == second
+        page.get_by_test_id("stored-more").click()
+        page.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=stored-row]').length === 2"
+        )
+        assert rows.nth(1).get_attribute("data-id") == first
+        assert lists[-1]["after"] == [second] and lists[-1]["limit"] == ["1"]
+        assert page.get_by_test_id("stored-more").is_hidden()  # no more
+        # a page size the server refuses: its message, inline
+        page.get_by_test_id("stored-limit").fill("500")
+        page.get_by_test_id("stored-search").click()
+        page.get_by_test_id("stored-error").wait_for()
+        assert "limit" in page.get_by_test_id("stored-error").inner_text()
+        guarded.errors.clear()  # the browser logs the 400 response itself
+        page.get_by_test_id("stored-limit").fill("20")
+
         # another value matches nothing
         page.get_by_test_id("stored-meta-value").fill(tag + "-other")
         page.get_by_test_id("stored-search").click()

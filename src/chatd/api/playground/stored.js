@@ -1,6 +1,7 @@
 // The stored-completions browser, for the key in use: the list (newest first, filtered
 // by model and one metadata pair, paged with ``after``), one completion opened (its
-// messages from /messages, its answer, metadata and usage) and deleted.
+// messages from /messages, its answer, metadata and usage) and deleted. A list the
+// server refuses (a page size out of 1..100, say) shows its error inline.
 
 import { getJSON, request } from "./api.js";
 import { byTestId, el, showError } from "./dom.js";
@@ -41,7 +42,8 @@ export class StoredBrowser {
   /** The list's query: limit, newest first, the filters, and ``after`` for the next page. */
   query(next) {
     const data = new FormData(this.form);
-    const params = new URLSearchParams({ limit: "20", order: "desc" });
+    const limit = String(data.get("limit") || "").trim() || "20";
+    const params = new URLSearchParams({ limit, order: "desc" });
     const model = String(data.get("model") || "").trim();
     const key = String(data.get("key") || "").trim();
     if (model) params.set("model", model);
