@@ -89,6 +89,7 @@ export class Chat {
     this.models = models;
     this.params = params;
     this.history = [];
+    this.cleared = 0; // Clear during an answer: that answer joins no conversation
     this.controller = null;
     this.transcript = byTestId("transcript", root);
     this.prompt = byTestId("prompt", root);
@@ -111,6 +112,7 @@ export class Chat {
 
   clear() {
     this.stop();
+    this.cleared += 1;
     this.history = [];
     this.transcript.replaceChildren();
   }
@@ -151,9 +153,10 @@ export class Chat {
     const answer = new AnswerView(this.transcript, body.n ?? 1);
     this.controller = new AbortController();
     this.busy(true);
+    const cleared = this.cleared;
     try {
       await answer.run(body, this.controller.signal);
-      if (answer.node.dataset.state !== "error") {
+      if (answer.node.dataset.state !== "error" && cleared === this.cleared) {
         // the next turn sees choice 0's text (a stopped answer's part of it too)
         this.history.push(user);
         const reply = answer.choice(0).text;
@@ -171,6 +174,7 @@ export class Chat {
 class AnswerView {
   constructor(transcript, n) {
     this.n = n;
+    this.transcript = transcript;
     this.choices = new Map();
     this.choicesNode = el("div", { class: "choices" });
     this.status = el("span", {
@@ -201,6 +205,12 @@ class AnswerView {
     return this.choices.get(index);
   }
 
+  /** Keep the newest text in view, unless the reader scrolled up to read. */
+  follow() {
+    const t = this.transcript;
+    if (t.scrollHeight - t.scrollTop - t.clientHeight < 80) t.scrollTop = t.scrollHeight;
+  }
+
   setStatus(state, text) {
     this.status.dataset.state = state;
     this.status.textContent = text;
@@ -223,6 +233,7 @@ class AnswerView {
           if (ttft === null && (d.content || d.tool_calls || d.refusal)) ttft = performance.now() - started;
           this.choice(choice.index).apply(choice);
         }
+        this.follow();
       }
       const reasons = [...this.choices.values()].map((c) => c.finish);
       this.setStatus("done", `done (${[...new Set(reasons)].join(", ")})`);
