@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from chatd.api import chat_routes, responses_routes, server_routes
+from chatd.api import chat_routes, playground_routes, responses_routes, server_routes
 from chatd.api.auth import KeyChecker
 from chatd.api.deps import Services
 from chatd.api.drain import Drain, DrainMiddleware
@@ -98,5 +98,6 @@ def create_app(
     app.include_router(chat_routes.stored_router)
     app.router.add_route("/v1/responses", responses_routes.create_response, methods=["POST"])
     app.include_router(responses_routes.router)
+    app.include_router(playground_routes.router)  # the browser page: not in /openapi.json
     install_openapi(app)
     return app
