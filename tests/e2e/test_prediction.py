@@ -121,9 +121,11 @@ def test_prompt_lookup_drafts_change_nothing_but_speed(
 ) -> None:
     # The answer repeats the prompt's code: drafts from the prompt are verified, so the
     # answer is the same as with no drafts at all (here: the same request again, on a
-    # cache hit), and nothing is reported as an accepted prediction.
-    first = create(narrow_lookup, **sampling)
-    again = create(narrow_lookup, **sampling)
+    # cache hit), and nothing is reported as an accepted prediction. min_tokens keeps
+    # the model going to max_tokens, so every answer is long enough to draft from.
+    held = {**sampling, "extra_body": {"min_tokens": 120}}
+    first = create(narrow_lookup, **held)
+    again = create(narrow_lookup, **held)
     assert first.choices[0].message.content == again.choices[0].message.content
     assert first.usage.completion_tokens == 120
     details = first.usage.completion_tokens_details
