@@ -361,15 +361,17 @@ def _model_configs(
 
 def _local_model(m: LocalModelConfig, settings: Settings) -> Any:
     """A local model that loads with its own settings when the pool says so; its memory
-    need is read from the file's header now (a missing file fails the start)."""
-    from chatd.engine.memory import estimate, kv_shape
+    need and vocabulary size are read from the file's header now (a missing file fails
+    the start)."""
+    from chatd.engine.memory import estimate, header_facts
     from chatd.service.models import LocalModel
 
     path = Path(m.path or embedded_model_path())
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     prefill = settings.context_window if settings.wide_prefill else 0
-    need = estimate(path.stat().st_size, kv_shape(path), settings.n_ctx + prefill)
+    shape, n_vocab = header_facts(path)
+    need = estimate(path.stat().st_size, shape, settings.n_ctx + prefill)
 
     def load(progress: Callable[[float], None]) -> Any:
         engine = _engine(settings, path, progress)
@@ -382,7 +384,7 @@ def _local_model(m: LocalModelConfig, settings: Settings) -> Any:
         )
         return engine
 
-    return LocalModel(m.id, None, m.priority, m.weight, loader=load, need=need)
+    return LocalModel(m.id, None, m.priority, m.weight, loader=load, need=need, n_vocab=n_vocab)
 
 
 def _engine(settings: Settings, path: Path, progress: Callable[[float], None] | None = None) -> Any:

@@ -108,7 +108,7 @@ async def two_models(
     check knows), loaded in order up to ``max_loaded``."""
     loaders = {"a": Loader("I am a", step_delay), "b": Loader("I am b", step_delay)}
     need = MemoryNeed(GIB, GIB, 0)
-    models = {i: LocalModel(i, loader=loaders[i], need=need) for i in loaders}
+    models = {i: LocalModel(i, loader=loaders[i], need=need, n_vocab=49152) for i in loaders}
     pool = ModelPool([], max_loaded, available_memory=available)
     # a lease never given back: a 503 within 10 s rather than a test that hangs
     limits = limits or Limits(request_timeout=10)
@@ -141,6 +141,19 @@ async def test_asking_an_unloaded_model_loads_it_and_unloads_the_lru_one(server:
     assert r.json()["choices"][0]["message"]["content"] == "I am a"
     assert await server.states() == {"a": "loaded", "b": "unloaded"}
     assert len(server.loaders["a"].built) == 2
+
+
+async def test_a_request_refused_for_its_fields_loads_nothing(server: Server) -> None:
+    """An unloaded model's vocabulary is known from its file's header: a token id past it
+    is a 400 before the model loads, so a bad request never unloads another model."""
+    r = await server.ask("b", logit_bias={"49152": 5})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "logit_bias"
+    assert await server.states() == {"a": "loaded", "b": "unloaded"}
+    assert server.loaders["b"].built == []
+    r = await server.ask("b", logit_bias={"49151": 5})  # the last id: it loads and answers
+    assert r.status_code == 200, r.text
+    assert await server.states() == {"a": "unloaded", "b": "loaded"}
 
 
 async def test_a_model_shows_loading_while_it_loads(server: Server) -> None:

@@ -19,6 +19,7 @@ from chatd.engine.memory import (
     KVShape,
     MemoryNeed,
     estimate,
+    header_facts,
     kv_shape,
     read_metadata,
 )
@@ -252,12 +253,16 @@ def test_kv_shape_of_the_embedded_model_from_its_gguf_header() -> None:
     assert meta["general.architecture"] == "llama"
     # SmolLM2-135M: 30 layers, 3 KV heads of 64 dims
     assert kv_shape(path) == KVShape(layers=30, k_width=192, v_width=192)
+    # the vocabulary (49,152 strings) is skipped but its length kept: llama.cpp's n_vocab
+    assert len(meta["tokenizer.ggml.tokens"]) == 49152
+    assert header_facts(path) == (kv_shape(path), 49152)
 
 
 def test_kv_shape_falls_back_to_a_bound_for_a_file_that_is_not_gguf(tmp_path: Path) -> None:
     path = tmp_path / "x.gguf"
     path.write_bytes(b"not a gguf file at all")
     assert kv_shape(path) == KVShape(32, 1024, 1024)
+    assert header_facts(path) == (KVShape(32, 1024, 1024), None)
     with pytest.raises(ValueError, match="not a GGUF file"):
         read_metadata(path)
 

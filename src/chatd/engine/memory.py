@@ -17,8 +17,10 @@ __all__ = [
     "COMPUTE_ALLOWANCE",
     "KVShape",
     "MemoryNeed",
+    "Skipped",
     "estimate",
     "gib",
+    "header_facts",
     "give_back_freed_memory",
     "kv_shape",
     "read_metadata",
@@ -76,8 +78,24 @@ def estimate(file_size: int, shape: KVShape, cells: int) -> MemoryNeed:
 def kv_shape(path: Path) -> KVShape:
     """The model's KV cell shape from its GGUF header; a documented rough bound when the
     header cannot be read (not a GGUF file, an unknown layout)."""
+    return header_facts(path)[0]
+
+
+def header_facts(path: Path) -> tuple[KVShape, int | None]:
+    """The KV cell shape (as ``kv_shape``) and the vocabulary size (None when the header
+    does not say), from one read of the GGUF header: what is known of a model before it
+    is loaded (a request's token ids are checked against the vocabulary without loading)."""
     try:
         meta = read_metadata(path)
+    except (OSError, ValueError, struct.error):
+        return KVShape(FALLBACK_LAYERS, FALLBACK_WIDTH, FALLBACK_WIDTH), None
+    tokens = meta.get("tokenizer.ggml.tokens")
+    n_vocab = len(tokens) if isinstance(tokens, list | Skipped) else None
+    return _kv_shape(meta), n_vocab
+
+
+def _kv_shape(meta: dict[str, Any]) -> KVShape:
+    try:
         arch = meta["general.architecture"]
         layers = int(meta[f"{arch}.block_count"])
         embd = int(meta[f"{arch}.embedding_length"])
@@ -86,7 +104,7 @@ def kv_shape(path: Path) -> KVShape:
         k_dim = int(meta.get(f"{arch}.attention.key_length", embd // heads))
         v_dim = int(meta.get(f"{arch}.attention.value_length", embd // heads))
         return KVShape(layers, heads_kv * k_dim, heads_kv * v_dim)
-    except (OSError, KeyError, ValueError, TypeError, ZeroDivisionError, struct.error):
+    except (KeyError, ValueError, TypeError, ZeroDivisionError):
         return KVShape(FALLBACK_LAYERS, FALLBACK_WIDTH, FALLBACK_WIDTH)
 
 
@@ -113,9 +131,20 @@ _STRING, _ARRAY = 8, 9
 _MAX_ARRAY_KEPT = 4096  # longer arrays (the vocabulary) are skipped, not kept
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """An array too long to keep (the vocabulary's tokens): only its length."""
+
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     """The key/value header of a GGUF file (version 2 or 3), arrays longer than
-    _MAX_ARRAY_KEPT skipped (their values are None). Raises ValueError if it is not one."""
+    _MAX_ARRAY_KEPT skipped (their values are ``Skipped``, their length). Raises
+    ValueError if it is not one."""
     with path.open("rb") as f:
         if f.read(4) != b"GGUF":
             raise ValueError(f"{path} is not a GGUF file")
@@ -140,9 +169,13 @@ def _value(f: BinaryIO, kind: int) -> Any:
         item, n = _unpack(f, "IQ")
         if item in _SCALARS and n > _MAX_ARRAY_KEPT:
             f.seek(n * struct.calcsize("<" + _SCALARS[item]), 1)
-            return None
-        values = [_value(f, item) for _ in range(n)]
-        return values if n <= _MAX_ARRAY_KEPT else None
+            return Skipped(n)
+        if item == _STRING and n > _MAX_ARRAY_KEPT:
+            for _ in range(n):
+                (size,) = _unpack(f, "Q")
+                f.seek(size, 1)
+            return Skipped(n)
+        return [_value(f, item) for _ in range(n)]
     raise ValueError(f"unknown GGUF value type {kind}")
 
 

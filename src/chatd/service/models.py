@@ -30,8 +30,10 @@ class LocalModel:
         *,
         loader: Loader | None = None,
         need: MemoryNeed | None = None,
+        n_vocab: int | None = None,
     ) -> None:
         self.id = model_id
+        self._n_vocab = n_vocab  # from the file's header, known before loading
         self.priority = priority
         self.weight = weight
         self.slot = ModelSlot(model_id, engine, loader, need)
@@ -47,6 +49,13 @@ class LocalModel:
     def engine(self) -> EngineLike | None:
         """The engine while loaded (None otherwise); a request takes ``acquire``'s."""
         return self.slot.engine
+
+    @property
+    def n_vocab(self) -> int | None:
+        """The vocabulary's size: the engine's while loaded, else the file header's (None
+        when neither is known), so a request is checked before it may load the model."""
+        engine = self.slot.engine
+        return engine.n_vocab if engine is not None else self._n_vocab
 
     @property
     def state(self) -> LoadState:

@@ -88,10 +88,14 @@ class ChatService:
     ) -> ChatCompletion:
         if not isinstance(req, ChatCompletionRequest):  # the API parses these in full
             raise ServerError(f"`{req.model}` is served locally: its request needs the contract.")
+        n_vocab = model.n_vocab  # known unloaded from the file's header, as a rule
+        if n_vocab is not None:  # refused before it may load (and unload another)
+            check_local_support(req, model.id, n_vocab)
         lease = await model.acquire(self.limits.request_timeout)  # loads it if need be
         with lease.until_handed_over():  # released if refused below
             engine = lease.engine
-            check_local_support(req, model.id, engine.n_vocab)
+            if n_vocab is None:
+                check_local_support(req, model.id, engine.n_vocab)
             plan = plan_tools(req)
             job = Job(
                 render=lambda native: render_messages(req, plan, native=native),
