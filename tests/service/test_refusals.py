@@ -79,7 +79,12 @@ async def test_health_needs_no_key(chatd: Chatd) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/v1/nope"), ("POST", "/v1/completions"), ("GET", "/"), ("POST", "/v2/chat")],
+    [
+        ("GET", "/v1/nope"),
+        ("POST", "/v1/completions"),
+        ("GET", "/playground/nope.js"),
+        ("POST", "/v2/chat"),
+    ],
 )
 async def test_unknown_route(http: httpx.AsyncClient, method: str, path: str) -> None:
     resp = await http.request(method, path)
