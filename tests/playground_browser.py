@@ -27,6 +27,7 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1280, "height": 800}
 KEY_ITEM = "chatd.apiKey"  # the localStorage item api.js keeps the key in
+COMPLETIONS = "/v1/chat/completions"
 
 
 def chromium_path() -> str | None:
@@ -103,3 +104,33 @@ def ready(page: Any, base_url: str) -> None:
     """Load the playground and wait until its models are listed."""
     page.goto(base_url + "/")
     page.wait_for_selector("body[data-ready=true]")
+
+
+def chat_bodies(page: Any) -> list[dict[str, Any]]:
+    """Every chat completion request body the page sends (filled in as it sends them)."""
+    bodies: list[dict[str, Any]] = []
+
+    def seen(request: Any) -> None:
+        if request.method == "POST" and request.url.endswith(COMPLETIONS):
+            bodies.append(request.post_data_json)
+
+    page.on("request", seen)
+    return bodies
+
+
+def fill(page: Any, testid: str, value: str) -> None:
+    page.get_by_test_id(testid).fill(value)
+
+
+def open_section(page: Any, name: str) -> None:
+    page.get_by_test_id(f"section-{name}").locator("summary").click()
+
+
+def send(page: Any, prompt: str, state: str = "done") -> Any:
+    """Send ``prompt``; wait until the answer ends in ``state``; that answer."""
+    before = page.get_by_test_id("answer").count()
+    fill(page, "prompt", prompt)
+    page.get_by_test_id("send").click()
+    answer = page.get_by_test_id("answer").nth(before)
+    answer.locator(f"[data-testid=answer-status][data-state={state}]").wait_for()
+    return answer

@@ -15,9 +15,17 @@ from typing import Any
 import httpx
 import pytest
 from conftest import API_KEY, MODEL, Server
-from playground_browser import Guarded, launch, open_page, ready, skip_without_browser
-
-COMPLETIONS = "/v1/chat/completions"
+from playground_browser import (
+    Guarded,
+    chat_bodies,
+    fill,
+    launch,
+    open_page,
+    open_section,
+    ready,
+    send,
+    skip_without_browser,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,36 +43,6 @@ def guarded(browser: Any, server: Server) -> Iterator[Guarded]:
         yield g
         assert g.external == []
         assert g.errors == []
-
-
-def chat_bodies(page: Any) -> list[dict[str, Any]]:
-    """Every chat completion request body the page sends (filled in as it sends them)."""
-    bodies: list[dict[str, Any]] = []
-
-    def seen(request: Any) -> None:
-        if request.method == "POST" and request.url.endswith(COMPLETIONS):
-            bodies.append(request.post_data_json)
-
-    page.on("request", seen)
-    return bodies
-
-
-def fill(page: Any, testid: str, value: str) -> None:
-    page.get_by_test_id(testid).fill(value)
-
-
-def open_section(page: Any, name: str) -> None:
-    page.get_by_test_id(f"section-{name}").locator("summary").click()
-
-
-def send(page: Any, prompt: str, state: str = "done") -> Any:
-    """Send ``prompt``; wait until the answer ends in ``state``; that answer."""
-    before = page.get_by_test_id("answer").count()
-    fill(page, "prompt", prompt)
-    page.get_by_test_id("send").click()
-    answer = page.get_by_test_id("answer").nth(before)
-    answer.locator(f"[data-testid=answer-status][data-state={state}]").wait_for()
-    return answer
 
 
 def test_page_is_served_from_the_package_and_loads_offline(

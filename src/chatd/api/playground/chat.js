@@ -1,8 +1,9 @@
 // The chat: the conversation, one streamed answer at a time (POST /v1/chat/completions
 // with stream and usage), every choice of n shown, the Stop button (aborting the fetch
 // closes the connection; chatd then cancels the generation and frees its engine slot),
-// tool calls, logprobs, JSON answers checked, errors shown inline with OpenAI's message,
-// and each answer's usage and timings.
+// tool calls (and the results typed for them, sent back as the next turn), logprobs,
+// JSON answers checked, errors shown inline with OpenAI's message, and each answer's
+// usage and timings.
 
 import { request, sseEvents } from "./api.js";
 import { byTestId, el } from "./dom.js";
@@ -60,11 +61,16 @@ class ChoiceView {
     }
   }
 
+  /** Ended with whole tool calls (not cut by max_tokens): the user may answer them. */
+  answerable() {
+    return this.finish !== null && this.finish !== "length" && this.toolCalls.toMessage().length > 0;
+  }
+
+  /** This choice as the conversation's assistant message (``content`` null beside calls). */
   message() {
     const calls = this.toolCalls.toMessage();
-    const message = { role: "assistant", content: this.text };
-    if (calls.length) message.tool_calls = calls;
-    return message;
+    if (!calls.length) return { role: "assistant", content: this.text };
+    return { role: "assistant", content: this.text || null, tool_calls: calls };
   }
 }
 
@@ -84,11 +90,20 @@ function usageText(usage, ttft, total) {
   return parts.join(" · ");
 }
 
+/**
+ * The conversation. ``history`` holds what the next request repeats: each turn's input
+ * (a user message, or the assistant's tool calls and their results) and choice 0's reply
+ * (with n > 1 the first choice continues). An answer whose choice 0 ends in tool calls is
+ * ``pending``: its result boxes wait under the calls. Sending the results makes the calls
+ * and the ``tool`` messages the next turn's input; a new user message instead keeps only
+ * the answer's text (calls without results would be refused by the API).
+ */
 export class Chat {
   constructor({ models, params, root = document }) {
     this.models = models;
     this.params = params;
     this.history = [];
+    this.pending = null; // {choice, form}: the last answer's tool calls, not answered yet
     this.cleared = 0; // Clear during an answer: that answer joins no conversation
     this.controller = null;
     this.transcript = byTestId("transcript", root);
@@ -114,6 +129,7 @@ export class Chat {
     this.stop();
     this.cleared += 1;
     this.history = [];
+    this.pending = null;
     this.transcript.replaceChildren();
   }
 
@@ -126,21 +142,19 @@ export class Chat {
     this.stopButton.disabled = !on;
   }
 
+  /** A user message: the next turn. Tool calls left unanswered keep only their text. */
   async send() {
     const text = this.prompt.value.trim();
     if (!text || this.controller) return;
     const fields = this.params.read();
     if (fields === null) return; // an editor's inline error says why
-    const system = this.system.value.trim();
+    if (this.pending) {
+      const { choice, form } = this.pending;
+      this.pending = null;
+      form.lock(false);
+      if (choice.text) this.history.push({ role: "assistant", content: choice.text });
+    }
     const user = { role: "user", content: text };
-    const messages = [...(system ? [{ role: "system", content: system }] : []), ...this.history, user];
-    const body = {
-      model: this.models.value,
-      messages,
-      ...fields,
-      stream: true,
-      stream_options: { include_usage: true },
-    };
     this.prompt.value = "";
     this.transcript.append(
       el(
@@ -150,18 +164,61 @@ export class Chat {
         text,
       ),
     );
+    await this.turn([user], fields);
+  }
+
+  /**
+   * The results typed for the pending tool calls: the assistant message with its calls
+   * as received and one ``tool`` message per call, then the next answer, streamed with
+   * the sidebar's current fields (the tools stay declared; tool_choice is the panel's).
+   * If the API refuses it, the results can be sent again.
+   */
+  async sendResults(results) {
+    if (!this.pending || this.controller) return;
+    const fields = this.params.read();
+    if (fields === null) return;
+    const pending = this.pending;
+    this.pending = null;
+    pending.form.lock(true);
+    const cleared = this.cleared;
+    const ok = await this.turn([pending.choice.message(), ...results], fields);
+    if (!ok && cleared === this.cleared) {
+      this.pending = pending;
+      pending.form.unlock();
+    }
+  }
+
+  /**
+   * Stream one answer to the conversation so far plus ``input``. Unless it failed (or
+   * Clear came meanwhile), ``input`` and choice 0's reply join the history (a stopped
+   * answer's text so far too). Resolves to whether it joined.
+   */
+  async turn(input, fields) {
+    const system = this.system.value.trim();
+    const messages = [...(system ? [{ role: "system", content: system }] : []), ...this.history, ...input];
+    const body = {
+      model: this.models.value,
+      messages,
+      ...fields,
+      stream: true,
+      stream_options: { include_usage: true },
+    };
     const answer = new AnswerView(this.transcript, body.n ?? 1);
     this.controller = new AbortController();
     this.busy(true);
     const cleared = this.cleared;
     try {
       await answer.run(body, this.controller.signal);
-      if (answer.node.dataset.state !== "error" && cleared === this.cleared) {
-        // the next turn sees choice 0's text (a stopped answer's part of it too)
-        this.history.push(user);
-        const reply = answer.choice(0).text;
-        if (reply) this.history.push({ role: "assistant", content: reply });
+      if (answer.node.dataset.state === "error" || cleared !== this.cleared) return false;
+      this.history.push(...input);
+      const choice = answer.choice(0);
+      if (answer.node.dataset.state === "done" && choice.answerable()) {
+        // held back until answered (or not): see send() and sendResults()
+        this.pending = { choice, form: choice.toolCalls.offerResults((r) => this.sendResults(r)) };
+      } else if (choice.text) {
+        this.history.push({ role: "assistant", content: choice.text });
       }
+      return true;
     } finally {
       this.controller = null;
       this.busy(false);

@@ -1,6 +1,7 @@
 // The stored-completions browser, for the key in use: the list (newest first, filtered
 // by model and one metadata pair, paged with ``after``), one completion opened (its
-// messages from /messages, its answer, metadata and usage) and deleted. A list the
+// messages from /messages, tool calls and results included, its answer, metadata and
+// usage) and deleted. A list the
 // server refuses (a page size out of 1..100, say) shows its error inline.
 
 import { getJSON, request } from "./api.js";
@@ -16,6 +17,28 @@ function preview(completion) {
   const message = completion.choices?.[0]?.message;
   const text = message?.content ?? (message?.tool_calls?.length ? "(tool calls)" : "");
   return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+}
+
+/** A message's tool calls, each as ``name(arguments)``. */
+function toolCalls(message) {
+  return (message.tool_calls || []).map((t) =>
+    el("pre", {
+      class: "tool-args",
+      "data-testid": "stored-tool-call",
+      text: `${t.function.name}(${t.function.arguments})`,
+    }),
+  );
+}
+
+/** A stored message's role line: a tool result names the call it answers. */
+function roleLine(m) {
+  return m.tool_call_id ? `${m.role} · ${m.tool_call_id}` : m.role;
+}
+
+/** Text content as is; parts as JSON; none (an assistant's tool calls only) as nothing. */
+function contentText(content) {
+  if (content === null || content === undefined) return "";
+  return typeof content === "string" ? content : JSON.stringify(content);
 }
 
 function metadataPills(metadata) {
@@ -114,8 +137,9 @@ export class StoredBrowser {
         el(
           "div",
           { class: `message ${m.role}`, "data-testid": "stored-message" },
-          el("div", { class: "role", text: m.role }),
-          typeof m.content === "string" ? m.content : JSON.stringify(m.content),
+          el("div", { class: "role", text: roleLine(m) }),
+          contentText(m.content),
+          ...toolCalls(m),
         ),
       ),
       el("h3", { text: "Answer" }),
@@ -125,9 +149,7 @@ export class StoredBrowser {
           { class: "message assistant", "data-testid": "stored-answer" },
           el("div", { class: "role", text: `choice ${c.index} · ${c.finish_reason}` }),
           c.message.content ?? "",
-          ...(c.message.tool_calls || []).map((t) =>
-            el("pre", { class: "tool-args", text: `${t.function.name}(${t.function.arguments})` }),
-          ),
+          ...toolCalls(c.message),
         ),
       ),
       usage

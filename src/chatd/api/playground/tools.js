@@ -1,7 +1,9 @@
-// Tools: the tool definitions editor (a JSON array, checked before sending) and the tool
+// Tools: the tool definitions editor (a JSON array, checked before sending), the tool
 // calls of an answer, built up from the stream's deltas (each call's name arrives first,
 // its arguments in pieces) and shown as the function's name and its arguments as
-// pretty-printed JSON.
+// pretty-printed JSON, and the results the user types for them (one box per call id),
+// sent back as ``tool`` messages so the model can go on. Only ``tools`` are offered: the
+// legacy ``functions`` are not.
 
 import { el } from "./dom.js";
 
@@ -67,12 +69,90 @@ export class ToolCallsView {
     }
   }
 
-  /** The calls as an assistant message's ``tool_calls``. */
+  /** The calls as an assistant message's ``tool_calls``, exactly as they were received. */
   toMessage() {
     return this.calls.filter(Boolean).map((c) => ({
       id: c.id,
       type: "function",
       function: { name: c.name, arguments: c.arguments },
     }));
+  }
+
+  /**
+   * A result box under every call and one "Send results" button, enabled once every box
+   * holds something (the API needs one ``tool`` message per call id). ``onSend`` gets the
+   * ``tool`` messages, in the calls' order.
+   */
+  offerResults(onSend) {
+    return new ToolResultsForm(this.container, this.calls.filter(Boolean), onSend);
+  }
+}
+
+/** The result boxes of one answer's calls and their Send results button. */
+class ToolResultsForm {
+  constructor(container, calls, onSend) {
+    this.locked = false;
+    this.boxes = calls.map((call) => {
+      const box = el("textarea", {
+        class: "tool-result",
+        rows: "2",
+        spellcheck: "false",
+        placeholder: "the tool's result (e.g. JSON)",
+        "aria-label": `result of ${call.name} (${call.id})`,
+        "data-testid": "tool-result",
+        "data-call-id": call.id,
+      });
+      box.addEventListener("input", () => this.refresh());
+      call.node.append(el("label", { class: "tool-result-label", text: "result" }), box);
+      return { id: call.id, box };
+    });
+    this.button = el("button", {
+      type: "button",
+      class: "primary small",
+      "data-testid": "send-tool-results",
+      text: "Send results",
+      onclick: () => {
+        if (this.complete()) onSend(this.messages());
+      },
+    });
+    this.hint = el("span", { class: "muted", "data-testid": "tool-results-hint" });
+    this.node = el("div", { class: "tool-results" }, this.button, this.hint);
+    container.append(this.node);
+    this.refresh();
+  }
+
+  complete() {
+    return !this.locked && this.boxes.every(({ box }) => box.value.trim() !== "");
+  }
+
+  refresh() {
+    this.button.disabled = !this.complete();
+    if (this.locked) return;
+    const missing = this.boxes.filter(({ box }) => box.value.trim() === "").length;
+    this.hint.textContent = missing ? `${missing} result${missing > 1 ? "s" : ""} to fill in` : "";
+  }
+
+  /** One ``tool`` message per call, its content exactly as typed. */
+  messages() {
+    return this.boxes.map(({ id, box }) => ({ role: "tool", tool_call_id: id, content: box.value }));
+  }
+
+  /** No more sending from here: the results went (``sent``) or the conversation moved on. */
+  lock(sent) {
+    this.locked = true;
+    for (const { box } of this.boxes) box.readOnly = true;
+    this.button.disabled = true;
+    this.button.hidden = true;
+    this.hint.textContent = sent ? "results sent" : "not answered";
+    this.node.dataset.state = sent ? "sent" : "abandoned";
+  }
+
+  /** Sending failed (an API error): the results can be sent again. */
+  unlock() {
+    this.locked = false;
+    for (const { box } of this.boxes) box.readOnly = false;
+    this.button.hidden = false;
+    delete this.node.dataset.state;
+    this.refresh();
   }
 }
