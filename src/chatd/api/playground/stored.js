@@ -30,9 +30,16 @@ function toolCalls(message) {
   );
 }
 
-/** A stored message's role line: a tool result names the call it answers. */
+/** A stored message's role line: a tool result names the call it answers (its id as is). */
 function roleLine(m) {
-  return m.tool_call_id ? `${m.role} · ${m.tool_call_id}` : m.role;
+  return el(
+    "div",
+    { class: "role" },
+    m.role,
+    m.tool_call_id
+      ? el("code", { class: "call-id", "data-testid": "stored-call-id", text: m.tool_call_id })
+      : null,
+  );
 }
 
 /** Text content as is; parts as JSON; none (an assistant's tool calls only) as nothing. */
@@ -137,7 +144,7 @@ export class StoredBrowser {
         el(
           "div",
           { class: `message ${m.role}`, "data-testid": "stored-message" },
-          el("div", { class: "role", text: roleLine(m) }),
+          roleLine(m),
           contentText(m.content),
           ...toolCalls(m),
         ),
