@@ -1,8 +1,8 @@
 """Screenshots of the playground for the README: starts ``chatd serve`` on the embedded
 model (a temporary data dir, a throwaway key), drives the page in Debian's headless
 ``chromium`` through Playwright (as tests/e2e/test_playground.py does) and writes
-1280x800 PNGs: the chat (``docs/playground-chat.png``), the logprobs view
-(``docs/playground-logprobs.png``) and the stored-completions browser
+1280x800 PNGs: the chat with a tool call answered (``docs/playground-chat.png``), the
+logprobs view (``docs/playground-logprobs.png``) and the stored-completions browser
 (``docs/playground-stored.png``).
 
     python scripts/playground_screenshots.py [--out docs]
@@ -95,6 +95,16 @@ def chat(page: Any, out: Path) -> None:
     page.get_by_test_id("tool-choice").select_option("required")
     page.get_by_test_id("param-parallel_tool_calls").uncheck()
     send(page, "What is the weather in Lisbon?")
+    # the call answered: a result typed under it, sent back, the model goes on in text
+    page.get_by_test_id("tool-result").fill(
+        '{"city": "Lisbon", "sky": "clear", "temperature_c": 21}'
+    )
+    page.get_by_test_id("tool-choice").select_option("none")
+    before = page.get_by_test_id("answer").count()
+    page.get_by_test_id("send-tool-results").click()
+    page.get_by_test_id("answer").nth(before).locator(
+        "[data-testid=answer-status]:not([data-state=streaming])"
+    ).wait_for(timeout=120_000)
     section(page, "tools")  # folded: the sidebar shows the model and parameters
     page.screenshot(path=str(out / "playground-chat.png"))
 
