@@ -3,8 +3,9 @@ playground_browser.py) against the session's live ``chatd serve`` on the embedde
 a result typed under each call of the last answer and "Send results" make the next turn
 (the assistant's calls exactly as received, one ``tool`` message per call id), streamed
 with the panel's current fields and stored with ``store: true``; the button stays
-disabled while a result is empty; a refused turn can be sent again; calls left
-unanswered by a new message, and Clear, leave no call in the conversation."""
+disabled while a result is empty; a refused turn can be sent again; a stopped answer
+to the results keeps the turn and its text so far; calls left unanswered by a new
+message, and Clear, leave no call in the conversation."""
 
 from __future__ import annotations
 
@@ -291,3 +292,38 @@ def test_calls_left_unanswered_and_clear_leave_no_call_behind(guarded: Guarded) 
     fill(page, "param-max_tokens", "4")
     send(page, "Hello.")
     assert bodies[-1]["messages"] == [{"role": "user", "content": "Hello."}]
+
+
+def test_stop_during_the_answer_to_results_keeps_the_turn(guarded: Guarded) -> None:
+    page = guarded.page
+    bodies = chat_bodies(page)
+    declare_tools(page)
+    page.get_by_test_id("param-parallel_tool_calls").uncheck()
+    _, [call] = ask_for_a_call(page, "What is the weather in Paris?")
+    page.get_by_test_id("tool-result").fill("rain")
+    page.get_by_test_id("tool-choice").select_option("none")
+    open_section(page, "extensions")
+    # min_tokens: the answer would go on for 2000 tokens unless stopped
+    fill(page, "param-max_tokens", "2000")
+    fill(page, "param-min_tokens", "2000")
+    page.get_by_test_id("send-tool-results").click()
+    answer = page.get_by_test_id("answer").nth(1)
+    page.wait_for_function(
+        "() => (document.querySelectorAll('[data-testid=choice-content]')[1]"
+        " || {textContent: ''}).textContent.length > 20"
+    )
+    page.get_by_test_id("stop").click()
+    answer.locator("[data-testid=answer-status][data-state=stopped]").wait_for()
+    partial = answer.get_by_test_id("choice-content").text_content()
+    # stopped, not failed: the calls, the result and the text so far are the conversation
+    assert page.get_by_test_id("send-tool-results").is_hidden()
+    fill(page, "param-min_tokens", "")
+    fill(page, "param-max_tokens", "4")
+    send(page, "Thanks.")
+    assert bodies[2]["messages"] == [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "rain"},
+        {"role": "assistant", "content": partial},
+        {"role": "user", "content": "Thanks."},
+    ]
