@@ -23,12 +23,16 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+if TYPE_CHECKING:
+    from playground_browser import Guarded
 
 MODEL = "smollm2-135m-instruct"
 API_KEY = "sk-test-chatd-0123456789"
@@ -131,3 +135,26 @@ def http(base_url: str) -> Iterator[httpx.Client]:
         base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120
     ) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """The playground tests' headless Chromium, one per module (tests/playground_browser.py;
+    skipped, saying why, where there is none)."""
+    from playground_browser import launch, skip_without_browser
+
+    skip_without_browser()
+    with launch() as b:
+        yield b
+
+
+@pytest.fixture
+def guarded(browser: Any, server: Server) -> Iterator[Guarded]:
+    """The playground with the server's key already kept; no request leaves localhost."""
+    from playground_browser import open_page, ready
+
+    with open_page(browser, server.base_url, key=API_KEY) as g:
+        ready(g.page, server.base_url)
+        yield g
+        assert g.external == []
+        assert g.errors == []

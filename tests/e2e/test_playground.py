@@ -9,40 +9,17 @@ test_playground_stored.py."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
-from conftest import API_KEY, MODEL, Server
+from conftest import MODEL, Server
 from playground_browser import (
     Guarded,
     chat_bodies,
     fill,
-    launch,
-    open_page,
     open_section,
-    ready,
     send,
-    skip_without_browser,
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    skip_without_browser()
-    with launch() as b:
-        yield b
-
-
-@pytest.fixture
-def guarded(browser: Any, server: Server) -> Iterator[Guarded]:
-    """The playground with the server's key already kept; no request leaves localhost."""
-    with open_page(browser, server.base_url, key=API_KEY) as g:
-        ready(g.page, server.base_url)
-        yield g
-        assert g.external == []
-        assert g.errors == []
 
 
 def test_page_is_served_from_the_package_and_loads_offline(

@@ -7,22 +7,13 @@ shown in the model picker. The chat features are in test_playground.py."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import pytest
 from conftest import API_KEY, MODEL, Server
-from playground_browser import KEY_ITEM, launch, open_page, ready, skip_without_browser
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    skip_without_browser()
-    with launch() as b:
-        yield b
+from playground_browser import KEY_ITEM, open_page, ready
 
 
 def stored_key(page: Any) -> str | None:

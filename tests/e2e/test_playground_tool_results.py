@@ -11,23 +11,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-from conftest import API_KEY, Server
+from conftest import Server
 from playground_browser import (
     COMPLETIONS,
     Guarded,
     chat_bodies,
     fill,
-    launch,
-    open_page,
     open_section,
-    ready,
     send,
-    skip_without_browser,
 )
 
 WEATHER = {
@@ -43,23 +37,6 @@ WEATHER = {
     },
 }
 RESULT = '{"city": "Paris", "sky": "sunny", "temperature_c": 18}'
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    skip_without_browser()
-    with launch() as b:
-        yield b
-
-
-@pytest.fixture
-def guarded(browser: Any, server: Server) -> Iterator[Guarded]:
-    """The playground with the server's key already kept; no request leaves localhost."""
-    with open_page(browser, server.base_url, key=API_KEY) as g:
-        ready(g.page, server.base_url)
-        yield g
-        assert g.external == []
-        assert g.errors == []
 
 
 def calls_in_stream(sse: str) -> list[dict[str, Any]]:
