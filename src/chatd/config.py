@@ -108,7 +108,7 @@ class FileConfig:
 _CHANNEL_KEYS = {
     "name", "base_url", "api_key_env", "models", "priority", "weight", "connect_timeout",
     "first_token_timeout", "read_timeout", "failures_before_cooldown", "cooldown_seconds",
-    "api",
+    "api", "chat_fields", "responses_fields", "store", "metadata", "user", "safety_identifier",
 }  # fmt: skip
 CHANNEL_APIS = ("chat", "responses")  # what a channel may speak (``api``)
 
@@ -173,6 +173,7 @@ def _is_int(value: Any) -> bool:
 
 def _channel(c: Any, where: str) -> Any:
     from chatd.upstream.channels import Channel
+    from chatd.upstream.relay_policy import POLICY_KEYS, relay_policy
 
     _known(c, _CHANNEL_KEYS, where)
     for key in ("name", "base_url"):
@@ -201,11 +202,14 @@ def _channel(c: Any, where: str) -> Any:
             raise ConfigError(
                 f"{where}.api_key_env: environment variable {c['api_key_env']} is not set"
             )
-    options = {
-        k: c[k] for k in _CHANNEL_KEYS - {"name", "base_url", "api_key_env", "models"} if k in c
-    }
     try:
-        return Channel(c["name"], c["base_url"], mapping, key, **options)
+        relay = relay_policy(c)
+    except ValueError as e:
+        raise ConfigError(f"{where}.{e}") from None
+    fixed = {"name", "base_url", "api_key_env", "models", *POLICY_KEYS}
+    options = {k: c[k] for k in _CHANNEL_KEYS - fixed if k in c}
+    try:
+        return Channel(c["name"], c["base_url"], mapping, key, relay=relay, **options)
     except TypeError as e:
         raise ConfigError(f"{where}: {e}") from None
 

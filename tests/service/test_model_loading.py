@@ -226,7 +226,7 @@ async def test_a_failed_load_is_a_503_and_the_next_request_retries(server: Serve
     assert r.status_code == 503, r.text
     error = r.json()["error"]
     assert error["code"] == "model_load_failed"
-    assert "`b` could not be loaded: llama.cpp could not load model /m/b.gguf" in error["message"]
+    assert "`b` could not be loaded: llama.cpp could not load model <path>" in error["message"]
     assert await server.states() == {"a": "unloaded", "b": "unloaded"}
     server.loaders["b"].fail = None
     r = await server.ask("b")

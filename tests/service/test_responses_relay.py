@@ -73,7 +73,8 @@ async def test_whole_answer_passed_on_untouched(
     assert answer["output"][0]["content"][0]["text"] == "Hello"
     assert call.usage is not None and call.usage["input_tokens"] == 7
     assert call.channel is ok and isinstance(call.wire, ResponsesWire)
-    assert fake.last["responses:ok"] == {**BODY, "model": "ok"}  # only the model mapped
+    # only the model mapped, and nothing stored upstream
+    assert fake.last["responses:ok"] == {**BODY, "model": "ok", "store": False}
 
 
 async def test_stream_events_until_the_terminal_one(
@@ -88,7 +89,8 @@ async def test_stream_events_until_the_terminal_one(
     assert "".join(e["delta"] for e in events if "delta" in e) == "Hello"
     assert events[-1]["response"]["model"] == "upstream-model"  # not rewritten here
     assert call.usage == events[-1]["response"]["usage"]
-    assert fake.last["responses:ok"] == {**STREAM, "model": "ok"}  # no stream_options added
+    # no stream_options added; nothing stored upstream
+    assert fake.last["responses:ok"] == {**STREAM, "model": "ok", "store": False}
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -74,5 +74,6 @@ def test_responses_body_gets_the_channel_model_only() -> None:
     c = Channel("c", "http://up/v1", {"pub": "up-model"}, api="responses")
     url, data = ResponsesWire("pub", body).prepare(c)
     assert url == "http://up/v1/responses"
-    assert json.loads(data) == {"model": "up-model", "input": "Hi", "stream": True}
+    # and store: false (the API's default would store it; chatd keeps the state)
+    assert json.loads(data) == {"model": "up-model", "input": "Hi", "stream": True, "store": False}
     assert body["model"] == "pub"  # the caller's body is not changed

@@ -28,6 +28,7 @@ _REASONS = {
     413: "Request body too large (OpenAI error)",
     429: "Rate limited (OpenAI error)",
     500: "Server error (OpenAI error)",
+    502: "An upstream channel refused chatd itself: its key, its model (OpenAI error)",
     503: "Overloaded, unavailable or shutting down: retry later (OpenAI error)",
     504: "The generation ran past the server's request timeout (OpenAI error)",
 }
@@ -95,7 +96,7 @@ _INCLUDE = _param(
     style="form",
     explode=True,
 )
-_CREATE = (400, 401, 404, 413, 429, 503, 504)
+_CREATE = (400, 401, 404, 413, 429, 502, 503, 504)
 _STORED = (401, 404)
 
 

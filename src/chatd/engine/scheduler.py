@@ -490,7 +490,7 @@ class Scheduler:
             try:
                 self._release(req)
             finally:
-                req.emit(EngineFailure(f"engine step failed: {error!r}"))
+                req.emit(EngineFailure("engine step failed"))  # the engine logged why
         self.running.clear()
 
 

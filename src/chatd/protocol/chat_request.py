@@ -484,8 +484,8 @@ def validate_chat_request(data: Any) -> ChatCompletionRequest:
         raise translate_error(exc) from None
     except RecursionError:
         raise InvalidRequest(INVALID_JSON) from None
-    except Exception as exc:  # only reachable with non-JSON Python input; still a 400
-        raise InvalidRequest(f"Invalid request: {type(exc).__name__}.") from None
+    except Exception:  # only reachable with non-JSON Python input; still a 400
+        raise InvalidRequest("Invalid request: the body is not a JSON object.") from None
     if isinstance(data, dict):
         request._raw = data
     return request

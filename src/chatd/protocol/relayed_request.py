@@ -1,10 +1,14 @@
 """The request contract for models only upstream channels serve.
 
-Such a request is relayed untouched: the upstream decides what it supports, so a field
-newer than chatd's contract, or a value chatd's own engine would refuse, reaches it and
+Such a request is relayed as each channel allows (upstream/relay_policy.py: the fields
+OpenAI's API defines, less those a channel's operator decides; others are dropped), and
+the upstream judges their values: a value chatd's own engine would refuse reaches it, and
 its answer (or its 400) comes back. chatd checks only the fields it acts on itself:
 ``model``, ``messages`` (kept for ``store``, and counted when the upstream sends no
-usage), ``stream``, ``stream_options.include_usage``, ``store`` and ``metadata``."""
+usage), ``stream``, ``stream_options.include_usage``, ``store`` and ``metadata``, and
+``n`` against OpenAI's own bound (the choices multiply the upstream's cost). The other
+limits (messages, characters, tools, schema bytes, body size) are checked before, for
+every request alike (protocol/request_limits.py)."""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ class RelayedRequest(BaseModel):
 
     model: str = Field(min_length=1)
     messages: list[dict[str, Any]] = Field(min_length=1)
+    n: int | None = Field(None, ge=1, le=128)  # as ChatCompletionRequest: OpenAI's bound
     stream: bool | None = None
     stream_options: _StreamOptions | None = None
     store: bool | None = None

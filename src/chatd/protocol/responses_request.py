@@ -395,5 +395,5 @@ def validate_response_request(data: Any) -> CreateResponseRequest:
         raise translate_error(exc) from None
     except RecursionError:
         raise InvalidRequest(INVALID_JSON) from None
-    except Exception as exc:  # only reachable with non-JSON Python input; still a 400
-        raise InvalidRequest(f"Invalid request: {type(exc).__name__}.") from None
+    except Exception:  # only reachable with non-JSON Python input; still a 400
+        raise InvalidRequest("Invalid request: the body is not a JSON object.") from None

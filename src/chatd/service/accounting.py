@@ -69,6 +69,6 @@ class Saver:
     async def save(self, body: dict[str, Any]) -> None:
         try:
             await self.store.save(self.owner, body, self.request, self.messages, self.metadata)
-        except Exception as e:
+        except Exception:
             log.exception("storing completion %s failed", body.get("id"))
-            raise ServerError(f"The completion could not be stored: {type(e).__name__}.") from None
+            raise ServerError("The completion could not be stored.") from None

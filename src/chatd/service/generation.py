@@ -33,6 +33,7 @@ from chatd.protocol.errors import (
     Unsupported,
 )
 from chatd.protocol.request_limits import Limits
+from chatd.redact import redact
 from chatd.service.engine_api import EngineLike, GenerationLike
 from chatd.service.events import ChoiceReader, Event
 from chatd.service.tool_calls import OPEN, ToolPlan, template_tools
@@ -212,7 +213,8 @@ class LocalRun:
                     for event in reader.read(d):
                         yield reader, event
         except EngineFailure as e:
-            raise ServerError(f"The engine failed while generating: {e}") from None
+            # the engine's own words, never a path or an exception's name (logged there)
+            raise ServerError(f"The engine failed while generating: {redact(str(e))}") from None
         finally:
             self._ended()
 

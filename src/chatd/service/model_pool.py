@@ -27,6 +27,7 @@ from pathlib import Path
 
 from chatd.engine.memory import MemoryNeed, gib, give_back_freed_memory
 from chatd.protocol.errors import APIError, ModelUnavailable
+from chatd.redact import redact
 from chatd.service.engine_api import EngineLike
 from chatd.service.load_progress import LoadProgress
 
@@ -284,8 +285,9 @@ class ModelPool:
             log.error("model %s could not be loaded: %s", slot.id, e)
             if isinstance(e, APIError):
                 raise
-            raise ModelUnavailable(
-                f"The model `{slot.id}` could not be loaded: {e}", code="model_load_failed"
+            raise ModelUnavailable(  # the reason without its paths: the log has them
+                f"The model `{slot.id}` could not be loaded: {redact(str(e))}",
+                code="model_load_failed",
             ) from None
         finally:
             slot.loading = None

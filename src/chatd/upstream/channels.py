@@ -17,6 +17,8 @@ from typing import Protocol, TypeVar
 
 import aiohttp
 
+from chatd.upstream.relay_policy import RelayPolicy
+
 # A shared cooldown that disappears this long before its end was cleared by a replica
 # that saw the channel answer, not expired (the view is refreshed with some delay).
 RECOVERY_MARGIN = 0.25
@@ -46,6 +48,9 @@ class Channel:
     # The API the channel is spoken to in: "chat" (Chat Completions; a Responses request
     # is translated) or "responses" (the channel serves the Responses API itself).
     api: str = "chat"
+    # What it is sent of a request: its allowed fields, the operator's store, metadata,
+    # user and safety_identifier (upstream/relay_policy.py).
+    relay: RelayPolicy = field(default_factory=RelayPolicy)
     failures: int = field(default=0, init=False)
     cooling_until: float = field(default=0.0, init=False)
     # Process-lifetime counts, read by the metrics collector (plain ints: no prometheus here).

@@ -1,12 +1,14 @@
 """Relaying one request to upstream channels (Chat Completions or the Responses API:
 ``wires.py``).
 
-Before the first byte reaches the client, any failure (connect error, timeout, 429,
-5xx, no first byte within the channel's first_token_timeout) moves on to the next
-channel; the client sees one clean answer. Errors that are the client's fault (other
-4xx) are passed back as they are. Once bytes have been sent, a failing upstream ends
-the stream with an error (no ``[DONE]``, no terminal event): a truncated stream never
-looks complete.
+Before the first byte reaches the client, any failure of the channel (connect error,
+timeout, 429, 5xx, no first byte within the channel's first_token_timeout, and the
+channel refusing chatd itself: 401, 403, a 404 for its model) moves on to the next
+channel; the client sees one clean answer. Errors that are the client's fault (400, 413,
+422...) are passed back, made fit to read (``upstream_errors.py``). Once bytes have been
+sent, a failing upstream ends the stream with an error (no ``[DONE]``, no terminal
+event): a truncated stream never looks complete, and counts as a failure of its channel.
+No message the client sees holds an exception's name or an upstream's address.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from chatd import request_log
 from chatd.protocol.errors import APIError, ModelUnavailable, ServerError
 from chatd.tasks import spawn
 from chatd.upstream.channels import Channel
+from chatd.upstream.upstream_errors import channel_failure, judge
 from chatd.upstream.wires import ChatWire, Wire
 
 __all__ = ["ConnectionPool", "UpstreamCall"]
@@ -56,7 +59,8 @@ class UpstreamCall:
     By default every channel is spoken to in Chat Completions (``ChatWire`` over
     ``body``). ``wire_for`` gives each channel its own wire instead, e.g. the Responses
     API itself for a channel with ``api = "responses"`` and a translation into Chat
-    Completions for the others; ``body`` and ``completion_id`` are then unused. Once a
+    Completions for the others; ``body``, ``completion_id`` and ``owner`` (the caller's
+    key owner, whose pseudonym a channel may send) are then unused. Once a
     channel has answered, ``channel`` and ``wire`` say which one and how it was spoken
     to (so a caller knows what kind of objects it is reading).
     """
@@ -70,12 +74,13 @@ class UpstreamCall:
         completion_id: str | None = None,
         *,
         wire_for: Callable[[Channel], Wire] | None = None,
+        owner: str = "anonymous",
     ) -> None:
         self.public_id = public_id
         self.order = order
         self.session = session
         if wire_for is None:
-            chat = ChatWire(public_id, body, completion_id)
+            chat = ChatWire(public_id, body, completion_id, owner)
             wire_for = lambda _: chat  # noqa: E731
         self.wire_for = wire_for
         self.wire: Wire | None = None  # the wire of the channel tried last (then: answered)
@@ -94,8 +99,9 @@ class UpstreamCall:
 
     async def result(self) -> dict[str, Any]:
         """The non-streamed answer of the first channel that gives one, as its wire
-        passes it on; an upstream's client-fault 4xx is raised as it is."""
-        last: str = "no channel"
+        passes it on; an upstream's client-fault error is raised, made fit to read
+        (``upstream_errors.judge``)."""
+        last: ModelUnavailable | None = None
         for channel in self.order:
             try:
                 # A non-streamed answer shows no first token: only the read timeout
@@ -103,65 +109,80 @@ class UpstreamCall:
                 async with self._send(channel) as response:
                     status = response.status
                     raw = await response.read()
-            except (aiohttp.ClientError, TimeoutError) as e:
+            except (aiohttp.ClientError, TimeoutError, ValueError) as e:
                 channel.failed()
-                last = f"{channel.name}: {type(e).__name__}"
+                last = channel_failure(channel, self.public_id, _what_failed(e))
                 continue
             data = _json(raw)
-            if status == 429 or status >= 500 or (status < 400 and not isinstance(data, dict)):
+            error = judge(status, data, channel, self.public_id)
+            if error is None and not isinstance(data, dict):
+                error = channel_failure(channel, self.public_id, f"HTTP {status}, not JSON")
+            if isinstance(error, ModelUnavailable):
                 channel.failed()
-                last = f"{channel.name}: HTTP {status}" + ("" if data is not None else ", not JSON")
+                last = error
                 continue
             channel.succeeded()
-            if status >= 400:
-                raise _passed_back(status, data)
+            if error is not None:
+                raise error
             self.channel = channel
             _answered_by(channel)
             assert self.wire is not None
             return self.wire.answer(data)
-        raise ModelUnavailable(f"No channel could answer for `{self.public_id}` ({last}).")
+        raise last or _no_channel(self.public_id)
 
     async def chunks(self) -> AsyncIterator[dict[str, Any]]:
         """The streamed answer's objects as the answering channel's wire reads them
         (chat chunks, or Responses stream events), once a channel has sent its first
         event; ``ServerError`` if that stream breaks off before its end."""
-        last = "no channel"
+        last: ModelUnavailable | None = None
         for channel in self.order:
             response: aiohttp.ClientResponse | None = None
             try:  # nothing sent yet: failures here move on to the next channel
                 async with asyncio.timeout(channel.first_token_timeout):
                     response = await self._send(channel)
-                    if response.status == 429 or response.status >= 500:
-                        raise _Refused(f"HTTP {response.status}")
                     if response.status >= 400:
                         data = _json(await response.read())
                         response.release()
+                        error = judge(response.status, data, channel, self.public_id)
+                        if isinstance(error, ModelUnavailable):
+                            raise _Refused(error)
                         channel.succeeded()
-                        raise _passed_back(response.status, data)
+                        assert error is not None
+                        raise error
                     events = _events(response)
                     first = await anext(events)
                     request_log.first_token()  # the request log's TTFT
-            except (aiohttp.ClientError, StopAsyncIteration, TimeoutError, _Refused) as e:
+            except (
+                aiohttp.ClientError, StopAsyncIteration, TimeoutError, ValueError, _Refused
+            ) as e:  # fmt: skip
                 if response is not None:
                     response.close()
                 channel.failed()
-                what = str(e) if isinstance(e, _Refused) else f"no first event ({type(e).__name__})"
-                last = f"{channel.name}: {what}"
+                last = (
+                    e.error
+                    if isinstance(e, _Refused)
+                    else channel_failure(channel, self.public_id, "no first event: " + _what_failed(e))
+                )
                 continue
             channel.succeeded()
             self.channel = channel
             _answered_by(channel)
             assert self.wire is not None
-            async for chunk in _relay(self.wire, first, events, response):
+            async for chunk in _relay(self.wire, channel, first, events, response):
                 yield chunk
             return
-        raise ModelUnavailable(f"No channel could answer for `{self.public_id}` ({last}).")
+        raise last or _no_channel(self.public_id)
 
 
 async def _relay(
-    wire: Wire, first: str, events: AsyncIterator[str], response: aiohttp.ClientResponse
+    wire: Wire,
+    channel: Channel,
+    first: str,
+    events: AsyncIterator[str],
+    response: aiohttp.ClientResponse,
 ) -> AsyncIterator[dict[str, Any]]:
-    """One channel's stream, from its first event to its end (as its wire knows it)."""
+    """One channel's stream, from its first event to its end (as its wire knows it). A
+    stream that breaks off counts as a failure of its channel."""
     read = wire.read
     try:
         event = first
@@ -173,11 +194,16 @@ async def _relay(
                 break
             event = await anext(events)
     except StopAsyncIteration:
+        channel.failed()
         raise ServerError(f"The upstream stream ended without {wire.end_name}.") from None
     except (aiohttp.ClientError, ValueError, TimeoutError) as e:
+        channel.failed()
         raise ServerError(
-            f"The upstream stream broke off before it ended ({type(e).__name__})."
+            f"The upstream stream broke off before it ended ({_what_failed(e)})."
         ) from None
+    except APIError:  # the upstream's own error event, made fit to read by the wire
+        channel.failed()
+        raise
     finally:
         if wire.ended:
             _finish_in_background(events, response)
@@ -187,6 +213,32 @@ async def _relay(
 
 class _Refused(Exception):
     """An upstream status that sends the request on to the next channel."""
+
+    def __init__(self, error: ModelUnavailable) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _what_failed(e: BaseException) -> str:
+    """chatd's words for a transport failure (never the exception's name or text, which
+    may hold the upstream's address)."""
+    if isinstance(e, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    if isinstance(e, aiohttp.ClientConnectorError | ConnectionError):
+        return "connection failed"
+    if isinstance(e, aiohttp.InvalidURL):
+        return "invalid URL"
+    if isinstance(e, StopAsyncIteration):
+        return "the stream ended"
+    if isinstance(e, ValueError):
+        return "not valid JSON"
+    if isinstance(e, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        return "the connection broke"
+    return "transport error"
+
+
+def _no_channel(public_id: str) -> ModelUnavailable:
+    return ModelUnavailable(f"No channel could answer for `{public_id}` (no channel).")
 
 
 def _finish_in_background(events: AsyncIterator[str], response: aiohttp.ClientResponse) -> None:
@@ -225,18 +277,6 @@ def _json(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         return None
-
-
-def _passed_back(status: int, data: Any) -> APIError:
-    err = data.get("error", {}) if isinstance(data, dict) else {}
-    err = err if isinstance(err, dict) else {"message": str(err)}
-    return APIError(
-        str(err.get("message") or f"Upstream error {status}"),
-        status=status,
-        type=str(err.get("type") or "invalid_request_error"),
-        param=err.get("param"),
-        code=err.get("code"),
-    )
 
 
 def _answered_by(channel: Channel) -> None:

@@ -13,7 +13,9 @@ import json
 from typing import Any, Protocol
 
 from chatd.protocol.errors import ServerError
+from chatd.redact import safe_word
 from chatd.upstream.channels import Channel
+from chatd.upstream.upstream_errors import stream_error
 
 __all__ = ["RESPONSES_TERMINAL", "ChatWire", "ResponsesWire", "Wire"]
 
@@ -54,11 +56,17 @@ class ChatWire:
     end_name = "[DONE]"
 
     def __init__(
-        self, public_id: str, body: dict[str, Any], completion_id: str | None = None
+        self,
+        public_id: str,
+        body: dict[str, Any],
+        completion_id: str | None = None,
+        owner: str = "anonymous",
     ) -> None:
         self.public_id = public_id
         self.body = body
         self.completion_id = completion_id  # set: the answer's id is chatd's own
+        self.owner = owner  # the caller's key owner (a channel may send its pseudonym)
+        self.channel: Channel | None = None  # the channel last prepared for
         self.streaming = body.get("stream") is True
         opts = body.get("stream_options") or {}
         self.client_wants_usage = self.streaming and opts.get("include_usage") is True
@@ -66,10 +74,13 @@ class ChatWire:
         self.ended = False
 
     def prepare(self, channel: Channel) -> tuple[str, bytes]:
-        body = dict(self.body)
+        """Only the fields the channel allows, its own store/metadata/user values."""
+        self.channel = channel
+        body = channel.relay.chat_body(self.body, self.owner, channel.key)
         body["model"] = channel.models[self.public_id]
+        body.pop("stream_options", None)
         if self.streaming:  # always ask for usage, for accounting; dropped if not wanted
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            body["stream_options"] = _stream_options(self.body)
         return channel.chat_url, json.dumps(body).encode()
 
     def answer(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -84,8 +95,11 @@ class ChatWire:
             self.ended = True
             return None
         chunk = json.loads(payload)
+        if not isinstance(chunk, dict):
+            raise ValueError("not a JSON object")
         if "error" in chunk:
-            raise ServerError(f"The upstream failed mid-stream: {chunk['error']}")
+            message = stream_error(chunk["error"], self.channel)
+            raise ServerError(f"The upstream failed mid-stream: {message}", code="upstream_error")
         chunk["model"] = self.public_id
         if self.completion_id is not None:
             chunk["id"] = self.completion_id
@@ -118,19 +132,24 @@ class ResponsesWire:
 
     end_name = "a terminal event"
 
-    def __init__(self, public_id: str, body: dict[str, Any]) -> None:
+    def __init__(self, public_id: str, body: dict[str, Any], owner: str = "anonymous") -> None:
         self.public_id = public_id
         self.body = body
+        self.owner = owner
+        self.channel: Channel | None = None
         self.usage: dict[str, Any] | None = None
         self.ended = False
 
     def prepare(self, channel: Channel) -> tuple[str, bytes]:
-        body = dict(self.body)
+        """Only the fields the channel allows; ``store`` false unless it says otherwise."""
+        self.channel = channel
+        body = channel.relay.responses_body(self.body, self.owner, channel.key)
         body["model"] = channel.models[self.public_id]
         return channel.responses_url, json.dumps(body).encode()
 
     def answer(self, data: dict[str, Any]) -> dict[str, Any]:
         self.usage = data.get("usage")
+        self._redact_error(data)
         return data
 
     def read(self, payload: str) -> dict[str, Any] | None:
@@ -142,4 +161,26 @@ class ResponsesWire:
             response = event.get("response")
             if isinstance(response, dict) and response.get("usage"):
                 self.usage = response["usage"]
+            if event.get("type") == "error":
+                event["message"] = stream_error(event.get("message"), self.channel)
+                event["code"] = safe_word(event.get("code"))
+                event["param"] = safe_word(event.get("param"))
+            elif isinstance(response, dict):
+                self._redact_error(response)
         return event
+
+    def _redact_error(self, response: dict[str, Any]) -> None:
+        """A failed response's error message, made fit for the client to read."""
+        error = response.get("error")
+        if isinstance(error, dict) and "message" in error:
+            error["message"] = stream_error(error.get("message"), self.channel)
+
+
+def _stream_options(body: dict[str, Any]) -> dict[str, Any]:
+    """Usage always asked for (accounting); of the client's options only those the API
+    defines."""
+    opts = body.get("stream_options")
+    out: dict[str, Any] = {"include_usage": True}
+    if isinstance(opts, dict) and isinstance(opts.get("include_obfuscation"), bool):
+        out["include_obfuscation"] = opts["include_obfuscation"]
+    return out

@@ -127,12 +127,18 @@ class ChatService:
         channels: list[Channel],
         fallback: Callable[[], Awaitable[ChatAnswer]] | None,
     ) -> RelayedCompletion:
-        """Fields pass through untouched: the upstream decides what it supports."""
+        """The request's fields go upstream as each channel allows (its allow-list, its own
+        store/metadata/user: upstream/relay_policy.py); the upstream decides the rest."""
         saver = self._saver(req, owner)
         # A stored answer is chatd's object: its id is chatd's, unique whatever the upstream.
         stored_id = completion_id() if saver is not None else None
         call = UpstreamCall(
-            req.model, channels, dict(req.raw or {}), self.upstream.session(), stored_id
+            req.model,
+            channels,
+            dict(req.raw or {}),
+            self.upstream.session(),
+            stored_id,
+            owner=owner,
         )
         accountant = self._accountant(req, owner, admission)
         counter = self.models.token_counter()

@@ -184,9 +184,9 @@ class ResponsesService:
         items = [*convo.history, *convo.items]
         wires: dict[str, Wire] = {}
         if any(c.api == "responses" for c in channels):
-            wires["responses"] = ResponsesWire(req.model, upstream_body(req, items))
+            wires["responses"] = ResponsesWire(req.model, upstream_body(req, items), owner)
         if any(c.api != "responses" for c in channels):
-            wires["chat"] = ChatWire(req.model, chat_body(req, items, req.model))
+            wires["chat"] = ChatWire(req.model, chat_body(req, items, req.model), owner=owner)
         call = UpstreamCall(
             req.model,
             channels,
@@ -218,11 +218,9 @@ class ResponsesService:
         async def save(body: Json) -> None:
             try:
                 await store.save(owner, body, convo.items, previous)
-            except Exception as e:
+            except Exception:
                 log.exception("storing response %s failed", body.get("id"))
-                raise ServerError(
-                    f"The response could not be stored: {type(e).__name__}."
-                ) from None
+                raise ServerError("The response could not be stored.") from None
 
         return save
 
@@ -291,7 +289,8 @@ _NEVER_SENT = ("previous_response_id", "metadata", "stream_options")
 
 def upstream_body(req: CreateResponseRequest, items: list[Json]) -> Json:
     """The request for a channel speaking the Responses API: as the client sent it, but
-    with the whole conversation as ``input`` and nothing stored upstream."""
+    with the whole conversation as ``input``; each channel is then sent only the fields
+    it allows, and ``store: false`` unless it says otherwise (upstream/relay_policy.py)."""
     body = req.model_dump(mode="json", by_alias=True, exclude_unset=True)
     for key in _NEVER_SENT:
         body.pop(key, None)
@@ -301,7 +300,6 @@ def upstream_body(req: CreateResponseRequest, items: list[Json]) -> Json:
         else item
         for item in items
     ]
-    body["store"] = False
     if req.is_streaming() and req.stream_options is not None:
         body["stream_options"] = req.stream_options.model_dump(exclude_none=True)
     return body

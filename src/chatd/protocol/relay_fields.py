@@ -1,0 +1,62 @@
+"""Which request fields may travel to an upstream channel, per API: the contract half of
+the relay's allow-list (``upstream/relay_policy.py`` is the policy that applies it, per
+channel; docs/gateway.md "Relay hygiene").
+
+A relayed request travels under the operator's upstream key, so only what the API
+defines and the channel allows is sent, never the client's body as it came:
+
+- *always sent* (``*_ALWAYS``): what the relay itself needs (the model, the conversation,
+  ``stream`` and its options, which chatd writes);
+- *mapped* (``MAPPED``): ``store``, ``metadata``, ``user``, ``safety_identifier``: the
+  client's values are never sent; a channel may send values of the operator's instead
+  (a fixed ``metadata``, a ``user`` derived from the caller's key owner, ``store``
+  forced);
+- *default* (``CHAT_DEFAULT``, ``RESPONSES_DEFAULT``): the rest of what OpenAI's API
+  defines, except what spends or reads the operator's upstream account beyond the answer
+  itself (``service_tier``; for Responses also ``previous_response_id``,
+  ``conversation``, ``prompt``, ``background``, state chatd keeps itself);
+- *never* (``NEVER_RELAYED``): routers' fields that pick another model or provider
+  under the operator's key (OpenRouter's ``models``, ``route``, ``provider``...): a
+  channel cannot allow them.
+
+Anything else a client sends (a field newer than this list, ``client_metadata``, junk) is
+dropped, not refused: real clients send fields the spec lacks.
+"""
+
+from __future__ import annotations
+
+from chatd.protocol.chat_request import EXTENSION_FIELDS, ChatCompletionRequest
+from chatd.protocol.responses_request import CreateResponseRequest
+
+__all__ = [
+    "CHAT_ALWAYS",
+    "CHAT_DEFAULT",
+    "CHAT_FIELDS",
+    "MAPPED",
+    "NEVER_RELAYED",
+    "RESPONSES_ALWAYS",
+    "RESPONSES_DEFAULT",
+    "RESPONSES_FIELDS",
+]
+
+# The fields a channel's own settings decide (docs/gateway.md), never the client's values.
+MAPPED = frozenset({"store", "metadata", "user", "safety_identifier"})
+# Fields that pick a model, a provider or a route at a router, under the operator's key.
+NEVER_RELAYED = frozenset(
+    {"models", "route", "provider", "transforms", "plugins", "fallbacks", "preset"}
+)
+# Spends the operator's money at another rate (priority tiers): a channel may allow it.
+_COSTLY = frozenset({"service_tier"})
+
+# OpenAI's Chat Completions fields (chatd's contract without its sampling extensions).
+CHAT_FIELDS = frozenset(ChatCompletionRequest.model_fields) - EXTENSION_FIELDS
+CHAT_ALWAYS = frozenset({"model", "messages", "stream", "stream_options"})
+CHAT_DEFAULT = CHAT_FIELDS - MAPPED - _COSTLY - CHAT_ALWAYS
+
+# The Responses API's fields (chatd's contract is OpenAI's).
+RESPONSES_FIELDS = frozenset(CreateResponseRequest.model_fields)
+RESPONSES_ALWAYS = frozenset({"model", "input", "stream", "stream_options"})
+# State chatd keeps itself (the conversation is sent whole) or the operator's account
+# holds (stored prompts, conversations, background jobs).
+_ACCOUNT_STATE = frozenset({"previous_response_id", "conversation", "prompt", "background"})
+RESPONSES_DEFAULT = RESPONSES_FIELDS - MAPPED - _COSTLY - _ACCOUNT_STATE - RESPONSES_ALWAYS
