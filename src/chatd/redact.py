@@ -70,8 +70,10 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b[A-Za-z]:\\[^\s\"']+"), "<path>"),
     (re.compile(r"(?<![\w\]\)])(?:~|\.{1,2})?(?:/[\w.\-@+]+){2,}/?"), "<path>"),
     (re.compile(r"\b[\w\-]+\.(?:py|pyc|pyx)\b"), "<path>"),
-    (re.compile(r"\b(?:[A-Za-z_][\w]*\.)*[A-Z][A-Za-z0-9]*(?:Error|Exception|Warning)\b"),
-     "error"),  # fmt: skip
+    (
+        re.compile(r"\b(?:[A-Za-z_][\w]*\.)*[A-Z][A-Za-z0-9]*(?:Error|Exception|Warning)\b"),
+        "error",
+    ),  # fmt: skip
 ]
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,128}$")
 

@@ -18,6 +18,11 @@ The requested model id picks the behaviour:
   /flaky/up), ``slow`` (a stream of 30 s; ``calls["slow_closed"]`` counts streams that
   ended or whose client went away), ``keyed`` (``ok`` for ``Authorization: Bearer
   sk-upstream-key`` only, else 401).
+- the relay's error tests: ``401``, ``403``, ``402``, ``404`` (the model unknown),
+  ``404item`` (an item the request named unknown), ``413``, ``422``, ``leak400`` (a 400
+  whose message holds everything a client must not see: ``LEAKY``), ``midfail`` (two
+  chunks, then an error event with the ``LEAKY`` message), ``garbage`` (two chunks, then
+  a line that is not JSON; whole: a 200 that is not JSON).
 
 ``POST /v1/responses`` (the Responses API: ``event:`` and ``data:`` lines, no [DONE]; the
 stream ends when the connection closes after ``response.completed``) takes the same model
@@ -45,9 +50,20 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 MISBEHAVIOURS = {"ok", "500", "429", "400", "hang", "cut", "html", "nousage", "flaky", "slow"}
+# The relay's error tests (both endpoints).
+ERRORS = {"401", "403", "402", "404", "404item", "413", "422", "leak400", "midfail", "garbage"}
+MISBEHAVIOURS |= ERRORS
 # /v1/responses: the same modes, ``keyed`` and ``failed`` (a stream ending in response.failed).
 RESPONSES_MODES = MISBEHAVIOURS | {"keyed", "failed"}
 UPSTREAM_KEY = "sk-upstream-key"  # what the ``keyed`` model requires
+# An upstream's message that names everything a client must not read: the upstream's
+# host, URL and address, a key fragment, a bearer token, a file path, an exception.
+LEAKY = (
+    "Incorrect API key provided: sk-proj-abcd****wxyz (Authorization: Bearer sk-live-0123456789)"
+    " at https://api.upstream.example.com/v1/chat/completions from 10.1.2.3:8443 and"
+    ' gpu-box.internal:8000 [fd00::1]; File "/srv/vllm/entrypoints/openai/serving_chat.py",'
+    " line 12, in create: openai.AuthenticationError: KeyError('x')"
+)
 
 
 def event(obj: dict[str, Any]) -> bytes:
@@ -111,7 +127,7 @@ class FakeResponse:
             "status": status,
             "background": False,
             "completed_at": int(time.time()) if status == "completed" else None,
-            "error": {"code": "server_error", "message": "boom"} if status == "failed" else None,
+            "error": {"code": "server_error", "message": LEAKY} if status == "failed" else None,
             "incomplete_details": None,
             "instructions": self.request.get("instructions"),
             "max_output_tokens": self.request.get("max_output_tokens"),
@@ -270,7 +286,7 @@ class _Upstream:
         """The gateway tests' upstream: each mode one way of failing (or not)."""
         self.calls[mode] = self.calls.get(mode, 0) + 1
         self.last[mode] = body
-        refused = await self.refuse(request, mode)
+        refused = await self.refuse(request, mode, body.get("stream") is True)
         if refused is not None:
             return refused
         if body.get("stream"):
@@ -292,7 +308,7 @@ class _Upstream:
             del answer["usage"]
         return JSONResponse(answer)
 
-    async def refuse(self, request: Request, mode: str) -> Response | None:
+    async def refuse(self, request: Request, mode: str, stream: bool = False) -> Response | None:
         """The misbehaving modes' refusals and stalls, alike on both endpoints (None: the
         mode answers; ``keyed`` with the right key answers as ``ok``)."""
         if mode == "keyed" and request.headers.get("authorization") != f"Bearer {UPSTREAM_KEY}":
@@ -304,7 +320,19 @@ class _Upstream:
             return _error(429, "slow down", "requests", None, "rate_limit_exceeded")
         if mode == "400":
             return _error(400, "bad field 'foo'", "invalid_request_error", "foo", None)
-        if mode == "html":  # a proxy's error page with a 200: not an answer
+        if mode in ("401", "403", "402"):
+            return _error(int(mode), LEAKY, "invalid_request_error", None, "invalid_api_key")
+        if mode == "404":
+            return _error(404, f"The model `{mode}` does not exist ({LEAKY})",
+                          "invalid_request_error", None, "model_not_found")  # fmt: skip
+        if mode == "404item":
+            return _error(404, "Item with id 'msg_1' not found.", "invalid_request_error",
+                          "input", None)  # fmt: skip
+        if mode in ("413", "422"):
+            return _error(int(mode), "too big: " + LEAKY, "BadRequestError", "messages", 413)
+        if mode == "leak400":
+            return _error(400, LEAKY, "invalid_request_error", "messages[0].content", "bad")
+        if mode == "html" or (mode == "garbage" and not stream):  # a 200 that is no answer
             return Response("<html>upstream down</html>", media_type="text/html")
         if mode == "hang":
             await asyncio.sleep(30)
@@ -322,6 +350,12 @@ class _Upstream:
                 self.calls["slow_closed"] = self.calls.get("slow_closed", 0) + 1
         if mode == "cut":
             raise RuntimeError("connection dropped")  # uvicorn closes the socket
+        if mode == "midfail":
+            yield event({"error": {"message": LEAKY, "type": "server_error", "code": None}})
+            return
+        if mode == "garbage":
+            yield b"data: {not json\n\n"
+            return
         yield fake_chunk(None, "stop")
         if (body.get("stream_options") or {}).get("include_usage") and mode != "nousage":
             yield fake_chunk(None, usage=True)
@@ -348,7 +382,7 @@ class _Upstream:
             key = "responses:" + mode
             self.calls[key] = self.calls.get(key, 0) + 1
             self.last[key] = body
-            refused = await self.refuse(request, mode)
+            refused = await self.refuse(request, mode, body.get("stream") is True)
             if refused is not None:
                 return refused
             words = ["Hel", "lo"]
@@ -394,6 +428,13 @@ class _Upstream:
             raise RuntimeError("connection dropped")  # no terminal event: uvicorn closes
         if mode == "failed":
             yield response_event(fake.failed())
+            return
+        if mode == "midfail":
+            error = {"type": "error", "code": "KeyError", "message": LEAKY, "param": None}
+            yield response_event({**error, "sequence_number": fake.seq})
+            return
+        if mode == "garbage":
+            yield b"event: response.output_text.delta\ndata: {not json\n\n"
             return
         for e in fake.tail(usage):
             yield response_event(e)

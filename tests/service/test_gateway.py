@@ -415,28 +415,31 @@ def test_a_cooled_channel_is_probed_again_and_recovers(gateway: Server, fake: st
     assert state["flaky"]["healthy"] and state["flaky"]["failures"] == 0
 
 
-def test_requests_for_upstream_only_models_pass_through_untouched(
+def test_requests_for_upstream_only_models_pass_values_through_and_drop_unknown_fields(
     gateway: Server, fake: str
 ) -> None:
-    """The upstream decides what it supports: a field newer than chatd's contract, or a
-    value chatd's engine would refuse, reaches it as sent."""
+    """The upstream judges the values of the fields OpenAI's API defines (a value chatd's
+    engine would refuse reaches it as sent); a field no channel allows (newer than the
+    contract, chatd's sampling extensions on a default channel) is dropped, not sent."""
     sent = {
-        "future_param": {"x": [1, 2]},
         "temperature": 7,
         "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
         "reasoning_effort": "max",
-        # the sampling extensions, even with values chatd's own contract refuses
+    }
+    dropped = {
+        "future_param": {"x": [1, 2]},
         "top_k": -5,
         "min_p": 3,
         "repetition_penalty": 0,
         "min_tokens": 10**6,
     }
     for stream in (False, True):
-        r = ask(gateway, "mok", stream=stream, **sent)
+        r = ask(gateway, "mok", stream=stream, **sent, **dropped)
         assert r.status_code == 200, r.text
         got = httpx.get(fake + "/last").json()["ok"]
         assert got["model"] == "ok"  # mapped to the upstream's id
         assert {k: got[k] for k in sent} == sent
+        assert not set(dropped) & set(got)
         if stream:
             assert got["stream_options"] == {"include_usage": True}  # asked for accounting
 

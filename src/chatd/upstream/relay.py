@@ -158,11 +158,11 @@ class UpstreamCall:
                 if response is not None:
                     response.close()
                 channel.failed()
-                last = (
-                    e.error
-                    if isinstance(e, _Refused)
-                    else channel_failure(channel, self.public_id, "no first event: " + _what_failed(e))
-                )
+                if isinstance(e, _Refused):
+                    last = e.error
+                else:
+                    what = "no first event: " + _what_failed(e)
+                    last = channel_failure(channel, self.public_id, what)
                 continue
             channel.succeeded()
             self.channel = channel
