@@ -320,8 +320,10 @@ class _Upstream:
             return _error(429, "slow down", "requests", None, "rate_limit_exceeded")
         if mode == "400":
             return _error(400, "bad field 'foo'", "invalid_request_error", "foo", None)
+        echoed = " (sent: " + request.headers.get("authorization", "") + ")"  # the key, too
         if mode in ("401", "403", "402"):
-            return _error(int(mode), LEAKY, "invalid_request_error", None, "invalid_api_key")
+            return _error(int(mode), LEAKY + echoed, "invalid_request_error", None,
+                          "invalid_api_key")  # fmt: skip
         if mode == "404":
             return _error(404, f"The model `{mode}` does not exist ({LEAKY})",
                           "invalid_request_error", None, "model_not_found")  # fmt: skip
@@ -331,7 +333,8 @@ class _Upstream:
         if mode in ("413", "422"):
             return _error(int(mode), "too big: " + LEAKY, "BadRequestError", "messages", 413)
         if mode == "leak400":
-            return _error(400, LEAKY, "invalid_request_error", "messages[0].content", "bad")
+            return _error(400, LEAKY + echoed, "invalid_request_error", "messages[0].content",
+                          "bad")  # fmt: skip
         if mode == "html" or (mode == "garbage" and not stream):  # a 200 that is no answer
             return Response("<html>upstream down</html>", media_type="text/html")
         if mode == "hang":

@@ -164,8 +164,7 @@ class UpstreamCall:
                     what = "no first event: " + _what_failed(e)
                     last = channel_failure(channel, self.public_id, what)
                 continue
-            channel.succeeded()
-            self.channel = channel
+            self.channel = channel  # its health is told at the stream's end (_relay)
             _answered_by(channel)
             assert self.wire is not None
             async for chunk in _relay(self.wire, channel, first, events, response):
@@ -182,12 +181,18 @@ async def _relay(
     response: aiohttp.ClientResponse,
 ) -> AsyncIterator[dict[str, Any]]:
     """One channel's stream, from its first event to its end (as its wire knows it). A
-    stream that breaks off counts as a failure of its channel."""
+    stream that ends counts as a success of its channel, one that breaks off (or ends
+    with the upstream's failure event) as a failure: a channel whose streams always
+    break cools down, however well they start. A client gone counts as neither."""
     read = wire.read
     try:
         event = first
         while True:
             obj = read(event)
+            if wire.ended and wire.failed:  # told before the last object is passed on
+                channel.failed()
+            elif wire.ended:
+                channel.succeeded()
             if obj is not None:
                 yield obj
             if wire.ended:

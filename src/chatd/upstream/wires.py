@@ -29,6 +29,7 @@ class Wire(Protocol):
     """What the failover loop needs of a wire protocol."""
 
     ended: bool  # the stream's end was seen (``[DONE]``, a terminal event)
+    failed: bool  # that end was the upstream's failure (an ``error`` event...)
     end_name: str  # what a complete stream ends with, for the error naming its absence
     usage: dict[str, Any] | None  # the upstream's usage, once seen (the wire's own shape)
 
@@ -67,6 +68,7 @@ class ChatWire:
         self.completion_id = completion_id  # set: the answer's id is chatd's own
         self.owner = owner  # the caller's key owner (a channel may send its pseudonym)
         self.channel: Channel | None = None  # the channel last prepared for
+        self.failed = False  # chat has no failure event: an error chunk is raised
         self.streaming = body.get("stream") is True
         opts = body.get("stream_options") or {}
         self.client_wants_usage = self.streaming and opts.get("include_usage") is True
@@ -139,6 +141,7 @@ class ResponsesWire:
         self.channel: Channel | None = None
         self.usage: dict[str, Any] | None = None
         self.ended = False
+        self.failed = False
 
     def prepare(self, channel: Channel) -> tuple[str, bytes]:
         """Only the fields the channel allows; ``store`` false unless it says otherwise."""
@@ -161,6 +164,7 @@ class ResponsesWire:
             response = event.get("response")
             if isinstance(response, dict) and response.get("usage"):
                 self.usage = response["usage"]
+            self.failed = event.get("type") in ("error", "response.failed")
             if event.get("type") == "error":
                 event["message"] = stream_error(event.get("message"), self.channel)
                 event["code"] = safe_word(event.get("code"))
