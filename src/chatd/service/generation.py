@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +34,6 @@ from chatd.protocol.errors import (
     Unsupported,
 )
 from chatd.protocol.request_limits import Limits
-from chatd.redact import redact
 from chatd.service.engine_api import EngineLike, GenerationLike
 from chatd.service.events import ChoiceReader, Event
 from chatd.service.tool_calls import OPEN, ToolPlan, template_tools
@@ -48,6 +48,8 @@ __all__ = [
     "sampling_fields",
     "start_local",
 ]
+
+log = logging.getLogger("chatd.service")
 
 
 @dataclass(frozen=True)
@@ -213,8 +215,10 @@ class LocalRun:
                     for event in reader.read(d):
                         yield reader, event
         except EngineFailure as e:
-            # the engine's own words, never a path or an exception's name (logged there)
-            raise ServerError(f"The engine failed while generating: {redact(str(e))}") from None
+            # the engine's words are the operator's (they may name a library's error or a
+            # path): logged, and the client gets chatd's own
+            log.warning("the engine failed while generating: %s", e)
+            raise ServerError("The engine failed while generating.") from None
         finally:
             self._ended()
 
