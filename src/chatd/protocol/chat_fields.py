@@ -14,7 +14,8 @@ accident. Every field of :class:`ChatCompletionRequest` has exactly one :class:`
 - ``HINT``: accepted, and has no effect on a local model; ``why`` says why that is right;
 - ``REFUSED``: the local engine cannot honour it, so it is a 400 ``unsupported_parameter``
   whose reason is ``why`` (``{model}`` is the model id). The refusal is local: a request for a
-  model served by upstream channels is relayed untouched, and the upstream decides.
+  model served by upstream channels is relayed (as each channel allows), and the upstream
+  decides.
 
 ``refuses_values`` marks fields of which the local engine accepts some values only (audio
 output in ``modalities``, non-text content parts, out-of-vocabulary ``logit_bias`` token ids).
@@ -54,7 +55,7 @@ class Policy(enum.Enum):
     ENGINE = "engine"  # mapped to a SamplingParams parameter
     SERVER = "server"  # handled by chatd itself
     HINT = "hint"  # accepted, no effect
-    REFUSED = "refused"  # a 400 on the local engine; relayed untouched to upstream channels
+    REFUSED = "refused"  # a 400 on the local engine; relayed to channels that allow it
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ CHAT_FIELDS: Mapping[str, FieldPolicy] = {
         convert=_logit_bias,
         refuses_values="token ids beyond the model's vocabulary",
     ),
-    # -- extensions (llama.cpp's and vLLM's sampling knobs); relayed untouched to channels ---
+    # -- extensions (llama.cpp's and vLLM's sampling knobs); relayed where channels allow ---
     "top_k": _engine("top_k", "the k most likely tokens only; -1 or 0: off"),
     "min_p": _engine("min_p", "tokens below min_p times the top probability dropped", float),
     "repetition_penalty": _engine(

@@ -26,8 +26,9 @@ class Router:
         self.models = models
 
     def relays_untouched(self, model_id: Any) -> bool:
-        """Whether only upstream channels serve this id: its requests then pass through
-        as sent, and the upstream decides what it supports."""
+        """Whether only upstream channels serve this id: its requests are then checked
+        only as far as a relay acts on them, and the upstream judges the values of the
+        fields each channel allows (upstream/relay_policy.py)."""
         if not isinstance(model_id, str):
             return False
         try:

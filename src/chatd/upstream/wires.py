@@ -116,9 +116,10 @@ class ChatWire:
 
 class ResponsesWire:
     """The Responses API spoken by the channel itself (``api = "responses"``): the body
-    goes to ``/responses`` with only ``model`` mapped, and what comes back is passed on
-    untouched (ids and model are the service's to rewrite: it knows whether the answer is
-    stored, and under which id).
+    goes to ``/responses`` with ``model`` mapped and only the fields the channel allows
+    (``store`` false unless it says otherwise), and what comes back is passed on as it
+    came but for the upstream's error messages, redacted (ids and model are the
+    service's to rewrite: it knows whether the answer is stored, and under which id).
 
     A stream has no ``[DONE]``: it is complete once a terminal event has been read
     (``response.completed``, ``response.incomplete``, ``response.failed``, or an

@@ -1,6 +1,7 @@
 """The Chat Completions adapter: a ``ChatCompletionRequest`` becomes a core ``Job`` on the
-local engine (checked, its tools planned, its schema read) or an untouched relay to
-upstream channels; the router decides which, and falls back between them."""
+local engine (checked, its tools planned, its schema read) or a relay to upstream
+channels (of the fields each allows: upstream/relay_policy.py); the router decides which,
+and falls back between them."""
 
 from __future__ import annotations
 
