@@ -22,6 +22,7 @@ An upstream answers chatd, under the operator's key; its errors are not the clie
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ __all__ = ["ChannelFailed", "channel_failure", "judge", "stream_error"]
 
 _CLIENT_FAULTS = {400, 409, 413, 422}
 _RETRIED = {408, 429}
+_MODEL_WORD = re.compile(r"(?i)(?:^|\s)model\b")  # "The model `x` does not exist"
 
 
 class ChannelFailed(ModelUnavailable):
@@ -56,7 +58,7 @@ def judge(status: int, data: Any, channel: Channel, public_id: str) -> APIError 
             f" {status}); the server's operator must fix the channel's key.",
             code="channel_auth_failed",
         )
-    if status == 404 and _about_the_model(err):
+    if status == 404 and _about_the_model(err, channel, public_id):
         return ChannelFailed(
             f"The upstream channel `{channel.name}` does not know the model it is"
             f" configured to serve `{public_id}` with (HTTP 404).",
@@ -93,16 +95,18 @@ def _error_object(data: Any) -> dict[str, Any]:
     return {"message": err} if isinstance(err, str) else {}
 
 
-def _about_the_model(err: dict[str, Any]) -> bool:
+def _about_the_model(err: dict[str, Any], channel: Channel, public_id: str) -> bool:
     """A 404 about the model (or with no error object at all: a wrong base URL is the
     channel's fault too), rather than about an item or file the request named."""
     if not err:
         return True
     message = err.get("message")
+    message = message if isinstance(message, str) else ""
     return (
         err.get("code") == "model_not_found"
         or err.get("param") == "model"
-        or (isinstance(message, str) and "model" in message.lower())
+        or _MODEL_WORD.search(message) is not None
+        or channel.models.get(public_id, public_id) in message
     )
 
 
