@@ -3,7 +3,6 @@ and update body, the stored responses' query parameters, with OpenAI-shaped 400s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,7 +13,7 @@ from chatd.protocol.chat_request import validate_chat_request
 from chatd.protocol.errors import InvalidRequest, Unsupported
 from chatd.protocol.responses_request import IncludeValue
 from chatd.protocol.shapes import Strict
-from chatd.protocol.validation import translate_error
+from chatd.protocol.validation import decode_chat_body, translate_error
 
 _PLACEHOLDER = [{"role": "user", "content": "-"}]
 
@@ -184,12 +183,7 @@ def _include(params: Mapping[str, str]) -> tuple[IncludeValue, ...]:
 def parse_update(body: bytes) -> dict[str, str]:
     """The body of ``POST /v1/chat/completions/{id}``: ``{"metadata": {...}}``, validated
     exactly as a request's ``metadata`` (null clears it)."""
-    try:
-        data: Any = json.loads(body)
-    except ValueError:
-        raise InvalidRequest("We could not parse the JSON body of your request.") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+    data = decode_chat_body(body)  # JSON too deep included, as every route's body
     unknown = [k for k in data if k != "metadata"]
     if unknown:
         raise InvalidRequest(f"Unrecognized request argument supplied: {', '.join(unknown)}")
