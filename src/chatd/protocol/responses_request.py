@@ -37,6 +37,7 @@ from chatd.protocol.shapes import (
     FunctionName,
     JSONObject,
     MetadataValue,
+    ResponseId,
     Strict,
     bad_tag_model,
     check_metadata_keys,
@@ -274,7 +275,7 @@ class CreateResponseRequest(Strict):
     text: TextParam | None = None
     metadata: dict[str, MetadataValue] | None = Field(None, max_length=16)
     store: bool | None = None
-    previous_response_id: str | None = None
+    previous_response_id: ResponseId | None = None
     conversation: ConversationField | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None

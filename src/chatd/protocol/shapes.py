@@ -29,11 +29,16 @@ __all__ = [
     "BAD",
     "INT64_MAX",
     "INT64_MIN",
+    "ITEM_ID_MAX",
+    "RESPONSE_ID_MAX",
     "STRING_OR_PARTS",
+    "CallId",
     "FunctionName",
+    "ItemId",
     "JSONObject",
     "MetadataValue",
     "ParticipantName",
+    "ResponseId",
     "Strict",
     "bad_tag_model",
     "check_metadata_keys",
@@ -49,6 +54,17 @@ NAME_PATTERN = r"^[a-zA-Z0-9_-]+$"
 FunctionName = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 ParticipantName = Annotated[str, Field(pattern=NAME_PATTERN)]
 JSONObject = dict[str, Any]
+
+# Ids a client sends back, capped so that none can overflow the column it is stored or
+# looked up in (store/tables.py): a response's id and the previous_response_id that
+# names one are 64 characters (chatd's are 53, OpenAI's alike), an item's id 256 (the
+# item_id column: items of other servers keep their own ids; OpenAI's are ~50), a call's
+# id 64 (OpenAI's cap on function_call_output.call_id; chatd's are 29).
+RESPONSE_ID_MAX = 64
+ITEM_ID_MAX = 256
+ResponseId = Annotated[str, Field(max_length=RESPONSE_ID_MAX)]
+ItemId = Annotated[str, Field(max_length=ITEM_ID_MAX)]
+CallId = Annotated[str, Field(max_length=64)]
 
 # What a union's discriminator says it expected, in OpenAI's words.
 ANY_OBJECT = "an object"
