@@ -30,6 +30,9 @@ __all__ = [
     "INT64_MAX",
     "INT64_MIN",
     "ITEM_ID_MAX",
+    "METADATA_MAX_KEY",
+    "METADATA_MAX_PAIRS",
+    "METADATA_MAX_VALUE",
     "RESPONSE_ID_MAX",
     "STRING_OR_PARTS",
     "CallId",
@@ -158,18 +161,23 @@ def bad_tag_model(name: str, field: str, supported: tuple[str, ...]) -> type[Bas
 # Metadata, as both the full contract and a relayed request check it
 # --------------------------------------------------------------------------------------------
 
-MetadataValue = Annotated[str, Field(max_length=512)]
+# OpenAI's bounds on a metadata object: 16 pairs, keys of 64 characters, values of 512
+# (also the stored tags' columns, store/tables.py).
+METADATA_MAX_PAIRS = 16
+METADATA_MAX_KEY = 64
+METADATA_MAX_VALUE = 512
+MetadataValue = Annotated[str, Field(max_length=METADATA_MAX_VALUE)]
 
 
 def check_metadata_keys(value: dict[str, str] | None) -> dict[str, str] | None:
     """Metadata keys are at most 64 characters (values are checked by ``MetadataValue``)."""
     for key in value or ():
-        if len(key) > 64:
+        if len(key) > METADATA_MAX_KEY:
             shown = f"{key[:3]}...{key[-3:]}"
             raise openai_error(
                 f"Invalid property name in 'metadata': '{shown}' is too long. Expected a "
-                f"string with maximum length 64, but got a string with length {len(key)} "
-                "instead.",
+                f"string with maximum length {METADATA_MAX_KEY}, but got a string with length "
+                f"{len(key)} instead.",
                 code="property_name_above_max_length",
                 suffix=f".{key}",
             )
