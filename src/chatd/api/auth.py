@@ -73,6 +73,15 @@ class KeyChecker:
             record.owner = caller.owner
         return caller
 
+    async def optional(self, request: Request) -> Caller | None:
+        """The caller for a route anyone may reach (``/health``): None where a key is
+        required and none valid is presented (no key, a wrong, revoked or expired one),
+        rather than a 401: such a route answers them with what it shows everyone."""
+        try:
+            return await self(request)
+        except AuthenticationError:
+            return None
+
     async def _check(self, request: Request) -> Caller:
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")

@@ -252,7 +252,13 @@ def _server_paths() -> dict[str, Json]:
     }
     return {
         "/health": {
-            "get": _operation("health", "Liveness and model states", _ok("Health"), (), public=True)
+            "get": _operation(
+                "health",
+                "Liveness; with a key, the states of the local models it may use",
+                _ok("Health"),
+                (),
+                public=True,
+            )
         },
         "/v1/models": {
             "get": _operation("listModels", "List the models", _ok("ModelList"), (401,))

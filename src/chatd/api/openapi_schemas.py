@@ -166,16 +166,19 @@ def _response_schemas() -> dict[str, Json]:
                 "state": {"enum": ["loaded", "loading", "unloaded", "available", "cooling_down"]},
             }
         ),
+        # Without a valid key (where keys are required) only ``status``; a key sees the
+        # local models it may use, the operator every one and, draining, ``in_flight``.
         "Health": _obj(
+            {"status": {"enum": ["ok", "draining"]}},
             {
-                "status": _STR,
+                "in_flight": _INT,
                 "models": {
                     "type": "object",
                     "additionalProperties": _obj(
                         {"loaded": _BOOL, "state": {"enum": ["loaded", "loading", "unloaded"]}}
                     ),
                 },
-            }
+            },
         ),
     }
 

@@ -226,10 +226,13 @@ class ModelRegistry:
         """The loaded engines' stats, by model id (unloaded models have none)."""
         return {m.id: m.engine.stats() for m in self._models.values() if m.engine is not None}
 
-    def health(self) -> dict[str, dict[str, Any]]:
-        """Every local model for ``/health``: loaded or not, its engine's stats if it is."""
+    def health(self, visible: Callable[[str], bool] | None = None) -> dict[str, dict[str, Any]]:
+        """The local models for ``/health`` (those whose id is ``visible``, or all): loaded
+        or not, its engine's stats if it is."""
         rows: dict[str, dict[str, Any]] = {}
         for m in self._models.values():
+            if visible is not None and not visible(m.id):
+                continue
             engine = m.engine
             rows[m.id] = {"loaded": engine is not None, "state": m.state.value}
             if engine is not None:
