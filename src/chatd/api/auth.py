@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -35,9 +35,20 @@ class Caller:
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
 
-    def limits_for(self, model: str) -> tuple[int | None, int | None]:
-        """This model's (rpm, tpm); (None, None) when the key does not limit it."""
-        return self.model_limits.get(model, (None, None))
+    def limits_for(
+        self, model: str, canonical: Callable[[str], str] = str
+    ) -> tuple[int | None, int | None]:
+        """The (rpm, tpm) of the model ``model`` stands for ((None, None) when the key
+        does not limit it): a limit given under any public id of the same model (an
+        alias, ``canonical`` says which) applies, the strictest when there are several."""
+        target = canonical(model)
+        rpm: int | None = None
+        tpm: int | None = None
+        for limited, (r, t) in self.model_limits.items():
+            if canonical(limited) == target:
+                rpm = r if rpm is None else rpm if r is None else min(rpm, r)
+                tpm = t if tpm is None else tpm if t is None else min(tpm, t)
+        return rpm, tpm
 
 
 _MISSING = (

@@ -173,6 +173,14 @@ class ModelRegistry:
             return local
         raise ModelNotFound(model_id)
 
+    def canonical(self, model_id: str) -> str:
+        """The model a public id stands for: the local model's id for the model's own id,
+        its aliases and a routed id it also serves; any other id (an id only channels
+        serve, or none at all) stands for itself. Rate limits count per canonical id, so
+        that no alias is a way around a model's limit."""
+        local = self._aliases.get(model_id, model_id)
+        return local if local in self._models else model_id
+
     def _local_only(self) -> list[tuple[str, LocalModel]]:
         """(public id, model) for the ids only a local model serves: ids and aliases."""
         ids = [(m.id, m) for m in self._models.values()]
