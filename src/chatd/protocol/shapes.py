@@ -33,7 +33,6 @@ __all__ = [
     "METADATA_MAX_KEY",
     "METADATA_MAX_PAIRS",
     "METADATA_MAX_VALUE",
-    "RESPONSE_ID_MAX",
     "STRING_OR_PARTS",
     "CallId",
     "FunctionName",

@@ -25,6 +25,9 @@ _PLACEHOLDER = [{"role": "user", "content": "-"}]
 
 
 __all__ = [
+    "MAX_FILTERS",
+    "MAX_ID",
+    "MAX_MODEL",
     "list_object",
     "ListQuery",
     "parse_input_items_query",
