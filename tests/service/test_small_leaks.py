@@ -297,6 +297,24 @@ async def test_input_items_after_within_its_column(backend: Backend) -> None:
     assert r.status_code == 200 and r.json()["data"] == [], r.text
 
 
+async def test_overlong_ids_in_paths_are_404s(backend: Backend) -> None:
+    """Ids in a path are only compared with their columns: any length is a plain 404."""
+    http = backend.http("client")
+    long = "x" * 5_000
+    for method, path in [
+        ("GET", f"/v1/chat/completions/{long}"),
+        ("DELETE", f"/v1/chat/completions/{long}"),
+        ("GET", f"/v1/chat/completions/{long}/messages"),
+        ("GET", f"/v1/responses/{long}"),
+        ("DELETE", f"/v1/responses/{long}"),
+        ("GET", f"/v1/responses/{long}/input_items"),
+    ]:
+        r = await http.request(method, path)
+        assert r.status_code == 404, (method, r.text)
+    r = await http.post(f"/v1/chat/completions/{long}", json={"metadata": {}})
+    assert r.status_code == 404, r.text
+
+
 # --------------------------------------------------------------------------------------------
 # Ids and metadata within their columns
 # --------------------------------------------------------------------------------------------
