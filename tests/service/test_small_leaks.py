@@ -473,6 +473,21 @@ async def test_health_while_draining(tmp_path: Path) -> None:
         assert bodies["operator"]["in_flight"] == 0 and set(bodies["operator"]["models"]) == {MODEL}
 
 
+async def test_health_does_not_fail_with_the_key_store(tmp_path: Path) -> None:
+    """/health with no key never touched the database, and a key store that fails (the
+    database down) still leaves it a liveness answer, not a 500."""
+    async with running_chatd(tmp_path, api_keys=[]) as chatd:  # database keys only
+        store = chatd.app.state.services.auth._store
+
+        async def down(*args: object) -> object:
+            raise ConnectionError("database down")
+
+        store.any = store.find = down
+        for key in (None, "sk-any-" + secrets.token_hex(8)):
+            r = await chatd.http(key).get("/health")
+            assert r.status_code == 200 and r.json() == {"status": "ok"}, r.text
+
+
 # --------------------------------------------------------------------------------------------
 # Rate limits and aliases
 # --------------------------------------------------------------------------------------------
