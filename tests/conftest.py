@@ -47,6 +47,12 @@ def postgres_reachable() -> bool:
         return False
 
 
+def bearer(key: str) -> dict[str, str]:
+    """The Authorization header of ``key`` (e.g. for /health's engine statistics, which a
+    server with keys shows only to a key)."""
+    return {"Authorization": f"Bearer {key}"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -131,6 +131,7 @@ def load_config(path: Path) -> FileConfig:
         if m.id in seen:
             raise ConfigError(f"{path}: models[{i}].id: {m.id!r} is already a model's id")
         seen.add(m.id)
+    _check_aliases(models, path)
     channels = [
         _channel(c, f"{path}: channels[{i}]") for i, c in enumerate(data.get("channels", []))
     ]
@@ -140,6 +141,22 @@ def load_config(path: Path) -> FileConfig:
             f"{path}: max_loaded: an integer >= 1 is required (0 or absent: all stay loaded)"
         )
     return FileConfig(models, channels, max_loaded)
+
+
+def _check_aliases(models: list[LocalModelConfig], path: Path) -> None:
+    """An alias names one model: never another model's id (that id would then reach this
+    model, and a key allowed that id with it) nor another model's alias."""
+    ids = {m.id for m in models}
+    owner: dict[str, str] = {}
+    for i, m in enumerate(models):
+        for alias in m.aliases:
+            if alias in ids and alias != m.id:
+                raise ConfigError(f"{path}: models[{i}].aliases: {alias!r} is a model's id")
+            if owner.setdefault(alias, m.id) != m.id:
+                raise ConfigError(
+                    f"{path}: models[{i}].aliases: {alias!r} is already an alias of"
+                    f" {owner[alias]!r}"
+                )
 
 
 def _model(m: Any, where: str) -> LocalModelConfig:

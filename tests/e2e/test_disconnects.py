@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import MODEL, Server
+from conftest import MODEL, Server, bearer
 
 KEY = "sk-disconnects-0123456789"
 LONG_PROMPT = "Tell me everything about the sea. " * 150  # a prefill of ~1,500 tokens
@@ -80,7 +80,8 @@ async def vanish(http: httpx.AsyncClient, rng: random.Random) -> str:
 
 
 def engine_at_rest(srv: Server) -> dict[str, int]:
-    stats = httpx.get(srv.base_url + "/health", timeout=10).json()["models"][MODEL]
+    health = httpx.get(srv.base_url + "/health", headers=bearer(KEY), timeout=10)  # stats: a key's
+    stats = health.json()["models"][MODEL]
     return stats
 
 

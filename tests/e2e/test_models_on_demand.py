@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import Server
+from conftest import Server, bearer
 
 KEY = "sk-models-on-demand-test"
 SMALL = ("--n-ctx", "2048", "--context-window", "1024")
@@ -55,7 +55,7 @@ def test_max_loaded_one_loads_on_demand_and_unloads_the_other() -> None:
         assert first.strip()
         assert ask(srv, "b") == first  # the same weights, greedy: the same answer
         assert states(srv) == {"a": "unloaded", "b": "loaded"}
-        health = httpx.get(srv.base_url + "/health").json()["models"]
+        health = httpx.get(srv.base_url + "/health", headers=bearer(KEY)).json()["models"]
         assert health["a"] == {"loaded": False, "state": "unloaded"}
         assert health["b"]["loaded"] is True and health["b"]["running_requests"] == 0
     finally:

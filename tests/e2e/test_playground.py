@@ -12,7 +12,7 @@ import json
 
 import httpx
 import pytest
-from conftest import MODEL, Server
+from conftest import API_KEY, MODEL, Server, bearer
 from playground_browser import (
     Guarded,
     chat_bodies,
@@ -79,7 +79,7 @@ def test_answer_streams_in_and_shows_its_usage(guarded: Guarded) -> None:
 
 
 def engine_running(server: Server) -> int:
-    stats = httpx.get(server.base_url + "/health").json()["models"][MODEL]
+    stats = httpx.get(server.base_url + "/health", headers=bearer(API_KEY)).json()["models"][MODEL]
     return stats["running_requests"]
 
 

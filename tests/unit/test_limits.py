@@ -1,11 +1,17 @@
 """RateLimiter with LocalCounters: key-wide and per-model windows both apply, and a
-refused request is counted in no window."""
+refused request is counted in no window; a model's window by its canonical id."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
+from chatd.api.auth import Caller
+from chatd.engine.engine import Engine
 from chatd.service.limits import LocalCounters, RateLimited, RateLimiter
+from chatd.service.models import LocalModel, ModelRegistry
+from chatd.upstream.channels import Channel
 
 MINUTE = 29_000_000
 
@@ -102,3 +108,19 @@ async def test_no_limits_count_nothing(limiter: RateLimiter) -> None:
         await limiter.admit("key_a", None, None, "small", None, None)
     assert await count(limiter, "key_a") == 0
     assert await count(limiter, "key_a:small") == 0
+
+
+def test_canonical_ids() -> None:
+    """The model an id stands for, as rate limits count it: a local model's aliases and a
+    routed id it also serves are the model; an id only channels serve, or none, itself."""
+    gpu = Channel("gpu", "http://x/v1", {"gpt-4o-mini": "big", "remote": "r"})
+    small = LocalModel("small", cast(Engine, None))
+    reg = ModelRegistry([small], {"gpt-4o-mini": "small", "tiny": "small"}, [gpu])
+    names = ["small", "tiny", "gpt-4o-mini", "remote", "unknown"]
+    assert [reg.canonical(m) for m in names] == ["small", "small", "small", "remote", "unknown"]
+    caller = Caller("k", model_limits={"tiny": (5, None), "gpt-4o-mini": (2, 900)})
+    for model in ("small", "tiny", "gpt-4o-mini"):
+        assert caller.limits_for(model, reg.canonical) == (2, 900)  # the strictest of both
+    assert caller.limits_for("remote", reg.canonical) == (None, None)
+    assert caller.limits_for("small") == (None, None)  # without canonical: ids as given
+    assert caller.limits_for("tiny") == (5, None)

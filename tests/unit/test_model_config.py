@@ -136,3 +136,26 @@ def test_two_models_with_one_id_on_the_command_line_are_refused() -> None:
     with pytest.raises(ConfigError, match="two local models have the id 'a'"):
         configs("--model", "a=/m/a.gguf", file=file)
     assert [m.id for m in configs("--model", "b=/m/b.gguf", file=file)] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[[models]]\nid = "a"\n[[models]]\nid = "b"\naliases = ["a"]\n',
+            r"models\[1\]\.aliases: 'a' is a model's id",
+        ),
+        (
+            '[[models]]\nid = "a"\naliases = ["x"]\n[[models]]\nid = "b"\naliases = ["x"]\n',
+            r"models\[1\]\.aliases: 'x' is already an alias of 'a'",
+        ),
+    ],
+    ids=["another-models-id", "another-models-alias"],
+)
+def test_an_alias_names_one_model(tmp_path: Path, text: str, message: str) -> None:
+    """Otherwise an id would reach a model other than its own (and a key given that id,
+    with it): aliases resolve before ids."""
+    with pytest.raises(ConfigError, match=message):
+        config(tmp_path, text)
+    same = config(tmp_path, '[[models]]\nid = "a"\naliases = ["a", "b"]\n')  # its own: fine
+    assert same.models[0].aliases == ["a", "b"]

@@ -26,9 +26,11 @@ async def admit(services: Services, caller: Caller, model: str) -> Admission:
     absent), a 429 past its limits."""
     if not caller.may_use(model):
         raise ModelNotFound(model)
-    model_rpm, model_tpm = caller.limits_for(model)
+    # Counted per model, whatever public id names it (service/models.py, ``canonical``).
+    canonical = services.models.canonical
+    model_rpm, model_tpm = caller.limits_for(model, canonical)
     return await services.limiter.admit(
-        caller.owner, caller.rpm, caller.tpm, model, model_rpm, model_tpm
+        caller.owner, caller.rpm, caller.tpm, canonical(model), model_rpm, model_tpm, shown=model
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -35,9 +35,20 @@ class Caller:
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
 
-    def limits_for(self, model: str) -> tuple[int | None, int | None]:
-        """This model's (rpm, tpm); (None, None) when the key does not limit it."""
-        return self.model_limits.get(model, (None, None))
+    def limits_for(
+        self, model: str, canonical: Callable[[str], str] = str
+    ) -> tuple[int | None, int | None]:
+        """The (rpm, tpm) of the model ``model`` stands for ((None, None) when the key
+        does not limit it): a limit given under any public id of the same model (an
+        alias, ``canonical`` says which) applies, the strictest when there are several."""
+        target = canonical(model)
+        rpm: int | None = None
+        tpm: int | None = None
+        for limited, (r, t) in self.model_limits.items():
+            if canonical(limited) == target:
+                rpm = r if rpm is None else rpm if r is None else min(rpm, r)
+                tpm = t if tpm is None else tpm if t is None else min(tpm, t)
+        return rpm, tpm
 
 
 _MISSING = (
@@ -72,6 +83,16 @@ class KeyChecker:
         if record is not None:  # the request's log line names the owner, never the key
             record.owner = caller.owner
         return caller
+
+    async def optional(self, request: Request) -> Caller | None:
+        """The caller for a route anyone may reach (``/health``): None where a key is
+        required and none valid is presented (no key, a wrong, revoked or expired one),
+        rather than a 401: such a route answers them with what it shows everyone. So
+        when the key store fails (the database down): liveness is not the database's."""
+        try:
+            return await self(request)
+        except Exception:  # AuthenticationError, or the store's own failure
+            return None
 
     async def _check(self, request: Request) -> Caller:
         header = request.headers.get("authorization", "")

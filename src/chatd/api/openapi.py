@@ -15,6 +15,8 @@ from fastapi import FastAPI
 
 from chatd.api.openapi_schemas import component_schemas
 from chatd.protocol.responses_request import IncludeValue
+from chatd.protocol.shapes import METADATA_MAX_KEY, METADATA_MAX_VALUE
+from chatd.protocol.stored import MAX_FILTERS, MAX_ID, MAX_MODEL
 
 __all__ = ["install_openapi", "openapi_document"]
 
@@ -87,7 +89,7 @@ def _operation(
 
 
 _LIMIT = _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100})
-_AFTER = _param("after", "query", {"type": "string"})
+_AFTER = _param("after", "query", {"type": "string", "maxLength": MAX_ID})
 _ORDER = _param("order", "query", {"enum": ["asc", "desc"]})
 _INCLUDE = _param(
     "include",
@@ -113,11 +115,16 @@ def _chat_paths() -> dict[str, Json]:
     metadata = _param(
         "metadata",
         "query",
-        # metadata[key]=value: a key without brackets, a value no object (any is a string)
+        # metadata[key]=value: a key without brackets, a value no object (any is a string);
+        # as many filters as a metadata object has pairs, within a pair's bounds
         {
             "type": "object",
-            "propertyNames": {"pattern": r"^[^\[\]]+$"},
-            "additionalProperties": {"not": {"type": ["object", "array"]}},
+            "maxProperties": MAX_FILTERS,
+            "propertyNames": {"pattern": r"^[^\[\]]+$", "maxLength": METADATA_MAX_KEY},
+            "additionalProperties": {
+                "not": {"type": ["object", "array"]},
+                "maxLength": METADATA_MAX_VALUE,
+            },
         },
         style="deepObject",
         explode=True,
@@ -145,7 +152,13 @@ def _chat_paths() -> dict[str, Json]:
                 "List stored chat completions",
                 _ok("ChatCompletionList"),
                 (400, 401, 404),  # 404: an ``after`` that is no stored completion
-                [_AFTER, _LIMIT, _ORDER, _param("model", "query", {"type": "string"}), metadata],
+                [
+                    _AFTER,
+                    _LIMIT,
+                    _ORDER,
+                    _param("model", "query", {"type": "string", "maxLength": MAX_MODEL}),
+                    metadata,
+                ],
             ),
         },
         base + "/{completion_id}": {
@@ -253,7 +266,13 @@ def _server_paths() -> dict[str, Json]:
     }
     return {
         "/health": {
-            "get": _operation("health", "Liveness and model states", _ok("Health"), (), public=True)
+            "get": _operation(
+                "health",
+                "Liveness; with a key, the states of the local models it may use",
+                _ok("Health"),
+                (),
+                public=True,
+            )
         },
         "/v1/models": {
             "get": _operation("listModels", "List the models", _ok("ModelList"), (401,))

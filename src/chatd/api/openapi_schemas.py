@@ -15,6 +15,8 @@ from pydantic import BaseModel
 
 from chatd.protocol.chat_request import ChatCompletionRequest
 from chatd.protocol.responses_request import CreateResponseRequest
+from chatd.protocol.shapes import METADATA_MAX_KEY
+from chatd.protocol.validation import MAX_DEPTH
 
 __all__ = ["component_schemas"]
 
@@ -166,16 +168,19 @@ def _response_schemas() -> dict[str, Json]:
                 "state": {"enum": ["loaded", "loading", "unloaded", "available", "cooling_down"]},
             }
         ),
+        # Without a valid key (where keys are required) only ``status``; a key sees the
+        # local models it may use, the operator every one and, draining, ``in_flight``.
         "Health": _obj(
+            {"status": {"enum": ["ok", "draining"]}},
             {
-                "status": _STR,
+                "in_flight": _INT,
                 "models": {
                     "type": "object",
                     "additionalProperties": _obj(
                         {"loaded": _BOOL, "state": {"enum": ["loaded", "loading", "unloaded"]}}
                     ),
                 },
-            }
+            },
         ),
     }
 
@@ -256,6 +261,8 @@ _TOOLS_GIVEN = _given("tools", {"type": "array", "minItems": 1})
 _NAMES = (
     "A named tool_choice (or function_call) names a tool (function) of the request; tool"
     " names are unique. Integers are written without a fraction (16, not 16.0)."
+    f" Objects and arrays nest at most {MAX_DEPTH} levels deep, the body being level 1"
+    " (a 400 naming the field that nests deeper)."
 )
 _REFERENCES = (
     " previous_response_id and item references name stored objects of the caller: one that"
@@ -277,7 +284,7 @@ def _cross_field_rules(schemas: dict[str, Json]) -> None:
     chat = schemas["ChatRequest"]
     chat["properties"]["model"]["minLength"] = 1
     _key_names(chat, "logit_bias", {"pattern": "^[0-9]+$"})
-    _key_names(chat, "metadata", {"maxLength": 64})
+    _key_names(chat, "metadata", {"maxLength": METADATA_MAX_KEY})
     chat["description"] = _NAMES
     chat["allOf"] = [
         {"if": _given("stream_options"), "then": _given("stream", {"const": True})},
@@ -292,7 +299,7 @@ def _cross_field_rules(schemas: dict[str, Json]) -> None:
         _one_of_given("content", "tool_calls", "function_call", "refusal", "audio")
     ]
     responses = schemas["ResponsesRequest"]
-    _key_names(responses, "metadata", {"maxLength": 64})
+    _key_names(responses, "metadata", {"maxLength": METADATA_MAX_KEY})
     responses["description"] = _NAMES + _REFERENCES
     responses["allOf"] = [
         {"if": _given("stream_options"), "then": _given("stream", {"const": True})},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from chatd.api.deps import CallerDep, ServicesDep
@@ -18,21 +18,28 @@ router = APIRouter()
 
 
 @router.get("/health")
-async def health(services: ServicesDep) -> Any:
+async def health(request: Request, services: ServicesDep) -> Any:
     """200 while serving; 503 ``draining`` from the moment the server starts to drain
-    (SIGTERM, api/drain.py), so a load balancer stops sending before it goes."""
+    (SIGTERM, api/drain.py), so a load balancer stops sending before it goes.
+
+    Without a valid key (where keys are required) that status is all it says: the model
+    ids and engine statistics are the server's to tell. A key sees the local models it
+    may use, with their states and engine statistics; the operator (an --api-key, or
+    anyone on a server with no key) every one, and the requests in flight when draining."""
+    caller = await services.auth.optional(request)
     drain = services.drain
+    body: dict[str, Any] = {"status": "draining" if drain.draining else "ok"}
+    if caller is not None:
+        if drain.draining and caller.operator:
+            body["in_flight"] = drain.in_flight
+        body["models"] = services.models.health(caller.may_use)
     if drain.draining:
         return JSONResponse(
-            {
-                "status": "draining",
-                "in_flight": drain.in_flight,
-                "models": services.models.health(),
-            },
+            body,
             status_code=503,
             headers={"Retry-After": str(ShuttingDown.retry_after), "Connection": "close"},
         )
-    return {"status": "ok", "models": services.models.health()}
+    return body
 
 
 @router.get("/v1/models")

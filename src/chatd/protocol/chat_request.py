@@ -57,6 +57,7 @@ from chatd.protocol.shapes import (
     BAD,
     INT64_MAX,
     INT64_MIN,
+    METADATA_MAX_PAIRS,
     STRING_OR_PARTS,
     FunctionName,
     JSONObject,
@@ -238,7 +239,7 @@ class ChatCompletionRequest(Strict):
     service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
     stream: bool | None = None
     store: bool | None = None
-    metadata: dict[str, MetadataValue] | None = Field(None, max_length=16)
+    metadata: dict[str, MetadataValue] | None = Field(None, max_length=METADATA_MAX_PAIRS)
     verbosity: Literal["low", "medium", "high"] | None = None
     max_tokens: int | None = Field(None, ge=1)
     stop: StopField | None = None

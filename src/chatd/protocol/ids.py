@@ -13,6 +13,7 @@ __all__ = [
     "function_call_item_id",
     "function_call_output_item_id",
     "message_item_id",
+    "other_item_id",
     "response_id",
 ]
 
@@ -51,3 +52,9 @@ def function_call_output_item_id() -> str:
     """A ``function_call_output`` input item's id, given when the client sent none (OpenAI
     shows one on every listed input item); the prefix is chatd's choice."""
     return _hex_id("fco_")
+
+
+def other_item_id() -> str:
+    """The id of an input item of a type chatd does not act on (kept for a channel that
+    may), given when the client sent none: stored and listed items all have one."""
+    return _hex_id("item_")

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from chatd.protocol.shapes import MetadataValue, check_metadata_keys
+from chatd.protocol.shapes import METADATA_MAX_PAIRS, MetadataValue, check_metadata_keys
 from chatd.protocol.validation import translate_error
 
 __all__ = ["validate_relayed_request"]
@@ -36,7 +36,7 @@ class RelayedRequest(BaseModel):
     stream: bool | None = None
     stream_options: _StreamOptions | None = None
     store: bool | None = None
-    metadata: dict[str, MetadataValue] | None = Field(None, max_length=16)
+    metadata: dict[str, MetadataValue] | None = Field(None, max_length=METADATA_MAX_PAIRS)
 
     _raw: dict[str, Any] = {}
 

@@ -22,6 +22,8 @@ from chatd.protocol.shapes import (
     ANY_OBJECT,
     BAD,
     STRING_OR_PARTS,
+    CallId,
+    ItemId,
     Strict,
     bad_tag_model,
     discriminator,
@@ -139,7 +141,7 @@ class MessageItem(Strict):
     type: Literal["message"] | None = None
     role: Literal["user", "assistant", "system", "developer"]
     content: ContentField
-    id: str | None = None
+    id: ItemId | None = None
     status: Literal["in_progress", "completed", "incomplete"] | None = None
     phase: str | None = None
 
@@ -159,10 +161,10 @@ class FunctionCallItem(Strict):
     """A call the model made in an earlier turn (``FunctionToolCall``)."""
 
     type: Literal["function_call"]
-    call_id: str
+    call_id: CallId
     name: str
     arguments: str
-    id: str | None = None
+    id: ItemId | None = None
     status: Literal["in_progress", "completed", "incomplete"] | None = None
     namespace: str | None = None
     caller: Any = None
@@ -174,7 +176,7 @@ class FunctionCallOutputItem(Strict):
     type: Literal["function_call_output"]
     call_id: str = Field(min_length=1, max_length=64)
     output: ContentField
-    id: str | None = None
+    id: ItemId | None = None
     status: Literal["in_progress", "completed", "incomplete"] | None = None
     name: str | None = None
     namespace: str | None = None
@@ -188,11 +190,14 @@ class ItemReference(Strict):
     """An item of an earlier response or conversation, by id."""
 
     type: Literal["item_reference"] | None = None
-    id: str
+    id: ItemId
 
 
 class OtherItem(Permissive):
-    """Any other item type of the spec: parsed, to be refused by name later."""
+    """Any other item type of the spec: parsed, to be refused by name later (its id, as
+    every item's, is a string that fits the stored items' column)."""
+
+    id: ItemId | None = None
 
 
 _ITEM_TYPES = ("message", "function_call", "function_call_output", "item_reference")

@@ -34,9 +34,11 @@ from chatd.protocol.responses_items import InputItemField, MessageItem
 from chatd.protocol.shapes import (
     ANY_OBJECT,
     BAD,
+    METADATA_MAX_PAIRS,
     FunctionName,
     JSONObject,
     MetadataValue,
+    ResponseId,
     Strict,
     bad_tag_model,
     check_metadata_keys,
@@ -272,9 +274,9 @@ class CreateResponseRequest(Strict):
     parallel_tool_calls: bool | None = None
     max_tool_calls: int | None = None
     text: TextParam | None = None
-    metadata: dict[str, MetadataValue] | None = Field(None, max_length=16)
+    metadata: dict[str, MetadataValue] | None = Field(None, max_length=METADATA_MAX_PAIRS)
     store: bool | None = None
-    previous_response_id: str | None = None
+    previous_response_id: ResponseId | None = None
     conversation: ConversationField | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None

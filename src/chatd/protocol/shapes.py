@@ -29,11 +29,18 @@ __all__ = [
     "BAD",
     "INT64_MAX",
     "INT64_MIN",
+    "ITEM_ID_MAX",
+    "METADATA_MAX_KEY",
+    "METADATA_MAX_PAIRS",
+    "METADATA_MAX_VALUE",
     "STRING_OR_PARTS",
+    "CallId",
     "FunctionName",
+    "ItemId",
     "JSONObject",
     "MetadataValue",
     "ParticipantName",
+    "ResponseId",
     "Strict",
     "bad_tag_model",
     "check_metadata_keys",
@@ -49,6 +56,17 @@ NAME_PATTERN = r"^[a-zA-Z0-9_-]+$"
 FunctionName = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 ParticipantName = Annotated[str, Field(pattern=NAME_PATTERN)]
 JSONObject = dict[str, Any]
+
+# Ids a client sends back, capped so that none can overflow the column it is stored or
+# looked up in (store/tables.py): a response's id and the previous_response_id that
+# names one are 64 characters (chatd's are 53, OpenAI's alike), an item's id 256 (the
+# item_id column: items of other servers keep their own ids; OpenAI's are ~50), a call's
+# id 64 (OpenAI's cap on function_call_output.call_id; chatd's are 29).
+RESPONSE_ID_MAX = 64
+ITEM_ID_MAX = 256
+ResponseId = Annotated[str, Field(max_length=RESPONSE_ID_MAX)]
+ItemId = Annotated[str, Field(max_length=ITEM_ID_MAX)]
+CallId = Annotated[str, Field(max_length=64)]
 
 # What a union's discriminator says it expected, in OpenAI's words.
 ANY_OBJECT = "an object"
@@ -142,18 +160,23 @@ def bad_tag_model(name: str, field: str, supported: tuple[str, ...]) -> type[Bas
 # Metadata, as both the full contract and a relayed request check it
 # --------------------------------------------------------------------------------------------
 
-MetadataValue = Annotated[str, Field(max_length=512)]
+# OpenAI's bounds on a metadata object: 16 pairs, keys of 64 characters, values of 512
+# (also the stored tags' columns, store/tables.py).
+METADATA_MAX_PAIRS = 16
+METADATA_MAX_KEY = 64
+METADATA_MAX_VALUE = 512
+MetadataValue = Annotated[str, Field(max_length=METADATA_MAX_VALUE)]
 
 
 def check_metadata_keys(value: dict[str, str] | None) -> dict[str, str] | None:
     """Metadata keys are at most 64 characters (values are checked by ``MetadataValue``)."""
     for key in value or ():
-        if len(key) > 64:
+        if len(key) > METADATA_MAX_KEY:
             shown = f"{key[:3]}...{key[-3:]}"
             raise openai_error(
                 f"Invalid property name in 'metadata': '{shown}' is too long. Expected a "
-                f"string with maximum length 64, but got a string with length {len(key)} "
-                "instead.",
+                f"string with maximum length {METADATA_MAX_KEY}, but got a string with length "
+                f"{len(key)} instead.",
                 code="property_name_above_max_length",
                 suffix=f".{key}",
             )

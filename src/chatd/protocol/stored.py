@@ -3,23 +3,31 @@ and update body, the stored responses' query parameters, with OpenAI-shaped 400s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from pydantic import ValidationError
 
 from chatd.protocol.chat_request import validate_chat_request
 from chatd.protocol.errors import InvalidRequest, Unsupported
 from chatd.protocol.responses_request import IncludeValue
-from chatd.protocol.shapes import Strict
-from chatd.protocol.validation import translate_error
+from chatd.protocol.shapes import (
+    ITEM_ID_MAX,
+    METADATA_MAX_KEY,
+    METADATA_MAX_PAIRS,
+    METADATA_MAX_VALUE,
+    Strict,
+)
+from chatd.protocol.validation import decode_chat_body, translate_error
 
 _PLACEHOLDER = [{"role": "user", "content": "-"}]
 
 
 __all__ = [
+    "MAX_FILTERS",
+    "MAX_ID",
+    "MAX_MODEL",
     "list_object",
     "ListQuery",
     "parse_input_items_query",
@@ -38,30 +46,80 @@ class ListQuery:
     metadata: dict[str, str]
 
 
+# What a list query may hold, so that no query costs more than a request may: as many
+# metadata filters as an object may hold pairs, each within a pair's bounds (a filter past
+# them could match nothing stored), and strings no longer than the columns they are
+# compared with (store/tables.py). Each filter is one more condition of the query: without
+# the cap, thousands went past SQLite's expression limit (a 500).
+MAX_FILTERS = METADATA_MAX_PAIRS
+MAX_ID = ITEM_ID_MAX  # ``after``: the longest id chatd stores (an input item's)
+MAX_MODEL = 256  # ``model``: the stored model column
+
+
 def parse_list_query(params: Mapping[str, str], *, filters: bool) -> ListQuery:
     """``after``, ``limit`` (1..100, default 20), ``order`` (asc|desc, default asc);
-    with ``filters`` also ``model`` and ``metadata[key]=value``."""
+    with ``filters`` also ``model`` and ``metadata[key]=value`` (at most 16)."""
     known = {"after", "limit", "order"} | ({"model"} if filters else set())
     metadata: dict[str, str] = {}
-    keys = [key for key, _ in _pairs(params)]
-    for key in keys:
-        if keys.count(key) > 1:  # which one would count? (metadata[k]=a&metadata[k]=b)
+    seen: set[str] = set()
+    for key, _ in _pairs(params):
+        if key in seen:  # which one would count? (metadata[k]=a&metadata[k]=b)
             raise InvalidRequest(f"Duplicate query parameter: {key}", param=key)
+        seen.add(key)
     for key, value in params.items():
         name = key[len("metadata[") : -1]
         # metadata[name]=value: a name, without brackets (metadata[][x] names none)
         named = bool(name) and "[" not in name and "]" not in name
         if filters and named and key.startswith("metadata[") and key.endswith("]"):
-            metadata[name] = value
+            metadata[name] = _filter(name, value)
         elif key not in known:
             raise _unrecognized(key)
+    if len(metadata) > MAX_FILTERS:
+        raise InvalidRequest(
+            f"Invalid 'metadata': too many properties. Expected an object with at most"
+            f" {MAX_FILTERS} properties, but got an object with {len(metadata)} properties"
+            " instead.",
+            param="metadata",
+            code="object_above_max_properties",
+        )
     return ListQuery(
-        params.get("after"),
+        _bounded(params, "after", MAX_ID),
         _limit(params),
         _order(params, "asc"),
-        params.get("model"),
+        _bounded(params, "model", MAX_MODEL),
         metadata,
     )
+
+
+def _filter(name: str, value: str) -> str:
+    """One ``metadata[name]=value`` filter, within a metadata pair's bounds."""
+    if len(name) > METADATA_MAX_KEY:
+        raise InvalidRequest(
+            f"Invalid 'metadata': the key '{name[:3]}...{name[-3:]}' is too long. Expected a"
+            f" string with maximum length {METADATA_MAX_KEY}, but got a string with length"
+            f" {len(name)} instead.",
+            param="metadata",
+            code="property_name_above_max_length",
+        )
+    if len(value) > METADATA_MAX_VALUE:
+        _too_long(f"metadata[{name}]", value, METADATA_MAX_VALUE)
+    return value
+
+
+def _too_long(param: str, value: str, limit: int) -> NoReturn:
+    raise InvalidRequest(
+        f"Invalid '{param}': string too long. Expected a string with maximum length {limit},"
+        f" but got a string with length {len(value)} instead.",
+        param=param,
+        code="string_above_max_length",
+    )
+
+
+def _bounded(params: Mapping[str, str], name: str, limit: int) -> str | None:
+    value = params.get(name)
+    if value is not None and len(value) > limit:
+        _too_long(name, value, limit)
+    return value
 
 
 @dataclass(frozen=True)
@@ -86,7 +144,7 @@ def parse_input_items_query(params: Mapping[str, str]) -> InputItemsQuery:
         if key not in {"after", "limit", "order", "include", "include[]"}:
             raise _unrecognized(key)
     return InputItemsQuery(
-        params.get("after"), _limit(params), _order(params, "desc"), _include(params)
+        _bounded(params, "after", MAX_ID), _limit(params), _order(params, "desc"), _include(params)
     )
 
 
@@ -184,12 +242,7 @@ def _include(params: Mapping[str, str]) -> tuple[IncludeValue, ...]:
 def parse_update(body: bytes) -> dict[str, str]:
     """The body of ``POST /v1/chat/completions/{id}``: ``{"metadata": {...}}``, validated
     exactly as a request's ``metadata`` (null clears it)."""
-    try:
-        data: Any = json.loads(body)
-    except ValueError:
-        raise InvalidRequest("We could not parse the JSON body of your request.") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+    data = decode_chat_body(body)  # JSON too deep included, as every route's body
     unknown = [k for k in data if k != "metadata"]
     if unknown:
         raise InvalidRequest(f"Unrecognized request argument supplied: {', '.join(unknown)}")

@@ -6,7 +6,9 @@ OpenAI's own 400 (message, ``param`` in ``messages[0].content`` style, ``code``)
 that translation, shared by every contract so that a fault reads the same whichever path the
 request takes:
 
-- :func:`decode_chat_body`: a raw body to its JSON object, or OpenAI's invalid-JSON 400;
+- :func:`decode_chat_body`: a raw body to its JSON object, or OpenAI's invalid-JSON 400
+  (or a 400 naming the field nested deeper than :data:`MAX_DEPTH`);
+- :func:`too_deep`: whether decoded JSON is nested deeper than that;
 - :func:`translate_error`: the first error of a pydantic ``ValidationError`` as an
   :class:`InvalidRequest`;
 - :func:`openai_error`: for validators that know better than the generic translation, a
@@ -28,10 +30,12 @@ from chatd.protocol.errors import InvalidRequest
 
 __all__ = [
     "INVALID_JSON",
+    "MAX_DEPTH",
     "TAG",
     "check_stream_options",
     "decode_chat_body",
     "openai_error",
+    "too_deep",
     "translate_error",
 ]
 
@@ -88,18 +92,108 @@ def _reject_constant(name: str) -> Any:
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
+# How deep a request's JSON may nest: the body object is level 1, so {"a": [1]} is 2 deep.
+# Not a cost limit (--max-body-bytes and the others are) but a guard of the interpreter's
+# stack: everything after decoding that walks a value recursively (pydantic, jsonschema's
+# meta-check of a schema, json.dumps when storing, the chat template) would otherwise
+# meet Python's recursion limit (1000 frames, several per level) and fail with a 500.
+# jsonschema, the deepest walker, takes ~7 frames a level: 64 leaves it a wide margin, and
+# real requests far less deep (OpenAI's strict schemas stop at 10 levels of objects, ~25
+# levels of JSON with the body's own).
+MAX_DEPTH = 64
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` (decoded JSON) nests deeper than ``limit`` levels; iterative, so
+    that the check itself cannot overflow the stack."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _nested_too_deeply(param: str | None) -> InvalidRequest:
+    where = f"Invalid '{param}': " if param else "Invalid body: "
+    return InvalidRequest(
+        f"{where}JSON nested too deeply. This server accepts objects and arrays nested at most"
+        f" {MAX_DEPTH} levels deep (the body is level 1).",
+        param=param,
+        code="invalid_value",
+    )
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _deep_field(body: bytes) -> str | None:
+    """The top-level field of a body too deep for ``json.loads`` itself (it raised
+    RecursionError): each field's value is decoded on its own, and the first one that
+    overflows is the one named. Only hostile bodies come here; None when the body is no
+    object or breaks off before that field is found."""
+    try:
+        text = body.decode(json.detect_encoding(body))
+        decoder = json.JSONDecoder()
+        i = _WHITESPACE.match(text).end()  # type: ignore[union-attr]
+        if text[i : i + 1] != "{":
+            return None
+        i += 1
+        while True:
+            i = _WHITESPACE.match(text, i).end()  # type: ignore[union-attr]
+            if text[i : i + 1] != '"':
+                return None
+            key, i = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
+            i = _WHITESPACE.match(text, i).end()  # type: ignore[union-attr]
+            if text[i : i + 1] != ":":
+                return None
+            i = _WHITESPACE.match(text, i + 1).end()  # type: ignore[union-attr]
+            try:
+                _, i = decoder.raw_decode(text, i)
+            except RecursionError:
+                return str(key)
+            i = _WHITESPACE.match(text, i).end()  # type: ignore[union-attr]
+            if text[i : i + 1] != ",":
+                return None
+            i += 1
+    except (ValueError, UnicodeError, IndexError):
+        return None
+
+
+def _deep_param(data: dict[str, Any]) -> str | None:
+    """The first top-level field nested deeper than MAX_DEPTH (None if none is)."""
+    for key, value in data.items():
+        if isinstance(value, dict | list) and too_deep(value, MAX_DEPTH - 1):
+            return str(key)
+    return None
+
 
 def decode_chat_body(body: bytes) -> dict[str, Any]:
-    """The JSON object of a request body; anything else is OpenAI's invalid-JSON 400."""
+    """The JSON object of a request body; anything else is OpenAI's invalid-JSON 400, and
+    JSON nested deeper than MAX_DEPTH a 400 naming the top-level field that holds it."""
     try:
         data = json.loads(body, parse_constant=_reject_constant)
-        # A lone surrogate escape decodes to a str that cannot be encoded back to UTF-8.
-        if _SURROGATE_ESCAPE.search(body):
-            json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except (ValueError, TypeError, RecursionError, UnicodeError):
+    except RecursionError:
+        raise _nested_too_deeply(_deep_field(body)) from None
+    except (ValueError, TypeError, UnicodeError):
         raise InvalidRequest(INVALID_JSON) from None
     if not isinstance(data, dict):
         raise InvalidRequest(INVALID_JSON)
+    if too_deep(data):
+        raise _nested_too_deeply(_deep_param(data))
+    # A lone surrogate escape decodes to a str that cannot be encoded back to UTF-8.
+    if _SURROGATE_ESCAPE.search(body):
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeError:
+            raise InvalidRequest(INVALID_JSON) from None
     return data
 
 

@@ -5,8 +5,10 @@ every chatd replica shares them. A request is refused (429, OpenAI's body, Retry
 to the next window) when the key's window is already full; its tokens are added when
 it ends, so the tokens window may overshoot by one request, as OpenAI's does.
 
-A key may also limit some models (by public id as the client sends it: an alias is its
-own id). Such a request must fit both its model's window and the key-wide one. The
+A key may also limit some models. A model is counted by its canonical id (a local
+model's own id, whichever of its aliases or routed ids the client sends: no alias is a
+way around the model's limit), and a limit given under an alias applies to the model.
+Such a request must fit both its model's window and the key-wide one. The
 token windows are only read at admission, so the order only matters for requests, which
 are counted with an atomic increment-then-compare (a read-then-increment would let
 replicas race past the limit). The model's window is counted first, so a refusal by
@@ -136,14 +138,16 @@ class RateLimiter:
         model: str = "",
         model_rpm: int | None = None,
         model_tpm: int | None = None,
+        shown: str | None = None,
     ) -> Admission:
-        """Count the request in the key's window and, if the key limits ``model``, in
-        that model's; raise RateLimited, counting nothing, if a window is already full."""
+        """Count the request in the key's window and, if the key limits ``model`` (a
+        canonical id), in that model's; raise RateLimited, counting nothing, if a window
+        is already full. The 429 names ``shown`` (the id the client sent), or ``model``."""
         admission = Admission(self, owner, model, tpm is not None, model_tpm is not None)
         # (counter prefix, rpm, tpm, model named in the 429): the model's window first
         windows: list[tuple[str, int | None, int | None, str | None]] = []
         if model_rpm is not None or model_tpm is not None:
-            windows.append((_prefix(owner, model), model_rpm, model_tpm, model))
+            windows.append((_prefix(owner, model), model_rpm, model_tpm, shown or model))
         if rpm is not None or tpm is not None:
             windows.append((_prefix(owner, None), rpm, tpm, None))
         if not windows:

@@ -173,6 +173,14 @@ class ModelRegistry:
             return local
         raise ModelNotFound(model_id)
 
+    def canonical(self, model_id: str) -> str:
+        """The model a public id stands for: the local model's id for the model's own id,
+        its aliases and a routed id it also serves; any other id (an id only channels
+        serve, or none at all) stands for itself. Rate limits count per canonical id, so
+        that no alias is a way around a model's limit."""
+        local = self._aliases.get(model_id, model_id)
+        return local if local in self._models else model_id
+
     def _local_only(self) -> list[tuple[str, LocalModel]]:
         """(public id, model) for the ids only a local model serves: ids and aliases."""
         ids = [(m.id, m) for m in self._models.values()]
@@ -226,10 +234,13 @@ class ModelRegistry:
         """The loaded engines' stats, by model id (unloaded models have none)."""
         return {m.id: m.engine.stats() for m in self._models.values() if m.engine is not None}
 
-    def health(self) -> dict[str, dict[str, Any]]:
-        """Every local model for ``/health``: loaded or not, its engine's stats if it is."""
+    def health(self, visible: Callable[[str], bool] | None = None) -> dict[str, dict[str, Any]]:
+        """The local models for ``/health`` (those whose id is ``visible``, or all): loaded
+        or not, its engine's stats if it is."""
         rows: dict[str, dict[str, Any]] = {}
         for m in self._models.values():
+            if visible is not None and not visible(m.id):
+                continue
             engine = m.engine
             rows[m.id] = {"loaded": engine is not None, "state": m.state.value}
             if engine is not None:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from chatd.engine.json_keys import GRAMMAR_OPTIONS, closed_for_grammar
 from chatd.protocol.errors import InvalidRequest
 from chatd.protocol.ids import call_id
+from chatd.protocol.validation import too_deep
 from chatd.service.structured import strict_violation
 
 __all__ = [
@@ -215,11 +216,14 @@ def template_tools(plan: ToolPlan) -> list[dict[str, Any]]:
 
 
 def parsed_arguments(arguments: str) -> Any:
-    """A call's arguments as JSON when they are (they should be), else the raw string."""
+    """A call's arguments as JSON when they are (they should be), else the raw string: so
+    is JSON nested deeper than a request may be (protocol/validation.py's MAX_DEPTH), which
+    the chat template would otherwise walk into Python's recursion limit."""
     try:
-        return json.loads(arguments)
-    except ValueError:
+        value = json.loads(arguments)
+    except (ValueError, RecursionError):
         return arguments
+    return arguments if too_deep(value) else value
 
 
 def call_text(name: str, arguments: str) -> str:

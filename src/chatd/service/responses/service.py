@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 from chatd.protocol.errors import InvalidRequest, NotYetSupported, ServerError
+from chatd.protocol.ids import other_item_id
 from chatd.protocol.request_limits import Limits
 from chatd.protocol.responses_chat import chat_body
 from chatd.protocol.responses_fields import responses_engine_fields
@@ -214,10 +215,13 @@ class ResponsesService:
         if not req.stores() or store is None:
             return None
         previous = req.previous_response_id
+        # Every stored (and listed) item has an id: an item of a type chatd does not act on
+        # may come without one; it is relayed as sent and stored with one of chatd's.
+        items = [i if "id" in i else {"id": other_item_id(), **i} for i in convo.items]
 
         async def save(body: Json) -> None:
             try:
-                await store.save(owner, body, convo.items, previous)
+                await store.save(owner, body, items, previous)
             except Exception:
                 log.exception("storing response %s failed", body.get("id"))
                 raise ServerError("The response could not be stored.") from None
