@@ -140,6 +140,11 @@ def test_a_shared_folder_is_warned_of_not_closed(
     assert mode(shared / "chatd.db") == 0o600  # chatd's file in it is
     warned = caplog.text
     assert "holds files that are not chatd's" in warned and "made 600" in warned
+    # --database-url naming an SQLite file: created 0600 too; a missing folder is left
+    # for SQLite to report when it opens
+    Database(f"sqlite+aiosqlite:///{shared / 'explicit.db'}")
+    assert mode(shared / "explicit.db") == 0o600
+    Database(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'x.db'}")
 
 
 # --- debug logs: no parameters -----------------------------------------------------------

@@ -55,10 +55,12 @@ def private_database(path: Path) -> None:
     empty file is an empty database), and tighten it and its ``-wal``, ``-shm`` and
     ``-journal`` files where an earlier start left them looser."""
     try:
+        # new: 0600 or less, whatever the umask
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
-        return  # new: 0600 or less, whatever the umask; no companion file yet
     except FileExistsError:
         pass
+    except OSError:  # no such folder, not writable...: SQLite will say so when it opens
+        return
     for suffix in _SQLITE_SUFFIXES:
         p = Path(f"{path}{suffix}")
         try:
