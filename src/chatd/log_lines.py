@@ -61,16 +61,22 @@ def json_text(value: Any, **dumps: Any) -> str:
 class TextFormatter(logging.Formatter):
     """The text format (``--log-format text``): the line (time, level, logger, message)
     entirely printable, CR and LF included; a traceback keeps its line breaks (it is
-    many lines by nature) but nothing else that is not printable."""
+    many lines by nature) but nothing else that is not printable. The traceback is
+    formatted here each time, never taken from ``record.exc_text``, which another
+    handler may have cached unescaped."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
-        return printable(super().formatMessage(record))
-
-    def formatException(self, ei: Any) -> str:  # noqa: N802
-        return printable(super().formatException(ei), keep="\n")
-
-    def formatStack(self, stack_info: str) -> str:  # noqa: N802
-        return printable(super().formatStack(stack_info), keep="\n")
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        line = printable(self.formatMessage(record))
+        if record.exc_info:
+            line += "\n" + printable(self.formatException(record.exc_info), keep="\n")
+        elif record.exc_text:
+            line += "\n" + printable(record.exc_text, keep="\n")
+        if record.stack_info:
+            line += "\n" + printable(self.formatStack(record.stack_info), keep="\n")
+        return line
 
 
 class JsonFormatter(logging.Formatter):
