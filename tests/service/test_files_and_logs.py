@@ -35,9 +35,9 @@ from chatd.store.tables import completions, response_items, responses, usage
 from .harness import (
     API_KEY,
     MODEL,
-    PG_URL,
     Chatd,
     build_app,
+    own_pg_database,
     postgres_reachable,
     run_cli,
     running_chatd,
@@ -152,9 +152,15 @@ def test_a_shared_folder_is_warned_of_not_closed(
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str | None]:
-    if request.param == "postgresql" and not postgres_reachable():
+    """None (SQLite in the test's tmp dir), or a PostgreSQL database of the test's own:
+    the shared ``test`` database must stay at a revision every checkout knows."""
+    if request.param == "sqlite":
+        yield None
+        return
+    if not postgres_reachable():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    yield PG_URL if request.param == "postgresql" else None
+    async with own_pg_database("chatd_files_") as url:
+        yield url
 
 
 async def test_debug_logs_show_no_prompt_key_or_digest(
