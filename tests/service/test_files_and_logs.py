@@ -111,20 +111,26 @@ async def test_a_new_data_dir_and_its_files_are_private(tmp_path: Path, loose_um
     assert {p.name: mode(p) for p in other.iterdir()} == {p.name: 0o600 for p in other.iterdir()}
 
 
-async def test_looser_modes_are_tightened_at_start(tmp_path: Path, loose_umask: None) -> None:
+async def test_looser_modes_are_tightened_at_start(
+    tmp_path: Path, loose_umask: None, caplog: pytest.LogCaptureFixture
+) -> None:
     data = tmp_path / "data"
     key = new_key()
     async with running_chatd(data, api_keys=[key]) as chatd:
-        await store_some(chatd, key)
-    data.chmod(0o755)  # as an older chatd left them
+        chat_id, _ = await store_some(chatd, key)
+    data.chmod(0o755)  # as an older chatd (or a copy with another umask) left them
     for p in data.iterdir():
         p.chmod(0o644)
-    async with running_chatd(data, api_keys=[key]) as chatd:
-        assert mode(data) == 0o700
-        assert all(mode(p) == 0o600 for p in data.iterdir())
-        # the warnings were logged before the app's recorder was attached: the modes
-        # say enough; the shared-folder case below checks a warning's text
-        assert (await chatd.http(key).get("/v1/models")).status_code == 200
+    with caplog.at_level(logging.WARNING, logger="chatd.store"):
+        async with running_chatd(data, api_keys=[key]) as chatd:
+            assert mode(data) == 0o700
+            assert all(mode(p) == 0o600 for p in data.iterdir())
+            got = await chatd.http(key).get(f"/v1/chat/completions/{chat_id}")
+            assert got.status_code == 200  # the same database, now private
+    assert f"data directory {data} was mode 755, readable by others: made 700" in caplog.text
+    assert f"database file {data / 'chatd.db'} was mode 644, readable by others: made 600" in (
+        caplog.text
+    )
 
 
 def test_a_shared_folder_is_warned_of_not_closed(
