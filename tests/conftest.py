@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -91,6 +92,13 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def owner_id(self, n: int = 1) -> str:
+        """The owner id of the n-th static key (``--api-key``), as chatd logs it at start:
+        an HMAC keyed by the database's secret, not computable from the key alone."""
+        found = re.search(rf"static API key #{n}: owner id (\S+)", self.log())
+        assert found, f"no owner id of static key #{n} in the log:\n{self.log()}"
+        return found.group(1)
 
     def stop(self) -> None:
         self.proc.terminate()

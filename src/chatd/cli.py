@@ -244,15 +244,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _configure_logging(level: str, form: str) -> None:
-    """The root handler: text lines, or (``--log-format json``) JSON objects."""
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if form == "json":
-        from chatd.api.request_ids import RequestLogFormatter
+    """The root handler: text lines, or (``--log-format json``) JSON objects; either
+    way every line printable, whoever logs it (chatd/log_lines.py). uvicorn's loggers
+    go to this handler too (``serve`` passes it no logging config of its own)."""
+    from chatd.log_lines import JsonFormatter, TextFormatter
 
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(RequestLogFormatter())
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter()
+        if form == "json"
+        else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=level.upper(), handlers=[handler])  # unless already set up
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -329,8 +332,8 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=args.log_level.lower(),
         access_log=False,
-        # json: uvicorn's own lines go through the root's JSON handler too
-        **({"log_config": None} if args.log_format == "json" else {}),
+        # uvicorn's own lines go through the root's handler too: one format, escaped
+        log_config=None,
     )
 
 

@@ -8,11 +8,12 @@ and every task the request starts inherits the same (mutable) record."""
 from __future__ import annotations
 
 import contextvars
-import json
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from chatd.log_lines import json_text
 
 __all__ = ["RequestLog", "begin", "current", "end", "first_token", "new_request_id"]
 
@@ -73,11 +74,13 @@ class RequestLog:
         return {k: v for k, v in out.items() if v is not None}
 
     def text(self) -> str:
-        """``key=value`` pairs; values with spaces or quotes JSON-quoted."""
+        """``key=value`` pairs; values with spaces, quotes, ``=``, backslashes or anything
+        not printable JSON-quoted, that escaped too: a client's path, X-Client-Request-Id
+        or model name cannot break the line or reach a terminal (chatd/log_lines.py)."""
         return " ".join(f"{k}={_text_value(v)}" for k, v in self.fields().items())
 
     def json(self) -> str:
-        return json.dumps(self.fields(), ensure_ascii=False, separators=(",", ":"))
+        return json_text(self.fields(), separators=(",", ":"))
 
 
 def _text_value(v: Any) -> str:
@@ -86,8 +89,8 @@ def _text_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.1f}"
     s = str(v)
-    if not s or any(c in s for c in ' "=\n\t'):
-        return json.dumps(s, ensure_ascii=False)
+    if not s or not s.isprintable() or any(c in s for c in ' "=\\'):
+        return json_text(s)
     return s
 
 

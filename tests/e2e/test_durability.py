@@ -5,7 +5,6 @@ response (``/v1/responses``) has all its input and output items."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import secrets
 import sqlite3
@@ -243,13 +242,13 @@ def test_sigkill_leaves_only_complete_stored_responses(backend: str, tmp_path: P
     if backend == "postgresql" and not postgres_reachable():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     key = "sk-" + secrets.token_hex(12)  # a fresh owner: the PostgreSQL database is shared
-    owner = "key_" + hashlib.sha256(key.encode()).hexdigest()[:24]  # a static key's owner
     db_args = (
         ("--database-url", PG_URL) if backend == "postgresql" else ("--data-dir", str(tmp_path))
     )
     headers = {"Authorization": f"Bearer {key}"}
     conv = Conversations(12)
     srv = Server("--api-key", key, *db_args)
+    owner = srv.owner_id()  # a static key's owner
     try:
         asyncio.run(conv.run_then_kill(srv, headers))
     finally:

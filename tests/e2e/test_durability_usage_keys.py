@@ -10,7 +10,6 @@ On SQLite and PostgreSQL. docs/storage.md states the guarantee."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import secrets
 import sqlite3
@@ -112,8 +111,8 @@ def test_sigkill_loses_at_most_the_last_flush_interval_of_usage(
 ) -> None:
     args = db_args(backend, tmp_path)
     key = "sk-" + secrets.token_hex(12)  # a fresh owner: the PostgreSQL database is shared
-    owner = "key_" + hashlib.sha256(key.encode()).hexdigest()[:24]
     srv = Server("--api-key", key, *args)
+    owner = srv.owner_id()
     load = Load(srv, {"Authorization": f"Bearer {key}"})
     try:
         asyncio.run(load.run_then_kill(min_answers=20, min_seconds=4 * INTERVAL))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import secrets
 import socket
 import threading
 import time
@@ -273,6 +274,27 @@ def reachable(port: int) -> bool:
 
 def postgres_reachable() -> bool:
     return reachable(5432)
+
+
+@contextlib.asynccontextmanager
+async def own_pg_database(prefix: str = "chatd_test_") -> AsyncIterator[str]:
+    """A PostgreSQL database of its own, created now and dropped after: its URL. For a
+    branch whose migrations are newer than other checkouts': migrating the shared
+    ``test`` database would leave it at a revision they do not know, and their start-up
+    migration would fail."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    name = prefix + secrets.token_hex(6)
+    admin = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
 
 
 def redis_reachable() -> bool:

@@ -15,7 +15,7 @@ import openai
 import pytest
 from fakes.engine import FakeEngine
 
-from chatd.api.request_ids import RequestLogFormatter
+from chatd.log_lines import JsonFormatter
 
 from .checks import HI, URL
 from .harness import API_KEY, MODEL, Chatd, fake_upstream, running_chatd
@@ -147,7 +147,7 @@ async def test_json_format_parses(tmp_path: Path) -> None:
     """``--log-format json``: every line one JSON object; a request's fields at its top."""
     async with running_chatd(tmp_path) as chatd:
         r = await chatd.http().post(URL, json={"model": MODEL, "messages": HI, "stream": True})
-        formatter = RequestLogFormatter()
+        formatter = JsonFormatter()
         parsed = [json.loads(formatter.format(rec)) for rec in chatd.log.records]
         mine = [p for p in parsed if p.get("request_id") == r.headers["x-request-id"]]
         assert len(mine) == 1

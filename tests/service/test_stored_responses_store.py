@@ -18,8 +18,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from openapi_schemas import assert_valid
-from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import func, select
 from starlette.datastructures import QueryParams
 
 from chatd.protocol.errors import InvalidRequest, NotFound
@@ -36,7 +35,7 @@ from chatd.store.db import Database, sqlite_url
 from chatd.store.responses import MissingResponse, ResponseStore
 from chatd.store.tables import metadata_obj, response_items
 
-from .harness import PG_URL, postgres_reachable
+from .harness import own_pg_database, postgres_reachable
 
 OUR_TABLES = {"stored_responses", "stored_response_items"}
 
@@ -61,19 +60,13 @@ async def backend(
         return
     if not postgres_reachable():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    name = "chatd_resp_" + secrets.token_hex(6)
-    admin = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    db = Database(PG_URL.rsplit("/", 1)[0] + "/" + name)
-    try:
-        await db.upgrade()
-        yield Backend("postgresql", db, ResponseStore(db), StoredResponses(ResponseStore(db)))
-    finally:
-        await db.close()
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
+    async with own_pg_database("chatd_resp_") as url:
+        db = Database(url)
+        try:
+            await db.upgrade()
+            yield Backend("postgresql", db, ResponseStore(db), StoredResponses(ResponseStore(db)))
+        finally:
+            await db.close()
 
 
 def owner() -> str:

@@ -18,6 +18,7 @@ from chatd.protocol.errors import AuthenticationError
 from chatd.store.keys import KeyStore
 
 KEYS = ["sk-operator-one-0123456789", "sk-operator-two-9876543210"]
+SECRET = bytes(range(32))
 
 
 def request(key: str) -> Request:
@@ -44,19 +45,25 @@ def compared(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
 async def test_static_keys_are_compared_as_digests_in_constant_time(
     compared: list[tuple[Any, Any]],
 ) -> None:
-    checker = KeyChecker(KEYS)
+    checker = KeyChecker(KEYS, secret=SECRET)
     caller = await checker(request(KEYS[1]))
-    assert caller.operator and caller.owner == "key_" + digest(KEYS[1])[:24]
+    # the owner id: an HMAC of the digest keyed by the database's secret, not the digest
+    mac = hmac.new(SECRET, digest(KEYS[1]).encode(), hashlib.sha256).hexdigest()
+    assert caller.operator and caller.owner == "key_" + mac[:24]
+    assert digest(KEYS[1])[:24] not in caller.owner
     assert compared and compared[-1] == (digest(KEYS[1]), digest(KEYS[1]))
     for a, b in compared:  # digests of equal length, never the keys themselves
         assert len(a) == len(b) == 64 and KEYS[1] not in (a, b)
+    assert (await checker(request(KEYS[0]))).owner != caller.owner  # each key its own
 
 
 async def test_a_wrong_key_is_compared_with_every_static_key(
     compared: list[tuple[Any, Any]],
 ) -> None:
     with pytest.raises(AuthenticationError):
-        await KeyChecker(KEYS)(request("sk-operator-one-0123456780"))  # one character off
+        await KeyChecker(KEYS, secret=SECRET)(
+            request("sk-operator-one-0123456780")
+        )  # one character off
     assert [b for _, b in compared] == [digest(k) for k in KEYS]
     assert all(a == digest("sk-operator-one-0123456780") for a, _ in compared)
 

@@ -71,6 +71,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
         await db.upgrade()
+        await services.auth.start()  # static keys' owner ids, from the database's secret
         models.start()
         if health is not None:
             health.start()

@@ -3,12 +3,14 @@ in constant time) and the database's keys (``chatd keys``), which can be limited
 models, expire, or be revoked.
 
 The check returns the ``Caller``: its owner id scopes stored completions and usage (a
-database key's id, a static key's digest prefix, never the key), and the models it may
-use. A server with no key at all is open: every caller is "anonymous"."""
+database key's id; for a static key, an HMAC of its digest keyed by the database's
+secret, store/owners.py; never the key), and the models it may use. A server with no key
+at all is open: every caller is "anonymous"."""
 
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +20,9 @@ from fastapi import Request
 from chatd import request_log
 from chatd.protocol.errors import AuthenticationError
 from chatd.store.keys import KeyStore, key_digest
+from chatd.store.owners import legacy_owner_id, move_owner, owner_secret, static_owner_id
+
+log = logging.getLogger("chatd.api")
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,37 @@ _MISSING = (
 
 
 class KeyChecker:
-    def __init__(self, keys: list[str], store: KeyStore | None = None) -> None:
+    def __init__(
+        self, keys: list[str], store: KeyStore | None = None, secret: bytes | None = None
+    ) -> None:
+        """``secret``: the owner-id secret, when known now; else ``start`` reads it from
+        the store's database."""
         self._digests = [key_digest(k) for k in keys if k]
+        self._owners = [static_owner_id(secret, d) for d in self._digests] if secret else []
         self._store = store
         self._db_keys_seen_at = 0.0
         self._db_has_keys = False
+
+    async def start(self) -> None:
+        """At start, after the migrations: the static keys' owner ids, from the database's
+        secret (made now on a new database), and their records moved from the owner ids
+        of before the secret (store/owners.py)."""
+        if self._owners or not self._digests or self._store is None:
+            return
+        db = self._store.db
+        secret, made = await owner_secret(db)
+        if made:
+            log.info("made the database's owner-id secret (owner ids of static API keys)")
+        self._owners = [static_owner_id(secret, d) for d in self._digests]
+        for n, (digest, owner) in enumerate(zip(self._digests, self._owners, strict=True), 1):
+            moved = await move_owner(db, legacy_owner_id(digest), owner)
+            if moved:
+                log.info(
+                    "static API key #%d: %d stored completions, %d stored responses and %d"
+                    " usage rows moved from its owner id of before the owner-id secret",
+                    *(n, moved.completions, moved.responses, moved.usage_rows),
+                )
+            log.info("static API key #%d: owner id %s", n, owner)
 
     async def _open(self, fresh: bool = False) -> bool:
         """Open only while no key exists anywhere (database keys checked every 2 s, or
@@ -103,8 +134,12 @@ class KeyChecker:
                 return Caller("anonymous", operator=True)
             raise AuthenticationError(_MISSING)
         d = key_digest(key)
-        if any(hmac.compare_digest(d, known) for known in self._digests):
-            return Caller("key_" + d[:24], operator=True)
+        # every static digest compared, in constant time: which one matched says nothing
+        matched = [hmac.compare_digest(d, known) for known in self._digests]
+        if any(matched):
+            if not self._owners:
+                raise RuntimeError("KeyChecker.start() was not awaited: no owner ids yet")
+            return Caller(self._owners[matched.index(True)], operator=True)
         record = await self._store.find(key) if self._store is not None else None
         if record is None:
             if await self._open(fresh=True):

@@ -18,7 +18,6 @@ once the response is complete, which is not a client leaving."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -30,7 +29,7 @@ from chatd.api.errors import error_response
 from chatd.protocol.errors import ServerError
 from chatd.request_log import RequestLog, new_request_id
 
-__all__ = ["RequestIdMiddleware", "RequestLogFormatter"]
+__all__ = ["RequestIdMiddleware"]
 
 log = logging.getLogger("chatd.requests")
 
@@ -134,23 +133,3 @@ def _client_id(scope: Scope) -> str | None:
 
 def _text(parts: list[bytes]) -> str:
     return b"".join(parts).decode("utf-8", "replace")
-
-
-class RequestLogFormatter(logging.Formatter):
-    """``--log-format json``: one JSON object a line, the request line's fields at its
-    top level (others: time, level, logger, message)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, object] = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-        }
-        fields = getattr(record, "request", None)
-        if isinstance(fields, dict):
-            out.update(fields)
-        else:
-            out["message"] = record.getMessage()
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False, default=str)

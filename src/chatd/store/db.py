@@ -15,8 +15,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from chatd.store.files import DATABASE_FILE, private_data_dir, private_database
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger("chatd.store.db")
@@ -26,8 +28,32 @@ Progress = Callable[[str], None]
 
 
 def sqlite_url(data_dir: Path) -> str:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite+aiosqlite:///{data_dir / 'chatd.db'}"
+    """The data directory's database, the directory made private first (store/files.py)."""
+    private_data_dir(data_dir)
+    return f"sqlite+aiosqlite:///{data_dir / DATABASE_FILE}"
+
+
+# The drivers' loggers and the most they may say. At DEBUG, SQLAlchemy logs every
+# result row and aiosqlite every call with its arguments: prompts, outputs and key
+# digests. SQLAlchemy's INFO is each statement (its parameters hidden, below): noise.
+DRIVER_LOG_LEVELS = {
+    "sqlalchemy": logging.WARNING,
+    "aiosqlite": logging.INFO,
+    "asyncpg": logging.INFO,
+    "alembic": logging.INFO,
+}
+
+
+def quiet_drivers() -> None:
+    """Cap the database drivers' loggers (``DRIVER_LOG_LEVELS``), whatever the root's
+    level: ``--log-level debug`` is for chatd's own lines, and must not put stored
+    conversations or key digests in the log."""
+    children = list(logging.root.manager.loggerDict)
+    for name, level in DRIVER_LOG_LEVELS.items():
+        for each in [name, *(c for c in children if c.startswith(name + "."))]:
+            logger = logging.getLogger(each)
+            if logger.level != logging.NOTSET or each == name:  # NOTSET: its parent's
+                logger.setLevel(max(logger.level, level))
 
 
 class Database:
@@ -35,7 +61,15 @@ class Database:
         self.url = url
         self.clock = clock  # times the migrations
         self.is_sqlite = url.startswith("sqlite")
-        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not self.is_sqlite)
+        quiet_drivers()
+        path = make_url(url).database if self.is_sqlite else None
+        if path and path != ":memory:" and not path.startswith("file:"):
+            private_database(Path(path))
+        # hide_parameters: a statement's parameters (prompts, digests) are kept out of
+        # its log lines and out of its exceptions' messages, which are logged.
+        self.engine: AsyncEngine = create_async_engine(
+            url, pool_pre_ping=not self.is_sqlite, hide_parameters=True
+        )
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 

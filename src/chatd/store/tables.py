@@ -99,6 +99,7 @@ responses = Table(
     Column("created_ns", BigInteger, nullable=False),  # ordering: time, then id
     Column("previous_response_id", String(64), nullable=True),
     Column("body", JSON, nullable=False),  # the response object as returned
+    Index("ix_responses_owner", "owner"),  # a static key's records moved at start
 )
 
 # The input items of a response's request (output false) and its output items (output
@@ -121,4 +122,13 @@ response_items = Table(
     Column("item_id", String(256), nullable=False),
     Column("item", JSON, nullable=False),
     Index("ix_response_items_owner_item", "owner", "item_id"),
+)
+
+# Random secrets made once per database at start (store/owners.py), shared by every
+# replica of it: "owner_ids" keys the HMAC that gives static API keys their owner ids.
+server_secrets = Table(
+    "server_secrets",
+    metadata_obj,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(128), nullable=False),  # hex
 )

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -29,6 +30,22 @@ class UsageRow:
     estimated_requests: int = 0
 
 
+def add_usage(db: Database, row: UsageRow) -> Any:
+    """The statement adding ``row``'s counts to its (owner, model, day): one atomic
+    upsert on SQLite and PostgreSQL."""
+    insert = sqlite_insert if db.is_sqlite else pg_insert
+    stmt = insert(usage).values(**row.__dict__)
+    return stmt.on_conflict_do_update(
+        index_elements=[usage.c.owner, usage.c.model, usage.c.day],
+        set_={
+            "requests": usage.c.requests + row.requests,
+            "prompt_tokens": usage.c.prompt_tokens + row.prompt_tokens,
+            "completion_tokens": usage.c.completion_tokens + row.completion_tokens,
+            "estimated_requests": usage.c.estimated_requests + row.estimated_requests,
+        },
+    )
+
+
 class UsageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -43,27 +60,9 @@ class UsageStore:
         estimated: int = 0,
     ) -> None:
         day = dt.datetime.now(dt.UTC).date().isoformat()
-        insert = sqlite_insert if self.db.is_sqlite else pg_insert
-        stmt = insert(usage).values(
-            owner=owner,
-            model=model,
-            day=day,
-            requests=requests,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            estimated_requests=estimated,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[usage.c.owner, usage.c.model, usage.c.day],
-            set_={
-                "requests": usage.c.requests + requests,
-                "prompt_tokens": usage.c.prompt_tokens + prompt,
-                "completion_tokens": usage.c.completion_tokens + completion,
-                "estimated_requests": usage.c.estimated_requests + estimated,
-            },
-        )
+        row = UsageRow(owner, model, day, requests, prompt, completion, estimated)
         async with self.db.engine.begin() as conn:
-            await conn.execute(stmt)
+            await conn.execute(add_usage(self.db, row))
 
     async def rows(self, owner: str | None = None, since: str | None = None) -> list[UsageRow]:
         q = select(usage).order_by(usage.c.day, usage.c.owner, usage.c.model)
