@@ -265,10 +265,12 @@ def chatd_in_thread(
     api_keys: list[str] | None = None,
     *,
     config: str | None = None,
+    **options: Any,
 ) -> Iterator[ThreadServer]:
+    """``options`` go to ``uvicorn.Config`` (serve_in_thread)."""
     engine = engine or FakeEngine()
     app = build_app(tmp, engine, api_keys, config=config)
-    with serve_in_thread(app) as url:
+    with serve_in_thread(app, **options) as url:
         yield ThreadServer(url, tmp, engine)
 
 
