@@ -39,6 +39,7 @@ __all__ = [
     "LOOPBACK_HOSTS",
     "BrowserPolicy",
     "OriginMiddleware",
+    "host_name",
     "is_loopback",
     "normalize_host",
     "normalize_origin",
