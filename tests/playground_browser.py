@@ -45,12 +45,12 @@ def skip_without_browser() -> None:
 
 
 @contextmanager
-def launch() -> Iterator[Any]:
-    """One browser (the tests share one per module)."""
+def launch(*args: str) -> Iterator[Any]:
+    """One browser (the tests share one per module); ``args``: more Chromium switches."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=chromium_path(), args=[*CHROMIUM_ARGS, *args])
         try:
             yield browser
         finally:

@@ -135,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long requests already running may finish (new ones get 503"
         " and /health turns 503 at once); those still running then are cut with an error",
     )
+    _add_browser_options(s)
     s.add_argument("--log-level", default="info")
     s.add_argument(
         "--log-format",
@@ -154,6 +155,76 @@ def _parser() -> argparse.ArgumentParser:
     add_models_command(sub)
     add_chat_command(sub)
     return p
+
+
+def _add_browser_options(s: argparse.ArgumentParser) -> None:
+    """Who may reach the server: Host names, web pages' origins, connections
+    (docs/security.md, "Browser origins and connections"; docs/deployment.md)."""
+    g = s.add_argument_group("browsers and connections")
+    g.add_argument(
+        "--allowed-host",
+        action="append",
+        type=_host_arg,
+        default=None,
+        metavar="NAME",
+        help="a Host name this server answers to besides localhost, 127.0.0.1 and [::1]"
+        " (any port; *.example.com: every name under it; *: any name); repeatable. Other"
+        " names get 400, which stops DNS rebinding. Default: loopback names only when"
+        " --host is a loopback address, else any name (with a warning)",
+    )
+    g.add_argument(
+        "--cors-origin",
+        action="append",
+        type=_origin_arg,
+        default=[],
+        metavar="ORIGIN",
+        help="a web page origin (https://app.example.com) allowed to call the API from a"
+        " browser (CORS); repeatable; *: any. Default: none: a request from another"
+        " origin's page gets 403 and no response carries CORS headers",
+    )
+    g.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=Settings.header_timeout,
+        help="seconds a connection has to send its request's headers, from its opening or"
+        " its next request's first byte, before it is closed (0: no limit; default:"
+        " %(default)s)",
+    )
+    g.add_argument(
+        "--max-connections",
+        type=_count,
+        default=Settings.max_connections,
+        help="open connections; one more gets 503 at once and is closed, the open ones"
+        " are untouched (0: no limit; default: %(default)s)",
+    )
+
+
+def _host_arg(text: str) -> str:
+    from chatd.api.origins import normalize_host
+
+    try:
+        return normalize_host(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _origin_arg(text: str) -> str:
+    from chatd.api.origins import normalize_origin
+
+    try:
+        return normalize_origin(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
+    return value
 
 
 def _add_limit_options(s: argparse.ArgumentParser) -> None:
@@ -281,6 +352,10 @@ def serve(args: argparse.Namespace) -> int:
         prompt_lookup=args.prompt_lookup,
         wide_prefill=args.wide_prefill,
         drain_seconds=args.drain_seconds,
+        allowed_hosts=args.allowed_host,
+        cors_origins=args.cors_origin,
+        header_timeout=args.header_timeout,
+        max_connections=args.max_connections,
         database_url=args.database_url,
         limits=_limits(args),
     )
@@ -316,6 +391,7 @@ def serve(args: argparse.Namespace) -> int:
     db = Database(settings.resolved_database_url())
     log.info("database: %s", db.url.split("@")[-1] if "@" in db.url else db.url)
     drain = Drain(settings.drain_seconds)
+    browsers = _browser_policy(settings)
     app = create_app(
         registry,
         settings.api_keys,
@@ -324,10 +400,13 @@ def serve(args: argparse.Namespace) -> int:
         settings.limits,
         drain,
         log_content=args.log_content,
+        browsers=browsers,
     )
     return serve_until_drained(
         app,
         drain,
+        header_timeout=settings.header_timeout,
+        max_connections=settings.max_connections,
         host=settings.host,
         port=settings.port,
         log_level=args.log_level.lower(),
@@ -335,6 +414,28 @@ def serve(args: argparse.Namespace) -> int:
         # uvicorn's own lines go through the root's handler too: one format, escaped
         log_config=None,
     )
+
+
+def _browser_policy(settings: Settings) -> Any:
+    """The Host names and web origins served (api/origins.py). Without --allowed-host: on
+    a loopback address, loopback names only; on another address the server's names are
+    unknown (a proxy, a LAN name), so any name is served, with a warning."""
+    from chatd.api.origins import BrowserPolicy, is_loopback
+
+    hosts = settings.allowed_hosts
+    if hosts is None and is_loopback(settings.host):
+        hosts = []
+    elif hosts is None:
+        log.warning(
+            "--host %s without --allowed-host: requests naming any host are served, so a"
+            " web page could reach this server through DNS rebinding; name the server's"
+            " hosts with --allowed-host NAME (or --allowed-host '*' to allow any)",
+            settings.host,
+        )
+    policy = BrowserPolicy.build(hosts, settings.cors_origins)
+    if policy.cors_origins:
+        log.info("web pages allowed (CORS): %s", ", ".join(sorted(policy.cors_origins)))
+    return policy
 
 
 def _model_configs(

@@ -56,6 +56,12 @@ class Settings:
     prompt_lookup: bool = False  # speculative drafts from the prompt when no prediction
     wide_prefill: bool = True  # long prompts computed in a second context's wide passes
     drain_seconds: float = 30.0  # SIGTERM: how long running requests may finish
+    # Host names served besides loopback ones (None: the default for --host, cli.py;
+    # "*": any) and web origins allowed to call the API (api/origins.py)
+    allowed_hosts: list[str] | None = None
+    cors_origins: list[str] = field(default_factory=list)
+    header_timeout: float = 10.0  # seconds for a connection's request headers
+    max_connections: int = 1000  # open connections (0: no cap); api/connections.py
     data_dir: Path = field(default_factory=default_data_dir)
     database_url: str | None = None  # default: SQLite in data_dir
     limits: Limits = field(default_factory=Limits)  # what one request may cost

@@ -101,7 +101,7 @@ class SlowUpload:
         self.rest = body[10:]
         self.sock = socket.create_connection(("127.0.0.1", port))
         head = (
-            f"POST /v1/chat/completions HTTP/1.1\r\nHost: chatd\r\n"
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         self.sock.sendall(head + body[:10])

@@ -53,7 +53,7 @@ def test_body_over_the_limit_is_413(http: httpx.Client) -> None:
             yield b"x" * 1000
         yield b'"}'
 
-    r = http.post("/v1/responses", content=chunks())
+    r = http.post("/v1/responses", content=chunks(), headers={"Content-Type": "application/json"})
     assert error(r, 413)["code"] == "request_too_large"
     ok = http.post("/v1/chat/completions", json={"model": MODEL, "messages": ASK, "max_tokens": 1})
     assert ok.status_code == 200, ok.text

@@ -25,6 +25,7 @@ from fakes.upstream import create_app as create_upstream
 from fastapi import FastAPI
 
 from chatd.api.app import create_app
+from chatd.api.origins import BrowserPolicy
 from chatd.cli import main as cli_main
 from chatd.config import load_config
 from chatd.protocol.request_limits import Limits
@@ -100,11 +101,13 @@ def build_app(
     log_content: bool = False,
     local: list[LocalModel] | None = None,
     pool: ModelPool | None = None,
+    browsers: BrowserPolicy | None = None,
 ) -> FastAPI:
     """The app as ``chatd serve`` builds it (cli.py), with ``engine`` behind every local
     model of ``config`` (a chatd.toml text), or behind MODEL alone, or the ``local``
     models given (in ``pool``, preloaded as at start); its database is ``database_url``
-    or SQLite in ``tmp``; ``api_keys`` None means [API_KEY]."""
+    or SQLite in ``tmp``; ``api_keys`` None means [API_KEY]; ``browsers`` the Host
+    names and origins allowed (None: any Host, as the test clients' ``chatd``)."""
     models, aliases, channels = [LocalModel(MODEL, engine)], {}, []
     if config is not None:
         path = tmp / "chatd.toml"
@@ -120,7 +123,9 @@ def build_app(
     keys = [API_KEY] if api_keys is None else api_keys
     registry = ModelRegistry(models, aliases, channels, pool)
     registry.pool.preload()
-    app = create_app(registry, keys, db, redis_url, limits, log_content=log_content)
+    app = create_app(
+        registry, keys, db, redis_url, limits, log_content=log_content, browsers=browsers
+    )
     app.state.db = db
     return app
 
@@ -138,6 +143,7 @@ async def running_chatd(
     log_content: bool = False,
     local: list[LocalModel] | None = None,
     pool: ModelPool | None = None,
+    browsers: BrowserPolicy | None = None,
 ) -> AsyncIterator[Chatd]:
     """Build the app as ``chatd serve`` does (cli.py), with ``engine`` as the model
     behind every local model of ``config`` (a chatd.toml text) or behind MODEL alone."""
@@ -153,6 +159,7 @@ async def running_chatd(
         log_content=log_content,
         local=local,
         pool=pool,
+        browsers=browsers,
     )
     chatd = Chatd(app, engine, app.state.db, None if database_url else tmp)
     logger = logging.getLogger("chatd")
@@ -196,14 +203,20 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
+def serve_in_thread(app: Any, **options: Any) -> Iterator[str]:
     """Serve an ASGI app (lifespan included) with uvicorn on a free port of 127.0.0.1,
     in a daemon thread with its own event loop: its base URL. For what needs a real
     socket: upstreams (the relay calls them with aiohttp), the ``chatd channels``
-    command, a client that leaves in the middle of a stream."""
+    command, a client that leaves in the middle of a stream, connections themselves
+    (``options`` go to ``uvicorn.Config``: ``http=`` chatd's protocol)."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=0
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=0,
+        **options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
@@ -253,10 +266,12 @@ def chatd_in_thread(
     api_keys: list[str] | None = None,
     *,
     config: str | None = None,
+    **options: Any,
 ) -> Iterator[ThreadServer]:
+    """``options`` go to ``uvicorn.Config`` (serve_in_thread)."""
     engine = engine or FakeEngine()
     app = build_app(tmp, engine, api_keys, config=config)
-    with serve_in_thread(app) as url:
+    with serve_in_thread(app, **options) as url:
         yield ThreadServer(url, tmp, engine)
 
 

@@ -41,8 +41,10 @@ async def test_every_route_is_documented_with_its_errors(http: httpx.AsyncClient
             "200",
             "400",
             "401",
+            "403",
             "404",
             "413",
+            "415",
             "429",
             "500",
             "502",
@@ -58,7 +60,11 @@ async def test_every_route_is_documented_with_its_errors(http: httpx.AsyncClient
     for path, operations in paths.items():
         for method, op in operations.items():
             assert "422" not in op["responses"], (method, path)  # chatd's 400s, never 422
-            assert "500" in op["responses"], (method, path)
+            # any route: a Host or web origin refused (api/origins.py), a drain or the
+            # connection cap, a server error
+            assert {"400", "403", "500", "503"} <= set(op["responses"]), (method, path)
+            body = op.get("requestBody", {}).get("content", {})
+            assert ("415" in op["responses"]) == ("application/json" in body), (method, path)
 
 
 async def test_create_bodies_are_the_contract_models(http: httpx.AsyncClient) -> None:

@@ -73,7 +73,9 @@ async def test_errors_carry_the_id_too(tmp_path: Path) -> None:
             await chatd.sdk().chat.completions.create(model="nope", messages=HI)  # type: ignore[arg-type]
         with pytest.raises(openai.AuthenticationError) as bad_key:
             await chatd.sdk("sk-wrong-key-1234567890").responses.create(model=MODEL, input="hi")
-        r = await chatd.http().post(URL, content=b"{not json")
+        r = await chatd.http().post(
+            URL, content=b"{not json", headers={"Content-Type": "application/json"}
+        )
         assert r.status_code == 400
         for rid, status in [
             (missing.value.request_id, 404),

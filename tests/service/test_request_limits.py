@@ -74,7 +74,9 @@ async def test_chunked_body_over_the_limit_is_413(tmp_path: Path, url: str) -> N
         yield b'"}'
 
     async with running_chatd(tmp_path, limits=SMALL) as c:
-        resp = await c.http().post(url, content=chunks())
+        resp = await c.http().post(
+            url, content=chunks(), headers={"Content-Type": "application/json"}
+        )
         assert "content-length" not in resp.request.headers
         check_error(resp, 413, param=None, code="request_too_large")
         assert not c.engine.submitted

@@ -203,7 +203,11 @@ async def test_bad_ids_and_update_bodies(backend: Backend) -> None:
         r = await backend.http.post(f"/v1/chat/completions/{cid}", json=payload)
         assert r.status_code == 400, (payload, r.text)
         assert r.json()["error"]["param"] == param, payload
-    r = await backend.http.post(f"/v1/chat/completions/{cid}", content=b"{nope")
+    r = await backend.http.post(
+        f"/v1/chat/completions/{cid}",
+        content=b"{nope",
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 400
 
 

@@ -14,6 +14,7 @@ from chatd.api.deps import Services
 from chatd.api.drain import Drain, DrainMiddleware
 from chatd.api.errors import install_error_handlers
 from chatd.api.openapi import install_openapi
+from chatd.api.origins import BrowserPolicy, OriginMiddleware
 from chatd.api.request_ids import RequestIdMiddleware
 from chatd.protocol.request_limits import Limits
 from chatd.service.channel_health import SharedChannelHealth
@@ -41,10 +42,12 @@ def create_app(
     limits: Limits | None = None,
     drain: Drain | None = None,
     log_content: bool = False,
+    browsers: BrowserPolicy | None = None,
 ) -> FastAPI:
     """The app ``chatd serve`` runs; ``drain`` is the one its SIGTERM handling drives
     (api/shutdown.py); ``log_content`` puts request and response bodies in the request
-    log (``--log-content``)."""
+    log (``--log-content``); ``browsers``: the Host names and web origins allowed
+    (api/origins.py; default: any Host, no other origin)."""
     limits = limits or Limits()
     store = CompletionStore(db)
     usage = UsageBuffer(UsageStore(db))
@@ -88,7 +91,9 @@ def create_app(
     app = FastAPI(title="chatd", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.add_middleware(DrainMiddleware, drain=services.drain)
-    # outermost: a drain's refusal carries its x-request-id and log line too
+    # before the drain and every route: a refused Host or Origin reaches nothing
+    app.add_middleware(OriginMiddleware, policy=browsers or BrowserPolicy())
+    # outermost: a refusal (Host, Origin, drain) carries its x-request-id and log line too
     app.add_middleware(RequestIdMiddleware, content=log_content)
     app.state.services = services
     app.state.channel_health = health

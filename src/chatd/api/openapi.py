@@ -24,17 +24,24 @@ Json = dict[str, Any]
 
 _REASONS = {
     200: "OK",
-    400: "Invalid request (OpenAI error)",
+    400: "Invalid request, or a Host name this server does not answer to (OpenAI error)",
     401: "Missing or invalid API key (OpenAI error)",
+    403: "A web page of an origin not allowed (--cors-origin) (OpenAI error)",
     404: "No such object or model (OpenAI error)",
     413: "Request body too large (OpenAI error)",
+    415: "The body is not declared as application/json (OpenAI error)",
     429: "Rate limited (OpenAI error)",
     500: "Server error (OpenAI error)",
     502: "An upstream channel refused chatd itself: its key, its model (OpenAI error)",
-    503: "Overloaded, unavailable or shutting down: retry later (OpenAI error)",
+    503: "Overloaded, unavailable, shutting down or at its connection limit: retry later"
+    " (OpenAI error)",
     504: "The generation ran past the server's request timeout (OpenAI error)",
 }
 _JSON = "application/json"
+# What any request may get, whatever its route (api/origins.py, api/drain.py,
+# api/connections.py): a Host not allowed, a web page's Origin not allowed, a drain or
+# the connection cap, and a server error.
+_ANY_ROUTE = (400, 403, 503, 500)
 
 
 def _ref(name: str) -> Json:
@@ -78,7 +85,7 @@ def _operation(
     op: Json = {
         "operationId": op_id,
         "summary": summary,
-        "responses": {"200": ok, **{str(s): _error(s) for s in (*errors, 500)}},
+        "responses": {"200": ok, **{str(s): _error(s) for s in sorted({*errors, *_ANY_ROUTE})}},
     }
     if params:
         op["parameters"] = params
@@ -98,7 +105,7 @@ _INCLUDE = _param(
     style="form",
     explode=True,
 )
-_CREATE = (400, 401, 404, 413, 429, 502, 503, 504)
+_CREATE = (400, 401, 404, 413, 415, 429, 502, 503, 504)
 _STORED = (401, 404)
 
 
@@ -173,7 +180,7 @@ def _chat_paths() -> dict[str, Json]:
                 "updateChatCompletion",
                 "Update a stored chat completion's metadata",
                 _ok("ChatCompletion"),
-                (400, 401, 404, 413),
+                (400, 401, 404, 413, 415),
                 [_cid()],
                 body="ChatCompletionUpdate",
             ),

@@ -18,6 +18,12 @@ from types import FrameType
 
 import uvicorn
 
+from chatd.api.connections import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    fit_file_limit,
+    guarded_protocol,
+)
 from chatd.api.drain import Drain
 from chatd.tasks import spawn
 
@@ -64,11 +70,20 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True  # uvicorn's main loop sees it within 0.1 s
 
 
-def serve(app: object, drain: Drain, **options: object) -> int:
+def serve(
+    app: object,
+    drain: Drain,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    **options: object,
+) -> int:
     """Serve ``app`` until a signal has drained it: 0, or uvicorn's status for an app
-    that failed to start."""
+    that failed to start. Each connection must send its request headers within
+    ``header_timeout`` seconds; at most ``max_connections`` are open (api/connections.py)."""
+    fit_file_limit(max_connections)
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
+        http=guarded_protocol(header_timeout, max_connections),
         # uvicorn's own limit, once the drain is over (a connection stuck writing to a
         # client that does not read): its tasks are cancelled after this.
         timeout_graceful_shutdown=max(1, int(drain.grace)),

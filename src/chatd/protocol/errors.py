@@ -11,6 +11,7 @@ from typing import Any
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "Forbidden",
     "InvalidRequest",
     "ModelNotFound",
     "ModelUnavailable",
@@ -21,6 +22,7 @@ __all__ = [
     "ServerError",
     "ShuttingDown",
     "Unsupported",
+    "UnsupportedContentType",
 ]
 
 
@@ -97,6 +99,42 @@ class NotFound(APIError):
 
 class AuthenticationError(APIError):
     status = 401
+
+
+class Forbidden(APIError):
+    """403: a request this server refuses whoever sends it (a web page of an origin it
+    does not allow, api/origins.py)."""
+
+    status = 403
+
+
+class UnsupportedContentType(APIError):
+    """415: a JSON route's body declared as something else, or not declared (a browser
+    sends ``text/plain`` and form bodies cross-origin without asking first, and curl's
+    ``-d`` alone sends ``application/x-www-form-urlencoded``). OpenAI's own answer is a
+    400 with this code; chatd answers HTTP's status for it (docs/security.md)."""
+
+    status = 415
+
+    def __init__(self, given: str | None) -> None:
+        fix = (
+            "Send the header 'Content-Type: application/json' (with curl: -H"
+            " 'Content-Type: application/json'; -d alone sends"
+            " application/x-www-form-urlencoded)."
+        )
+        if given is None:
+            message = (
+                "Missing Content-Type header. This API method only accepts"
+                f" 'application/json' requests. {fix}"
+            )
+        else:
+            shown = given[:100]
+            message = (
+                f"Unsupported content type: '{shown}'. This API method only accepts"
+                " 'application/json' requests, but you specified the header"
+                f" 'Content-Type: {shown}'. {fix}"
+            )
+        super().__init__(message, code="unsupported_content_type")
 
 
 class Overloaded(APIError):
