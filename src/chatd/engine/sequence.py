@@ -12,7 +12,7 @@ import numpy as np
 
 from chatd.engine.detokenizer import Detokenizer
 from chatd.engine.grammar import Matcher
-from chatd.engine.params import Delta, FinishReason, SamplingParams, TokenLogprob
+from chatd.engine.params import CacheScope, Delta, FinishReason, SamplingParams, TokenLogprob
 from chatd.engine.sampler import Sampler
 from chatd.engine.speculation import Drafter
 
@@ -68,8 +68,15 @@ class SequenceGroup:
         params: SamplingParams,
         n_vocab: int,
         emit: Callable[[list[Delta] | BaseException], None],
+        scope: CacheScope = CacheScope(),
     ) -> None:
         self.id = next(_ids)
+        # Whose cells it may reuse, and whose turn it is in the waiting queue (CacheScope).
+        self.partition = scope.partition
+        # Prompt tokens other partitions may share with it; the scheduler caps it at
+        # admission to what it can lend whatever the rest of the prompt is (-1: not yet).
+        self.shared_asked = scope.shared
+        self.shared = -1
         self.prompt = np.asarray(prompt, dtype=np.int32)
         self.prompt_len = len(prompt)
         self.cached_tokens: int | None = None  # prompt tokens reused at first admission
