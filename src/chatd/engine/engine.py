@@ -18,7 +18,7 @@ from typing import Any
 
 from chatd.engine.grammar import GrammarCompiler
 from chatd.engine.model_runner import ModelRunner, RunnerConfig
-from chatd.engine.params import CacheScope, Delta, SamplingParams
+from chatd.engine.params import UNSCOPED, CacheScope, Delta, SamplingParams
 from chatd.engine.scheduler import Scheduler, SchedulerConfig
 from chatd.engine.sequence import SequenceGroup
 from chatd.engine.template import ChatTemplate
@@ -122,7 +122,7 @@ class Engine:
 
     # --- generation -------------------------------------------------------------------
     def submit(
-        self, prompt: list[int], params: SamplingParams, scope: CacheScope = CacheScope()
+        self, prompt: list[int], params: SamplingParams, scope: CacheScope = UNSCOPED
     ) -> Generation:
         """Queue a request; raises QueueFull at once when the queue is full, so callers
         can refuse before they send a single byte. ``scope`` says whose cached prompts it
@@ -143,7 +143,7 @@ class Generation:
         prompt: list[int],
         params: SamplingParams,
         n_vocab: int,
-        scope: CacheScope = CacheScope(),
+        scope: CacheScope = UNSCOPED,
     ) -> None:
         loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[list[Delta] | BaseException] = asyncio.Queue()

@@ -55,6 +55,9 @@ class CacheScope:
     shared: int = 0
 
 
+UNSCOPED = CacheScope()  # every request in one partition (the engine used on its own)
+
+
 class FinishReason(enum.Enum):
     """Why a choice ended, in the engine's words; each protocol names it its own way."""
 

@@ -471,9 +471,7 @@ class Scheduler:
         results do not depend on what else ran.
         """
         assert seq.seq_id is not None
-        self.kv.release(
-            seq.seq_id, _lendable_tokens(seq), req.tiled_len, req.partition, req.shared
-        )
+        self.kv.release(seq.seq_id, _lendable_tokens(seq), req.tiled_len, req.partition, req.shared)
         seq.seq_id = None
 
     def _preempt_newest(self) -> bool:

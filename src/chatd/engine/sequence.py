@@ -12,7 +12,14 @@ import numpy as np
 
 from chatd.engine.detokenizer import Detokenizer
 from chatd.engine.grammar import Matcher
-from chatd.engine.params import CacheScope, Delta, FinishReason, SamplingParams, TokenLogprob
+from chatd.engine.params import (
+    UNSCOPED,
+    CacheScope,
+    Delta,
+    FinishReason,
+    SamplingParams,
+    TokenLogprob,
+)
 from chatd.engine.sampler import Sampler
 from chatd.engine.speculation import Drafter
 
@@ -68,7 +75,7 @@ class SequenceGroup:
         params: SamplingParams,
         n_vocab: int,
         emit: Callable[[list[Delta] | BaseException], None],
-        scope: CacheScope = CacheScope(),
+        scope: CacheScope = UNSCOPED,
     ) -> None:
         self.id = next(_ids)
         # Whose cells it may reuse, and whose turn it is in the waiting queue (CacheScope).
