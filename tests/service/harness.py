@@ -105,6 +105,7 @@ def build_app(
     models given (in ``pool``, preloaded as at start); its database is ``database_url``
     or SQLite in ``tmp``; ``api_keys`` None means [API_KEY]."""
     models, aliases, channels = [LocalModel(MODEL, engine)], {}, []
+    shared: list[str] = []
     if config is not None:
         path = tmp / "chatd.toml"
         path.write_text(config)
@@ -113,13 +114,16 @@ def build_app(
             models = [LocalModel(m.id, engine, m.priority, m.weight) for m in file.models]
         aliases = {a: m.id for m in file.models for a in m.aliases}
         channels = file.channels
+        shared = file.shared_prompts
     if local is not None:
         models = local
     db = Database(database_url or sqlite_url(tmp))
     keys = [API_KEY] if api_keys is None else api_keys
     registry = ModelRegistry(models, aliases, channels, pool)
     registry.pool.preload()
-    app = create_app(registry, keys, db, redis_url, limits, log_content=log_content)
+    app = create_app(
+        registry, keys, db, redis_url, limits, log_content=log_content, shared_prompts=shared
+    )
     app.state.db = db
     return app
 

@@ -16,6 +16,7 @@ from chatd.api.errors import install_error_handlers
 from chatd.api.openapi import install_openapi
 from chatd.api.request_ids import RequestIdMiddleware
 from chatd.protocol.request_limits import Limits
+from chatd.service.cache_scope import SharedPrompts
 from chatd.service.channel_health import SharedChannelHealth
 from chatd.service.chat import ChatService
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
@@ -41,14 +42,17 @@ def create_app(
     limits: Limits | None = None,
     drain: Drain | None = None,
     log_content: bool = False,
+    shared_prompts: list[str] | None = None,
 ) -> FastAPI:
     """The app ``chatd serve`` runs; ``drain`` is the one its SIGTERM handling drives
     (api/shutdown.py); ``log_content`` puts request and response bodies in the request
-    log (``--log-content``)."""
+    log (``--log-content``); ``shared_prompts`` are system prompts whose cached cells
+    every key may reuse (``--shared-prompt``, service/cache_scope.py)."""
     limits = limits or Limits()
     store = CompletionStore(db)
     usage = UsageBuffer(UsageStore(db))
-    chat = ChatService(models, store, usage, limits)
+    shared = SharedPrompts(shared_prompts or ())
+    chat = ChatService(models, store, usage, limits, shared)
     response_store = ResponseStore(db)
     services = Services(
         models=models,
@@ -57,7 +61,7 @@ def create_app(
         chat=chat,
         stored=StoredCompletions(store),
         # one pool of upstream connections for every protocol
-        responses=ResponsesService(models, response_store, usage, chat.upstream, limits),
+        responses=ResponsesService(models, response_store, usage, chat.upstream, limits, shared),
         stored_responses=StoredResponses(response_store),
         metrics=metrics_registry(models, usage),
         limits=limits,
