@@ -118,7 +118,7 @@ def test_with_wide_prefill_the_shared_part_is_whole_blocks_whatever_the_rest() -
         wide(runner)
         sched = Scheduler(runner, SchedulerConfig())
         run(sched, [*system, *[7] * a_rest, 3], "a", shared=100)
-        return run(sched, [*system, *[8] * 150, 3], "b", shared=100)
+        return run(sched, [*system, 8, 8, 3], "b", shared=100)  # one wide block
 
     assert hit(5) == hit(100) == 64
 
@@ -128,7 +128,8 @@ def test_entries_of_other_partitions_never_retire_as_redundant() -> None:
     sched = Scheduler(runner, SchedulerConfig())
     prompt = list(range(1, 21))
     run(sched, prompt, "a", max_new_tokens=2)
-    run(sched, [*prompt, 30, 31, 32], "b", max_new_tokens=2)  # a longer prompt, same start
+    # b's entry holds all of a's (its prompt, then the token a's answer began with)
+    run(sched, [*prompt, 21, 22, 23], "b", max_new_tokens=2)
     assert run(sched, prompt, "a") == 19
 
 
@@ -224,10 +225,13 @@ def test_preemption_takes_from_the_tenant_running_most_and_stays_exact() -> None
     sched = Scheduler(runner, SchedulerConfig(prefix_cache_entries=0))
     burst = [group([i + 1] * 10, "a", max_new_tokens=25) for i in range(3)]
     other = group([9] * 10, "b", max_new_tokens=25)
+    preempted: list[SequenceGroup] = []
+    requeue = sched.waiting.appendleft
+    sched.waiting.appendleft = lambda r: (preempted.append(r), requeue(r))[1]  # type: ignore[method-assign]
     for r, _ in [*burst, other]:
         sched.submit(r)
     collect(sched, [r for r, _ in [*burst, other]], {})
-    assert sched.preemptions > 0
+    assert preempted and {r.partition for r in preempted} == {"a"}  # b came last, yet kept on
     for (r, box), last in zip([*burst, other], [1, 2, 3, 9], strict=True):
         assert texts(box) == {0: expected(last, 25)}
         assert r.phase is Phase.DONE
