@@ -2,9 +2,10 @@
 
 The attack: key A sends a prompt holding a secret; key B sends guesses of it and reads
 ``cached_tokens`` (and time to first token) to learn how far each guess matched. Here
-two servers get the same guesses from B, one after A sent the secret and one where A
-never did: B's hits must be the same in both, whatever the API (Chat Completions,
-Responses), streamed or not, with n > 1 or a prediction. The engine's own count of
+key C sends the guesses before A sends the secret and key B the same guesses after:
+B's hits must be C's, whatever the API (Chat Completions, Responses), streamed or not,
+with n > 1 or a prediction (were anything reused across keys, B would hit C's cells or
+A's, C nobody's). The engine's own count of
 reused tokens (/metrics) shows that nothing was reused across keys either, so B's prompts
 were computed the same way in both servers: the same work, hence no time to first token
 to tell them apart (timings are not asserted: docs/security.md). A key's own repeat still
@@ -38,25 +39,14 @@ PUBLIC = "You are the help desk of Example Corp. " + " ".join(
 EOG = {"0": -100, "2": -100, "4": -100}  # no early end: every answer as long as asked
 
 
-def start() -> Server:
-    return Server(
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    srv = Server(
         *("--api-key", KEY_A, "--api-key", KEY_B, "--api-key", KEY_C),
         *("--shared-prompt", PUBLIC, "--n-ctx", "8192", "--context-window", "4096"),
     )
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[Server, Server]]:
-    """Two identical servers: A tells the first its secrets, never the second."""
-    told = start()
-    try:
-        clean = start()
-    except BaseException:
-        told.stop()
-        raise
-    yield told, clean
-    told.stop()
-    clean.stop()
+    yield srv
+    srv.stop()
 
 
 def http(srv: Server, key: str) -> httpx.Client:
@@ -105,12 +95,11 @@ def hit_tokens(c: httpx.Client) -> float:
 
 
 def test_a_guessers_hits_are_the_same_whether_or_not_the_secret_was_sent(
-    servers: tuple[Server, Server],
+    server: Server,
 ) -> None:
-    told, clean = servers
     secret = f"Account {uuid.uuid4().hex[:8]}: my PIN is 4 8 1 5 9 2 7 3, my word is owl."
     words = secret.split(" ")
-    # B's guesses: the secret itself first, then prefixes of it, through every path.
+    # The guesses: the secret itself first, then prefixes of it, through every path.
     guesses: list[tuple[str, dict[str, Any]]] = [
         (secret, {}),
         (" ".join(words[:6]) + " 0 0 0", {"stream": True}),
@@ -119,29 +108,24 @@ def test_a_guessers_hits_are_the_same_whether_or_not_the_secret_was_sent(
         (" ".join(words[:12]), {"n": 2}),
         (secret + " ok", {"prediction": {"type": "content", "content": secret}}),
     ]
-    seen: dict[str, list[int]] = {}
-    before = {}
-    for name, srv in (("told", told), ("clean", clean)):
-        with http(srv, KEY_A) as a, http(srv, KEY_B) as b:
-            before[name] = hit_tokens(a)
-            own = 0
-            if name == "told":  # A's secret, through both APIs and n > 1
-                own += ask(a, PRIVATE, secret)[0]
-                own += ask(a, PRIVATE, secret, api="responses", stream=True)[0]
-                own += ask(a, PRIVATE, secret + " Thanks.", n=2, stream=True)[0]
-            seen[name] = [ask(b, PRIVATE, text, **kw)[0] for text, kw in guesses]
-            reported = own + sum(seen[name])
-            # every token the engine reused was reported to its own key: none crossed
-            assert hit_tokens(a) - before[name] == reported
-    assert seen["told"] == seen["clean"]
-    assert seen["told"][0] == 0  # the secret itself: nothing of A's was reused
+    with http(server, KEY_A) as a, http(server, KEY_B) as b, http(server, KEY_C) as c:
+        before = hit_tokens(a)
+        untold = [ask(c, PRIVATE, text, **kw)[0] for text, kw in guesses]
+        # A's secret, through both APIs and n > 1
+        own = ask(a, PRIVATE, secret)[0]
+        own += ask(a, PRIVATE, secret, api="responses", stream=True)[0]
+        own += ask(a, PRIVATE, secret + " Thanks.", n=2, stream=True)[0]
+        told = [ask(b, PRIVATE, text, **kw)[0] for text, kw in guesses]
+        assert told == untold
+        assert told[0] == 0  # the secret itself: nothing of A's (or C's) was reused
+        # every token the engine reused was reported to its own key: none crossed
+        assert hit_tokens(a) - before == sum(untold) + own + sum(told)
 
 
-def test_a_keys_own_repeat_still_hits(servers: tuple[Server, Server]) -> None:
-    told, _ = servers
+def test_a_keys_own_repeat_still_hits(server: Server) -> None:
     system = f"[{uuid.uuid4()}] {PRIVATE}"  # nothing cached starts like it
     text = "My locker code is 77 31."
-    with http(told, KEY_A) as a, http(told, KEY_B) as b:
+    with http(server, KEY_A) as a, http(server, KEY_B) as b:
         assert ask(a, system, text)[0] < 64
         assert ask(b, system, text)[0] < 64  # A's cells: not B's
         cached, prompt = ask(a, system, text)
@@ -150,12 +134,9 @@ def test_a_keys_own_repeat_still_hits(servers: tuple[Server, Server]) -> None:
         assert cached == prompt - 1  # B's own earlier request, now
 
 
-def test_a_shared_system_prompt_is_reused_across_keys_up_to_its_end(
-    servers: tuple[Server, Server],
-) -> None:
-    told, clean = servers
+def test_a_shared_system_prompt_is_reused_across_keys_up_to_its_end(server: Server) -> None:
     secret = f"Ticket {uuid.uuid4().hex[:8]}: my password is hunter2, please reset it."
-    with http(told, KEY_A) as a, http(told, KEY_B) as b, http(told, KEY_C) as c:
+    with http(server, KEY_A) as a, http(server, KEY_B) as b, http(server, KEY_C) as c:
         ask(a, PUBLIC, secret, stream=True)
         shared, prompt = ask(b, PUBLIC, "What are your opening hours?")
         assert 0 < shared < prompt - 20
@@ -167,8 +148,3 @@ def test_a_shared_system_prompt_is_reused_across_keys_up_to_its_end(
         # the shared part ends where the system message does
         _, short = ask(b, PUBLIC, "x", max_tokens=1)
         assert short - 80 < shared <= short - 5
-    with http(clean, KEY_C) as c2:  # the same on a server where A never spoke
-        first = f"Question {uuid.uuid4()}: where is your office?"
-        ask(c2, PUBLIC, first)
-        with http(clean, KEY_B) as b2:
-            assert ask(b2, PUBLIC, secret, api="responses", stream=True)[0] == shared
