@@ -316,28 +316,8 @@ class Scheduler:
 
     # --- wide prefill passes ------------------------------------------------------------
     def _shape(self, req: SequenceGroup) -> None:
-        """Before its first lookup: the prompt positions computed in wide passes, and the
-        shared part other partitions may reuse. The shared part is cut to whole wide
-        blocks (it is followed by at least the prompt's last token, so those blocks are
-        computed wide whatever the rest of the prompt): past them, whether another
-        partition's cells would match depends on how long the rest of their prompt is,
-        and a tenant must not learn that."""
-        if req.tiled_len >= 0:
-            return
-        req.tiled_len = self._tiled_len(req.prompt_len)
-        shared = max(0, min(req.shared_asked, req.prompt_len - 1))
-        if self.runner.prefill is not None:
-            shared -= shared % PrefillContext.BLOCK
-        req.shared = shared
-
-    def _tiled_len(self, prompt_len: int) -> int:
-        """Prompt positions computed in the prefill context: whole 64-token blocks, short
-        of the last token (the main context computes the rest, one row at a time, and
-        the last token's logits start the answer). 0 without a prefill context."""
-        if self.runner.prefill is None:
-            return 0
-        block = PrefillContext.BLOCK
-        return (prompt_len - 1) // block * block
+        """Before its first lookup: what of its prompt is computed wide, what is shared."""
+        req.shape(PrefillContext.BLOCK if self.runner.prefill is not None else 0)
 
     @staticmethod
     def _in_tiled(req: SequenceGroup) -> bool:

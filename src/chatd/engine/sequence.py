@@ -106,6 +106,22 @@ class SequenceGroup:
             for i in range(params.n)
         ]
 
+    def shape(self, block: int) -> None:
+        """Set once, before the first lookup: ``tiled_len``, the prompt positions computed
+        in wide passes (whole ``block``-token blocks, short of the last token, which the
+        main context computes with the rest one row at a time, its logits starting the
+        answer; 0 when there is no prefill context, ``block`` 0), and ``shared``, the
+        part other partitions may reuse. That part is cut to whole wide blocks: it is
+        followed by at least the last token, so those blocks are computed wide whatever
+        the rest of the prompt, while past them whether a position is computed wide
+        depends on how long the rest is, and another tenant must not learn that."""
+        if self.tiled_len >= 0:
+            return
+        last = self.prompt_len - 1
+        self.tiled_len = last // block * block if block else 0
+        shared = max(0, min(self.shared_asked, last))
+        self.shared = shared // block * block if block else shared
+
     @property
     def lead(self) -> Sequence:
         """The choice that carries the prompt until it is shared (the first unfinished one:
