@@ -96,3 +96,15 @@ def test_shared_prompts_in_the_config_file(tmp_path: Path) -> None:
         path.write_text(bad)
         with pytest.raises(ConfigError, match="shared_prompts: a list of non-empty strings"):
             load_config(path)
+
+
+async def test_a_developer_message_may_open_with_the_shared_prompt(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "developer", "content": PUBLIC}, {"role": "user", "content": "hi"}],
+    }
+    async with running_chatd(tmp_path, engine, [KEY_A], config=CONFIG) as chatd:
+        await send(chatd.http(KEY_A), "/v1/chat/completions", body)
+    n = engine.scopes[-1].shared
+    assert engine.detokenize(engine.submitted[-1][0][:n]).endswith(f"{PUBLIC}<|im_end|>")
