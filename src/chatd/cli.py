@@ -104,6 +104,15 @@ def _parser() -> argparse.ArgumentParser:
         help="finished sequences the prefix cache keeps",
     )
     s.add_argument(
+        "--shared-prompt",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a system prompt whose cached prompt cells every API key may reuse (a public"
+        " prompt all clients send); repeatable, added to the config file's shared_prompts."
+        " Other prompts are cached per key only",
+    )
+    s.add_argument(
         "--prompt-lookup",
         action="store_true",
         help="speculative decoding from the prompt's own n-grams when a request has no"
@@ -365,6 +374,7 @@ def serve(args: argparse.Namespace) -> int:
         file = load_config(args.config) if args.config else FileConfig([], [])
         configs = _model_configs(args, file, settings)
         max_loaded = file.max_loaded if args.max_loaded is None else args.max_loaded
+        settings.shared_prompts = [*file.shared_prompts, *args.shared_prompt]
         if max_loaded < 0:
             raise ConfigError(f"--max-loaded {max_loaded}: 0 (all stay loaded) or more")
         local = [_local_model(m, m.settings(settings)) for m in configs]
@@ -401,6 +411,7 @@ def serve(args: argparse.Namespace) -> int:
         drain,
         log_content=args.log_content,
         browsers=browsers,
+        shared_prompts=settings.shared_prompts,
     )
     return serve_until_drained(
         app,

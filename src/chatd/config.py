@@ -65,6 +65,8 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     database_url: str | None = None  # default: SQLite in data_dir
     limits: Limits = field(default_factory=Limits)  # what one request may cost
+    # System prompts whose cached cells every key may reuse (service/cache_scope.py)
+    shared_prompts: list[str] = field(default_factory=list)
 
     def resolved_database_url(self) -> str:
         from chatd.store.db import sqlite_url
@@ -109,6 +111,8 @@ class FileConfig:
     models: list[LocalModelConfig]
     channels: list[Any]  # chatd.upstream.channels.Channel
     max_loaded: int = 0  # local models loaded at once (0: all, none ever unloaded)
+    # System prompts whose cached cells every key may reuse (service/cache_scope.py)
+    shared_prompts: list[str] = field(default_factory=list)
 
 
 _CHANNEL_KEYS = {
@@ -128,7 +132,7 @@ def load_config(path: Path) -> FileConfig:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: {e}") from None
-    unknown = set(data) - {"models", "channels", "max_loaded"}
+    unknown = set(data) - {"models", "channels", "max_loaded", "shared_prompts"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown))}")
     models = [_model(m, f"{path}: models[{i}]") for i, m in enumerate(data.get("models", []))]
@@ -146,7 +150,10 @@ def load_config(path: Path) -> FileConfig:
         raise ConfigError(
             f"{path}: max_loaded: an integer >= 1 is required (0 or absent: all stay loaded)"
         )
-    return FileConfig(models, channels, max_loaded)
+    shared = data.get("shared_prompts", [])
+    if not isinstance(shared, list) or not all(isinstance(t, str) and t for t in shared):
+        raise ConfigError(f"{path}: shared_prompts: a list of non-empty strings is required")
+    return FileConfig(models, channels, max_loaded, shared)
 
 
 def _check_aliases(models: list[LocalModelConfig], path: Path) -> None:

@@ -11,7 +11,8 @@ can be tested in-process in milliseconds, while the engine keeps its own unit te
 It honours what the service maps from a request into ``SamplingParams`` (``n``,
 ``max_new_tokens`` → LENGTH, ``stop`` → STOP_SEQUENCE, a grammar → GRAMMAR_END,
 ``logprobs``/``top_logprobs``) and records every submission, so tests can assert on
-that mapping (``engine.last_params``, ``engine.last_prompt_text``).
+that mapping (``engine.last_params``, ``engine.last_prompt_text``, ``engine.scopes``: the
+``CacheScope`` of every submission).
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ from typing import Any
 
 from chatd.engine.errors import EngineFailure, QueueFull
 from chatd.engine.grammar import GrammarError
-from chatd.engine.params import Delta, FinishReason, SamplingParams, TokenLogprob, TopLogprob
+from chatd.engine.params import (
+    UNSCOPED,
+    CacheScope,
+    Delta,
+    FinishReason,
+    SamplingParams,
+    TokenLogprob,
+    TopLogprob,
+)
 
 # SmolLM2's default system prompt and ChatML markers: a rendered prompt has about as
 # many tokens as the real model's, so token-based limits behave as they would there.
@@ -121,6 +130,7 @@ class FakeEngine:
         self.fail_after: int | None = None  # steps after which a generation fails
         self.cached_tokens = 0
         self.submitted: list[tuple[list[int], SamplingParams]] = []
+        self.scopes: list[CacheScope] = []  # of every submission, in order
         self.in_flight: set[FakeGeneration] = set()
         self.started = self.stopped = False
         self._ids: dict[str, int] = {}
@@ -183,11 +193,14 @@ class FakeEngine:
         return self.tokenize_text("".join(parts))
 
     # --- generation ---------------------------------------------------------------------
-    def submit(self, prompt: list[int], params: SamplingParams) -> FakeGeneration:
+    def submit(
+        self, prompt: list[int], params: SamplingParams, scope: CacheScope = UNSCOPED
+    ) -> FakeGeneration:
         running = sum(1 for g in self.in_flight if not g.done)
         if self.queue_full or (self.max_in_flight is not None and running >= self.max_in_flight):
             raise QueueFull()
         self.submitted.append((list(prompt), params))
+        self.scopes.append(scope)
         prompt_text = self.detokenize(prompt)
         texts = [self._text(Call(prompt_text, params, i)) for i in range(params.n)]
         generation = FakeGeneration(self, params, texts)

@@ -109,6 +109,7 @@ def build_app(
     or SQLite in ``tmp``; ``api_keys`` None means [API_KEY]; ``browsers`` the Host
     names and origins allowed (None: any Host, as the test clients' ``chatd``)."""
     models, aliases, channels = [LocalModel(MODEL, engine)], {}, []
+    shared: list[str] = []
     if config is not None:
         path = tmp / "chatd.toml"
         path.write_text(config)
@@ -117,6 +118,7 @@ def build_app(
             models = [LocalModel(m.id, engine, m.priority, m.weight) for m in file.models]
         aliases = {a: m.id for m in file.models for a in m.aliases}
         channels = file.channels
+        shared = file.shared_prompts
     if local is not None:
         models = local
     db = Database(database_url or sqlite_url(tmp))
@@ -124,7 +126,14 @@ def build_app(
     registry = ModelRegistry(models, aliases, channels, pool)
     registry.pool.preload()
     app = create_app(
-        registry, keys, db, redis_url, limits, log_content=log_content, browsers=browsers
+        registry,
+        keys,
+        db,
+        redis_url,
+        limits,
+        log_content=log_content,
+        browsers=browsers,
+        shared_prompts=shared,
     )
     app.state.db = db
     return app

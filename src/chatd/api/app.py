@@ -17,6 +17,7 @@ from chatd.api.openapi import install_openapi
 from chatd.api.origins import BrowserPolicy, OriginMiddleware
 from chatd.api.request_ids import RequestIdMiddleware
 from chatd.protocol.request_limits import Limits
+from chatd.service.cache_scope import SharedPrompts
 from chatd.service.channel_health import SharedChannelHealth
 from chatd.service.chat import ChatService
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
@@ -43,15 +44,19 @@ def create_app(
     drain: Drain | None = None,
     log_content: bool = False,
     browsers: BrowserPolicy | None = None,
+    shared_prompts: list[str] | None = None,
 ) -> FastAPI:
     """The app ``chatd serve`` runs; ``drain`` is the one its SIGTERM handling drives
     (api/shutdown.py); ``log_content`` puts request and response bodies in the request
     log (``--log-content``); ``browsers``: the Host names and web origins allowed
-    (api/origins.py; default: any Host, no other origin)."""
+    (api/origins.py; default: any Host, no other origin); ``shared_prompts`` are system
+    prompts whose cached cells every key may reuse (``--shared-prompt``,
+    service/cache_scope.py)."""
     limits = limits or Limits()
     store = CompletionStore(db)
     usage = UsageBuffer(UsageStore(db))
-    chat = ChatService(models, store, usage, limits)
+    shared = SharedPrompts(shared_prompts or ())
+    chat = ChatService(models, store, usage, limits, shared)
     response_store = ResponseStore(db)
     services = Services(
         models=models,
@@ -60,7 +65,7 @@ def create_app(
         chat=chat,
         stored=StoredCompletions(store),
         # one pool of upstream connections for every protocol
-        responses=ResponsesService(models, response_store, usage, chat.upstream, limits),
+        responses=ResponsesService(models, response_store, usage, chat.upstream, limits, shared),
         stored_responses=StoredResponses(response_store),
         metrics=metrics_registry(models, usage),
         limits=limits,

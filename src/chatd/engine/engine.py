@@ -18,7 +18,7 @@ from typing import Any
 
 from chatd.engine.grammar import GrammarCompiler
 from chatd.engine.model_runner import ModelRunner, RunnerConfig
-from chatd.engine.params import Delta, SamplingParams
+from chatd.engine.params import UNSCOPED, CacheScope, Delta, SamplingParams
 from chatd.engine.scheduler import Scheduler, SchedulerConfig
 from chatd.engine.sequence import SequenceGroup
 from chatd.engine.template import ChatTemplate
@@ -121,10 +121,13 @@ class Engine:
         return len(self.tokenize_text(text))
 
     # --- generation -------------------------------------------------------------------
-    def submit(self, prompt: list[int], params: SamplingParams) -> Generation:
+    def submit(
+        self, prompt: list[int], params: SamplingParams, scope: CacheScope = UNSCOPED
+    ) -> Generation:
         """Queue a request; raises QueueFull at once when the queue is full, so callers
-        can refuse before they send a single byte."""
-        return Generation(self.scheduler, prompt, params, self.n_vocab)
+        can refuse before they send a single byte. ``scope`` says whose cached prompts it
+        may reuse and whose turn it waits for (``CacheScope``)."""
+        return Generation(self.scheduler, prompt, params, self.n_vocab, scope)
 
 
 class Generation:
@@ -135,7 +138,12 @@ class Generation:
     """
 
     def __init__(
-        self, scheduler: Scheduler, prompt: list[int], params: SamplingParams, n_vocab: int
+        self,
+        scheduler: Scheduler,
+        prompt: list[int],
+        params: SamplingParams,
+        n_vocab: int,
+        scope: CacheScope = UNSCOPED,
     ) -> None:
         loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[list[Delta] | BaseException] = asyncio.Queue()
@@ -149,7 +157,7 @@ class Generation:
         self._scheduler = scheduler
         self._n = params.n
         self._finished = 0
-        self._request = SequenceGroup(prompt, params, n_vocab, emit)
+        self._request = SequenceGroup(prompt, params, n_vocab, emit, scope)
         scheduler.submit(self._request)
 
     @property

@@ -13,6 +13,15 @@ is shaped as it is (see docs/engine.md, "Prefix cache"): freeing cells while seq
 run leaves holes that llama.cpp fills with those sequences' next tokens, out of position
 order, and results then drift; so while anything runs, cells are never freed unless the
 cache is full, and at idle the cache is either kept whole or cleared whole.
+
+Every lender (an entry or a running sequence) belongs to a *partition* (the service's
+caller, opaque here: ``CacheScope``), and a prompt reuses another partition's cells only
+within the public *shared* part both declare (an operator's shared system prompt):
+otherwise a tenant could guess another's prompt token by token from its own
+``cached_tokens`` (docs/security.md, "Prefix cache isolation"). Whatever else compares
+tokens across lenders (redundant entries, the idle keep-or-clear choice) is scoped the
+same way. The partition is part of what an entry is: an entry moved to another tier
+(host memory, disk) must keep it in its key.
 """
 
 from __future__ import annotations
@@ -148,8 +157,13 @@ class CacheHit:
 
 @dataclass
 class _Entry:
+    """A finished sequence's cells. What it is, for lookups: (partition, tokens); an entry
+    is never found by a prompt of another partition beyond both ``shared`` parts."""
+
     tokens: np.ndarray  # the tokens whose KV the entry's cells hold, from position 0
     tiled: int  # positions before this were computed in wide passes (PrefillContext)
+    partition: str = ""  # whose prompt it was (CacheScope.partition)
+    shared: int = 0  # leading tokens any partition may reuse (CacheScope.shared)
 
 
 @dataclass(frozen=True)
@@ -159,18 +173,31 @@ class Lender:
     seq_id: int
     tokens: np.ndarray  # tokens of the cells, from position 0
     tiled: int  # positions before this were computed in wide passes
+    partition: str = ""  # whose cells they are
+    shared: int = 0  # leading tokens other partitions may reuse
 
 
-def reusable(prompt: np.ndarray, tiled: int, lender: Lender) -> int:
-    """How many leading positions of ``prompt`` can take ``lender``'s cells: its common
-    prefix, as long as each position was computed the way this prompt would compute it
-    (in wide passes below ``tiled``, one row at a time from there): the two ways give
-    different numbers, and a hit must give the answer a cold prompt gives. Leaves at
-    least the prompt's last token to compute (its logits start the answer)."""
+def reusable(
+    prompt: np.ndarray, tiled: int, lender: Lender, partition: str = "", shared: int = 0
+) -> int:
+    """How many leading positions of ``prompt`` (of ``partition``, whose first ``shared``
+    tokens are public) can take ``lender``'s cells: its common prefix, within the shared
+    part of both when they belong to different partitions, as long as each position was
+    computed the way this prompt would compute it (in wide passes below ``tiled``, one row
+    at a time from there): the two ways give different numbers, and a hit must give the
+    answer a cold prompt gives. Leaves at least the prompt's last token to compute (its
+    logits start the answer)."""
     n = min(_common_prefix(prompt, lender.tokens), len(prompt) - 1)
+    n = _in_scope(n, lender.partition, lender.shared, partition, shared)
     if lender.tiled != tiled:
         n = min(n, lender.tiled, tiled)
     return max(n, 0)
+
+
+def _in_scope(n: int, lender: str, lender_shared: int, partition: str, shared: int) -> int:
+    """A common prefix of ``n`` tokens as far as ``partition`` may see it: all of it in
+    its own partition, only what both sides declared public in another's."""
+    return n if lender == partition else min(n, lender_shared, shared)
 
 
 @dataclass
@@ -202,33 +229,50 @@ class PrefixCache:
         return len(self._entries)
 
     def lookup(
-        self, prompt: np.ndarray, tiled: int = 0, live: Sequence[Lender] = ()
+        self,
+        prompt: np.ndarray,
+        tiled: int = 0,
+        live: Sequence[Lender] = (),
+        partition: str = "",
+        shared: int = 0,
     ) -> CacheHit | None:
         """The longest prefix of ``prompt`` (whose positions before ``tiled`` are computed
-        in wide passes) that an entry or a live sequence can lend (see ``reusable``)."""
+        in wide passes; of ``partition``, its first ``shared`` tokens public) that an
+        entry or a live sequence can lend (see ``reusable``)."""
         best: CacheHit | None = None
         entries = (
-            [Lender(sid, e.tokens, e.tiled) for sid, e in self._entries.items()]
+            [
+                Lender(sid, e.tokens, e.tiled, e.partition, e.shared)
+                for sid, e in self._entries.items()
+            ]
             if self.enabled
             else []
         )
         for lender in [*entries, *live]:
-            n = reusable(prompt, tiled, lender)
+            n = reusable(prompt, tiled, lender, partition, shared)
             if n > 0 and (best is None or n > best.n_tokens):
                 best = CacheHit(lender.seq_id, n)
         if best is not None and best.source in self._entries:
             self._entries.move_to_end(best.source)
         return best
 
-    def store(self, seq_id: int, tokens: np.ndarray, tiled: int = 0) -> None:
+    def store(
+        self, seq_id: int, tokens: np.ndarray, tiled: int = 0, partition: str = "", shared: int = 0
+    ) -> None:
         """Keep a finished sequence's cells (``seq_id`` is freed for reuse by the
-        caller); entries it makes redundant (a prefix of it, computed the same way)
-        retire."""
+        caller); entries it makes redundant (of its partition, a prefix of it, computed
+        the same way and sharing no more) retire. Never another partition's: that would
+        let one tenant's prompt decide another's hits."""
         if not self.enabled or len(tokens) == 0:
             self.cells.move(seq_id, self.retired_id)
             return
         redundant = [
-            s for s, e in self._entries.items() if e.tiled == tiled and _is_prefix(e.tokens, tokens)
+            s
+            for s, e in self._entries.items()
+            if e.partition == partition
+            and e.tiled == tiled
+            and e.shared <= shared
+            and _is_prefix(e.tokens, tokens)
         ]
         for sid in redundant:
             self._retire(sid)
@@ -236,7 +280,7 @@ class PrefixCache:
             self._retire(next(iter(self._entries)))  # least recently used
         entry_id = self._free.pop()
         self.cells.move(seq_id, entry_id)
-        self._entries[entry_id] = _Entry(tokens, tiled)
+        self._entries[entry_id] = _Entry(tokens, tiled, partition, shared)
 
     def _retire(self, entry_id: int) -> None:
         del self._entries[entry_id]
@@ -269,10 +313,15 @@ class PrefixCache:
         self._free.append(entry_id)
         return True
 
-    def on_idle(self, next_prompt: np.ndarray | None = None) -> None:
+    def on_idle(
+        self, next_prompt: np.ndarray | None = None, partition: str = "", shared: int = 0
+    ) -> None:
         """Nothing runs: keep the whole cache, or clear it whole when over budget,
-        unless the request about to start reuses part of it (it is kept for that one:
-        clearing it would lose the very prefix a repeated prompt needs)."""
+        unless the request about to start (of ``partition``, ``shared`` tokens public)
+        reuses part of it (it is kept for that one: clearing it would lose the very
+        prefix a repeated prompt needs). Only what that request may reuse counts: were
+        another partition's tokens compared, whether the cache survives (and so the
+        sender's own later hits) would tell how far its prompt matched theirs."""
         if self.settle():
             return
         if self.cells.used <= self.budget:
@@ -282,7 +331,8 @@ class PrefixCache:
             # the few template tokens that every prompt shares).
             wanted = min(_MIN_KEPT_HIT, len(next_prompt) - 1)
             for e in self._entries.values():
-                if wanted > 0 and _common_prefix(next_prompt, e.tokens) >= wanted:
+                n = _common_prefix(next_prompt, e.tokens)
+                if wanted > 0 and _in_scope(n, e.partition, e.shared, partition, shared) >= wanted:
                     return
         self.cells.clear()
         self._entries.clear()
@@ -330,8 +380,10 @@ class KVAllocator:
     def allocate(self) -> int:
         return self.free_ids.pop()
 
-    def release(self, seq_id: int, tokens: np.ndarray, tiled: int) -> None:
+    def release(
+        self, seq_id: int, tokens: np.ndarray, tiled: int, partition: str = "", shared: int = 0
+    ) -> None:
         """A choice is done with ``seq_id``: its cells go to the prefix cache (or the
         retired sequence), the id back to the pool."""
-        self.cache.store(seq_id, tokens, tiled)
+        self.cache.store(seq_id, tokens, tiled, partition, shared)
         self.free_ids.append(seq_id)

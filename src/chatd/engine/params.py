@@ -36,6 +36,28 @@ class SamplingParams:
     prediction: tuple[int, ...] = ()  # tokens the output is expected to largely repeat
 
 
+@dataclass(frozen=True)
+class CacheScope:
+    """Whose prompt this is, as the engine needs to know it: opaque to the engine.
+
+    ``partition``: requests of one partition may reuse each other's KV cells (the prefix
+    cache, running sequences); another partition's cells never lend them more than the
+    shared part. The waiting queue is fair over partitions too. The service sets it to the
+    caller's owner, so one tenant cannot read another's prompts through cache hits (the
+    prompt-caching side channel: docs/security.md, "Prefix cache isolation").
+
+    ``shared``: the leading prompt tokens that are public (an operator-marked shared
+    system prompt): any partition may reuse up to this many of them from another whose
+    own shared part covers them too. 0: nothing is shared across partitions.
+    """
+
+    partition: str = ""
+    shared: int = 0
+
+
+UNSCOPED = CacheScope()  # every request in one partition (the engine used on its own)
+
+
 class FinishReason(enum.Enum):
     """Why a choice ended, in the engine's words; each protocol names it its own way."""
 

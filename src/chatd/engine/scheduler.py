@@ -16,12 +16,16 @@ A step, in order:
 
 A request with n > 1 prefills its prompt once on its lead sequence and then shares the
 prompt's cells with the other choices (``llama_memory_seq_cp``).
+
+Tenants (``CacheScope.partition``) are kept apart: a prompt reuses another partition's
+cells only within the shared part both declare (kv_cache.py), and admission, prompt
+compute and preemption are fair across partitions (waiting.py).
 """
 
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +39,7 @@ from chatd.engine.output import OutputStep
 from chatd.engine.params import Delta
 from chatd.engine.sequence import Phase, Sequence, SequenceGroup
 from chatd.engine.speculation import Drafter
+from chatd.engine.waiting import WaitingQueue, interleaved, load
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class Scheduler:
         self.runner = runner
         self.config = config
         self.output = OutputStep(runner, config.n_ctx_seq)
-        self.waiting: deque[SequenceGroup] = deque()
+        self.waiting = WaitingQueue()
         self.running: list[SequenceGroup] = []
         self.kv = KVAllocator(
             runner, runner.config.n_seq_max, config.prefix_cache_entries, config.prefix_cache_cells
@@ -194,7 +199,12 @@ class Scheduler:
     # --- planning ---------------------------------------------------------------------
     def _plan(self) -> list[Feed]:
         if not self.running:
-            self.cache.on_idle(self.waiting[0].prompt if self.waiting else None)
+            nxt = self.waiting.head(Counter())
+            if nxt is None:
+                self.cache.on_idle()
+            else:
+                self._shape(nxt)
+                self.cache.on_idle(nxt.prompt, nxt.partition, nxt.shared)
         while True:
             feeds, needed = self._plan_once()
             if needed <= self.runner.n_ctx:
@@ -222,24 +232,24 @@ class Scheduler:
         else:
             budget = self.config.max_prefill_tokens
         budget = min(budget, self.runner.batch.capacity - n_decode)
-        for req in self.running:
+        for req in interleaved(self.running):  # one prompt of each partition in turn
             budget = self._plan_prefill(req, feeds, budget)
         used = self.cells.used + sum(f.n_tokens for f in feeds)
         live = self._lenders() if self.waiting and budget > 0 else []
-        while self.waiting and budget > 0:
-            req = self.waiting[0]
+        running = load(self.running)
+        while budget > 0 and (req := self.waiting.head(running)) is not None:
             active = req.active()
             if len(active) > len(self.kv.free_ids):
                 break
-            if req.tiled_len < 0:
-                req.tiled_len = self._tiled_len(req.prompt_len)
-            hit = self.cache.lookup(req.prompt, req.tiled_len, live)
+            self._shape(req)
+            hit = self.cache.lookup(req.prompt, req.tiled_len, live, req.partition, req.shared)
             reused = hit.n_tokens if hit is not None else 0
             if reused < req.tiled_len:  # the prefill context restarts at a block boundary
                 reused -= reused % PrefillContext.BLOCK
             if used + req.kv_needed() - reused > self.runner.n_ctx and self.running:
                 break
             self._admit(req, hit.source if hit is not None else -1, reused)
+            running[req.partition] += len(active)
             before = budget
             budget = self._plan_prefill(req, feeds, budget)
             used += before - budget
@@ -263,9 +273,9 @@ class Scheduler:
         return feeds
 
     def _admit(self, req: SequenceGroup, source: int, reused: int) -> None:
-        """Move the first waiting request to running, its lead reusing ``reused`` cells of
+        """Move the waiting queue's head to running, its lead reusing ``reused`` cells of
         sequence ``source`` (a prefix-cache hit)."""
-        self.waiting.popleft()
+        self.waiting.pop(req)
         with self._lock:
             self.n_waiting -= 1
         for s in req.active():
@@ -305,14 +315,9 @@ class Scheduler:
         return budget
 
     # --- wide prefill passes ------------------------------------------------------------
-    def _tiled_len(self, prompt_len: int) -> int:
-        """Prompt positions computed in the prefill context: whole 64-token blocks, short
-        of the last token (the main context computes the rest, one row at a time, and
-        the last token's logits start the answer). 0 without a prefill context."""
-        if self.runner.prefill is None:
-            return 0
-        block = PrefillContext.BLOCK
-        return (prompt_len - 1) // block * block
+    def _shape(self, req: SequenceGroup) -> None:
+        """Before its first lookup: what of its prompt is computed wide, what is shared."""
+        req.shape(PrefillContext.BLOCK if self.runner.prefill is not None else 0)
 
     @staticmethod
     def _in_tiled(req: SequenceGroup) -> bool:
@@ -325,7 +330,7 @@ class Scheduler:
         prefill = self.runner.prefill
         req = self._tiled_owner
         if req is None or req not in self.running or not self._in_tiled(req):
-            req = next((r for r in self.running if self._in_tiled(r)), None)
+            req = next((r for r in interleaved(self.running) if self._in_tiled(r)), None)
             if req is None or prefill is None:
                 self._tiled_owner = None
                 return False
@@ -404,7 +409,7 @@ class Scheduler:
     def _lenders(self) -> list[Lender]:
         """Running sequences' computed tokens, which a new prompt may share."""
         return [
-            Lender(s.seq_id, _lendable_tokens(s), r.tiled_len)
+            Lender(s.seq_id, _lendable_tokens(s), r.tiled_len, r.partition, r.shared)
             for r in self.running
             for s in r.sequences
             if s.seq_id is not None and min(s.n_cached, s.lendable) > 0
@@ -422,19 +427,19 @@ class Scheduler:
     def _retire_if_done(self, req: SequenceGroup, seq: Sequence) -> None:
         if seq.finished and seq.seq_id is not None and len(req.sequences) > 1:
             # Free this choice's own cells now; the shared prompt stays for the others.
-            self._retire(seq, req.tiled_len)
+            self._retire(seq, req)
 
     # --- lifecycle --------------------------------------------------------------------
     def _release(self, req: SequenceGroup) -> None:
         for s in req.sequences:
             if s.seq_id is not None:
-                self._retire(s, req.tiled_len)
+                self._retire(s, req)
             s.n_cached = 0
         if self._tiled_owner is req:
             self._tiled_owner = None
         req.phase = Phase.DONE
 
-    def _retire(self, seq: Sequence, tiled: int) -> None:
+    def _retire(self, seq: Sequence, req: SequenceGroup) -> None:
         """Free a choice's seq id, but keep its KV cells: in the prefix cache (or, when
         it is off, in the retired sequence) until the engine is idle or the cache runs
         short.
@@ -446,13 +451,16 @@ class Scheduler:
         results do not depend on what else ran.
         """
         assert seq.seq_id is not None
-        self.kv.release(seq.seq_id, _lendable_tokens(seq), tiled)
+        self.kv.release(seq.seq_id, _lendable_tokens(seq), req.tiled_len, req.partition, req.shared)
         seq.seq_id = None
 
     def _preempt_newest(self) -> bool:
+        """Preempt the newest request of the partition running the most sequences (one
+        tenant's burst does not pause another's request)."""
         if len(self.running) <= 1:
             return False
-        req = max(self.running, key=lambda r: r.arrival)
+        running = load(self.running)
+        req = max(self.running, key=lambda r: (running[r.partition], r.arrival))
         self.preemptions += 1
         self.running.remove(req)
         self._release(req)
@@ -467,11 +475,10 @@ class Scheduler:
         for req in [r for r in self.running if r.cancelled]:
             self.running.remove(req)
             self._release(req)
-        if any(r.cancelled for r in self.waiting):
-            kept = [r for r in self.waiting if not r.cancelled]
+        dropped = self.waiting.remove_if(lambda r: r.cancelled)
+        if dropped:
             with self._lock:
-                self.n_waiting -= len(self.waiting) - len(kept)
-            self.waiting = deque(kept)
+                self.n_waiting -= dropped
 
     def _on_decode_error(self, error: DecodeError) -> None:
         if error.code == 1:  # no KV slot: make room, then retry at the next step

@@ -12,7 +12,14 @@ import numpy as np
 
 from chatd.engine.detokenizer import Detokenizer
 from chatd.engine.grammar import Matcher
-from chatd.engine.params import Delta, FinishReason, SamplingParams, TokenLogprob
+from chatd.engine.params import (
+    UNSCOPED,
+    CacheScope,
+    Delta,
+    FinishReason,
+    SamplingParams,
+    TokenLogprob,
+)
 from chatd.engine.sampler import Sampler
 from chatd.engine.speculation import Drafter
 
@@ -68,8 +75,15 @@ class SequenceGroup:
         params: SamplingParams,
         n_vocab: int,
         emit: Callable[[list[Delta] | BaseException], None],
+        scope: CacheScope = UNSCOPED,
     ) -> None:
         self.id = next(_ids)
+        # Whose cells it may reuse, and whose turn it is in the waiting queue (CacheScope).
+        self.partition = scope.partition
+        # Prompt tokens other partitions may share with it; the scheduler caps it at
+        # admission to what it can lend whatever the rest of the prompt is (-1: not yet).
+        self.shared_asked = scope.shared
+        self.shared = -1
         self.prompt = np.asarray(prompt, dtype=np.int32)
         self.prompt_len = len(prompt)
         self.cached_tokens: int | None = None  # prompt tokens reused at first admission
@@ -91,6 +105,22 @@ class SequenceGroup:
             )
             for i in range(params.n)
         ]
+
+    def shape(self, block: int) -> None:
+        """Set once, before the first lookup: ``tiled_len``, the prompt positions computed
+        in wide passes (whole ``block``-token blocks, short of the last token, which the
+        main context computes with the rest one row at a time, its logits starting the
+        answer; 0 when there is no prefill context, ``block`` 0), and ``shared``, the
+        part other partitions may reuse. That part is cut to whole wide blocks: it is
+        followed by at least the last token, so those blocks are computed wide whatever
+        the rest of the prompt, while past them whether a position is computed wide
+        depends on how long the rest is, and another tenant must not learn that."""
+        if self.tiled_len >= 0:
+            return
+        last = self.prompt_len - 1
+        self.tiled_len = last // block * block if block else 0
+        shared = max(0, min(self.shared_asked, last))
+        self.shared = shared // block * block if block else shared
 
     @property
     def lead(self) -> Sequence:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chatd.engine.params import Delta, SamplingParams
+from chatd.engine.params import CacheScope, Delta, SamplingParams
 
 if TYPE_CHECKING:
     from chatd.engine.grammar import Grammar
@@ -65,4 +65,6 @@ class EngineLike(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def submit(self, prompt: list[int], params: SamplingParams) -> GenerationLike: ...
+    def submit(
+        self, prompt: list[int], params: SamplingParams, scope: CacheScope = ...
+    ) -> GenerationLike: ...

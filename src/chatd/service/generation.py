@@ -34,6 +34,7 @@ from chatd.protocol.errors import (
     Unsupported,
 )
 from chatd.protocol.request_limits import Limits
+from chatd.service.cache_scope import SharedPrompts, cache_scope
 from chatd.service.engine_api import EngineLike, GenerationLike
 from chatd.service.events import ChoiceReader, Event
 from chatd.service.tool_calls import OPEN, ToolPlan, template_tools
@@ -73,9 +74,12 @@ class Job:
     k)``, when given, renders the conversation without its ``k`` oldest turns (None when
     nothing is left to drop): a prompt too long for the window is then shortened until
     it fits, rather than refused (the Responses API's ``truncation: "auto"``).
+    ``owner`` is the caller: its prompt's cached cells are reused only by its own
+    requests, and the engine's queue is fair across owners (service/cache_scope.py).
     """
 
     render: Callable[[bool], list[dict[str, Any]]]
+    owner: str
     sampling: dict[str, Any] = field(default_factory=dict)
     tools: ToolPlan | None = None
     schema: dict[str, Any] | None = None  # JSON schema the output must match
@@ -91,6 +95,7 @@ class Job:
 
 
 _NO_LIMITS = Limits(grammar_timeout=0, request_timeout=0)
+_NOTHING_SHARED = SharedPrompts()
 
 
 async def start_local(
@@ -98,12 +103,14 @@ async def start_local(
     job: Job,
     limits: Limits = _NO_LIMITS,
     release: Callable[[], None] | None = None,
+    shared: SharedPrompts = _NOTHING_SHARED,
 ) -> LocalRun:
     """Submit ``job``; raises APIError for any refusal, and nothing after submission.
     ``release`` (the engine's lease, service/model_pool.py) is called once the
-    generation has ended, or at once if it is refused (or cancelled) before it starts."""
+    generation has ended, or at once if it is refused (or cancelled) before it starts.
+    ``shared``: the operator's shared system prompts, whose cells any owner may reuse."""
     try:
-        run = await _start(engine, job, limits)
+        run = await _start(engine, job, limits, shared)
     except BaseException:
         if release is not None:
             release()
@@ -112,12 +119,13 @@ async def start_local(
     return run
 
 
-async def _start(engine: EngineLike, job: Job, limits: Limits) -> LocalRun:
+async def _start(engine: EngineLike, job: Job, limits: Limits, shared: SharedPrompts) -> LocalRun:
     plan = job.tools
     grammar = await _grammar(engine, job, limits.grammar_timeout)
     native = plan is not None and plan.may_call and engine.template.supports_tools
     tools = template_tools(plan) if native and plan is not None else None
-    prompt = _prompt(engine, job, job.render(native), tools)
+    messages = job.render(native)
+    prompt = _prompt(engine, job, messages, tools)
     if job.shorten is not None:
         room = engine.context_window - job.sampling.get("max_new_tokens", 1)
         dropped = 0
@@ -126,7 +134,7 @@ async def _start(engine: EngineLike, job: Job, limits: Limits) -> LocalRun:
             shorter = job.shorten(native, dropped)
             if shorter is None:
                 break  # nothing left to drop: the window check below refuses it
-            prompt = _prompt(engine, job, shorter, tools)
+            messages, prompt = shorter, _prompt(engine, job, shorter, tools)
     params = engine_params(
         job.sampling, len(prompt), engine.context_window, grammar, job.prompt_param
     )
@@ -134,8 +142,9 @@ async def _start(engine: EngineLike, job: Job, limits: Limits) -> LocalRun:
     if job.prediction is not None:
         predicted = engine.tokenize_text(job.prediction)
         params = dataclasses.replace(params, prediction=tuple(predicted))
+    scope = cache_scope(job.owner, shared, engine, messages, prompt)
     try:
-        generation = engine.submit(prompt, params)
+        generation = engine.submit(prompt, params, scope)
     except QueueFull:
         raise Overloaded(
             "The server is overloaded: too many requests are waiting. Retry shortly.",

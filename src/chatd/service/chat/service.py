@@ -15,6 +15,7 @@ from chatd.protocol.errors import ServerError
 from chatd.protocol.ids import completion_id
 from chatd.protocol.request_limits import Limits
 from chatd.service.accounting import Accountant, Saver
+from chatd.service.cache_scope import SharedPrompts
 from chatd.service.chat.capabilities import check_local_support
 from chatd.service.chat.completion import ChatCompletion
 from chatd.service.chat.prompt import render_messages
@@ -61,9 +62,11 @@ class ChatService:
         store: CompletionStore | None = None,
         usage: UsageBuffer | None = None,
         limits: Limits | None = None,
+        shared: SharedPrompts | None = None,
     ) -> None:
         self.models = models
         self.limits = limits or Limits()
+        self.shared = shared or SharedPrompts()  # system prompts every key may reuse
         self.router = Router(models)
         self.store = store
         self.usage = usage
@@ -100,6 +103,7 @@ class ChatService:
             plan = plan_tools(req)
             job = Job(
                 render=lambda native: render_messages(req, plan, native=native),
+                owner=owner,
                 sampling=sampling_fields(req),
                 tools=plan,
                 schema=json_schema_for(req),
@@ -110,7 +114,7 @@ class ChatService:
             )
             saver = self._saver(req, owner)
             # nothing may refuse the request after this; the run releases the lease
-            run = await start_local(engine, job, self.limits, lease.release)
+            run = await start_local(engine, job, self.limits, lease.release, self.shared)
         envelope = Envelope(
             model=req.model,  # the public id asked for (an alias stays the alias)
             system_fingerprint=engine.fingerprint,

@@ -21,6 +21,7 @@ from chatd.protocol.responses_items import ItemReference
 from chatd.protocol.responses_request import CreateResponseRequest
 from chatd.protocol.responses_response import ResponseSettings
 from chatd.service.accounting import Accountant
+from chatd.service.cache_scope import SharedPrompts
 from chatd.service.generation import Job, LocalRun, sampling_fields, start_local
 from chatd.service.limits import Admission
 from chatd.service.models import LocalModel, ModelRegistry
@@ -70,9 +71,11 @@ class ResponsesService:
         usage: UsageBuffer | None = None,
         upstream: ConnectionPool | None = None,
         limits: Limits | None = None,
+        shared: SharedPrompts | None = None,
     ) -> None:
         self.models = models
         self.limits = limits or Limits()
+        self.shared = shared or SharedPrompts()  # system prompts every key may reuse
         self.router = Router(models)
         self.store = store
         self.usage = usage
@@ -145,6 +148,7 @@ class ResponsesService:
 
         job = Job(
             render=lambda native: render_turns(turns, plan, native=native),
+            owner=owner,
             sampling=sampling,
             tools=plan,
             schema=json_schema_for(req, text),
@@ -158,7 +162,7 @@ class ResponsesService:
         # The model is loaded (if need be) only for a request it will answer; the run
         # holds the lease until its generation ends.
         lease = await model.acquire(self.limits.request_timeout)
-        run = await start_local(lease.engine, job, self.limits, lease.release)
+        run = await start_local(lease.engine, job, self.limits, lease.release, self.shared)
         # nothing may refuse the request after this
         return StreamedResponse(
             _LocalSource(run),
