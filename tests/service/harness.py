@@ -11,7 +11,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from chatd.config import load_config
 from chatd.protocol.request_limits import Limits
 from chatd.service.model_pool import ModelPool
 from chatd.service.models import LocalModel, ModelRegistry
+from chatd.service.quotas import Quotas
 from chatd.store.db import Database, sqlite_url
 
 MODEL = "smollm2-135m-instruct"
@@ -99,11 +100,14 @@ def build_app(
     log_content: bool = False,
     local: list[LocalModel] | None = None,
     pool: ModelPool | None = None,
+    quotas: Quotas | None = None,
+    clock: Callable[[], int] | None = None,
 ) -> FastAPI:
     """The app as ``chatd serve`` builds it (cli.py), with ``engine`` behind every local
     model of ``config`` (a chatd.toml text), or behind MODEL alone, or the ``local``
     models given (in ``pool``, preloaded as at start); its database is ``database_url``
-    or SQLite in ``tmp``; ``api_keys`` None means [API_KEY]."""
+    or SQLite in ``tmp``; ``api_keys`` None means [API_KEY]; ``clock`` (nanoseconds)
+    dates and ages stored records."""
     models, aliases, channels = [LocalModel(MODEL, engine)], {}, []
     if config is not None:
         path = tmp / "chatd.toml"
@@ -119,7 +123,16 @@ def build_app(
     keys = [API_KEY] if api_keys is None else api_keys
     registry = ModelRegistry(models, aliases, channels, pool)
     registry.pool.preload()
-    app = create_app(registry, keys, db, redis_url, limits, log_content=log_content)
+    app = create_app(
+        registry,
+        keys,
+        db,
+        redis_url,
+        limits,
+        log_content=log_content,
+        quotas=quotas,
+        **({"clock": clock} if clock is not None else {}),
+    )
     app.state.db = db
     return app
 
@@ -137,6 +150,8 @@ async def running_chatd(
     log_content: bool = False,
     local: list[LocalModel] | None = None,
     pool: ModelPool | None = None,
+    quotas: Quotas | None = None,
+    clock: Callable[[], int] | None = None,
 ) -> AsyncIterator[Chatd]:
     """Build the app as ``chatd serve`` does (cli.py), with ``engine`` as the model
     behind every local model of ``config`` (a chatd.toml text) or behind MODEL alone."""
@@ -152,6 +167,8 @@ async def running_chatd(
         log_content=log_content,
         local=local,
         pool=pool,
+        quotas=quotas,
+        clock=clock,
     )
     chatd = Chatd(app, engine, app.state.db, None if database_url else tmp)
     logger = logging.getLogger("chatd")

@@ -1,7 +1,9 @@
 """What every protocol's create route does around its service: the caller may use the
-model and is within its rate limits; a whole answer is awaited unless the client goes
-away (then its work is cancelled and nobody is answered) or the server's drain deadline
-passes (api/drain.py)."""
+model, has a place among its key's requests in flight, room in its storage quota when
+the answer is to be stored, and is within its rate limits; the place is held until the
+answer has been sent (a stream's last byte included), however it ends. A whole answer is
+awaited unless the client goes away (then its work is cancelled and nobody is answered)
+or the server's drain deadline passes (api/drain.py)."""
 
 from __future__ import annotations
 
@@ -11,25 +13,64 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from chatd.api.auth import Caller
 from chatd.api.deps import Services, services_of
 from chatd.api.disconnect import until_disconnect
 from chatd.protocol.errors import ModelNotFound
+from chatd.service.in_flight import Slot
 from chatd.service.limits import Admission
 
-__all__ = ["admit", "whole_answer"]
+__all__ = ["answer", "whole_answer"]
 
 
-async def admit(services: Services, caller: Caller, model: str) -> Admission:
-    """The caller's admission for ``model``: a 404 for a model its key may not use (as if
-    absent), a 429 past its limits."""
+async def answer(
+    services: Services,
+    caller: Caller,
+    model: str,
+    respond: Callable[[Admission], Awaitable[Response]],
+    *,
+    stores: bool = False,
+    size: int = 0,
+) -> Response:
+    """``respond``'s response, if the caller is admitted for ``model``: a 404 for a model
+    its key may not use (as if absent); a 429 when its key has all its requests in flight
+    (checked first: a request refused there counts in no rate-limit window); for an answer
+    to store (``stores``), a 400 naming ``store`` when its owner's stored records plus
+    this request's ``size`` bytes are over its quota; a 429 past its rate limits."""
     if not caller.may_use(model):
         raise ModelNotFound(model)
-    model_rpm, model_tpm = caller.limits_for(model)
-    return await services.limiter.admit(
-        caller.owner, caller.rpm, caller.tpm, model, model_rpm, model_tpm
-    )
+    slot = services.in_flight.acquire(caller.owner, caller.max_in_flight)
+    try:
+        if stores and services.storage_quota is not None:
+            await services.storage_quota.check(caller.owner, caller.max_stored_bytes, size)
+        model_rpm, model_tpm = caller.limits_for(model)
+        admission = await services.limiter.admit(
+            caller.owner, caller.rpm, caller.tpm, model, model_rpm, model_tpm
+        )
+        response = await respond(admission)
+    except BaseException:  # refused, failed or cancelled before an answer: its place is free
+        slot.release()
+        raise
+    return Holding(response, slot)
+
+
+class Holding(Response):
+    """``response``, sent as it is; ``slot`` is given back once it has been sent (or the
+    client left, or sending failed): the one place every answer's end passes through."""
+
+    def __init__(self, response: Response, slot: Slot) -> None:
+        self.response = response
+        self.slot = slot
+        self.status_code = response.status_code
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.response(scope, receive, send)
+        finally:
+            self.slot.release()
 
 
 async def whole_answer(

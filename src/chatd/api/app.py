@@ -4,6 +4,8 @@ responses_routes.py)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -18,16 +20,20 @@ from chatd.api.request_ids import RequestIdMiddleware
 from chatd.protocol.request_limits import Limits
 from chatd.service.channel_health import SharedChannelHealth
 from chatd.service.chat import ChatService
+from chatd.service.in_flight import InFlight
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
 from chatd.service.metrics import metrics_registry
 from chatd.service.models import ModelRegistry
+from chatd.service.quotas import Quotas
 from chatd.service.responses.service import ResponsesService
 from chatd.service.responses.stored_responses import StoredResponses
+from chatd.service.storage import Purger, StorageQuota
 from chatd.service.stored import StoredCompletions
 from chatd.store.completions import CompletionStore
 from chatd.store.db import Database
 from chatd.store.keys import KeyStore
 from chatd.store.responses import ResponseStore
+from chatd.store.retention import Retention
 from chatd.store.usage import UsageBuffer, UsageStore
 
 __all__ = ["create_app"]
@@ -41,15 +47,21 @@ def create_app(
     limits: Limits | None = None,
     drain: Drain | None = None,
     log_content: bool = False,
+    quotas: Quotas | None = None,
+    clock: Callable[[], int] = time.time_ns,
 ) -> FastAPI:
     """The app ``chatd serve`` runs; ``drain`` is the one its SIGTERM handling drives
     (api/shutdown.py); ``log_content`` puts request and response bodies in the request
-    log (``--log-content``)."""
+    log (``--log-content``); ``quotas`` are what each key may hold (in flight, stored,
+    how long); ``clock`` (nanoseconds) dates stored records and ages them."""
     limits = limits or Limits()
-    store = CompletionStore(db)
+    quotas = quotas or Quotas()
+    retention = Retention(quotas.store_retention_days, clock)
+    store = CompletionStore(db, retention)
     usage = UsageBuffer(UsageStore(db))
     chat = ChatService(models, store, usage, limits)
-    response_store = ResponseStore(db)
+    response_store = ResponseStore(db, retention)
+    purger = Purger(store, response_store, quotas.purge_interval)
     services = Services(
         models=models,
         auth=KeyChecker(api_keys, KeyStore(db)),
@@ -62,6 +74,8 @@ def create_app(
         metrics=metrics_registry(models, usage),
         limits=limits,
         drain=drain or Drain(),
+        in_flight=InFlight(quotas.max_in_flight_per_key),
+        storage_quota=StorageQuota(db, retention, quotas.max_stored_bytes_per_owner),
     )
     # Replicas sharing Redis share their channels' cooldowns too (none without channels).
     health = None
@@ -74,9 +88,11 @@ def create_app(
         models.start()
         if health is not None:
             health.start()
+        purger.start()  # only with a retention period
         try:
             yield
         finally:  # after the drain (api/drain.py): nothing is running any more
+            await purger.close()
             if health is not None:
                 await health.close()
             models.stop()
@@ -91,6 +107,7 @@ def create_app(
     app.add_middleware(RequestIdMiddleware, content=log_content)
     app.state.services = services
     app.state.channel_health = health
+    app.state.purger = purger
     app.include_router(server_routes.router)
     app.router.add_route(
         "/v1/chat/completions", chat_routes.create_chat_completion, methods=["POST"]

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from chatd.api.answering import admit, whole_answer
+from chatd.api.answering import answer, whole_answer
 from chatd.api.body import read_body
 from chatd.api.deps import CallerDep, ServicesDep, services_of
 from chatd.api.sse import EventStreamResponse, event_stream
@@ -18,6 +18,7 @@ from chatd.protocol.request_limits import check_chat_body
 from chatd.protocol.stored import parse_list_query, parse_update
 from chatd.protocol.validation import decode_chat_body
 from chatd.service.chat import ChatRequest
+from chatd.service.limits import Admission
 
 __all__ = ["create_chat_completion", "stored_router"]
 
@@ -28,20 +29,26 @@ async def create_chat_completion(request: Request) -> Response:
     errors still go through the app's handlers."""
     services = services_of(request)
     caller = await services.auth(request)
-    data = decode_chat_body(await read_body(request, services.limits.max_body_bytes))
+    body = await read_body(request, services.limits.max_body_bytes)
+    data = decode_chat_body(body)
     check_chat_body(data, services.limits)
     if services.chat.relays_untouched(data.get("model")):
         req: ChatRequest = validate_relayed_request(data)
     else:
         req = validate_chat_request(data)
-    admission = await admit(services, caller, req.model)
-    completion = await services.chat.start(req, caller.owner, admission)
-    if req.is_streaming():
-        await completion.prime()
-        return EventStreamResponse(
-            event_stream(completion.chunks()), services.drain, cancel=completion.cancel
-        )
-    return await whole_answer(request, completion.result(), completion.cancel)
+
+    async def respond(admission: Admission) -> Response:
+        completion = await services.chat.start(req, caller.owner, admission)
+        if req.is_streaming():
+            await completion.prime()
+            return EventStreamResponse(
+                event_stream(completion.chunks()), services.drain, cancel=completion.cancel
+            )
+        return await whole_answer(request, completion.result(), completion.cancel)
+
+    return await answer(
+        services, caller, req.model, respond, stores=req.store is True, size=len(body)
+    )
 
 
 stored_router = APIRouter()
