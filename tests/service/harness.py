@@ -260,6 +260,7 @@ class ThreadServer:
     base_url: str
     data_dir: Path
     engine: FakeEngine
+    app: FastAPI | None = None
 
 
 @contextlib.contextmanager
@@ -269,11 +270,12 @@ def chatd_in_thread(
     api_keys: list[str] | None = None,
     *,
     config: str | None = None,
+    quotas: Quotas | None = None,
 ) -> Iterator[ThreadServer]:
     engine = engine or FakeEngine()
-    app = build_app(tmp, engine, api_keys, config=config)
+    app = build_app(tmp, engine, api_keys, config=config, quotas=quotas)
     with serve_in_thread(app) as url:
-        yield ThreadServer(url, tmp, engine)
+        yield ThreadServer(url, tmp, engine, app)
 
 
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
