@@ -50,8 +50,9 @@ class Retention:
 
 
 def json_size(value: Any) -> int:
-    """Bytes of ``value`` as compact UTF-8 JSON: what a stored record is counted as."""
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    """Bytes of ``value``'s JSON as the database holds it (SQLAlchemy's JSON type writes
+    ``json.dumps(value)``: ASCII, so characters are bytes): what a record is counted as."""
+    return len(json.dumps(value))
 
 
 async def stored_bytes(db: Database, owner: str, retention: Retention) -> int:

@@ -34,8 +34,8 @@ def upgrade() -> None:
 
 
 def _backfill_sizes() -> None:
-    """The bytes of each record's JSON as the database holds it (chatd computes them
-    from compact JSON when it stores; these differ by whitespace at most)."""
+    """The bytes of each record's JSON as the database holds it: what chatd counts when
+    it stores one (store/retention.py ``json_size``)."""
     if op.get_bind().dialect.name == "postgresql":
         n = "octet_length({}::text)"
     else:
