@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, select, true
 from chatd.store.db import Database
 from chatd.store.tables import completions, responses
 
-__all__ = ["Retention", "json_size", "purge_before", "stored_bytes"]
+__all__ = ["NS_PER_DAY", "Retention", "json_size", "purge_before", "stored_bytes"]
 
 NS_PER_DAY = 86_400 * 10**9
 
