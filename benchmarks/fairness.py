@@ -78,10 +78,11 @@ def body(max_tokens: int) -> dict[str, object]:
 async def key_b(client: httpx.AsyncClient, n: int, max_tokens: int) -> list[Reply]:
     """B's requests, one after another."""
     replies = []
-    for _ in range(n):
+    for i in range(n):
         reply = await stream(client, body(max_tokens))
         if not reply.ok:
             raise RuntimeError(f"key B's request failed: {reply.error}")
+        harness.log(f"  B {i + 1}/{n}: {reply.duration:.2f} s")
         replies.append(reply)
     return replies
 

@@ -114,7 +114,9 @@ async def test_a_key_at_its_limit_gets_429_while_another_key_is_served(
         async with ca.stream("POST", URL, json=chat("held-by-a", stream=True)) as held:
             assert held.status_code == 200
             await until(lambda: in_flight(server, a_id) == 1)
-            # A's next request is refused, whatever the API, local or relayed, streamed or not
+            # A's next request is refused, whatever the API, local or relayed, streamed or
+            # not, before its body is read
+            assert_in_flight_429(await ca.post(URL, content=b"not even JSON"), 1)
             for path, body in (
                 (URL, chat("more")),
                 (URL, chat("more", stream=True)),
@@ -159,6 +161,16 @@ async def _relayed_stream(srv: ThreadServer, c: httpx.AsyncClient, tag: str) -> 
 async def _relay_failed(srv: ThreadServer, c: httpx.AsyncClient, tag: str) -> None:
     r = await c.post(URL, json=chat(tag, model="m500"))
     assert r.status_code >= 500 and "error" in r.json(), r.text
+
+
+async def _invalid_body(srv: ThreadServer, c: httpx.AsyncClient, tag: str) -> None:
+    r = await c.post(URL, content=b'{"model": "' + tag.encode() + b'", "messages": [')
+    check_error(r, 400, param=None, code=None, contains=("JSON",))
+
+
+async def _unknown_model(srv: ThreadServer, c: httpx.AsyncClient, tag: str) -> None:
+    r = await c.post(URL, json=chat(tag, model="no-such-model"))
+    check_error(r, 404, param=None, code="model_not_found")
 
 
 async def _refused_by_the_engine(srv: ThreadServer, c: httpx.AsyncClient, tag: str) -> None:
@@ -219,6 +231,8 @@ ENDS: dict[str, Callable[[ThreadServer, httpx.AsyncClient, str], Awaitable[None]
     "responses answer finished": _finished_response,
     "relayed stream finished": _relayed_stream,
     "relay failed": _relay_failed,
+    "body refused (400)": _invalid_body,
+    "unknown model (404)": _unknown_model,
     "engine queue full (refused after admission)": _refused_by_the_engine,
     "engine failed mid-stream": _engine_failed_mid_stream,
     "client left a held chat stream": _left_a_held_stream,

@@ -1,9 +1,9 @@
-"""What every protocol's create route does around its service: the caller may use the
-model, has a place among its key's requests in flight, room in its storage quota when
-the answer is to be stored, and is within its rate limits; the place is held until the
-answer has been sent (a stream's last byte included), however it ends. A whole answer is
-awaited unless the client goes away (then its work is cancelled and nobody is answered)
-or the server's drain deadline passes (api/drain.py)."""
+"""What every protocol's create route does around its service: the caller has a place
+among its key's requests in flight, held until the answer has been sent (a stream's last
+byte included) however it ends; may use the model, has room in its storage quota when
+the answer is to be stored, and is within its rate limits. A whole answer is awaited
+unless the client goes away (then its work is cancelled and nobody is answered) or the
+server's drain deadline passes (api/drain.py)."""
 
 from __future__ import annotations
 
@@ -22,38 +22,40 @@ from chatd.protocol.errors import ModelNotFound
 from chatd.service.in_flight import Slot
 from chatd.service.limits import Admission
 
-__all__ = ["answer", "whole_answer"]
+__all__ = ["admit", "held", "whole_answer"]
 
 
-async def answer(
-    services: Services,
-    caller: Caller,
-    model: str,
-    respond: Callable[[Admission], Awaitable[Response]],
-    *,
-    stores: bool = False,
-    size: int = 0,
+async def held(
+    services: Services, caller: Caller, work: Callable[[], Awaitable[Response]]
 ) -> Response:
-    """``respond``'s response, if the caller is admitted for ``model``: a 404 for a model
-    its key may not use (as if absent); a 429 when its key has all its requests in flight
-    (checked first: a request refused there counts in no rate-limit window); for an answer
-    to store (``stores``), a 400 naming ``store`` when its owner's stored records plus
-    this request's ``size`` bytes are over its quota; a 429 past its rate limits."""
-    if not caller.may_use(model):
-        raise ModelNotFound(model)
+    """``work``'s response, holding one of the caller's places in flight from now until
+    the response has been sent: a 429 at once when its key has them all (before its body
+    is read, so a refusal costs next to nothing); the place is given back at once if
+    ``work`` raises (refused, failed or cancelled before an answer)."""
     slot = services.in_flight.acquire(caller.owner, caller.max_in_flight)
     try:
-        if stores and services.storage_quota is not None:
-            await services.storage_quota.check(caller.owner, caller.max_stored_bytes, size)
-        model_rpm, model_tpm = caller.limits_for(model)
-        admission = await services.limiter.admit(
-            caller.owner, caller.rpm, caller.tpm, model, model_rpm, model_tpm
-        )
-        response = await respond(admission)
-    except BaseException:  # refused, failed or cancelled before an answer: its place is free
+        response = await work()
+    except BaseException:
         slot.release()
         raise
     return Holding(response, slot)
+
+
+async def admit(
+    services: Services, caller: Caller, model: str, *, stores: bool = False, size: int = 0
+) -> Admission:
+    """The caller's admission for ``model``: a 404 for a model its key may not use (as if
+    absent); for an answer to store (``stores``), a 400 naming ``store`` when its owner's
+    stored records plus this request's ``size`` bytes are over its quota; a 429 past its
+    rate limits (checked last: a request refused before counts in no window)."""
+    if not caller.may_use(model):
+        raise ModelNotFound(model)
+    if stores and services.storage_quota is not None:
+        await services.storage_quota.check(caller.owner, caller.max_stored_bytes, size)
+    model_rpm, model_tpm = caller.limits_for(model)
+    return await services.limiter.admit(
+        caller.owner, caller.rpm, caller.tpm, model, model_rpm, model_tpm
+    )
 
 
 class Holding(Response):
