@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class Burst:
     refused_429: int = 0
     refused_503: int = 0
     errors: int = 0
+    first_errors: list[str] = field(default_factory=list)
     answered: set[int] = field(default_factory=set)  # workers with a first answer
 
 
@@ -103,6 +105,8 @@ async def a_worker(client: httpx.AsyncClient, i: int, max_tokens: int, burst: Bu
             await asyncio.sleep(1.0)  # chatd's Retry-After for both
             continue
         burst.errors += 1
+        if len(burst.first_errors) < 3:
+            burst.first_errors.append(str(reply.error))
         await asyncio.sleep(0.5)
 
 
@@ -127,8 +131,21 @@ async def during_burst(
     return replies, burst, time.monotonic() - started
 
 
-def row(name: str, replies: list[Reply], alone_p50: float) -> list[str]:
-    latencies = [r.duration for r in replies]
+@dataclass
+class Phase:
+    replies: list[Reply]
+    other_cores: float  # used by other processes of the machine meanwhile
+
+
+async def measured(server: harness.Managed, work: Awaitable[list[Reply]]) -> Phase:
+    start, t0 = harness.CpuSample.take([server]), time.monotonic()
+    replies = await work
+    wall = time.monotonic() - t0
+    return Phase(replies, harness.CpuSample.take([server]).other_cores(start, wall))
+
+
+def row(name: str, phase: Phase, alone_p50: float) -> list[str]:
+    latencies = [r.duration for r in phase.replies]
     p50 = harness.percentile(latencies, 0.5)
     return [
         name,
@@ -136,6 +153,7 @@ def row(name: str, replies: list[Reply], alone_p50: float) -> list[str]:
         f"{harness.percentile(latencies, 0.9):.2f}",
         f"{max(latencies):.2f}",
         f"{p50 / alone_p50:.1f}x",
+        f"{phase.other_cores:.2f}",
     ]
 
 
@@ -160,15 +178,22 @@ async def amain(args: argparse.Namespace) -> int:
             await key_b(b, 2, args.max_tokens)
             await harness.wait_quiet([server], args.wait_quiet)
             harness.log(f"key B alone: {args.requests} requests")
-            alone = await key_b(b, args.requests, args.max_tokens)
+            alone = await measured(server, key_b(b, args.requests, args.max_tokens))
             await harness.wait_quiet([server], args.wait_quiet)
             harness.log(f"key B during key A's burst of {args.burst} streams")
-            busy, burst, wall = await during_burst(a, b, args)
+            result: list[tuple[list[Reply], Burst, float]] = []
+
+            async def burst_phase() -> list[Reply]:
+                result.append(await during_burst(a, b, args))
+                return result[0][0]
+
+            busy = await measured(server, burst_phase())
+            _, burst, wall = result[0]
         finally:
             await a.aclose()
             await b.aclose()
             server.stop()
-    alone_p50 = harness.percentile([r.duration for r in alone], 0.5)
+    alone_p50 = harness.percentile([r.duration for r in alone.replies], 0.5)
     limit = args.max_in_flight_per_key
     print(
         f"## Fairness: key B's {args.max_tokens}-token streams, alone and during key A's burst"
@@ -176,14 +201,23 @@ async def amain(args: argparse.Namespace) -> int:
         f" cpus={os.cpu_count()}, --max-in-flight-per-key"
         f" {'default' if limit is None else limit}\n"
     )
-    header = ["key B", "p50 s", "p90 s", "max s", "p50 vs alone"]
-    rows = [row("alone", alone, alone_p50), row(f"during A's burst ({args.burst})", busy, alone_p50)]
+    header = ["key B", "p50 s", "p90 s", "max s", "p50 vs alone", "other cores"]
+    rows = [
+        row("alone", alone, alone_p50),
+        row(f"during A's burst ({args.burst})", busy, alone_p50),
+    ]
     print(harness.table(header, rows))
     print(
         f"\nKey A during the {wall:.1f} s: {burst.finished} streams finished, {burst.refused_429}"
         f" refused 429 (its in-flight limit), {burst.refused_503} refused 503 (queue full),"
         f" {burst.errors} other errors."
     )
+    notes = [f"an error of key A: {e}" for e in burst.first_errors]
+    notes.append(
+        "other cores: CPU used meanwhile by the rest of the machine (not this script or the"
+        " server); above ~0.3 the latencies measure the machine as much as chatd"
+    )
+    harness.print_notes(notes)
     return 0
 
 
@@ -198,7 +232,14 @@ def main() -> int:
         default=None,
         help="passed to chatd serve (default: chatd's own; 0: no limit)",
     )
-    harness.add_quiet_options(p, retries=0)
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="before each phase wait up to this long for other processes to use < 0.2 cores"
+        " (0: don't wait)",
+    )
     args = p.parse_args()
     if min(args.burst, args.requests, args.max_tokens) < 1:
         p.error("--burst, --requests and --max-tokens must be >= 1")
