@@ -139,13 +139,19 @@ class Managed:
 _running: list[Managed] = []
 
 
-def start_chatd() -> Managed:
-    """``chatd serve`` on a free port with its defaults (all cores, continuous batching), from
-    the console script next to this Python, or the module when it is not installed."""
-    port = free_port()
+def chatd_command() -> list[str]:
+    """``chatd``: the console script next to this Python, or the module when not installed."""
     exe = Path(sys.executable).parent / "chatd"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "chatd.cli"]
-    cmd += ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "chatd.cli"]
+
+
+def start_chatd(*extra: str) -> Managed:
+    """``chatd serve`` on a free port with its defaults (all cores, continuous batching) but
+    no per-key in-flight limit (a benchmark's one client is not a tenant to hold back; its
+    levels may go past the default), then ``extra`` options (a later option wins)."""
+    port = free_port()
+    cmd = [*chatd_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--max-in-flight-per-key", "0", *extra]
     return Managed("chatd", cmd, port, "/health", env=chatd_env())
 
 

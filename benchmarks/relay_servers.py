@@ -38,10 +38,10 @@ def start_chatd(stub: harness.Managed, tmp: Path) -> harness.Managed:
         f'[[channels]]\nname = "stub"\nbase_url = "{stub.base_url}/v1"\n'
         f"models = {json.dumps(list(MODES))}\n"
     )
-    exe = Path(sys.executable).parent / "chatd"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "chatd.cli"]
-    cmd += ["serve", "--host", "127.0.0.1", "--port", str(port), "--config", str(config)]
-    cmd += ["--data-dir", str(tmp / "chatd-data"), "--log-level", "warning"]
+    cmd = [*harness.chatd_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--config", str(config), "--data-dir", str(tmp / "chatd-data")]
+    # one load generator is one key: its levels measure the relay, not the in-flight limit
+    cmd += ["--log-level", "warning", "--max-in-flight-per-key", "0"]
     return harness.Managed("chatd", cmd, port, "/health", log_dir=tmp, env=harness.chatd_env())
 
 

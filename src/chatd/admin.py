@@ -30,6 +30,13 @@ def add_database_options(cmd: argparse.ArgumentParser) -> None:
     )
 
 
+def count(text: str) -> int:
+    """A whole number, 0 or more (an argparse type)."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0 or more)")
+    return int(text)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     db = sub.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade"], help="apply pending migrations")
@@ -51,6 +58,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         metavar="MODEL:rpm=N,tpm=N",
         help="limits for one public model id, on top of --rpm/--tpm (repeatable; rpm or tpm"
         " may be omitted)",
+    )
+    create.add_argument(
+        "--max-in-flight",
+        type=count,
+        metavar="N",
+        help="requests of this key running at once, streams included, before new ones get"
+        " 429 (default: the server's --max-in-flight-per-key; 0: unlimited)",
+    )
+    create.add_argument(
+        "--max-stored-bytes",
+        type=count,
+        metavar="N",
+        help="bytes of stored completions and responses this key may keep; a store: true"
+        " request past it gets 400 (default: the server's --max-stored-bytes-per-owner;"
+        " 0: unlimited)",
     )
     ksub.add_parser("list", help="list keys (never the keys themselves)")
     revoke = ksub.add_parser("revoke", help="revoke a key by id")
@@ -100,7 +122,14 @@ async def _keys(db: Database, args: argparse.Namespace) -> int:
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
         expires = int(args.expires.timestamp()) if args.expires else None
         record, key = await store.create(
-            args.name, models, expires, args.rpm, args.tpm, args.model_limits
+            args.name,
+            models,
+            expires,
+            args.rpm,
+            args.tpm,
+            args.model_limits,
+            max_in_flight=args.max_in_flight,
+            max_stored_bytes=args.max_stored_bytes,
         )
         print(f"id:      {record.id}")
         print(f"key:     {key}")
@@ -182,7 +211,8 @@ class _ModelLimits(argparse.Action):
 
 
 def _limits_text(r: KeyRecord) -> str:
-    """Key-wide, then per-model limits, in the flags' syntax: rpm=60 gpt-4o:rpm=3,tpm=900."""
+    """Key-wide, then per-model limits, in the flags' syntax (rpm=60 gpt-4o:rpm=3,tpm=900),
+    then the key's own quotas (in_flight=8 stored_bytes=1000000)."""
 
     def spec(rpm: int | None, tpm: int | None) -> str:
         return ",".join(f"{k}={v}" for k, v in (("rpm", rpm), ("tpm", tpm)) if v is not None)
@@ -190,6 +220,10 @@ def _limits_text(r: KeyRecord) -> str:
     parts = [spec(r.rpm, r.tpm)] if r.rpm is not None or r.tpm is not None else []
     for model, limits in sorted((r.model_limits or {}).items()):
         parts.append(f"{model}:{spec(limits.get('rpm'), limits.get('tpm'))}")
+    if r.max_in_flight is not None:
+        parts.append(f"in_flight={r.max_in_flight}")
+    if r.max_stored_bytes is not None:
+        parts.append(f"stored_bytes={r.max_stored_bytes}")
     return " ".join(parts) or "-"
 
 

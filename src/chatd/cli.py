@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from chatd import __version__
-from chatd.admin import add_commands, add_database_options
+from chatd.admin import add_commands, add_database_options, count
 from chatd.admin import run as run_admin
 from chatd.chat_cli import add_command as add_chat_command
 from chatd.chat_cli import run as run_chat
@@ -27,6 +27,7 @@ from chatd.config import (
     model_spec,
 )
 from chatd.protocol.request_limits import Limits
+from chatd.service.quotas import Quotas
 from chatd.status import add_command as add_status_command
 from chatd.status import add_models_command, run_models
 from chatd.status import run as run_status
@@ -137,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
         " e.g. redis://127.0.0.1:6379/0 (default: kept in this process)",
     )
     _add_limit_options(s)
+    _add_quota_options(s)
     s.add_argument(
         "--drain-seconds",
         type=_seconds,
@@ -286,6 +288,48 @@ def _add_limit_options(s: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_quota_options(s: argparse.ArgumentParser) -> None:
+    """What one key may hold (docs/limits.md, docs/storage.md); 0 turns a quota off. A
+    database key may have its own (chatd keys create --max-in-flight/--max-stored-bytes)."""
+    d = Quotas()
+    g = s.add_argument_group("per-key quotas (0: no limit)")
+    g.add_argument(
+        "--max-in-flight-per-key",
+        type=count,
+        default=d.max_in_flight_per_key,
+        metavar="N",
+        help="requests of one key running at once, streams included, before its next get"
+        " 429 + Retry-After; counted per process (default: %(default)s)",
+    )
+    g.add_argument(
+        "--max-stored-bytes-per-owner",
+        type=count,
+        default=d.max_stored_bytes_per_owner,
+        metavar="N",
+        help="bytes of stored completions and responses one key may keep; a store: true"
+        " request past it gets 400 before anything is generated (default: %(default)s)",
+    )
+    g.add_argument(
+        "--store-retention-days",
+        type=_days,
+        default=d.store_retention_days,
+        metavar="DAYS",
+        help="stored completions and responses older than this are gone (OpenAI keeps"
+        " them 30 days); 0 keeps them until deleted (default: %(default)s)",
+    )
+
+
+def _days(text: str) -> float:
+    """A finite number of days, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (0 or more)")
+    return value
+
+
 def _limits(args: argparse.Namespace) -> Limits:
     return Limits(
         max_body_bytes=args.max_body_bytes,
@@ -367,6 +411,11 @@ def serve(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         database_url=args.database_url,
         limits=_limits(args),
+        quotas=Quotas(
+            max_in_flight_per_key=args.max_in_flight_per_key,
+            max_stored_bytes_per_owner=args.max_stored_bytes_per_owner,
+            store_retention_days=args.store_retention_days,
+        ),
     )
     if args.data_dir is not None:
         settings.data_dir = args.data_dir
@@ -412,6 +461,7 @@ def serve(args: argparse.Namespace) -> int:
         log_content=args.log_content,
         browsers=browsers,
         shared_prompts=settings.shared_prompts,
+        quotas=settings.quotas,
     )
     return serve_until_drained(
         app,

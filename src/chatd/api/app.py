@@ -4,6 +4,8 @@ responses_routes.py)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -20,16 +22,20 @@ from chatd.protocol.request_limits import Limits
 from chatd.service.cache_scope import SharedPrompts
 from chatd.service.channel_health import SharedChannelHealth
 from chatd.service.chat import ChatService
+from chatd.service.in_flight import InFlight
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
 from chatd.service.metrics import metrics_registry
 from chatd.service.models import ModelRegistry
+from chatd.service.quotas import Quotas
 from chatd.service.responses.service import ResponsesService
 from chatd.service.responses.stored_responses import StoredResponses
+from chatd.service.storage import Purger, StorageQuota
 from chatd.service.stored import StoredCompletions
 from chatd.store.completions import CompletionStore
 from chatd.store.db import Database
 from chatd.store.keys import KeyStore
 from chatd.store.responses import ResponseStore
+from chatd.store.retention import Retention
 from chatd.store.usage import UsageBuffer, UsageStore
 
 __all__ = ["create_app"]
@@ -45,19 +51,25 @@ def create_app(
     log_content: bool = False,
     browsers: BrowserPolicy | None = None,
     shared_prompts: list[str] | None = None,
+    quotas: Quotas | None = None,
+    clock: Callable[[], int] = time.time_ns,
 ) -> FastAPI:
     """The app ``chatd serve`` runs; ``drain`` is the one its SIGTERM handling drives
     (api/shutdown.py); ``log_content`` puts request and response bodies in the request
     log (``--log-content``); ``browsers``: the Host names and web origins allowed
     (api/origins.py; default: any Host, no other origin); ``shared_prompts`` are system
     prompts whose cached cells every key may reuse (``--shared-prompt``,
-    service/cache_scope.py)."""
+    service/cache_scope.py); ``quotas`` are what each key may hold (in flight, stored,
+    how long); ``clock`` (nanoseconds) dates stored records and ages them."""
     limits = limits or Limits()
-    store = CompletionStore(db)
+    quotas = quotas or Quotas()
+    retention = Retention(quotas.store_retention_days, clock)
+    store = CompletionStore(db, retention)
     usage = UsageBuffer(UsageStore(db))
     shared = SharedPrompts(shared_prompts or ())
     chat = ChatService(models, store, usage, limits, shared)
-    response_store = ResponseStore(db)
+    response_store = ResponseStore(db, retention)
+    purger = Purger(store, response_store, quotas.purge_interval)
     services = Services(
         models=models,
         auth=KeyChecker(api_keys, KeyStore(db)),
@@ -70,6 +82,8 @@ def create_app(
         metrics=metrics_registry(models, usage),
         limits=limits,
         drain=drain or Drain(),
+        in_flight=InFlight(quotas.max_in_flight_per_key),
+        storage_quota=StorageQuota(db, retention, quotas.max_stored_bytes_per_owner),
     )
     # Replicas sharing Redis share their channels' cooldowns too (none without channels).
     health = None
@@ -83,9 +97,11 @@ def create_app(
         models.start()
         if health is not None:
             health.start()
+        purger.start()  # only with a retention period
         try:
             yield
         finally:  # after the drain (api/drain.py): nothing is running any more
+            await purger.close()
             if health is not None:
                 await health.close()
             models.stop()
@@ -102,6 +118,7 @@ def create_app(
     app.add_middleware(RequestIdMiddleware, content=log_content)
     app.state.services = services
     app.state.channel_health = health
+    app.state.purger = purger
     app.include_router(server_routes.router)
     app.router.add_route(
         "/v1/chat/completions", chat_routes.create_chat_completion, methods=["POST"]

@@ -36,6 +36,9 @@ class Caller:
     model_limits: Mapping[str, tuple[int | None, int | None]] = field(
         default_factory=dict, hash=False
     )
+    # the key's own in-flight limit and storage quota (None: the server's; 0: none)
+    max_in_flight: int | None = None
+    max_stored_bytes: int | None = None
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -155,7 +158,15 @@ class KeyChecker:
         models = frozenset(record.models) if record.models else None
         limits = record.model_limits or {}
         per_model = {m: (v.get("rpm"), v.get("tpm")) for m, v in limits.items()}
-        return Caller(record.id, models, rpm=record.rpm, tpm=record.tpm, model_limits=per_model)
+        return Caller(
+            record.id,
+            models,
+            rpm=record.rpm,
+            tpm=record.tpm,
+            model_limits=per_model,
+            max_in_flight=record.max_in_flight,
+            max_stored_bytes=record.max_stored_bytes,
+        )
 
 
 def _redact(key: str) -> str:

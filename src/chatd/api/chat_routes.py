@@ -3,14 +3,16 @@ list, get, update, delete and messages."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from chatd.api.answering import admit, whole_answer
+from chatd.api.answering import admit, held, whole_answer
+from chatd.api.auth import Caller
 from chatd.api.body import read_body
-from chatd.api.deps import CallerDep, ServicesDep, services_of
+from chatd.api.deps import CallerDep, Services, ServicesDep, services_of
 from chatd.api.sse import EventStreamResponse, event_stream
 from chatd.protocol.chat_request import validate_chat_request
 from chatd.protocol.relayed_request import validate_relayed_request
@@ -28,13 +30,19 @@ async def create_chat_completion(request: Request) -> Response:
     errors still go through the app's handlers."""
     services = services_of(request)
     caller = await services.auth(request)
-    data = decode_chat_body(await read_body(request, services.limits.max_body_bytes))
+    return await held(services, caller, partial(_create, request, services, caller))
+
+
+async def _create(request: Request, services: Services, caller: Caller) -> Response:
+    body = await read_body(request, services.limits.max_body_bytes)
+    data = decode_chat_body(body)
     check_chat_body(data, services.limits)
     if services.chat.relays_untouched(data.get("model")):
         req: ChatRequest = validate_relayed_request(data)
     else:
         req = validate_chat_request(data)
-    admission = await admit(services, caller, req.model)
+    stores = req.store is True
+    admission = await admit(services, caller, req.model, stores=stores, size=len(body))
     completion = await services.chat.start(req, caller.owner, admission)
     if req.is_streaming():
         await completion.prime()

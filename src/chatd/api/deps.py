@@ -13,10 +13,12 @@ from chatd.api.auth import Caller, KeyChecker
 from chatd.api.drain import Drain
 from chatd.protocol.request_limits import Limits
 from chatd.service.chat import ChatService
+from chatd.service.in_flight import InFlight
 from chatd.service.limits import RateLimiter
 from chatd.service.models import ModelRegistry
 from chatd.service.responses.service import ResponsesService
 from chatd.service.responses.stored_responses import StoredResponses
+from chatd.service.storage import StorageQuota
 from chatd.service.stored import StoredCompletions
 
 __all__ = ["CallerDep", "Services", "ServicesDep", "services_of"]
@@ -34,6 +36,8 @@ class Services:
     metrics: CollectorRegistry  # read at scrape time
     limits: Limits = Limits()  # what one request may cost
     drain: Drain = field(default_factory=Drain)  # SIGTERM: refuse, finish, cut
+    in_flight: InFlight = field(default_factory=InFlight)  # requests running per key
+    storage_quota: StorageQuota | None = None  # bytes stored per owner (None: no database)
 
 
 def services_of(request: Request) -> Services:

@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from chatd.api.answering import admit, whole_answer
+from chatd.api.answering import admit, held, whole_answer
+from chatd.api.auth import Caller
 from chatd.api.body import read_body
-from chatd.api.deps import CallerDep, ServicesDep, services_of
+from chatd.api.deps import CallerDep, Services, ServicesDep, services_of
 from chatd.api.sse import EventStreamResponse, aclose
 from chatd.protocol.errors import APIError, InvalidRequest
 from chatd.protocol.request_limits import check_responses_body
@@ -29,10 +31,15 @@ async def create_response(request: Request) -> Response:
     """A plain Starlette route, like chat's: errors go through the app's handlers."""
     services = services_of(request)
     caller = await services.auth(request)
-    data = decode_chat_body(await read_body(request, services.limits.max_body_bytes))
+    return await held(services, caller, partial(_create, request, services, caller))
+
+
+async def _create(request: Request, services: Services, caller: Caller) -> Response:
+    body = await read_body(request, services.limits.max_body_bytes)
+    data = decode_chat_body(body)
     check_responses_body(data, services.limits)
     req = validate_response_request(data)
-    admission = await admit(services, caller, req.model)
+    admission = await admit(services, caller, req.model, stores=req.stores(), size=len(body))
     answer = await services.responses.start(req, caller.owner, admission)
     if req.is_streaming():
         await answer.prime()

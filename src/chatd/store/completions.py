@@ -1,15 +1,17 @@
 """Stored chat completions: every query is scoped to the owner (the API key) that
-created the record; another owner sees nothing, as if it did not exist."""
+created the record; another owner sees nothing, as if it did not exist. An expired
+completion (``Retention``, store/retention.py) is absent to every query at once, and
+deleted by ``purge_expired``."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import and_, delete, exists, or_, select, update
 
 from chatd.store.db import Database
+from chatd.store.retention import Retention, json_size, purge_before
 from chatd.store.tables import completion_tags, completions, messages
 
 Order = Literal["asc", "desc"]
@@ -22,8 +24,15 @@ class Page:
 
 
 class CompletionStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, retention: Retention | None = None) -> None:
         self.db = db
+        self.retention = retention or Retention()
+
+    def _mine(self, owner: str, cid: Any = None) -> Any:
+        """The condition of every read: this owner's (this id's), not expired."""
+        c = completions.c
+        found = and_(c.owner == owner, self.retention.visible(c.created_ns))
+        return found if cid is None else and_(c.id == cid, found)
 
     async def save(
         self,
@@ -33,18 +42,22 @@ class CompletionStore:
         input_messages: list[dict[str, Any]],
         metadata: dict[str, str],
     ) -> None:
-        """One transaction: the completion, its metadata and its messages, or nothing."""
+        """One transaction: the completion, its metadata and its messages, or nothing. Its
+        size (what counts against the owner's quota) is the bytes of its body, request
+        and messages as JSON; metadata (at most 16 short pairs) is not counted."""
         cid = body["id"]
+        size = json_size(body) + json_size(request) + sum(json_size(m) for m in input_messages)
         async with self.db.engine.begin() as conn:
             await conn.execute(
                 completions.insert().values(
                     id=cid,
                     owner=owner,
                     model=body["model"],
-                    created_ns=time.time_ns(),
+                    created_ns=self.retention.now(),
                     body=body,
                     request=request,
                     metadata=metadata,
+                    size=size,
                 )
             )
             if metadata:
@@ -65,9 +78,7 @@ class CompletionStore:
         async with self.db.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(completions.c.body, completions.c.metadata).where(
-                        completions.c.id == cid, completions.c.owner == owner
-                    )
+                    select(completions.c.body, completions.c.metadata).where(self._mine(owner, cid))
                 )
             ).first()
         return _public(row.body, row.metadata) if row else None
@@ -84,7 +95,7 @@ class CompletionStore:
     ) -> Page | None:
         """None when ``after`` names no completion of this owner."""
         c = completions.c
-        query = select(c.body, c.metadata).where(c.owner == owner)
+        query = select(c.body, c.metadata).where(self._mine(owner))
         if model is not None:
             query = query.where(c.model == model)
         for key, value in metadata.items():
@@ -95,9 +106,7 @@ class CompletionStore:
         async with self.db.engine.connect() as conn:
             if after is not None:
                 anchor = (
-                    await conn.execute(
-                        select(c.created_ns, c.id).where(c.id == after, c.owner == owner)
-                    )
+                    await conn.execute(select(c.created_ns, c.id).where(self._mine(owner, after)))
                 ).first()
                 if anchor is None:
                     return None
@@ -112,9 +121,7 @@ class CompletionStore:
     ) -> dict[str, Any] | None:
         async with self.db.engine.begin() as conn:
             found = await conn.execute(
-                update(completions)
-                .where(completions.c.id == cid, completions.c.owner == owner)
-                .values(metadata=metadata)
+                update(completions).where(self._mine(owner, cid)).values(metadata=metadata)
             )
             if found.rowcount == 0:
                 return None
@@ -159,10 +166,17 @@ class CompletionStore:
         items = [{"id": f"{cid}-{r.position}", **r.message} for r in rows[:limit]]
         return Page(items, len(rows) > limit)
 
-    @staticmethod
-    async def _owned(conn: Any, owner: str, cid: str) -> bool:
-        q = select(completions.c.id).where(completions.c.id == cid, completions.c.owner == owner)
+    async def _owned(self, conn: Any, owner: str, cid: str) -> bool:
+        q = select(completions.c.id).where(self._mine(owner, cid))
         return (await conn.execute(q)).first() is not None
+
+    async def purge_expired(self, batch: int = 500) -> int:
+        """Delete expired completions (their messages and metadata with them: ON DELETE
+        CASCADE), ``batch`` per transaction so that no write waits long; how many."""
+        cutoff = self.retention.cutoff()
+        if cutoff is None:
+            return 0
+        return await purge_before(self.db, completions, cutoff, batch)
 
 
 def _beyond(created: Any, cid: Any, anchor: Any, order: Order) -> Any:

@@ -31,6 +31,10 @@ class KeyRecord:
     tpm: int | None = None
     # {public model id: {"rpm": int | None, "tpm": int | None}}, on top of rpm/tpm
     model_limits: dict[str, dict[str, int | None]] | None = None
+    # requests in flight at once; bytes of stored records (None: the server's default;
+    # 0: unlimited)
+    max_in_flight: int | None = None
+    max_stored_bytes: int | None = None
 
     def state(self, now: float | None = None) -> str:
         if self.revoked_at is not None:
@@ -52,6 +56,8 @@ class KeyStore:
         rpm: int | None = None,
         tpm: int | None = None,
         model_limits: dict[str, dict[str, int | None]] | None = None,
+        max_in_flight: int | None = None,
+        max_stored_bytes: int | None = None,
     ) -> tuple[KeyRecord, str]:
         """Returns the record and the key, which is never stored."""
         key = "sk-chatd-" + secrets.token_urlsafe(32)
@@ -65,6 +71,8 @@ class KeyStore:
             rpm=rpm,
             tpm=tpm,
             model_limits=model_limits or None,
+            max_in_flight=max_in_flight,
+            max_stored_bytes=max_stored_bytes,
         )
         async with self.db.engine.begin() as conn:
             await conn.execute(api_keys.insert().values(digest=key_digest(key), **record.__dict__))
@@ -108,4 +116,6 @@ def _record(row: Any) -> KeyRecord:
         rpm=row.rpm,
         tpm=row.tpm,
         model_limits=row.model_limits,
+        max_in_flight=row.max_in_flight,
+        max_stored_bytes=row.max_stored_bytes,
     )

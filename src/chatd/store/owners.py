@@ -60,7 +60,7 @@ def static_owner_id(secret: bytes, digest: str) -> str:
 
 
 def legacy_owner_id(digest: str) -> str:
-    """A static key's owner id before the secret (before schema revision 0007)."""
+    """A static key's owner id before the secret (before schema revision 0008)."""
     return "key_" + digest[:24]
 
 

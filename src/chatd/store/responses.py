@@ -4,18 +4,20 @@ input items of its request and its output items, so that a later request can con
 
 Every query is scoped to the owner (the API key) that created the record; another owner
 sees nothing, as if it did not exist. A response is written in one transaction with all
-its items: a reader sees all of it or none of it.
+its items: a reader sees all of it or none of it. An expired response (``Retention``,
+store/retention.py) is absent to every query at once (a chain through it is broken, as
+by a delete), and deleted by ``purge_expired``.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, select
 
 from chatd.store.completions import Order, Page
 from chatd.store.db import Database
+from chatd.store.retention import Retention, json_size, purge_before
 from chatd.store.tables import response_items, responses
 
 __all__ = ["MissingResponse", "ResponseStore"]
@@ -34,8 +36,15 @@ class MissingResponse(LookupError):
 
 
 class ResponseStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, retention: Retention | None = None) -> None:
         self.db = db
+        self.retention = retention or Retention()
+
+    def _mine(self, owner: str, rid: Any = None) -> Any:
+        """The condition of every read: this owner's (this id's), not expired."""
+        r = responses.c
+        found = and_(r.owner == owner, self.retention.visible(r.created_ns))
+        return found if rid is None else and_(r.id == rid, found)
 
     async def save(
         self,
@@ -45,7 +54,8 @@ class ResponseStore:
         previous_response_id: str | None,
     ) -> None:
         """One transaction: the response, its input items, its output items
-        (``body["output"]``), or nothing. Durable once it returns."""
+        (``body["output"]``), or nothing. Durable once it returns. Its size (what counts
+        against the owner's quota) is the bytes of its body and items as JSON."""
         rid = body["id"]
         rows = [
             {
@@ -59,15 +69,17 @@ class ResponseStore:
             for output, items in ((False, input_items), (True, body.get("output") or []))
             for i, item in enumerate(items)
         ]
+        size = json_size(body) + sum(json_size(row["item"]) for row in rows)
         async with self.db.engine.begin() as conn:
             await conn.execute(
                 responses.insert().values(
                     id=rid,
                     owner=owner,
                     model=body["model"],
-                    created_ns=time.time_ns(),
+                    created_ns=self.retention.now(),
                     previous_response_id=previous_response_id,
                     body=body,
+                    size=size,
                 )
             )
             if rows:
@@ -77,15 +89,14 @@ class ResponseStore:
         """The response object as it was returned; None if this owner has no such id."""
         r = responses.c
         async with self.db.engine.connect() as conn:
-            row = (await conn.execute(select(r.body).where(r.id == rid, r.owner == owner))).first()
+            row = (await conn.execute(select(r.body).where(self._mine(owner, rid)))).first()
         return row.body if row else None
 
     async def delete(self, owner: str, rid: str) -> bool:
         """Delete the response (its items go with it: ON DELETE CASCADE); False if this
         owner has no such id. Responses continuing it keep their ``previous_response_id``."""
-        r = responses.c
         async with self.db.engine.begin() as conn:
-            done = await conn.execute(delete(responses).where(r.id == rid, r.owner == owner))
+            done = await conn.execute(delete(responses).where(self._mine(owner, rid)))
         return bool(done.rowcount)
 
     async def input_items(
@@ -95,7 +106,7 @@ class ResponseStore:
         item id of this list; one it does not hold gives an empty page."""
         i = response_items.c
         async with self.db.engine.connect() as conn:
-            if not await _owned(conn, owner, rid):
+            if not await self._owned(conn, owner, rid):
                 return None
             query = select(i.item).where(i.response_id == rid, i.output.is_(False))
             if after is not None:
@@ -126,13 +137,13 @@ class ResponseStore:
         r, i = responses.c, response_items.c
         chain = (
             select(r.id, r.previous_response_id.label("prev"))
-            .where(r.id == rid, r.owner == owner)
+            .where(self._mine(owner, rid))
             .cte("chain", recursive=True)
         )
         chain = chain.union(
             select(r.id, r.previous_response_id)
             .join(chain, r.id == chain.c.prev)
-            .where(r.owner == owner)
+            .where(self._mine(owner))
         )
         query = select(chain.c.id, chain.c.prev, i.output, i.position, i.item).outerjoin(
             response_items, i.response_id == chain.c.id
@@ -173,7 +184,7 @@ class ResponseStore:
         query = (
             select(i.item_id, i.item)
             .join(responses, r.id == i.response_id)
-            .where(i.owner == owner, i.item_id.in_(wanted))
+            .where(i.owner == owner, i.item_id.in_(wanted), self._mine(owner))
             .order_by(r.created_ns.desc(), r.id.desc(), i.output.desc(), i.position.desc())
         )
         async with self.db.engine.connect() as conn:
@@ -181,13 +192,19 @@ class ResponseStore:
         # newest first, so the oldest occurrence is written last and wins
         return {row.item_id: row.item for row in rows}
 
+    async def _owned(self, conn: Any, owner: str, rid: str) -> bool:
+        return (
+            await conn.execute(select(responses.c.id).where(self._mine(owner, rid)))
+        ).first() is not None
+
+    async def purge_expired(self, batch: int = 500) -> int:
+        """Delete expired responses (their items with them: ON DELETE CASCADE), ``batch``
+        per transaction; how many."""
+        cutoff = self.retention.cutoff()
+        if cutoff is None:
+            return 0
+        return await purge_before(self.db, responses, cutoff, batch)
+
 
 def _key(entry: tuple[bool, int, dict[str, Any]]) -> tuple[bool, int]:
     return entry[0], entry[1]
-
-
-async def _owned(conn: Any, owner: str, rid: str) -> bool:
-    r = responses.c
-    return (
-        await conn.execute(select(r.id).where(r.id == rid, r.owner == owner))
-    ).first() is not None

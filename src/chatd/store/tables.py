@@ -38,7 +38,11 @@ completions = Table(
     Column("body", JSON, nullable=False),  # the chat.completion as returned
     Column("request", JSON, nullable=False),  # the request's parameters (no messages)
     Column("metadata", JSON, nullable=False),
+    # bytes of its JSON, messages included: what counts against the owner's storage quota
+    Column("size", BigInteger, nullable=False, server_default="0"),
     Index("ix_completions_owner_order", "owner", "created_ns", "id"),
+    Index("ix_completions_owner_size", "owner", "created_ns", "size"),  # quota sums
+    Index("ix_completions_created", "created_ns"),  # retention purges
 )
 
 completion_tags = Table(
@@ -72,6 +76,10 @@ api_keys = Table(
     Column("tpm", BigInteger, nullable=True),  # tokens per minute
     # per public model id, on top of rpm/tpm: {"model": {"rpm": int|None, "tpm": int|None}}
     Column("model_limits", JSON, nullable=True),
+    # requests in flight at once, and bytes of stored records (None: the server's default;
+    # 0: unlimited)
+    Column("max_in_flight", BigInteger, nullable=True),
+    Column("max_stored_bytes", BigInteger, nullable=True),
 )
 
 usage = Table(
@@ -99,7 +107,10 @@ responses = Table(
     Column("created_ns", BigInteger, nullable=False),  # ordering: time, then id
     Column("previous_response_id", String(64), nullable=True),
     Column("body", JSON, nullable=False),  # the response object as returned
-    Index("ix_responses_owner", "owner"),  # a static key's records moved at start
+    # bytes of its JSON, items included: what counts against the owner's storage quota
+    Column("size", BigInteger, nullable=False, server_default="0"),
+    Index("ix_responses_owner_size", "owner", "created_ns", "size"),  # quota sums
+    Index("ix_responses_created", "created_ns"),  # retention purges
 )
 
 # The input items of a response's request (output false) and its output items (output

@@ -1,19 +1,19 @@
-"""Server secrets, and stored responses indexed by owner.
+"""Server secrets.
 
 The "owner_ids" secret keys the HMAC that gives static API keys their owner ids.
 The secret itself is made at start (store/owners.py), not here: a migration is code,
-the same for every database. The index lets a static key's records be moved to its new
-owner id at start without reading the whole table.
+the same for every database. (A static key's records are moved to its new owner id at
+start through the owner indexes of 0007, without reading whole tables.)
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
@@ -24,9 +24,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("value", sa.String(128), nullable=False),
     )
-    op.create_index("ix_responses_owner", "stored_responses", ["owner"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_responses_owner", "stored_responses")
     op.drop_table("server_secrets")
