@@ -20,7 +20,6 @@ import pytest
 from fakes.engine import FakeEngine
 
 from chatd.service.quotas import Quotas
-from chatd.store.keys import key_digest
 
 from .checks import URL, check_error
 from .harness import (
@@ -164,7 +163,8 @@ async def _relay_failed(srv: ThreadServer, c: httpx.AsyncClient, tag: str) -> No
 
 
 async def _invalid_body(srv: ThreadServer, c: httpx.AsyncClient, tag: str) -> None:
-    r = await c.post(URL, content=b'{"model": "' + tag.encode() + b'", "messages": [')
+    body = b'{"model": "' + tag.encode() + b'", "messages": ['
+    r = await c.post(URL, content=body, headers={"Content-Type": "application/json"})
     check_error(r, 400, param=None, code=None, contains=("JSON",))
 
 
@@ -291,25 +291,37 @@ async def test_a_key_limit_from_the_database_overrides_the_server_default(
     )
 
 
-@pytest.mark.parametrize("keys", [[API_KEY], []], ids=["static operator key", "open server"])
-async def test_static_keys_and_the_open_server_have_the_default_limit(
-    tmp_path: Path, keys: list[str]
-) -> None:
-    """An operator's static key is a key like any other; on an open server every caller
-    is "anonymous", so the limit bounds the server's requests in flight as a whole."""
+async def test_a_static_key_has_the_default_limit(tmp_path: Path) -> None:
+    """An operator's static key is a key like any other."""
     engine = FakeEngine()
     gate = engine.hold("static-held")
     quotas = Quotas(max_in_flight_per_key=2)
-    async with running_chatd(tmp_path, engine, api_keys=keys, quotas=quotas) as srv:
-        http = srv.http(keys[0] if keys else None)
+    async with running_chatd(tmp_path, engine, api_keys=[API_KEY], quotas=quotas) as srv:
+        http = srv.http(API_KEY)
         held = [asyncio.ensure_future(http.post(URL, json=chat("static-held"))) for _ in range(2)]
         counts = srv.app.state.services.in_flight
-        owner = "key_" + key_digest(API_KEY)[:24] if keys else "anonymous"
+        owner = srv.app.state.services.auth._owners[0]
         await until(lambda: counts.count(owner) == 2)
         assert_in_flight_429(await http.post(URL, json=chat("more")), 2)
         gate.set()
         assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
         assert counts.count(owner) == 0
+
+
+async def test_the_open_server_is_not_held_to_the_per_key_limit(tmp_path: Path) -> None:
+    """With no key at all there is no key to share the server between: every caller is
+    "anonymous", and its requests queue in the engine as they did before the limit."""
+    engine = FakeEngine()
+    gate = engine.hold("open-held")
+    quotas = Quotas(max_in_flight_per_key=2)
+    async with running_chatd(tmp_path, engine, api_keys=[], quotas=quotas) as srv:
+        http = srv.http(None)
+        held = [asyncio.ensure_future(http.post(URL, json=chat("open-held"))) for _ in range(3)]
+        counts = srv.app.state.services.in_flight
+        await until(lambda: counts.count("anonymous") == 3)
+        gate.set()
+        assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200, 200]
+        assert counts.count("anonymous") == 0
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,11 @@ class Caller:
         return rpm, tpm
 
 
+# Everyone on an open server (no key at all): one caller, the operator, and not held to
+# the per-key limit on requests in flight (service/in_flight.py): there are no keys to
+# share the server between, and queueing is the engine's (docs/limits.md).
+_OPEN = Caller("anonymous", operator=True, max_in_flight=0)
+
 _MISSING = (
     "You didn't provide an API key. You need to provide your API key in an Authorization"
     " header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
@@ -134,7 +139,7 @@ class KeyChecker:
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
             if await self._open():
-                return Caller("anonymous", operator=True)
+                return _OPEN
             raise AuthenticationError(_MISSING)
         d = key_digest(key)
         # every static digest compared, in constant time: which one matched says nothing
@@ -146,7 +151,7 @@ class KeyChecker:
         record = await self._store.find(key) if self._store is not None else None
         if record is None:
             if await self._open(fresh=True):
-                return Caller("anonymous", operator=True)
+                return _OPEN
             raise AuthenticationError(
                 f"Incorrect API key provided: {_redact(key)}.", code="invalid_api_key"
             )
