@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from chatd.arg_types import count
 from chatd.config import Settings
 from chatd.store.db import Database
 from chatd.store.keys import KeyRecord, KeyStore
@@ -28,13 +29,6 @@ def add_database_options(cmd: argparse.ArgumentParser) -> None:
         default=None,
         help="e.g. postgresql+asyncpg://user@host/db (default: SQLite in the data dir)",
     )
-
-
-def count(text: str) -> int:
-    """A whole number, 0 or more (an argparse type)."""
-    if not (text.isascii() and text.isdigit()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0 or more)")
-    return int(text)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

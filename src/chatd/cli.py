@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from chatd import __version__
-from chatd.admin import add_commands, add_database_options, count
+from chatd.admin import add_commands, add_database_options
 from chatd.admin import run as run_admin
+from chatd.arg_types import seconds
 from chatd.chat_cli import add_command as add_chat_command
 from chatd.chat_cli import run as run_chat
 from chatd.config import (
@@ -26,8 +27,13 @@ from chatd.config import (
     load_config,
     model_spec,
 )
-from chatd.protocol.request_limits import Limits
-from chatd.service.quotas import Quotas
+from chatd.serve_options import (
+    add_browser_options,
+    add_limit_options,
+    add_quota_options,
+    limits_from,
+    quotas_from,
+)
 from chatd.status import add_command as add_status_command
 from chatd.status import add_models_command, run_models
 from chatd.status import run as run_status
@@ -137,16 +143,16 @@ def _parser() -> argparse.ArgumentParser:
         help="share rate-limit counters and channel cooldowns between replicas,"
         " e.g. redis://127.0.0.1:6379/0 (default: kept in this process)",
     )
-    _add_limit_options(s)
-    _add_quota_options(s)
+    add_limit_options(s)
+    add_quota_options(s)
     s.add_argument(
         "--drain-seconds",
-        type=_seconds,
+        type=seconds,
         default=Settings.drain_seconds,
         help="on SIGTERM, how long requests already running may finish (new ones get 503"
         " and /health turns 503 at once); those still running then are cut with an error",
     )
-    _add_browser_options(s)
+    add_browser_options(s)
     s.add_argument("--log-level", default="info")
     s.add_argument(
         "--log-format",
@@ -166,191 +172,6 @@ def _parser() -> argparse.ArgumentParser:
     add_models_command(sub)
     add_chat_command(sub)
     return p
-
-
-def _add_browser_options(s: argparse.ArgumentParser) -> None:
-    """Who may reach the server: Host names, web pages' origins, connections
-    (docs/security.md, "Browser origins and connections"; docs/deployment.md)."""
-    g = s.add_argument_group("browsers and connections")
-    g.add_argument(
-        "--allowed-host",
-        action="append",
-        type=_host_arg,
-        default=None,
-        metavar="NAME",
-        help="a Host name this server answers to besides localhost, 127.0.0.1 and [::1]"
-        " (any port; *.example.com: every name under it; *: any name); repeatable. Other"
-        " names get 400, which stops DNS rebinding. Default: loopback names only when"
-        " --host is a loopback address, else any name (with a warning)",
-    )
-    g.add_argument(
-        "--cors-origin",
-        action="append",
-        type=_origin_arg,
-        default=[],
-        metavar="ORIGIN",
-        help="a web page origin (https://app.example.com) allowed to call the API from a"
-        " browser (CORS); repeatable; *: any. Default: none: a request from another"
-        " origin's page gets 403 and no response carries CORS headers",
-    )
-    g.add_argument(
-        "--header-timeout",
-        type=_seconds,
-        default=Settings.header_timeout,
-        help="seconds a connection has to send its request's headers, from its opening or"
-        " its next request's first byte, before it is closed (0: no limit; default:"
-        " %(default)s)",
-    )
-    g.add_argument(
-        "--max-connections",
-        type=_count,
-        default=Settings.max_connections,
-        help="open connections; one more gets 503 at once and is closed, the open ones"
-        " are untouched (0: no limit; default: %(default)s)",
-    )
-
-
-def _host_arg(text: str) -> str:
-    from chatd.api.origins import normalize_host
-
-    try:
-        return normalize_host(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _origin_arg(text: str) -> str:
-    from chatd.api.origins import normalize_origin
-
-    try:
-        return normalize_origin(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
-    return value
-
-
-def _add_limit_options(s: argparse.ArgumentParser) -> None:
-    """What one request may cost (docs/limits.md); 0 turns a limit off."""
-    d = Limits()
-    g = s.add_argument_group("request limits (0: no limit)")
-    g.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=d.max_body_bytes,
-        help="request body size; a bigger one gets 413 (default: %(default)s)",
-    )
-    g.add_argument(
-        "--max-messages",
-        type=int,
-        default=d.max_messages,
-        help="messages (Responses: input items) of one request (default: %(default)s)",
-    )
-    g.add_argument(
-        "--max-chars",
-        type=int,
-        default=d.max_chars,
-        help="characters of text in one request's conversation (default: %(default)s)",
-    )
-    g.add_argument(
-        "--max-tools",
-        type=int,
-        default=d.max_tools,
-        help="tools of one request (default: %(default)s)",
-    )
-    g.add_argument(
-        "--max-schema-bytes",
-        type=int,
-        default=d.max_schema_bytes,
-        help="JSON bytes of all tool definitions, and of a response format (default: %(default)s)",
-    )
-    g.add_argument(
-        "--grammar-timeout",
-        type=float,
-        default=d.grammar_timeout,
-        help="seconds to compile a JSON schema or tools grammar before the request gets 400"
-        " (default: %(default)s)",
-    )
-    g.add_argument(
-        "--request-timeout",
-        type=float,
-        default=d.request_timeout,
-        help="wall-clock seconds of one local generation, queue included, before it is"
-        " stopped with 504 (default: %(default)s)",
-    )
-
-
-def _add_quota_options(s: argparse.ArgumentParser) -> None:
-    """What one key may hold (docs/limits.md, docs/storage.md); 0 turns a quota off. A
-    database key may have its own (chatd keys create --max-in-flight/--max-stored-bytes)."""
-    d = Quotas()
-    g = s.add_argument_group("per-key quotas (0: no limit)")
-    g.add_argument(
-        "--max-in-flight-per-key",
-        type=count,
-        default=d.max_in_flight_per_key,
-        metavar="N",
-        help="requests of one key running at once, streams included, before its next get"
-        " 429 + Retry-After; counted per process (default: %(default)s)",
-    )
-    g.add_argument(
-        "--max-stored-bytes-per-owner",
-        type=count,
-        default=d.max_stored_bytes_per_owner,
-        metavar="N",
-        help="bytes of stored completions and responses one key may keep; a store: true"
-        " request past it gets 400 before anything is generated (default: %(default)s)",
-    )
-    g.add_argument(
-        "--store-retention-days",
-        type=_days,
-        default=d.store_retention_days,
-        metavar="DAYS",
-        help="stored completions and responses older than this are gone (OpenAI keeps"
-        " them 30 days); 0 keeps them until deleted (default: %(default)s)",
-    )
-
-
-def _days(text: str) -> float:
-    """A finite number of days, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (0 or more)")
-    return value
-
-
-def _limits(args: argparse.Namespace) -> Limits:
-    return Limits(
-        max_body_bytes=args.max_body_bytes,
-        max_messages=args.max_messages,
-        max_chars=args.max_chars,
-        max_tools=args.max_tools,
-        max_schema_bytes=args.max_schema_bytes,
-        grammar_timeout=args.grammar_timeout,
-        request_timeout=args.request_timeout,
-    )
-
-
-def _seconds(text: str) -> float:
-    """A finite duration, 0 or more (``nan`` and ``inf`` are refused, not waited for)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,12 +231,8 @@ def serve(args: argparse.Namespace) -> int:
         header_timeout=args.header_timeout,
         max_connections=args.max_connections,
         database_url=args.database_url,
-        limits=_limits(args),
-        quotas=Quotas(
-            max_in_flight_per_key=args.max_in_flight_per_key,
-            max_stored_bytes_per_owner=args.max_stored_bytes_per_owner,
-            store_retention_days=args.store_retention_days,
-        ),
+        limits=limits_from(args),
+        quotas=quotas_from(args),
     )
     if args.data_dir is not None:
         settings.data_dir = args.data_dir

@@ -361,7 +361,7 @@ async def test_any_origin(tmp_path: Path) -> None:
         ("--cors-origin", "app.example.com", "is not an origin"),
         ("--cors-origin", "https://app.example.com/path", "is not an origin"),
         ("--header-timeout", "-1", "not a number of seconds"),
-        ("--max-connections", "-1", "not a count"),
+        ("--max-connections", "-1", "not a whole number"),
     ],
 )
 def test_bad_flags_are_refused(flag: str, value: str, says: str) -> None:
