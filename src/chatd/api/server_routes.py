@@ -23,16 +23,18 @@ async def health(request: Request, services: ServicesDep) -> Any:
     (SIGTERM, api/drain.py), so a load balancer stops sending before it goes.
 
     Without a valid key (where keys are required) that status is all it says: the model
-    ids and engine statistics are the server's to tell. A key sees the local models it
-    may use, with their states and engine statistics; the operator (an --api-key, or
-    anyone on a server with no key) every one, and the requests in flight when draining."""
+    ids and engine statistics are the server's to tell. A client's key sees the local
+    models it may use, loaded or not; only the operator (an --api-key, or anyone on a
+    server with no key) sees every one with its engine's statistics, and the requests in
+    flight when draining: the statistics count every owner's work (prefix-cache hits, KV
+    cells, queue), which would tell one tenant about the others' prompts."""
     caller = await services.auth.optional(request)
     drain = services.drain
     body: dict[str, Any] = {"status": "draining" if drain.draining else "ok"}
     if caller is not None:
         if drain.draining and caller.operator:
             body["in_flight"] = drain.in_flight
-        body["models"] = services.models.health(caller.may_use)
+        body["models"] = services.models.health(caller.may_use, stats=caller.operator)
     if drain.draining:
         return JSONResponse(
             body,

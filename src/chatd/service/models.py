@@ -234,16 +234,18 @@ class ModelRegistry:
         """The loaded engines' stats, by model id (unloaded models have none)."""
         return {m.id: m.engine.stats() for m in self._models.values() if m.engine is not None}
 
-    def health(self, visible: Callable[[str], bool] | None = None) -> dict[str, dict[str, Any]]:
+    def health(
+        self, visible: Callable[[str], bool] | None = None, stats: bool = True
+    ) -> dict[str, dict[str, Any]]:
         """The local models for ``/health`` (those whose id is ``visible``, or all): loaded
-        or not, its engine's stats if it is."""
+        or not, and, with ``stats``, its engine's statistics if it is."""
         rows: dict[str, dict[str, Any]] = {}
         for m in self._models.values():
             if visible is not None and not visible(m.id):
                 continue
             engine = m.engine
             rows[m.id] = {"loaded": engine is not None, "state": m.state.value}
-            if engine is not None:
+            if engine is not None and stats:
                 rows[m.id].update(engine.stats())
         return rows
 
