@@ -23,6 +23,7 @@ from __future__ import annotations
 import http.server
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -178,15 +179,25 @@ def test_a_page_of_another_origin_cannot_drive_an_open_server(
     assert seen["responses_text_plain"]["type"] == "opaque", seen
     for name in ("json", "stored", "channels", "models"):
         assert "Failed to fetch" in seen[name].get("error", ""), (name, seen)
-    # the server saw each one and refused it before any route ran
-    for method, path in [
+    # the server saw each one and refused it before any route ran (a request's log line
+    # is written when its response has ended: waited for, never assumed already there)
+    expected = [
         ("POST", "/v1/chat/completions"),  # the no-cors fetch, the form
         ("POST", "/v1/responses"),
         ("OPTIONS", "/v1/chat/completions"),  # the JSON POST's preflight
         ("GET", "/v1/chat/completions"),
         ("GET", "/v1/channels"),
         ("GET", "/v1/models"),
-    ]:
+    ]
+
+    def all_refused() -> bool:
+        n_403 = len([ln for ln in request_lines(open_server) if "status=403" in ln])
+        return n_403 >= 7 and all(refused(open_server, m, p, 403) for m, p in expected)
+
+    deadline = time.monotonic() + 60
+    while not all_refused() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for method, path in expected:
         assert refused(open_server, method, path, 403), (method, path, request_lines(open_server))
     assert len([ln for ln in request_lines(open_server) if "status=403" in ln]) >= 7
     # nothing generated, nothing stored

@@ -75,18 +75,19 @@ def test_files_are_private_and_debug_logs_are_clean(tmp_path: Path) -> None:
             assert r.status_code == 200, r.text
         hostile = raw(
             srv.base_url,
-            f"GET {HOSTILE_PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(),
+            f"GET {HOSTILE_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode(),
         )
         assert hostile.startswith(b"HTTP/1.1 404")
         header = raw(
             srv.base_url,
-            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Client-Request-Id: "
+            b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Client-Request-Id: "
             + HOSTILE_HEADER
             + b"\r\nConnection: close\r\n\r\n",
         )
         assert header.startswith(b"HTTP/1.1 200")
         refused = raw(
-            srv.base_url, b"GET /v1/\x1b[2Jx\r HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            srv.base_url,
+            b"GET /v1/\x1b[2Jx\r HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
         )
         assert refused.startswith(b"HTTP/1.1 400")  # uvicorn refuses raw controls
         assert mode(data) == 0o700
