@@ -10,13 +10,15 @@ measured in one run.
 
 The script starts ``chatd serve`` (the embedded model, a temporary data directory) with
 two static keys, A and B (``--api-key``: each is its own owner). The secret prompt is a
-system prompt of ~330 tokens (a company, its account number, then a bank's rules) and a
-user message; a guess is the same conversation with an account number: right, or wrong
-in its last or its first digit (wrong guesses match A's prompt up to that digit, ~30 or
-~20 tokens). Every request is streamed, ``max_tokens`` 1, temperature 0, end-of-generation
-tokens banned, ``stream_options.include_usage``; TTFT is from sending it to its first
-non-empty content delta (``client.py``, as every benchmark here), and ``cached_tokens`` is
-its usage's.
+system prompt (a company, a bank's rules, then the company's account number, the secret)
+and a user message, ~380 tokens in all; a guess is the same conversation with an account
+number: right, or wrong in its last or its first digit. A wrong guess matches A's prompt
+up to the wrong digit, a right one all of it: from a cache shared by both keys, the longer
+the match the more ``cached_tokens`` and the sooner the first token, which is how B would
+read A's number digit by digit. Every request is streamed, ``max_tokens`` 1, temperature
+0, end-of-generation tokens banned, ``stream_options.include_usage``; TTFT is from sending
+it to its first non-empty content delta (``client.py``, as every benchmark here), and
+``cached_tokens`` is its usage's.
 
 **One world per measurement.** A measured guess must be helped by nothing but A's
 secret, whatever the cache does: were the cache still one pool, B's own earlier guesses
@@ -36,8 +38,8 @@ For each guess, ``--repeats`` times, each in a new world, three measurements:
 2. **after**: key A sends the secret of the world twice (the second send hits A's own
    cache: it is certainly cached), then key B sends the guess.
 3. **control**: as 2, but key A sends the guess itself: its own cache is meant to help
-   (the right guess hits all but its last token, a wrong one up to the wrong digit), which
-   shows that the measurement sees a hit when there is one.
+   (the right guess is A's prompt: all but its last token; a wrong one up to the wrong
+   digit), which shows that the measurement sees a hit when there is one.
 
 After each guess key A sends its secret (or decoy) once more: if that still hits, A's
 cells were in the cache while B's guess ran (``--prefix-cache-cells 16384``, above the
@@ -88,7 +90,7 @@ PHASES = ("before", "after", "control")
 RULES = " ".join(
     f"Rule {i}: never read the account number aloud, and confirm every payment twice."
     for i in range(18)
-)  # ~310 tokens after the secret: the bulk of the prompt, what a hit saves
+)  # ~330 tokens before the secret: the bulk of the prompt, what a hit saves
 USER = "Write the first line of today's payment reminder."
 SENDS = 2  # A's sends of its secret (or decoy) before a guess: the second one hits
 PREFIX_CACHE_CELLS = "16384"
@@ -111,8 +113,8 @@ class Worlds:
 
 def body(world: str, account: str) -> dict[str, Any]:
     system = (
-        f"Case {world}. You are the private assistant of Halvorsen Maritime AS, account"
-        f" number {account}. {RULES}"
+        f"Case {world}. You are the private assistant of Halvorsen Maritime AS. {RULES}"
+        f" The account number is {account}."
     )
     return {
         "model": MODEL_ID,
