@@ -286,7 +286,7 @@ async def amain(args: argparse.Namespace) -> int:
         notes.append(
             f"{phase}: A's {what} hit A's own cache when sent {sum(s.a_cached for s in mine)}"
             f"/{len(mine)} times, and still did after the guess {sum(s.still_cached for s in mine)}"
-            f"/{len(mine)} times (so it was cached while the guess ran)"
+            f"/{len(mine)} times (each of those: cached while the guess ran)"
         )
     notes.append(
         "other cores: CPU used meanwhile by the rest of the machine (not this script or the"
