@@ -26,17 +26,15 @@ from urllib.parse import quote
 import httpx
 import pytest
 from openapi_schemas import assert_valid
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatd.protocol.validation import MAX_DEPTH
 
 from .harness import (
     MODEL,
-    PG_URL,
     Chatd,
     Upstream,
     fake_upstream,
+    own_pg_database,
     postgres_reachable,
     running_chatd,
 )
@@ -107,18 +105,11 @@ async def backend(
     if not postgres_reachable():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     # A database of its own: the shared one may be at another branch's migration.
-    name = "chatd_leaks_" + secrets.token_hex(6)
-    admin = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = PG_URL.rsplit("/", 1)[0] + "/" + name
-        async with running_chatd(tmp, api_keys=[OPERATOR], config=toml, database_url=url) as c:
-            yield with_keys("postgresql", c)
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
+    async with (
+        own_pg_database("chatd_leaks_") as url,
+        running_chatd(tmp, api_keys=[OPERATOR], config=toml, database_url=url) as c,
+    ):
+        yield with_keys("postgresql", c)
 
 
 def with_keys(name: str, chatd: Chatd) -> Backend:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,8 +23,7 @@ import httpx
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import func, insert, select, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import func, insert, select
 
 from chatd.service.quotas import Quotas
 from chatd.store.db import _MIGRATIONS, Database, sqlite_url
@@ -33,7 +31,7 @@ from chatd.store.retention import NS_PER_DAY, json_size
 from chatd.store.tables import completions, messages, response_items, responses
 
 from .checks import URL, check_error
-from .harness import MODEL, PG_URL, Chatd, postgres_reachable, running_chatd
+from .harness import MODEL, Chatd, own_pg_database, postgres_reachable, running_chatd
 
 QUOTA = 4000  # bytes: a few stored completions of the FakeEngine's answer
 RESPONSES = "/v1/responses"
@@ -60,16 +58,8 @@ async def database_url(kind: str, tmp: Path) -> AsyncIterator[str | None]:
         return
     if not postgres_reachable():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    name = "chatd_quota_" + secrets.token_hex(6)
-    admin = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
+    async with own_pg_database("chatd_quota_") as url:
+        yield url
 
 
 @dataclass
