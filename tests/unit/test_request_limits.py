@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatd.cli import _limits, _parser
+from chatd.cli import _parser
 from chatd.engine.params import SamplingParams
 from chatd.protocol.errors import InvalidRequest
 from chatd.protocol.request_limits import (
@@ -15,6 +15,7 @@ from chatd.protocol.request_limits import (
     check_responses_body,
     count_chars,
 )
+from chatd.serve_options import limits_from
 from chatd.service.generation import fit_kv_cache
 
 
@@ -78,6 +79,6 @@ def test_serve_options_set_the_limits() -> None:
     args = _parser().parse_args(
         ["serve", "--max-body-bytes", "10", "--max-messages", "0", "--request-timeout", "1.5"]
     )
-    limits = _limits(args)
+    limits = limits_from(args)
     assert (limits.max_body_bytes, limits.max_messages, limits.request_timeout) == (10, 0, 1.5)
     assert limits.max_tools == Limits().max_tools
