@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from conftest import MODEL, Server
+from raw_sockets import until_closed
 
 DEADLINE = 120.0
 CAP = 2
@@ -28,18 +29,6 @@ def server() -> Iterator[Server]:
 
 def connect(server: Server) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE)
-
-
-def until_closed(sock: socket.socket) -> bytes:
-    received = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
 
 
 def healthy(server: Server) -> bool:

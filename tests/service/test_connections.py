@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from fakes.engine import FakeEngine
+from raw_sockets import until_closed
 
 from chatd.api.connections import guarded_protocol
 
@@ -35,19 +36,6 @@ def connect(server: ThreadServer) -> socket.socket:
     url = urlsplit(server.base_url)
     sock = socket.create_connection((url.hostname, url.port), timeout=DEADLINE)
     return sock
-
-
-def until_closed(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    received = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
 
 
 def request(method: str, path: str, body: bytes = b"", **headers: str) -> bytes:
