@@ -4,10 +4,11 @@ only weak references to tasks, so one set holds them until they end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["spawn"]
+__all__ = ["spawn", "stop"]
 
 _running: set[asyncio.Task[Any]] = set()
 
@@ -18,3 +19,12 @@ def spawn(work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
     _running.add(task)
     task.add_done_callback(_running.discard)
     return task
+
+
+async def stop(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background loop (``None``: never started) and wait until it has ended."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

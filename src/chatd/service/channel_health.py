@@ -25,6 +25,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from chatd.tasks import stop
 from chatd.upstream.channels import Channel
 
 __all__ = ["KEY_PREFIX", "SharedChannelHealth"]
@@ -78,11 +79,8 @@ class SharedChannelHealth:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="channel-health")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
         for c in self._channels:
             c.board = None
         with contextlib.suppress(RedisError, OSError):

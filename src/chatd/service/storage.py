@@ -15,7 +15,6 @@ deletes them in the background, once at start and then every ``interval`` second
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from chatd.protocol.errors import InvalidRequest
@@ -24,7 +23,7 @@ from chatd.store.completions import CompletionStore
 from chatd.store.db import Database
 from chatd.store.responses import ResponseStore
 from chatd.store.retention import Retention, stored_bytes
-from chatd.tasks import spawn
+from chatd.tasks import spawn, stop
 
 __all__ = ["Purger", "StorageQuota", "StorageQuotaExceeded"]
 
@@ -86,11 +85,8 @@ class Purger:
             self._task = spawn(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
     async def purge(self) -> int:
         """One pass: how many records were deleted."""
