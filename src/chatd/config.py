@@ -122,7 +122,7 @@ _CHANNEL_KEYS = {
     "first_token_timeout", "read_timeout", "failures_before_cooldown", "cooldown_seconds",
     "api", "chat_fields", "responses_fields", "store", "metadata", "user", "safety_identifier",
 }  # fmt: skip
-CHANNEL_APIS = ("chat", "responses")  # what a channel may speak (``api``)
+CHANNEL_APIS = ("chat", "responses", "anthropic")  # what a channel may speak (``api``)
 
 
 def load_config(path: Path) -> FileConfig:
@@ -225,7 +225,8 @@ def _channel(c: Any, where: str) -> Any:
     if api not in CHANNEL_APIS:
         raise ConfigError(
             f"{where}.api: {api!r} is not an API a channel can speak: "
-            f'"chat" (Chat Completions, the default) or "responses" (the Responses API)'
+            f'"chat" (Chat Completions, the default), "responses" (the Responses API) or'
+            f' "anthropic" (Anthropic\'s Messages API)'
         )
     key = None
     if "api_key_env" in c:

@@ -32,6 +32,10 @@ class HealthBoard(Protocol):
     def recovered(self, channel: Channel) -> None: ...
 
 
+# The Messages API version chatd speaks to an Anthropic channel (the one its SDK sends).
+ANTHROPIC_VERSION = "2023-06-01"
+
+
 @dataclass
 class Channel:
     name: str
@@ -45,8 +49,10 @@ class Channel:
     read_timeout: float = 300.0
     failures_before_cooldown: int = 3
     cooldown_seconds: float = 30.0
-    # The API the channel is spoken to in: "chat" (Chat Completions; a Responses request
-    # is translated) or "responses" (the channel serves the Responses API itself).
+    # The API the channel is spoken to in: "chat" (Chat Completions; a Responses or
+    # Messages request is translated), "responses" (the channel serves the Responses API
+    # itself) or "anthropic" (Anthropic's Messages API: a Messages request goes as it
+    # came, Chat Completions and Responses requests are translated).
     api: str = "chat"
     # What it is sent of a request: its allowed fields, the operator's store, metadata,
     # user and safety_identifier (upstream/relay_policy.py).
@@ -81,9 +87,19 @@ class Channel:
         return self.base_url.rstrip("/") + "/responses"
 
     @cached_property
+    def messages_url(self) -> str:
+        return self.base_url.rstrip("/") + "/messages"
+
+    @cached_property
     def headers(self) -> dict[str, str]:
+        """Anthropic takes its key as ``x-api-key`` and needs ``anthropic-version``; the
+        OpenAI APIs take a Bearer token."""
         headers = {"content-type": "application/json"}
-        if self.api_key:
+        if self.api == "anthropic":
+            headers["anthropic-version"] = ANTHROPIC_VERSION
+            if self.api_key:
+                headers["x-api-key"] = self.api_key
+        elif self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
         return headers
 
