@@ -17,7 +17,9 @@ from typing import Any
 
 from chatd.protocol.errors import ModelUnavailable, ServerError
 from chatd.protocol.responses_response import ResponseSettings
+from chatd.service.chat_events import ChatStreamReader, completion_events
 from chatd.service.events import Event
+from chatd.service.relayed import Relayed
 from chatd.service.responses.answer import (
     Account,
     ResponseAnswer,
@@ -25,9 +27,7 @@ from chatd.service.responses.answer import (
     Save,
     StreamedResponse,
 )
-from chatd.service.responses.chat_events import ChatStreamReader, completion_events
 from chatd.service.responses.conversation import item_text
-from chatd.upstream.fallback import Relayed
 from chatd.upstream.relay import UpstreamCall
 from chatd.upstream.wires import ChatWire
 
