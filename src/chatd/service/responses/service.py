@@ -19,13 +19,13 @@ from chatd.protocol.responses_request import CreateResponseRequest
 from chatd.protocol.responses_response import ResponseSettings
 from chatd.service.accounting import Accountant
 from chatd.service.engine_api import EngineLike
+from chatd.service.event_sources import LocalSource
 from chatd.service.generation import Job, LocalRun, sampling_fields
 from chatd.service.models import LocalModel
 from chatd.service.protocol_service import Fallback, Incoming, JobBuilder, ProtocolService
 from chatd.service.responses.answer import (
     Account,
     ResponseAnswer,
-    ResponseUsage,
     Save,
     StreamedResponse,
 )
@@ -153,7 +153,7 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
     ) -> StreamedResponse:
         req = incoming.req
         return StreamedResponse(
-            _LocalSource(run),
+            LocalSource(run),
             settings(req),
             logprobs=req.wants_logprobs(),
             obfuscate=req.include_obfuscation(),
@@ -227,24 +227,6 @@ def _account(accountant: Accountant | None) -> Account | None:
     return lambda u: accountant.record(
         u.input_tokens, u.output_tokens, u.estimated, u.cached_tokens
     )
-
-
-class _LocalSource:
-    """The local engine's run, as a response's event source (its one choice)."""
-
-    def __init__(self, run: LocalRun) -> None:
-        self.run = run
-
-    async def events(self) -> Any:
-        async for _, event in self.run.events():
-            yield event
-
-    def usage(self) -> ResponseUsage:
-        u = self.run.usage()
-        return ResponseUsage(u.prompt_tokens, u.completion_tokens, u.cached_tokens)
-
-    def cancel(self) -> None:
-        self.run.cancel()
 
 
 def settings(req: CreateResponseRequest) -> ResponseSettings:
