@@ -139,3 +139,28 @@ async def test_a_relayed_start_gets_the_channels_saver_and_accountant() -> None:
     assert answer.route == "relay" and answer.save == "save"
     assert [c.name for c in answer.channels or []] == ["gpu"]
     assert service.relays_untouched("relayed") and not service.relays_untouched("toy")
+
+
+async def test_relay_call_builds_only_the_wires_its_channels_speak_and_gives_each_its_own() -> None:
+    service, _ = toy_service(CountingLoader())
+    chat = Channel("c", "http://c/v1", {"m": "m"})
+    responses = Channel("r", "http://r/v1", {"m": "m"}, api="responses")
+    other = Channel("o", "http://o/v1", {"m": "m"}, api="anthropic")
+    built: list[str] = []
+
+    def maker(api: str) -> Any:
+        def make() -> Any:
+            built.append(api)
+            return f"{api} wire"
+
+        return make
+
+    wires = {"responses": maker("responses"), "chat": maker("chat")}
+    call = service.relay_call("m", [chat, other], wires)
+    assert built == ["chat"]  # no channel speaks the Responses API: its wire is not built
+    assert call.wire_for(chat) == call.wire_for(other) == "chat wire"  # no wire: the default
+    built.clear()
+    call = service.relay_call("m", [chat, responses], wires)
+    assert built == ["responses", "chat"]  # in the order of `wires`
+    assert call.wire_for(responses) == "responses wire" and call.order == [chat, responses]
+    await service.close()

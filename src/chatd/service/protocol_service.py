@@ -6,8 +6,9 @@ subclasses :class:`ProtocolService` and supplies only what is its own:
 * ``local_job``: its request as the core's ``Job`` (its checks, its tools, its schema);
 * ``local_answer``: the core's run (``LocalRun``: events per choice, usage) as its answer
   objects and stream events;
-* ``relay_answer``: its relay: the wire(s) a channel is spoken to in, and the upstream's
-  answer read back as its objects;
+* ``relay_answer``: its relay: the wire(s) a channel is spoken to in (``relay_call``
+  gives each channel the wire of its API), and the upstream's answer read back as its
+  objects;
 * ``saver``: what its stored view keeps, when the request asks for storage;
 * ``prepare`` (optional): what must be looked up before either route starts (Responses:
   the stored conversation a ``previous_response_id`` continues).
@@ -29,7 +30,7 @@ is refused under its lease), so it is written once, here, in ``start``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
@@ -44,7 +45,8 @@ from chatd.service.models import LocalModel, ModelRegistry
 from chatd.service.routing import Router
 from chatd.store.usage import UsageBuffer
 from chatd.upstream.channels import Channel
-from chatd.upstream.relay import ConnectionPool
+from chatd.upstream.relay import ConnectionPool, UpstreamCall
+from chatd.upstream.wires import Wire
 
 __all__ = ["Fallback", "Incoming", "JobBuilder", "ModelRequest", "ProtocolService"]
 
@@ -147,6 +149,29 @@ class ProtocolService(ABC, Generic[R, A, S]):
         if self.usage is None:
             return None
         return Accountant(self.usage, incoming.owner, incoming.req.model, admission)
+
+    def relay_call(
+        self,
+        model_id: str,
+        channels: list[Channel],
+        wires: Mapping[str, Callable[[], Wire]],
+        default: str = "chat",
+    ) -> UpstreamCall:
+        """One upstream call over ``channels`` (in order), each channel spoken to in the
+        wire of its API (``channel.api``, a key of ``wires``; any API without one in
+        ``default``'s). A wire is built only when some channel speaks it, and in the
+        order of ``wires``: building one may refuse (a request its translation cannot
+        carry), which must happen only when a channel needs it."""
+
+        def api_of(channel: Channel) -> str:
+            return channel.api if channel.api in wires else default
+
+        built = {
+            api: make() for api, make in wires.items() if any(api_of(c) == api for c in channels)
+        }
+        return UpstreamCall(
+            model_id, channels, {}, self.upstream.session(), wire_for=lambda c: built[api_of(c)]
+        )
 
     async def close(self) -> None:
         await self.upstream.close()

@@ -7,6 +7,7 @@ chat. Stored responses are the next request's history."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,6 @@ from chatd.service.responses.tools import (
 from chatd.service.turns import Said, render_turns
 from chatd.store.responses import MissingResponse, ResponseStore
 from chatd.upstream.channels import Channel
-from chatd.upstream.relay import UpstreamCall
 from chatd.upstream.wires import ChatWire, ResponsesWire, Wire
 
 __all__ = ["Conversation", "ResponsesService"]
@@ -175,18 +175,11 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
         here, before anything is sent."""
         req, owner, convo = incoming.req, incoming.owner, incoming.prepared
         items = [*convo.history, *convo.items]
-        wires: dict[str, Wire] = {}
-        if any(c.api == "responses" for c in channels):
-            wires["responses"] = ResponsesWire(req.model, upstream_body(req, items), owner)
-        if any(c.api != "responses" for c in channels):
-            wires["chat"] = ChatWire(req.model, chat_body(req, items, req.model), owner=owner)
-        call = UpstreamCall(
-            req.model,
-            channels,
-            {},
-            self.upstream.session(),
-            wire_for=lambda c: wires["responses" if c.api == "responses" else "chat"],
-        )
+        wires: dict[str, Callable[[], Wire]] = {
+            "responses": lambda: ResponsesWire(req.model, upstream_body(req, items), owner),
+            "chat": lambda: ChatWire(req.model, chat_body(req, items, req.model), owner=owner),
+        }
+        call = self.relay_call(req.model, channels, wires)
         return RelayedResponse(
             call,
             settings(req),
