@@ -1,5 +1,5 @@
 """A Chat Completions channel's answer to a Responses request, read back into core events
-(service/responses/chat_events.py): finish reasons, usage, the stream reader's pieces, and
+(service/chat_events.py): finish reasons, usage, the stream reader's pieces, and
 a stream and the whole completion giving the same spec-valid response. The request half
 is tests/unit/test_responses_chat.py."""
 
@@ -12,13 +12,13 @@ from test_responses_output import check_stream, run
 from chatd.engine.params import FinishReason, TokenLogprob, TopLogprob
 from chatd.protocol.errors import ServerError
 from chatd.service.chat.choice import finish_reason
-from chatd.service.events import CallArguments, CallStarted, Event, Finished, TextDelta
-from chatd.service.responses.chat_events import (
+from chatd.service.chat_events import (
     ChatStreamReader,
     chat_finish_reason,
     completion_events,
     usage_of,
 )
+from chatd.service.events import CallArguments, CallStarted, Event, Finished, TextDelta
 from chatd.service.responses.output import response_status
 
 Json = dict[str, Any]

@@ -22,6 +22,7 @@ from chatd.protocol.request_limits import Limits
 from chatd.service.cache_scope import SharedPrompts
 from chatd.service.channel_health import SharedChannelHealth
 from chatd.service.chat import ChatService
+from chatd.service.chat.stored_completions import StoredCompletions
 from chatd.service.in_flight import InFlight
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
 from chatd.service.metrics import metrics_registry
@@ -30,7 +31,6 @@ from chatd.service.quotas import Quotas
 from chatd.service.responses.service import ResponsesService
 from chatd.service.responses.stored_responses import StoredResponses
 from chatd.service.storage import Purger, StorageQuota
-from chatd.service.stored import StoredCompletions
 from chatd.store.completions import CompletionStore
 from chatd.store.db import Database
 from chatd.store.keys import KeyStore
@@ -67,7 +67,7 @@ def create_app(
     store = CompletionStore(db, retention)
     usage = UsageBuffer(UsageStore(db))
     shared = SharedPrompts(shared_prompts or ())
-    chat = ChatService(models, store, usage, limits, shared)
+    chat = ChatService(models, store, usage, limits=limits, shared=shared)
     response_store = ResponseStore(db, retention)
     purger = Purger(store, response_store, quotas.purge_interval)
     services = Services(

@@ -13,13 +13,13 @@ from chatd.api.auth import Caller, KeyChecker
 from chatd.api.drain import Drain
 from chatd.protocol.request_limits import Limits
 from chatd.service.chat import ChatService
+from chatd.service.chat.stored_completions import StoredCompletions
 from chatd.service.in_flight import InFlight
 from chatd.service.limits import RateLimiter
 from chatd.service.models import ModelRegistry
 from chatd.service.responses.service import ResponsesService
 from chatd.service.responses.stored_responses import StoredResponses
 from chatd.service.storage import StorageQuota
-from chatd.service.stored import StoredCompletions
 
 __all__ = ["CallerDep", "Services", "ServicesDep", "services_of"]
 

@@ -66,7 +66,7 @@ class FinishReason(enum.Enum):
     GRAMMAR_END = "grammar_end"  # the grammar accepts nothing more
     LENGTH = "length"  # max_new_tokens, or the context window, was reached
     # Never written by the local engine: an upstream's content filter cut an answer that
-    # chatd translates into core events (service/responses/chat_events.py). It has an end of
+    # chatd translates into core events (service/chat_events.py). It has an end of
     # its own because each protocol names it honestly (chat "content_filter", Responses
     # "incomplete" for "content_filter"); calling it a natural end would hide the cut.
     CONTENT_FILTER = "content_filter"

@@ -1,7 +1,7 @@
 """A Responses request as the Chat Completions request an upstream channel understands.
 
 A channel that speaks only Chat Completions can still serve ``POST /v1/responses``: chatd
-translates the request (this module) and the answer back (``service/responses/
+translates the request (this module) and the answer back (``service/
 chat_events.py``). The translation is pure: the caller has already resolved the conversation
 (``previous_response_id`` and ``item_reference`` expanded into plain items) and keeps what
 chatd itself handles (``store``, ``metadata``, ``include``, ``truncation``, stream

@@ -1,5 +1,6 @@
-"""The Chat Completions adapter over the protocol-neutral core (service/generation.py,
-routing.py, accounting.py): requests in, ``chat.completion`` objects and chunks out."""
+"""The Chat Completions adapter over the protocol-neutral core (its skeleton:
+service/protocol_service.py): requests in, ``chat.completion`` objects and chunks out,
+relayed as sent, stored completions."""
 
 from chatd.service.chat.service import ChatRequest, ChatService
 

@@ -8,8 +8,9 @@ from typing import Any
 
 from chatd.protocol.chat_request import ChatCompletionRequest
 from chatd.protocol.chat_response import Envelope, usage_dict
-from chatd.service.accounting import Accountant, Saver
+from chatd.service.accounting import Accountant
 from chatd.service.chat.choice import Choice
+from chatd.service.chat.stored_completions import CompletionSaver
 from chatd.service.generation import LocalRun
 
 __all__ = ["ChatCompletion"]
@@ -24,7 +25,7 @@ class ChatCompletion:
         run: LocalRun,
         envelope: Envelope,
         legacy_calls: bool = False,
-        saver: Saver | None = None,
+        saver: CompletionSaver | None = None,
         accountant: Accountant | None = None,
     ) -> None:
         self.req = req

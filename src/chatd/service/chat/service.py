@@ -1,36 +1,33 @@
 """The Chat Completions adapter: a ``ChatCompletionRequest`` becomes a core ``Job`` on the
 local engine (checked, its tools planned, its schema read) or a relay to upstream
-channels (of the fields each allows: upstream/relay_policy.py); the router decides which,
-and falls back between them."""
+channels (of the fields each allows: upstream/relay_policy.py); the shared skeleton
+(service/protocol_service.py) asks the router which, and falls back between them."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from chatd.protocol.chat_request import ChatCompletionRequest
 from chatd.protocol.chat_response import ChatAnswer, Envelope
 from chatd.protocol.errors import ServerError
 from chatd.protocol.ids import completion_id
-from chatd.protocol.request_limits import Limits
-from chatd.service.accounting import Accountant, Saver
-from chatd.service.cache_scope import SharedPrompts
+from chatd.service.accounting import Accountant
 from chatd.service.chat.capabilities import check_local_support
 from chatd.service.chat.completion import ChatCompletion
 from chatd.service.chat.prompt import render_messages
+from chatd.service.chat.relayed import RelayedCompletion
 from chatd.service.chat.response_format import SCHEMA_PARAM, json_schema_for, schema_check_for
 from chatd.service.chat.sampling import sampling_fields
+from chatd.service.chat.stored_completions import CompletionSaver
 from chatd.service.chat.tools import plan_tools
-from chatd.service.generation import Job, start_local
-from chatd.service.limits import Admission
-from chatd.service.models import LocalModel, ModelRegistry
-from chatd.service.routing import Router
+from chatd.service.engine_api import EngineLike
+from chatd.service.generation import Job, LocalRun
+from chatd.service.models import LocalModel
+from chatd.service.protocol_service import Fallback, Incoming, JobBuilder, ProtocolService
 from chatd.store.completions import CompletionStore
-from chatd.store.usage import UsageBuffer
 from chatd.upstream.channels import Channel
-from chatd.upstream.relay import ConnectionPool, UpstreamCall
-from chatd.upstream.relayed_completion import RelayedCompletion
+from chatd.upstream.relay import UpstreamCall
 
 __all__ = ["ChatRequest", "ChatService"]
 
@@ -55,55 +52,28 @@ class ChatRequest(Protocol):
     def stored_messages(self) -> list[dict[str, Any]]: ...
 
 
-class ChatService:
-    def __init__(
-        self,
-        models: ModelRegistry,
-        store: CompletionStore | None = None,
-        usage: UsageBuffer | None = None,
-        limits: Limits | None = None,
-        shared: SharedPrompts | None = None,
-    ) -> None:
-        self.models = models
-        self.limits = limits or Limits()
-        self.shared = shared or SharedPrompts()  # system prompts every key may reuse
-        self.router = Router(models)
-        self.store = store
-        self.usage = usage
-        self.upstream = ConnectionPool()
+class ChatService(ProtocolService[ChatRequest, ChatAnswer, CompletionSaver]):
+    """Chat Completions over the shared skeleton (service/protocol_service.py): its
+    request as a ``Job``, the run as a ``chat.completion`` or chunks, its relay (the
+    request's own body, in Chat Completions to every channel) and its stored view."""
 
-    def relays_untouched(self, model_id: Any) -> bool:
-        """Whether only channels serve this id: its requests are then parsed only as far
-        as a relay needs (``RelayedRequest``), and the upstream decides the rest."""
-        return self.router.relays_untouched(model_id)
+    store: CompletionStore | None
 
-    async def start(
-        self, req: ChatRequest, owner: str, admission: Admission | None = None
-    ) -> ChatAnswer:
-        """Validate against the model and submit; raises APIError for any refusal.
-        ``owner`` (the caller's key) owns the stored completion; ``admission`` (its
-        rate-limit windows) gets the tokens used."""
-        local = partial(self._start_local, req, owner, admission)
-        relay = partial(self._start_relay, req, owner, admission)
-        return await self.router.start(req.model, local, relay)
-
-    async def _start_local(
-        self, req: ChatRequest, owner: str, admission: Admission | None, model: LocalModel
-    ) -> ChatCompletion:
+    def local_job(self, incoming: Incoming[ChatRequest], model: LocalModel) -> JobBuilder:
+        req = incoming.req
         if not isinstance(req, ChatCompletionRequest):  # the API parses these in full
             raise ServerError(f"`{req.model}` is served locally: its request needs the contract.")
         n_vocab = model.n_vocab  # known unloaded from the file's header, as a rule
         if n_vocab is not None:  # refused before it may load (and unload another)
             check_local_support(req, model.id, n_vocab)
-        lease = await model.acquire(self.limits.request_timeout)  # loads it if need be
-        with lease.until_handed_over():  # released if refused below
-            engine = lease.engine
+
+        def build(engine: EngineLike) -> Job:
             if n_vocab is None:
                 check_local_support(req, model.id, engine.n_vocab)
             plan = plan_tools(req)
-            job = Job(
+            return Job(
                 render=lambda native: render_messages(req, plan, native=native),
-                owner=owner,
+                owner=incoming.owner,
                 sampling=sampling_fields(req),
                 tools=plan,
                 schema=json_schema_for(req),
@@ -112,65 +82,67 @@ class ChatService:
                 tools_param="tools" if req.tools else "functions",
                 schema_param=SCHEMA_PARAM,
             )
-            saver = self._saver(req, owner)
-            # nothing may refuse the request after this; the run releases the lease
-            run = await start_local(engine, job, self.limits, lease.release, self.shared)
+
+        return build
+
+    def local_answer(
+        self,
+        incoming: Incoming[ChatRequest],
+        job: Job,
+        run: LocalRun,
+        engine: EngineLike,
+        save: CompletionSaver | None,
+        account: Accountant | None,
+    ) -> ChatCompletion:
+        req = incoming.req
+        assert isinstance(req, ChatCompletionRequest)  # local_job refused any other
         envelope = Envelope(
             model=req.model,  # the public id asked for (an alias stays the alias)
             system_fingerprint=engine.fingerprint,
             service_tier=_service_tier(req.service_tier),
         )
+        plan = job.tools
         legacy = plan is not None and plan.legacy
-        accountant = self._accountant(req, owner, admission)
-        return ChatCompletion(req, run, envelope, legacy, saver, accountant)
+        return ChatCompletion(req, run, envelope, legacy, save, account)
 
-    def _start_relay(
+    def relay_answer(
         self,
-        req: ChatRequest,
-        owner: str,
-        admission: Admission | None,
+        incoming: Incoming[ChatRequest],
         channels: list[Channel],
-        fallback: Callable[[], Awaitable[ChatAnswer]] | None,
+        fallback: Fallback[ChatAnswer] | None,
+        save: CompletionSaver | None,
+        account: Accountant | None,
     ) -> RelayedCompletion:
         """The request's fields go upstream as each channel allows (its allow-list, its own
         store/metadata/user: upstream/relay_policy.py); the upstream decides the rest."""
-        saver = self._saver(req, owner)
+        req = incoming.req
         # A stored answer is chatd's object: its id is chatd's, unique whatever the upstream.
-        stored_id = completion_id() if saver is not None else None
+        stored_id = completion_id() if save is not None else None
         call = UpstreamCall(
             req.model,
             channels,
             dict(req.raw or {}),
             self.upstream.session(),
             stored_id,
-            owner=owner,
+            owner=incoming.owner,
         )
-        accountant = self._accountant(req, owner, admission)
-        counter = self.models.token_counter()
         return RelayedCompletion(
             call,
-            saver.save if saver is not None else None,
-            accountant.record if accountant is not None else None,
-            counter,
+            save.save if save is not None else None,
+            account.record if account is not None else None,
+            self.models.token_counter(),
             req.prompt_text(),
             fallback,
         )
 
-    def _saver(self, req: ChatRequest, owner: str) -> Saver | None:
+    def saver(self, incoming: Incoming[ChatRequest]) -> CompletionSaver | None:
+        req = incoming.req
         if req.store is not True:
             return None
         request, messages = req.stored_request(), req.stored_messages()
-        return Saver(self.store, owner, request, messages, dict(req.metadata or {}))
-
-    def _accountant(
-        self, req: ChatRequest, owner: str, admission: Admission | None
-    ) -> Accountant | None:
-        if self.usage is None:
-            return None
-        return Accountant(self.usage, owner, req.model, admission)
-
-    async def close(self) -> None:
-        await self.upstream.close()
+        return CompletionSaver(
+            self.store, incoming.owner, request, messages, dict(req.metadata or {})
+        )
 
 
 def _service_tier(requested: str | None) -> str | None:

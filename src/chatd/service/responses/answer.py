@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chatd.protocol.errors import APIError
@@ -23,30 +22,12 @@ from chatd.protocol.responses_response import (
     response_event,
     response_usage,
 )
-from chatd.service.events import Event
+from chatd.service.event_sources import EventSource, SourceUsage
 from chatd.service.responses.output import ResponseOutput, response_status
 
-__all__ = ["Account", "EventSource", "ResponseAnswer", "ResponseUsage", "Save", "StreamedResponse"]
+__all__ = ["Account", "ResponseAnswer", "Save", "StreamedResponse"]
 
 Json = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ResponseUsage:
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int = 0
-    estimated: bool = False  # counted by chatd: the generator told none
-
-
-class EventSource(Protocol):
-    """One choice's core events and, once they ended, its usage."""
-
-    def events(self) -> AsyncIterator[Event]: ...
-
-    def usage(self) -> ResponseUsage: ...
-
-    def cancel(self) -> None: ...
 
 
 class ResponseAnswer(Protocol):
@@ -62,7 +43,7 @@ class ResponseAnswer(Protocol):
 
 
 Save = Callable[[Json], Awaitable[None]]
-Account = Callable[[ResponseUsage], None]
+Account = Callable[[SourceUsage], None]
 
 
 class StreamedResponse:

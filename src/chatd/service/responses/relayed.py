@@ -17,17 +17,16 @@ from typing import Any
 
 from chatd.protocol.errors import ModelUnavailable, ServerError
 from chatd.protocol.responses_response import ResponseSettings
-from chatd.service.events import Event
-from chatd.service.responses.answer import (
-    Account,
-    ResponseAnswer,
-    ResponseUsage,
-    Save,
-    StreamedResponse,
+from chatd.service.event_sources import (
+    ChatChunkSource,
+    ChatCompletionSource,
+    EventSource,
+    SourceUsage,
+    chain,
 )
-from chatd.service.responses.chat_events import ChatStreamReader, completion_events
+from chatd.service.relayed import Relayed
+from chatd.service.responses.answer import Account, ResponseAnswer, Save, StreamedResponse
 from chatd.service.responses.conversation import item_text
-from chatd.upstream.fallback import Relayed
 from chatd.upstream.relay import UpstreamCall
 from chatd.upstream.wires import ChatWire
 
@@ -73,7 +72,7 @@ class RelayedResponse(Relayed[ResponseAnswer]):
             self._settle("")
             raise
         if isinstance(self.call.wire, ChatWire):
-            return await self._made(_CompletionSource(body, self._estimate)).result()
+            return await self._made(ChatCompletionSource(body, self._estimate)).result()
         body = self._ours(body)
         self._account_response(body)
         if self.save is not None and body.get("status") in ("completed", "incomplete"):
@@ -88,14 +87,14 @@ class RelayedResponse(Relayed[ResponseAnswer]):
         if self._stream is None:
             raise ServerError("The response stream was not opened.")
         if isinstance(self.call.wire, ChatWire):
-            source = _ChunkSource(self._first, self._stream, self.call, self._estimate)
+            source = ChatChunkSource(self._first, self._stream, self.call, self._estimate)
             async for event in self._made(source).events():
                 yield event
             return
         async for event in self._passed_on():
             yield event
 
-    def _made(self, source: _ChunkSource | _CompletionSource) -> StreamedResponse:
+    def _made(self, source: EventSource) -> StreamedResponse:
         """A Chat Completions answer, made into a response as the local engine's is."""
         account, self.account = self.account, None
         return StreamedResponse(
@@ -114,7 +113,7 @@ class RelayedResponse(Relayed[ResponseAnswer]):
         output = ""
         try:
             pending = [self._first] if self._first is not None else []
-            async for event in _chain(pending, self._stream):
+            async for event in chain(pending, self._stream):
                 response = event.get("response")
                 if isinstance(response, dict):
                     event["response"] = self._ours(response)
@@ -149,18 +148,18 @@ class RelayedResponse(Relayed[ResponseAnswer]):
         account, self.account = self.account, None
         cached = (usage.get("input_tokens_details") or {}).get("cached_tokens")
         account(
-            ResponseUsage(
+            SourceUsage(
                 int(usage["input_tokens"]),
                 int(usage.get("output_tokens", 0)),
                 cached if isinstance(cached, int) else 0,
             )
         )
 
-    def _estimate(self, output: str) -> ResponseUsage:
+    def _estimate(self, output: str) -> SourceUsage:
         """chatd's own count of the prompt and the output, when the upstream told none."""
         if self.count_tokens is None:
-            return ResponseUsage(0, 0, estimated=True)
-        return ResponseUsage(
+            return SourceUsage(0, 0, estimated=True)
+        return SourceUsage(
             self.count_tokens(self.prompt_text), self.count_tokens(output), estimated=True
         )
 
@@ -169,77 +168,6 @@ class RelayedResponse(Relayed[ResponseAnswer]):
         if self.account is not None:
             account, self.account = self.account, None
             account(self._estimate(output))
-
-
-async def _chain(first: list[Json], rest: AsyncIterator[Json]) -> AsyncIterator[Json]:
-    for item in first:
-        yield item
-    async for item in rest:
-        yield item
-
-
-class _ChunkSource:
-    """A Chat Completions stream as the core's events (one choice)."""
-
-    def __init__(
-        self,
-        first: Json | None,
-        rest: AsyncIterator[Json],
-        call: UpstreamCall,
-        estimate: Callable[[str], ResponseUsage],
-    ) -> None:
-        self.first = first
-        self.rest = rest
-        self.call = call
-        self.estimate = estimate
-        self.reader = ChatStreamReader()
-        self.output = ""
-
-    async def events(self) -> AsyncIterator[Event]:
-        pending = [self.first] if self.first is not None else []
-        async for chunk in _chain(pending, self.rest):
-            for event in self.reader.read(chunk):
-                self.output += getattr(event, "text", "")
-                yield event
-        if self.reader.finish is None:
-            raise ServerError("The upstream's answer ended without a finish reason.")
-
-    def usage(self) -> ResponseUsage:
-        return _chat_usage(self.call.usage) or self.estimate(self.output)
-
-    def cancel(self) -> None:
-        """The stream closes when its reader stops (the route's task is cancelled)."""
-
-
-class _CompletionSource:
-    """A whole ``chat.completion`` as the core's events."""
-
-    def __init__(self, completion: Json, estimate: Callable[[str], ResponseUsage]) -> None:
-        self.completion = completion
-        self.estimate = estimate
-        self.output = ""
-
-    async def events(self) -> AsyncIterator[Event]:
-        for event in completion_events(self.completion):
-            self.output += getattr(event, "text", "")
-            yield event
-
-    def usage(self) -> ResponseUsage:
-        return _chat_usage(self.completion.get("usage")) or self.estimate(self.output)
-
-    def cancel(self) -> None:
-        """Nothing is open: the answer came whole."""
-
-
-def _chat_usage(usage: Json | None) -> ResponseUsage | None:
-    if not isinstance(usage, dict) or "prompt_tokens" not in usage:
-        return None
-    details = usage.get("prompt_tokens_details") or {}
-    return ResponseUsage(
-        int(usage["prompt_tokens"]),
-        int(usage.get("completion_tokens", 0)),
-        int(details.get("cached_tokens") or 0),
-    )
 
 
 def prompt_text(items: list[Json], instructions: str | None) -> str:

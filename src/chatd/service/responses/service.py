@@ -1,31 +1,35 @@
 """The Responses adapter: a ``CreateResponseRequest`` with its conversation rebuilt
 (``previous_response_id``'s chain and ``item_reference`` items, from the store) becomes a
-core ``Job`` on the local engine, or a relay to upstream channels; the router decides
-which and falls back between them, as for chat. Stored responses are the next request's
-history."""
+core ``Job`` on the local engine, or a relay to upstream channels; the shared skeleton
+(service/protocol_service.py) asks the router which and falls back between them, as for
+chat. Stored responses are the next request's history."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from chatd.protocol.errors import InvalidRequest, NotYetSupported, ServerError
 from chatd.protocol.ids import other_item_id
-from chatd.protocol.request_limits import Limits
 from chatd.protocol.responses_chat import chat_body
 from chatd.protocol.responses_fields import responses_engine_fields
 from chatd.protocol.responses_items import ItemReference
 from chatd.protocol.responses_request import CreateResponseRequest
 from chatd.protocol.responses_response import ResponseSettings
 from chatd.service.accounting import Accountant
-from chatd.service.cache_scope import SharedPrompts
-from chatd.service.generation import Job, LocalRun, sampling_fields, start_local
-from chatd.service.limits import Admission
-from chatd.service.models import LocalModel, ModelRegistry
-from chatd.service.responses.answer import ResponseAnswer, ResponseUsage, StreamedResponse
+from chatd.service.engine_api import EngineLike
+from chatd.service.event_sources import LocalSource
+from chatd.service.generation import Job, LocalRun, sampling_fields
+from chatd.service.models import LocalModel
+from chatd.service.protocol_service import Fallback, Incoming, JobBuilder, ProtocolService
+from chatd.service.responses.answer import (
+    Account,
+    ResponseAnswer,
+    Save,
+    StreamedResponse,
+)
 from chatd.service.responses.capabilities import check_local_support
 from chatd.service.responses.conversation import (
     conversation_turns,
@@ -40,12 +44,9 @@ from chatd.service.responses.tools import (
     plan_tools,
     schema_check_for,
 )
-from chatd.service.routing import Router
 from chatd.service.turns import Said, render_turns
 from chatd.store.responses import MissingResponse, ResponseStore
-from chatd.store.usage import UsageBuffer
 from chatd.upstream.channels import Channel
-from chatd.upstream.relay import ConnectionPool, UpstreamCall
 from chatd.upstream.wires import ChatWire, ResponsesWire, Wire
 
 __all__ = ["Conversation", "ResponsesService"]
@@ -63,36 +64,20 @@ class Conversation:
     items: list[Json]
 
 
-class ResponsesService:
-    def __init__(
-        self,
-        models: ModelRegistry,
-        store: ResponseStore | None = None,
-        usage: UsageBuffer | None = None,
-        upstream: ConnectionPool | None = None,
-        limits: Limits | None = None,
-        shared: SharedPrompts | None = None,
-    ) -> None:
-        self.models = models
-        self.limits = limits or Limits()
-        self.shared = shared or SharedPrompts()  # system prompts every key may reuse
-        self.router = Router(models)
-        self.store = store
-        self.usage = usage
-        self.upstream = upstream or ConnectionPool()
+class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Save]):
+    """The Responses API over the shared skeleton (service/protocol_service.py): the
+    conversation rebuilt first (``prepare``), then its items as a ``Job``, the run as a
+    response or its events, its relay in either wire API, and its stored responses."""
 
-    async def start(
-        self, req: CreateResponseRequest, owner: str, admission: Admission | None = None
-    ) -> ResponseAnswer:
-        """Rebuild the conversation, then start the response on the model's first route;
-        raises APIError for any refusal, before anything is sent."""
+    store: ResponseStore | None
+
+    async def prepare(self, req: CreateResponseRequest, owner: str) -> Conversation:
+        """Rebuild the conversation before any route starts; refuses, before anything is
+        sent, what needs a database this server lacks or a stored response it lacks."""
         if req.stores() and self.store is None:
             raise NotYetSupported("store (this server has no database; send store: false)")
         history = await self._history(req, owner)
-        convo = await self._conversation(req, owner, history)
-        local = partial(self._start_local, req, owner, admission, convo)
-        relay = partial(self._start_relay, req, owner, admission, convo)
-        return await self.router.start(req.model, local, relay)
+        return await self._conversation(req, owner, history)
 
     async def _history(self, req: CreateResponseRequest, owner: str) -> list[Json]:
         rid = req.previous_response_id
@@ -124,14 +109,10 @@ class ResponsesService:
             referenced = await self.store.items_by_id(owner, wanted)
         return Conversation(history, stored_input_items(items, referenced))
 
-    async def _start_local(
-        self,
-        req: CreateResponseRequest,
-        owner: str,
-        admission: Admission | None,
-        convo: Conversation,
-        model: LocalModel,
-    ) -> StreamedResponse:
+    def local_job(self, incoming: Incoming[CreateResponseRequest], model: LocalModel) -> JobBuilder:
+        """The whole job is built before the model loads: nothing in it needs the engine,
+        so a request the model will not answer loads nothing."""
+        req, convo = incoming.req, incoming.prepared
         check_local_support(req, model.id)
         turns = conversation_turns(req.instructions, convo.history, convo.items)
         plan = plan_tools(req)
@@ -148,7 +129,7 @@ class ResponsesService:
 
         job = Job(
             render=lambda native: render_turns(turns, plan, native=native),
-            owner=owner,
+            owner=incoming.owner,
             sampling=sampling,
             tools=plan,
             schema=json_schema_for(req, text),
@@ -159,62 +140,61 @@ class ResponsesService:
             schema_param=SCHEMA_PARAM,
             shorten=shorten if req.truncation == "auto" else None,
         )
-        # The model is loaded (if need be) only for a request it will answer; the run
-        # holds the lease until its generation ends.
-        lease = await model.acquire(self.limits.request_timeout)
-        run = await start_local(lease.engine, job, self.limits, lease.release, self.shared)
-        # nothing may refuse the request after this
+        return lambda engine: job
+
+    def local_answer(
+        self,
+        incoming: Incoming[CreateResponseRequest],
+        job: Job,
+        run: LocalRun,
+        engine: EngineLike,
+        save: Save | None,
+        account: Accountant | None,
+    ) -> StreamedResponse:
+        req = incoming.req
         return StreamedResponse(
-            _LocalSource(run),
+            LocalSource(run),
             settings(req),
             logprobs=req.wants_logprobs(),
             obfuscate=req.include_obfuscation(),
-            save=self._saver(req, owner, convo),
-            account=self._account(req, owner, admission),
+            save=save,
+            account=_account(account),
         )
 
-    def _start_relay(
+    def relay_answer(
         self,
-        req: CreateResponseRequest,
-        owner: str,
-        admission: Admission | None,
-        convo: Conversation,
+        incoming: Incoming[CreateResponseRequest],
         channels: list[Channel],
-        fallback: Callable[[], Awaitable[ResponseAnswer]] | None,
+        fallback: Fallback[ResponseAnswer] | None,
+        save: Save | None,
+        account: Accountant | None,
     ) -> ResponseAnswer:
         """Each channel is spoken to in its own API: the Responses API itself, with the
         whole conversation and nothing stored upstream (chatd keeps the state), or Chat
         Completions, translated both ways. A request one of them cannot carry is refused
         here, before anything is sent."""
+        req, owner, convo = incoming.req, incoming.owner, incoming.prepared
         items = [*convo.history, *convo.items]
-        wires: dict[str, Wire] = {}
-        if any(c.api == "responses" for c in channels):
-            wires["responses"] = ResponsesWire(req.model, upstream_body(req, items), owner)
-        if any(c.api != "responses" for c in channels):
-            wires["chat"] = ChatWire(req.model, chat_body(req, items, req.model), owner=owner)
-        call = UpstreamCall(
-            req.model,
-            channels,
-            {},
-            self.upstream.session(),
-            wire_for=lambda c: wires["responses" if c.api == "responses" else "chat"],
-        )
+        wires: dict[str, Callable[[], Wire]] = {
+            "responses": lambda: ResponsesWire(req.model, upstream_body(req, items), owner),
+            "chat": lambda: ChatWire(req.model, chat_body(req, items, req.model), owner=owner),
+        }
+        call = self.relay_call(req.model, channels, wires)
         return RelayedResponse(
             call,
             settings(req),
             streaming=req.is_streaming(),
             logprobs=req.wants_logprobs(),
             obfuscate=req.include_obfuscation(),
-            save=self._saver(req, owner, convo),
-            account=self._account(req, owner, admission),
+            save=save,
+            account=_account(account),
             count_tokens=self.models.token_counter(),
             prompt_text=prompt_text(items, req.instructions),
             fallback=fallback,
         )
 
-    def _saver(
-        self, req: CreateResponseRequest, owner: str, convo: Conversation
-    ) -> Callable[[Json], Awaitable[None]] | None:
+    def saver(self, incoming: Incoming[CreateResponseRequest]) -> Save | None:
+        req, owner, convo = incoming.req, incoming.owner, incoming.prepared
         store = self.store
         if not req.stores() or store is None:
             return None
@@ -232,33 +212,14 @@ class ResponsesService:
 
         return save
 
-    def _account(
-        self, req: CreateResponseRequest, owner: str, admission: Admission | None
-    ) -> Callable[[ResponseUsage], None] | None:
-        if self.usage is None:
-            return None
-        accountant = Accountant(self.usage, owner, req.model, admission)
-        return lambda u: accountant.record(
-            u.input_tokens, u.output_tokens, u.estimated, u.cached_tokens
-        )
 
-
-class _LocalSource:
-    """The local engine's run, as a response's event source (its one choice)."""
-
-    def __init__(self, run: LocalRun) -> None:
-        self.run = run
-
-    async def events(self) -> Any:
-        async for _, event in self.run.events():
-            yield event
-
-    def usage(self) -> ResponseUsage:
-        u = self.run.usage()
-        return ResponseUsage(u.prompt_tokens, u.completion_tokens, u.cached_tokens)
-
-    def cancel(self) -> None:
-        self.run.cancel()
+def _account(accountant: Accountant | None) -> Account | None:
+    """The request's accountant, as a response's usage is told to it."""
+    if accountant is None:
+        return None
+    return lambda u: accountant.record(
+        u.input_tokens, u.output_tokens, u.estimated, u.cached_tokens
+    )
 
 
 def settings(req: CreateResponseRequest) -> ResponseSettings:

@@ -1,7 +1,11 @@
 """What every relayed answer shares, whatever its protocol: the upstream call, the routes
 that take over when no channel answers before its first byte, and the first streamed item
 read ahead (so that a request no channel can answer is refused with a real status code
-before any byte is sent)."""
+before any byte is sent).
+
+Part of the core (it was ``upstream/fallback.py``): falling back to the next routes is the
+router's business, not the transport's. Each protocol's relayed answer subclasses
+``Relayed`` (``service/chat/relayed.py``, ``service/responses/relayed.py``)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
 """A Chat Completions answer from an upstream channel, as the core's protocol-neutral events.
 
-The other half of ``protocol/responses_chat.py``: when a Responses request is relayed to a
-channel that speaks only Chat Completions, its answer (chunks, or one ``chat.completion``)
-is read back into the same events the local engine's answers make (``service/events.py``),
-so ``ResponseOutput`` builds the Responses items and stream events exactly as it does for a
-local answer. Only choice 0 is read: chatd never asks an upstream for more than one.
+Part of the core, for every adapter whose protocol is not Chat Completions: when its request
+is relayed to a channel that speaks only Chat Completions (for Responses, translated by
+``protocol/responses_chat.py``), the answer (chunks, or one ``chat.completion``) is read back
+into the same events the local engine's answers make (``service/events.py``), so the adapter
+builds its objects and stream events exactly as it does for a local answer (Responses:
+``ResponseOutput``). Only choice 0 is read: chatd never asks an upstream for more than one.
+``usage_of`` is the one Responses-shaped helper here (chat's usage as a response's).
 
 Decisions (see also each function):
 

@@ -1,13 +1,19 @@
-"""Stored completions as the API shows them: lists with cursors, 404 for what the
-caller does not own (as if absent)."""
+"""Chat's stored view: a completion stored when its request says ``store: true``
+(``CompletionSaver``), and stored completions as the API shows them (``StoredCompletions``):
+lists with cursors, 404 for what the caller does not own (as if absent)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from chatd.protocol.errors import NotFound
+from chatd.protocol.errors import NotFound, NotYetSupported, ServerError
 from chatd.protocol.stored import ListQuery, list_object
 from chatd.store.completions import CompletionStore, Page
+
+__all__ = ["CompletionSaver", "StoredCompletions"]
+
+log = logging.getLogger("chatd.service")
 
 
 def _missing(cid: str) -> NotFound:
@@ -78,3 +84,33 @@ class StoredCompletions:
         if page is None:
             raise _missing(cid)
         return _list(Page([_message_item(m) for m in page.items], page.has_more))
+
+
+class CompletionSaver:
+    """Persists one completion for its owner; a failure is an error, never swallowed.
+
+    ``request`` and ``messages`` are the request as stored (its parameters, its input
+    messages); ``metadata`` the caller's tags."""
+
+    def __init__(
+        self,
+        store: CompletionStore | None,
+        owner: str,
+        request: dict[str, Any],
+        messages: list[dict[str, Any]],
+        metadata: dict[str, str],
+    ) -> None:
+        if store is None:
+            raise NotYetSupported("store (this server has no database)")
+        self.store = store
+        self.owner = owner
+        self.request = request
+        self.messages = messages
+        self.metadata = metadata
+
+    async def save(self, body: dict[str, Any]) -> None:
+        try:
+            await self.store.save(self.owner, body, self.request, self.messages, self.metadata)
+        except Exception:
+            log.exception("storing completion %s failed", body.get("id"))
+            raise ServerError("The completion could not be stored.") from None

@@ -2,7 +2,10 @@
 one (``ChatAnswer``): relayed whole or chunk by chunk, accounted, stored if asked, and
 handed to the fallback routes when no channel answers before its first byte.
 
-It knows nothing of the service: accounting and storage are callables it is given.
+Chat's relay answer, part of the Chat Completions adapter (it was ``upstream/
+relayed_completion.py``: upstream/ is transport only). What every relayed answer shares
+(the fallback, the first chunk read ahead) is the core's ``service/relayed.py``;
+accounting and storage are callables the service hands it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 
 from chatd.protocol.chat_response import ChatAnswer
 from chatd.protocol.errors import ModelUnavailable
-from chatd.upstream.fallback import Relayed
+from chatd.service.relayed import Relayed
 from chatd.upstream.relay import UpstreamCall
 
 __all__ = ["Assembler", "RelayedCompletion"]
