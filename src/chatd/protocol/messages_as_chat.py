@@ -115,7 +115,6 @@ def completion_from_message(message: Json) -> Json:
                 "finish_reason": finish_reason(message.get("stop_reason")),
             }
         ],
-        "system_fingerprint": None,
     }
     usage = chat_usage(message.get("usage"))
     if usage is not None:
@@ -230,7 +229,6 @@ class MessagesStreamToChat:
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": None,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
 
