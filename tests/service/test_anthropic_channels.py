@@ -197,7 +197,7 @@ async def test_chat_tool_round_trip(client: openai.AsyncOpenAI, stream: bool) ->
                     "id": call_id,
                     "type": "function",
                     "function": {"name": name, "arguments": arguments},
-                }  # noqa: E501
+                }
             ],
         },
         {"role": "tool", "tool_call_id": call_id, "content": "18C"},
@@ -317,7 +317,7 @@ async def test_responses_function_call(client: openai.AsyncOpenAI, stream: bool)
         "type": "function",
         "name": "weather",
         "parameters": WEATHER["function"]["parameters"],
-    }  # noqa: E501
+    }
     if stream:
         events = [e async for e in await client.responses.create(
             model="sonnet-tools", input="Weather?", tools=[tool], stream=True)]  # fmt: skip
