@@ -28,16 +28,27 @@ def test_api_defaults_to_chat(tmp_path: Path) -> None:
     assert c.chat_url == "http://up:8000/v1/chat/completions"
 
 
-@pytest.mark.parametrize("api", ["chat", "responses"])
-def test_api_chat_or_responses(tmp_path: Path, api: str) -> None:
+@pytest.mark.parametrize("api", ["chat", "responses", "anthropic"])
+def test_api_chat_responses_or_anthropic(tmp_path: Path, api: str) -> None:
     (c,) = channels(tmp_path, f'api = "{api}"')
     assert c.api == api
     assert c.responses_url == "http://up:8000/v1/responses"
+    assert c.messages_url == "http://up:8000/v1/messages"
 
 
-@pytest.mark.parametrize("value", ['"anthropic"', '"Responses"', "1", '["chat"]'])
+def test_an_anthropic_channel_gets_its_key_as_x_api_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UP_KEY", "sk-ant-test")
+    (c,) = channels(tmp_path, 'api = "anthropic"\napi_key_env = "UP_KEY"')
+    assert c.headers["x-api-key"] == "sk-ant-test"
+    assert c.headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in c.headers
+
+
+@pytest.mark.parametrize("value", ['"Anthropic"', '"Responses"', "1", '["chat"]'])
 def test_other_api_values_are_refused_naming_the_key(tmp_path: Path, value: str) -> None:
-    with pytest.raises(ConfigError, match=r"channels\[0\]\.api: .*\"chat\".*\"responses\""):
+    with pytest.raises(ConfigError, match=r"channels\[0\]\.api: .*\"chat\".*\"anthropic\""):
         channels(tmp_path, f"api = {value}")
 
 
