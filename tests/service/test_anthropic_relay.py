@@ -239,3 +239,12 @@ async def test_a_chat_field_anthropic_cannot_keep_is_refused_before_sending(
         await call.result()
     assert (e.value.status, e.value.param) == (400, "n")
     assert fake.calls.get("claude-ok", 0) == before
+
+
+def test_only_beta_names_are_passed_on() -> None:
+    wire = MessagesWire(PUBLIC, BODY, betas=["a-2025-01-01", " b ", "x\r\nEvil: 1", ""])
+    wire.prepare(channel("http://x/v1", "m", relay=RelayPolicy(anthropic_betas=frozenset({"b"}))))
+    assert wire.extra_headers == {"anthropic-beta": "b"}
+    wire = MessagesWire(PUBLIC, BODY, betas=["a-2025-01-01", "x\r\nEvil: 1"])
+    wire.prepare(channel("http://x/v1", "m"))
+    assert wire.extra_headers == {"anthropic-beta": "a-2025-01-01"}

@@ -296,3 +296,24 @@ def test_a_conversation_that_cannot_be_read_is_a_400(messages: Any, param: str) 
     with pytest.raises(InvalidRequest) as e:
         messages_from_chat(body(messages=messages))
     assert e.value.param == param
+
+
+def test_call_ids_anthropic_would_refuse_are_rewritten_alike() -> None:
+    call = {
+        "id": "functions.weather:0",
+        "type": "function",
+        "function": {"name": "weather", "arguments": "{}"},
+    }
+    messages = [
+        USER,
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "functions.weather:0", "content": "Sunny"},
+    ]
+    out = messages_from_chat(body(messages=messages))
+    assert out["messages"][1]["content"][0]["id"] == "functions_weather_0"
+    assert out["messages"][2]["content"][0]["tool_use_id"] == "functions_weather_0"
+
+
+def test_top_p_of_1_is_no_cut_and_not_sent() -> None:
+    out = messages_from_chat(body(temperature=0.7, top_p=1))
+    assert out["temperature"] == 0.7 and "top_p" not in out

@@ -40,6 +40,10 @@ _MAX_TEMPERATURE = 1.0
 _NO_EQUIVALENT = (
     "has no equivalent in Anthropic's Messages API, which the channel of this model speaks."
 )
+# Anthropic's tool-use ids are ``[A-Za-z0-9_-]+``; other servers' call ids may hold more
+# (``functions.get_weather:0``): the rest is written as ``_``, alike in a call and its
+# result, so they still pair.
+_NOT_ID = re.compile(r"[^A-Za-z0-9_-]")
 # Data URLs: ``data:<media type>;base64,<data>``.
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+);base64,(.*)$", re.DOTALL)
 
@@ -67,9 +71,10 @@ def messages_from_chat(chat: Json, max_tokens: int = DEFAULT_MAX_TOKENS) -> Json
     temperature = chat.get("temperature")
     if isinstance(temperature, int | float) and not isinstance(temperature, bool):
         body["temperature"] = min(float(temperature), _MAX_TEMPERATURE)
-    for name in ("top_p", "top_k"):
-        if chat.get(name) is not None:
-            body[name] = chat[name]
+    if chat.get("top_p") is not None and chat["top_p"] != 1:  # 1: no nucleus cut at all
+        body["top_p"] = chat["top_p"]  # (and recent Claude models refuse it with temperature)
+    if chat.get("top_k") is not None:
+        body["top_k"] = chat["top_k"]
     stop = chat.get("stop")
     if isinstance(stop, str):
         body["stop_sequences"] = [stop]
@@ -268,15 +273,19 @@ def _tool_use(call: Any, where: str) -> Json:
             f"`{where}.function.arguments` must be a JSON object (Anthropic takes a tool"
             " call's input as an object).",
         )
-    call_id = str(call.get("id") or "")
+    call_id = _tool_id(call.get("id"))
     return {"type": "tool_use", "id": call_id, "name": fn["name"], "input": parsed}
+
+
+def _tool_id(value: Any) -> str:
+    return _NOT_ID.sub("_", str(value or ""))
 
 
 def _tool_result(message: Json, where: str) -> Json:
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str) or not call_id:
         raise _bad(f"{where}.tool_call_id", f"`{where}.tool_call_id` is required.")
-    result: Json = {"type": "tool_result", "tool_use_id": call_id}
+    result: Json = {"type": "tool_result", "tool_use_id": _tool_id(call_id)}
     blocks = _text_blocks(message.get("content"), f"{where}.content")
     if blocks:  # Anthropic refuses empty text blocks; an empty result has no content
         result["content"] = blocks

@@ -9,6 +9,7 @@ OpenAI API is the Messages service's to translate.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,9 @@ from chatd.upstream.upstream_errors import stream_error
 
 __all__ = ["USAGE_KEYS", "MessagesWire"]
 
+# A beta's name (``context-management-2025-06-27``); anything else a client put in the
+# header is not passed on.
+_BETA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # The usage counts a Messages answer carries, and ``MessagesWire.usage`` keeps.
 USAGE_KEYS = (
     "input_tokens",
@@ -36,8 +40,8 @@ class MessagesWire:
     - ``MessagesWire(public_id, body, owner, betas)``: ``body`` the client's request as
       parsed JSON (a dict; ``stream`` true for a stream), ``owner`` the caller's key
       owner (the channel may send its pseudonym as ``metadata.user_id``), ``betas`` the
-      client's ``anthropic-beta`` values (the header split at commas), passed on as the
-      channel allows (``anthropic_betas``).
+      client's ``anthropic-beta`` values (the header split at commas; what is not a
+      beta's name is left out), passed on as the channel allows (``anthropic_betas``).
     - ``prepare``: POSTs to the channel's ``/messages`` only the fields it allows
       (``messages_fields``; ``model``, ``messages``, ``max_tokens`` and ``stream``
       always), ``model`` mapped to the channel's upstream id, ``metadata`` the
@@ -71,7 +75,7 @@ class MessagesWire:
         self.public_id = public_id
         self.body = body
         self.owner = owner
-        self.betas = [b.strip() for b in betas if b.strip()]
+        self.betas = [b.strip() for b in betas if _BETA.match(b.strip())]
         self.streaming = body.get("stream") is True
         self.channel: Channel | None = None
         self.extra_headers: dict[str, str] = {}
