@@ -6,6 +6,7 @@ tests/service/test_anthropic_channels.py."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -317,3 +318,97 @@ def test_call_ids_anthropic_would_refuse_are_rewritten_alike() -> None:
 def test_top_p_of_1_is_no_cut_and_not_sent() -> None:
     out = messages_from_chat(body(temperature=0.7, top_p=1))
     assert out["temperature"] == 0.7 and "top_p" not in out
+
+
+@pytest.mark.parametrize("name", ["max_tokens", "max_completion_tokens"])
+@pytest.mark.parametrize("value", [0, "10", True, 1.5])
+def test_a_limit_that_is_no_count_is_a_400(name: str, value: Any) -> None:
+    with pytest.raises(InvalidRequest) as e:
+        messages_from_chat(body(**{name: value}))
+    assert e.value.param == name
+
+
+JUNK: list[Any] = [None, 0, -1, 1.5, True, "x", "", [], [None], [1, "a"], {}, {"type": 1}]
+FIELDS = [
+    "messages", "tools", "tool_choice", "stop", "temperature", "top_p", "response_format",
+    "parallel_tool_calls", "max_tokens", "n", "logprobs", "modalities", "logit_bias",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_junk_in_a_relayed_body_is_a_400_or_dropped_never_a_crash(field: str) -> None:
+    """A relayed chat body is barely checked before it reaches the translation
+    (protocol/relayed_request.py): any value is translated, or refused with a 400."""
+    for value in JUNK:
+        kw: dict[str, Any] = {field: value}
+        if field in ("tool_choice", "parallel_tool_calls"):
+            kw["tools"] = [TOOL]
+        try:
+            messages_from_chat(body(**kw))
+        except InvalidRequest as e:
+            assert e.status == 400 and e.param
+    for value in JUNK:
+        shapes = [
+            {"role": "user", "content": value},
+            {"role": "assistant", "content": "x", "tool_calls": value},
+            {"role": "tool", "tool_call_id": value, "content": value},
+            value,
+        ]
+        for shape in shapes:
+            try:
+                messages_from_chat(body(messages=[USER, shape]))
+            except InvalidRequest as e:
+                assert e.status == 400 and e.param
+
+
+def _junk(rng: random.Random, depth: int = 0) -> Any:
+    """A random JSON value, biased towards the shapes the translation reads."""
+    pick = rng.randrange(9 if depth < 3 else 5)
+    if pick < 5:
+        return [None, 0, "x", True, 1.5][pick]
+    if pick == 5:
+        return [_junk(rng, depth + 1) for _ in range(rng.randrange(3))]
+    keys = ["type", "role", "content", "text", "function", "name", "arguments", "id",
+            "tool_calls", "tool_call_id", "image_url", "url", "file", "file_data",
+            "parameters", "json_schema", "schema", "allowed_tools", "tools", "mode"]  # fmt: skip
+    values = ["text", "function", "user", "assistant", "tool", "image_url", "file",
+              "json_schema", "allowed_tools", "{}", "data:image/png;base64,AA"]  # fmt: skip
+    out = {}
+    for _ in range(rng.randrange(1, 5)):
+        key = rng.choice(keys)
+        out[key] = rng.choice(values) if rng.random() < 0.5 else _junk(rng, depth + 1)
+    return out
+
+
+def test_random_nested_junk_never_crashes() -> None:
+    rng = random.Random(21)
+    for _ in range(3000):
+        chat: dict[str, Any] = {"model": "claude", "messages": [USER, _junk(rng)]}
+        for name in ("tools", "tool_choice", "response_format"):
+            if rng.random() < 0.5:
+                chat[name] = [_junk(rng)] if name == "tools" else _junk(rng)
+        if rng.random() < 0.3:
+            chat["tools"] = [TOOL]
+        try:
+            messages_from_chat(chat)
+        except InvalidRequest as e:
+            assert e.status == 400 and e.param
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        {"type": "allowed_tools", "allowed_tools": "x"},
+        {"type": "allowed_tools", "allowed_tools": {"mode": "sometimes", "tools": []}},
+        {"type": "allowed_tools", "allowed_tools": {"tools": [{"function": "x"}]}},
+        {"type": "allowed_tools", "allowed_tools": {"tools": [{"function": {"name": ["a"]}}]}},
+        {"type": "function", "function": "x"},
+        {"type": "function"},
+        "sometimes",
+        7,
+    ],
+)
+def test_a_tool_choice_that_cannot_be_read_is_a_400(choice: Any) -> None:
+    with pytest.raises(InvalidRequest) as e:
+        messages_from_chat(body(tools=[TOOL], tool_choice=choice))
+    assert e.value.param is not None and e.value.param.startswith("tool_choice")

@@ -215,3 +215,19 @@ def test_unknown_events_are_skipped() -> None:
     assert reader.read({"type": "something_new", "x": 1}) is None
     delta = {"type": "citations_delta", "citation": {}}
     assert reader.read({"type": "content_block_delta", "index": 0, "delta": delta}) is None
+
+
+def test_a_hostile_upstreams_events_never_crash_the_reader() -> None:
+    """Whatever shape an upstream's event has, the reader gives a chunk or nothing."""
+    junk: list[Any] = [None, 1, "x", [], {}, {"type": 1}, [{"type": "text"}]]
+    kinds = ["message_start", "content_block_start", "content_block_delta",
+             "content_block_stop", "message_delta", "message_stop", "ping"]  # fmt: skip
+    for kind in kinds:
+        for value in junk:
+            for key in ("message", "content_block", "delta", "usage", "index"):
+                reader = MessagesStreamToChat()
+                chunk = reader.read({"type": kind, key: value})
+                assert chunk is None or isinstance(chunk, dict)
+    for value in junk:
+        out = completion_from_message({"content": value, "usage": value, "stop_reason": value})
+        assert out["choices"][0]["message"]["content"] == ""

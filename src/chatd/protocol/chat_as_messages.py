@@ -66,8 +66,7 @@ def messages_from_chat(chat: Json, max_tokens: int = DEFAULT_MAX_TOKENS) -> Json
     body: Json = {"model": chat.get("model"), "messages": messages}
     if system:
         body["system"] = system
-    limit = chat.get("max_completion_tokens", chat.get("max_tokens"))
-    body["max_tokens"] = limit if _is_int(limit) and limit >= 1 else max_tokens
+    body["max_tokens"] = _limit(chat, max_tokens)
     temperature = chat.get("temperature")
     if isinstance(temperature, int | float) and not isinstance(temperature, bool):
         body["temperature"] = min(float(temperature), _MAX_TEMPERATURE)
@@ -89,8 +88,16 @@ def messages_from_chat(chat: Json, max_tokens: int = DEFAULT_MAX_TOKENS) -> Json
     return body
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _limit(chat: Json, default: int) -> int:
+    """``max_completion_tokens``, else the older ``max_tokens``, else the default."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = chat.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _bad(name, f"`{name}` must be a positive integer.")
+        return value
+    return default
 
 
 def _refuse_untranslatable(chat: Json) -> None:
@@ -100,8 +107,11 @@ def _refuse_untranslatable(chat: Json) -> None:
         raise _refuse("n", "one answer per request only")
     if chat.get("logprobs") is True:
         raise _refuse("logprobs", "no token probabilities")
-    if chat.get("audio") is not None or "audio" in (chat.get("modalities") or []):
-        raise _refuse("audio" if chat.get("audio") is not None else "modalities", "no audio")
+    if chat.get("audio") is not None:
+        raise _refuse("audio", "no audio")
+    modalities = chat.get("modalities")
+    if isinstance(modalities, list) and "audio" in modalities:
+        raise _refuse("modalities", "no audio")
     if chat.get("logit_bias"):
         raise _refuse("logit_bias", "OpenAI token ids")
     if chat.get("web_search_options") is not None:
@@ -343,22 +353,31 @@ def _tool_choice(choice: Any) -> tuple[Json, set[str] | None]:
         return {"type": "any"}, None
     if choice == "none":
         return {"type": "none"}, None
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
+    kind = _obj(choice).get("type")
+    if kind == "function":
+        name = _obj(choice.get("function")).get("name")
         if isinstance(name, str):
             return {"type": "tool", "name": name}, None
-    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        spec = choice.get("allowed_tools") or {}
-        names = {
-            (t.get("function") or {}).get("name")
-            for t in spec.get("tools") or []
-            if isinstance(t, dict)
-        }
+    if kind == "allowed_tools":
+        spec = _obj(choice.get("allowed_tools"))
+        listed = spec.get("tools")
+        names = [_obj(_obj(t).get("function")).get("name") for t in _list(listed)]
         mode = spec.get("mode", "auto")
-        return {"type": "any" if mode == "required" else "auto"}, {n for n in names if n}
-    if isinstance(choice, dict) and choice.get("type") == "custom":
+        readable = isinstance(listed, list) and all(isinstance(n, str) for n in names)
+        if mode in ("auto", "required") and readable:
+            return {"type": "any" if mode == "required" else "auto"}, set(names)
+        raise _bad("tool_choice.allowed_tools", "`allowed_tools` must name function tools.")
+    if kind == "custom":
         raise _refuse("tool_choice", "a custom tool")
     raise _bad("tool_choice", "`tool_choice` is not a tool choice chat defines.")
+
+
+def _obj(value: Any) -> Json:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _output_format(fmt: Any) -> Json | None:

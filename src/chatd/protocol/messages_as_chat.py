@@ -77,7 +77,8 @@ def completion_from_message(message: Json) -> Json:
     JSON text), its stop reason as the finish reason."""
     texts: list[str] = []
     calls: list[Json] = []
-    for block in message.get("content") or []:
+    content = message.get("content")
+    for block in content if isinstance(content, list) else []:
         if not isinstance(block, dict):
             continue
         if block.get("type") == "text" and isinstance(block.get("text"), str):
@@ -157,7 +158,7 @@ class MessagesStreamToChat:
     def read(self, event: Json) -> Json | None:
         kind = event.get("type")
         if kind == "message_start":
-            message = event.get("message") or {}
+            message = _obj(event.get("message"))
             self.id = _completion_id(message.get("id"))
             self.model = message.get("model")
             self._note(message.get("usage"))
@@ -170,7 +171,7 @@ class MessagesStreamToChat:
             return self._block_stop(event)
         if kind == "message_delta":
             self._note(event.get("usage"))
-            reason = finish_reason((event.get("delta") or {}).get("stop_reason"))
+            reason = finish_reason(_obj(event.get("delta")).get("stop_reason"))
             return self._chunk({}, reason)
         if kind == "message_stop":
             self.ended = True
@@ -179,8 +180,8 @@ class MessagesStreamToChat:
         return None
 
     def _block_start(self, event: Json) -> Json | None:
-        block = event.get("content_block") or {}
-        if block.get("type") == "text" and block.get("text"):
+        block = _obj(event.get("content_block"))
+        if block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"]:
             return self._chunk({"content": block["text"]})
         if block.get("type") != "tool_use":
             return None
@@ -196,15 +197,16 @@ class MessagesStreamToChat:
         return self._chunk({"tool_calls": [call]})
 
     def _delta(self, event: Json) -> Json | None:
-        delta = event.get("delta") or {}
-        if delta.get("type") == "text_delta" and delta.get("text"):
-            return self._chunk({"content": delta["text"]})
-        if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+        delta = _obj(event.get("delta"))
+        if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
+            return self._chunk({"content": delta["text"]}) if delta["text"] else None
+        piece = delta.get("partial_json")
+        if delta.get("type") == "input_json_delta" and isinstance(piece, str) and piece:
             index = self._calls.get(_index(event))
             if index is None:  # the arguments of a block that was not a tool call
                 return None
             self._unsent.pop(_index(event), None)
-            call = {"index": index, "function": {"arguments": delta["partial_json"]}}
+            call = {"index": index, "function": {"arguments": piece}}
             return self._chunk({"tool_calls": [call]})
         return None
 
@@ -231,6 +233,11 @@ class MessagesStreamToChat:
             "model": self.model,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
+
+
+def _obj(value: Any) -> Json:
+    """An upstream's object where one is due (anything else reads as empty)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _index(event: Json) -> int:
