@@ -330,3 +330,21 @@ async def test_responses_function_call(client: openai.AsyncOpenAI, stream: bool)
     calls = [item for item in response.output if item.type == "function_call"]
     assert len(calls) == 1 and calls[0].name == "weather" and calls[0].call_id == "toolu_1"
     assert json.loads(calls[0].arguments) == {"city": "Paris"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_stored_answer_from_an_anthropic_channel(
+    client: openai.AsyncOpenAI, stream: bool
+) -> None:
+    messages: Any = [{"role": "user", "content": "Hi"}]
+    if stream:
+        chunks = [c async for c in await client.chat.completions.create(
+            model="sonnet", messages=messages, store=True, stream=True)]  # fmt: skip
+        completion_id = chunks[0].id
+    else:
+        completion = await client.chat.completions.create(
+            model="sonnet", messages=messages, store=True, metadata={"k": "v"}
+        )
+        completion_id = completion.id
+    stored = await client.chat.completions.retrieve(completion_id)
+    assert stored.choices[0].message.content == "Hello" and stored.model == "sonnet"
