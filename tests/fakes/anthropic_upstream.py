@@ -20,6 +20,10 @@ The requested model id picks the behaviour:
   event (``overloaded_error`` with the leaky message);
 - ``claude-cut``: streamed, ``message_start`` and a delta, then the connection drops.
 
+``POST /v1/messages/count_tokens`` answers the length of the messages' JSON as their
+count (``claude-401`` and the other error ids refuse alike), recorded as
+``count:<model>``.
+
 ``app.state.last`` keeps the last body per model id, ``app.state.headers`` its headers,
 ``app.state.calls`` the calls per model id.
 """
@@ -161,8 +165,25 @@ async def messages(request: Request) -> Response:
     return JSONResponse(_message(model, blocks, stop))
 
 
+async def count_tokens(request: Request) -> Response:
+    """Counts every character of the messages' JSON as a token (a fake's tokenizer)."""
+    body = await request.json()
+    model = str(body.get("model"))
+    state = request.app.state
+    state.last["count:" + model] = body
+    state.headers["count:" + model] = dict(request.headers)
+    if model in ERRORS:
+        return _error(*ERRORS[model])
+    return JSONResponse({"input_tokens": len(json.dumps(body.get("messages")))})
+
+
 def create_app() -> Starlette:
-    app = Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])
+    app = Starlette(
+        routes=[
+            Route("/v1/messages", messages, methods=["POST"]),
+            Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+        ]
+    )
     app.state.calls = {}
     app.state.last = {}
     app.state.headers = {}

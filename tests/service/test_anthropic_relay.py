@@ -18,7 +18,7 @@ from openapi_schemas import assert_valid
 
 from chatd.protocol.errors import APIError, ModelUnavailable, ServerError
 from chatd.upstream.channels import Channel
-from chatd.upstream.messages_wire import MessagesWire
+from chatd.upstream.messages_wire import CountTokensWire, MessagesWire
 from chatd.upstream.relay import UpstreamCall
 from chatd.upstream.relay_policy import RelayPolicy, owner_tag
 from chatd.upstream.upstream_errors import ChannelFailed
@@ -248,3 +248,26 @@ def test_only_beta_names_are_passed_on() -> None:
     wire = MessagesWire(PUBLIC, BODY, betas=["a-2025-01-01", "x\r\nEvil: 1"])
     wire.prepare(channel("http://x/v1", "m"))
     assert wire.extra_headers == {"anthropic-beta": "a-2025-01-01"}
+
+
+async def test_count_tokens_sends_only_the_prompt(
+    fake: Fake, session: aiohttp.ClientSession
+) -> None:
+    body = {**BODY, "system": "S", "temperature": 0.5, "stream": True}
+    wire = CountTokensWire(PUBLIC, body, "key_1", betas=["token-counting-2024-11-01"])
+    ok = channel(fake.url, "claude-ok", relay=RelayPolicy(user="{owner}"))
+    call = UpstreamCall(PUBLIC, [ok], {}, session, wire_for=lambda _: wire)
+    answer = await call.result()
+    assert answer == {"input_tokens": len(json.dumps(BODY["messages"]))}
+    assert fake.last["count:claude-ok"] == {
+        "model": "claude-ok",
+        "messages": BODY["messages"],
+        "system": "S",
+    }
+    assert fake.headers["count:claude-ok"]["anthropic-beta"] == "token-counting-2024-11-01"
+    assert wire.usage is None
+    call = UpstreamCall(
+        PUBLIC, [channel(fake.url, "claude-401")], {}, session, wire_for=lambda _: wire
+    )
+    with pytest.raises(ChannelFailed):
+        await call.result()

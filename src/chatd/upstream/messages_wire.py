@@ -18,7 +18,7 @@ from chatd.redact import safe_word
 from chatd.upstream.channels import Channel
 from chatd.upstream.upstream_errors import stream_error
 
-__all__ = ["USAGE_KEYS", "MessagesWire"]
+__all__ = ["USAGE_KEYS", "CountTokensWire", "MessagesWire"]
 
 # A beta's name (``context-management-2025-06-27``); anything else a client put in the
 # header is not passed on.
@@ -134,3 +134,48 @@ class MessagesWire:
             "type": kind if kind is not None and kind.endswith("_error") else "api_error",
             "message": stream_error(error, self.channel),
         }
+
+
+# What ``count_tokens`` takes of a Messages request (what makes the prompt); the rest
+# (the limit, sampling, stream, metadata) is not part of its request.
+_COUNTED = frozenset(
+    {"model", "messages", "system", "tools", "tool_choice", "thinking", "context_management",
+     "mcp_servers", "output_config", "output_format"}
+)  # fmt: skip
+
+
+class CountTokensWire:
+    """``POST /v1/messages/count_tokens`` for a model on an Anthropic channel: the
+    request's prompt fields (as the channel allows them, ``messages_fields``) sent to
+    the channel's ``/messages/count_tokens``, its answer (``{"input_tokens": N}``)
+    passed back as it came. Only ``UpstreamCall.result`` uses it (no stream); counting
+    is free, so ``usage`` stays None. Same constructor as ``MessagesWire``."""
+
+    end_name = "an answer"
+    ended = False
+    failed = False
+    usage: dict[str, int] | None = None
+
+    def __init__(
+        self,
+        public_id: str,
+        body: dict[str, Any],
+        owner: str = "anonymous",
+        betas: Sequence[str] = (),
+    ) -> None:
+        self.messages = MessagesWire(public_id, body, owner, betas)
+
+    @property
+    def extra_headers(self) -> dict[str, str]:
+        return self.messages.extra_headers
+
+    def prepare(self, channel: Channel) -> tuple[str, bytes]:
+        url, data = self.messages.prepare(channel)
+        body = {k: v for k, v in json.loads(data).items() if k in _COUNTED}
+        return url + "/count_tokens", json.dumps(body).encode()
+
+    def answer(self, data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+    def read(self, payload: str) -> dict[str, Any] | None:
+        raise ServerError("Counting tokens is never streamed.")
