@@ -118,8 +118,9 @@ def test_keys_in_the_file(tmp_path: Path) -> None:
 )
 def test_a_wrong_setting_stops_start_up(tmp_path: Path, setting: str, words: str) -> None:
     path = tmp_path / "chatd.toml"
+    api = "api = 'anthropic'\n" if setting.startswith(("messages_", "max_", "anthropic_")) else ""
     path.write_text(
-        f"[[channels]]\nname = 'a'\nbase_url = 'http://x/v1'\nmodels = ['m']\n{setting}\n"
+        f"[[channels]]\nname = 'a'\nbase_url = 'http://x/v1'\nmodels = ['m']\n{api}{setting}\n"
     )
     with pytest.raises(ConfigError) as e:
         load_config(path)
@@ -184,3 +185,19 @@ def test_anthropic_keys_in_the_file(tmp_path: Path) -> None:
     assert relay.betas(asked) == ["context-management-2025-06-27"]
     assert RelayPolicy().betas(asked) == asked  # absent: all passed on
     assert RelayPolicy().max_tokens == 4096
+
+
+@pytest.mark.parametrize(
+    "setting", ["max_tokens = 100", "messages_fields = ['default']", "anthropic_betas = []"]
+)
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_anthropic_settings_only_on_anthropic_channels(
+    tmp_path: Path, setting: str, api: str
+) -> None:
+    path = tmp_path / "chatd.toml"
+    path.write_text(
+        f"[[channels]]\nname = 'a'\nbase_url = 'http://x/v1'\nmodels = ['m']\napi = '{api}'\n"
+        f"{setting}\n"
+    )
+    with pytest.raises(ConfigError, match=r"channels\[0\]\.\w+: only an api = \"anthropic\""):
+        load_config(path)
