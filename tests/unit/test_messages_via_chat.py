@@ -317,3 +317,54 @@ def test_an_empty_stream_still_ends_well() -> None:
     assert [e["type"] for e in events] == ["message_start", "message_delta", "message_stop"]
     for e in events:
         EVENT.validate_python(e)
+
+
+JUNK: list[Any] = [None, 0, "x", True, [], [None], {}, {"type": 1}, [{"type": "text"}]]
+
+
+def test_junk_is_a_400_or_dropped_never_a_crash() -> None:
+    fields = ["system", "messages", "tools", "tool_choice", "stop_sequences", "thinking",
+              "output_config", "output_format", "mcp_servers"]  # fmt: skip
+    for field in fields:
+        for value in JUNK:
+            try:
+                chat_from_messages(body(**{field: value}))
+            except InvalidRequest as e:
+                assert e.status == 400
+    for value in JUNK:
+        blocks = [
+            value,
+            {"type": "tool_use", "input": value, "id": value},
+            {"type": "tool_result", "content": value},
+            {"type": "image", "source": value},
+            {"type": "document", "source": value},
+        ]
+        for block in blocks:
+            for role in ("user", "assistant"):
+                try:
+                    chat_from_messages(body(messages=[{"role": role, "content": [block]}]))
+                except InvalidRequest as e:
+                    assert e.status == 400
+
+
+def test_a_hostile_chat_upstream_never_crashes_the_readers() -> None:
+    for value in JUNK:
+        message = message_from_completion({"choices": value, "usage": value}, "pub")
+        at.Message.model_validate(message)
+        reader = ChatChunksToMessages("msg_x", "pub")
+        for c in ({"choices": value}, {"choices": [value]}, {"choices": [{"delta": value}]},
+                  {"choices": [{"delta": {"tool_calls": value}}]},
+                  {"choices": [{"delta": {"tool_calls": [value]}}]}, {"usage": value}):  # fmt: skip
+            try:
+                reader.read(c)
+            except TypeError as e:  # only a list of choices is iterable: the wire checks
+                raise AssertionError(c) from e
+        for e in reader.finish():
+            EVENT.validate_python(e)
+
+
+def test_a_base64_source_without_its_data_is_a_400() -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png"}}
+    with pytest.raises(InvalidRequest) as e:
+        chat_from_messages(body(messages=[{"role": "user", "content": [image]}]))
+    assert e.value.param == "messages[0].content[0].source"

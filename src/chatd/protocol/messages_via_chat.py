@@ -62,6 +62,10 @@ def _obj(value: Any) -> Json:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 # --------------------------------------------------------------------------------------------
 # The request
 # --------------------------------------------------------------------------------------------
@@ -182,9 +186,16 @@ def _user(blocks: list[Any], where: str) -> list[Json]:
     return out
 
 
+def _data_url(source: Json, where: str) -> str:
+    media, data = source.get("media_type"), source.get("data")
+    if not isinstance(media, str) or not isinstance(data, str):
+        raise _bad(where, f"`{where}` needs a `media_type` and base64 `data`.")
+    return f"data:{media};base64,{data}"
+
+
 def _image(source: Json, where: str) -> Json:
     if source.get("type") == "base64":
-        url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+        url = _data_url(source, where)
     elif source.get("type") == "url" and isinstance(source.get("url"), str):
         url = source["url"]
     else:
@@ -197,7 +208,7 @@ def _document(block: Json, where: str) -> Json:
     if source.get("type") == "text" and isinstance(source.get("data"), str):
         return {"type": "text", "text": source["data"]}
     if source.get("type") == "base64":
-        file: Json = {"file_data": f"data:{source.get('media_type')};base64,{source.get('data')}"}
+        file: Json = {"file_data": _data_url(source, f"{where}.source")}
         file["filename"] = block["title"] if isinstance(block.get("title"), str) else "document"
         return {"type": "file", "file": file}
     raise _refuse(f"{where}.source", f"a document source of type {source.get('type')!r}")
@@ -224,7 +235,7 @@ def _tools(body: Json) -> Json:
     choice = _obj(body.get("tool_choice"))
     forced = choice.get("name") if choice.get("type") == "tool" else None
     tools = []
-    for i, tool in enumerate(body.get("tools") or []):
+    for i, tool in enumerate(_list(body.get("tools"))):
         tool = _obj(tool)
         if tool.get("type") not in (None, "custom"):  # a server tool: Anthropic runs those
             if forced is not None and tool.get("name") == forced:
@@ -291,7 +302,8 @@ def messages_usage(usage: Any) -> Json:
 
 def message_from_completion(completion: Json, model: str) -> Json:
     """A whole ``chat.completion`` (its first choice) as Anthropic's message."""
-    choice = _obj((completion.get("choices") or [{}])[0])
+    choices = _list(completion.get("choices"))
+    choice = _obj(choices[0] if choices else None)
     message = _obj(choice.get("message"))
     content: list[Json] = []
     text = message.get("content")
@@ -300,8 +312,9 @@ def message_from_completion(completion: Json, model: str) -> Json:
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal:
         content.append({"type": "text", "text": refusal})
-    for call in message.get("tool_calls") or []:
-        fn = _obj(_obj(call).get("function"))
+    for call in _list(message.get("tool_calls")):
+        call = _obj(call)
+        fn = _obj(call.get("function"))
         content.append(
             {
                 "type": "tool_use",
@@ -373,7 +386,7 @@ class ChatChunksToMessages:
         events: list[Json] = []
         if isinstance(chunk.get("usage"), dict):
             self.usage = messages_usage(chunk["usage"])
-        for choice in chunk.get("choices") or []:
+        for choice in _list(chunk.get("choices")):
             choice = _obj(choice)
             if choice.get("index", 0) != 0:
                 continue
@@ -384,7 +397,7 @@ class ChatChunksToMessages:
                     events += self._close() + self._open_block({"type": "text", "text": ""})
                     self._open = "text"
                 events.append(self._delta({"type": "text_delta", "text": text}))
-            for call in delta.get("tool_calls") or []:
+            for call in _list(delta.get("tool_calls")):
                 events += self._call(_obj(call))
             if choice.get("finish_reason"):
                 self.stop_reason = _STOP.get(choice["finish_reason"], "end_turn")
