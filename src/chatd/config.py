@@ -121,6 +121,7 @@ _CHANNEL_KEYS = {
     "name", "base_url", "api_key_env", "models", "priority", "weight", "connect_timeout",
     "first_token_timeout", "read_timeout", "failures_before_cooldown", "cooldown_seconds",
     "api", "chat_fields", "responses_fields", "store", "metadata", "user", "safety_identifier",
+    "messages_fields", "max_tokens", "anthropic_betas",
 }  # fmt: skip
 CHANNEL_APIS = ("chat", "responses", "anthropic")  # what a channel may speak (``api``)
 
@@ -228,6 +229,9 @@ def _channel(c: Any, where: str) -> Any:
             f'"chat" (Chat Completions, the default), "responses" (the Responses API) or'
             f' "anthropic" (Anthropic\'s Messages API)'
         )
+    for only in ("messages_fields", "max_tokens", "anthropic_betas"):
+        if only in c and api != "anthropic":
+            raise ConfigError(f'{where}.{only}: only an api = "anthropic" channel takes it')
     key = None
     if "api_key_env" in c:
         key = os.environ.get(c["api_key_env"])

@@ -13,6 +13,8 @@ from chatd.protocol.relay_fields import (
     CHAT_DEFAULT,
     CHAT_FIELDS,
     MAPPED,
+    MESSAGES_DEFAULT,
+    MESSAGES_FIELDS,
     NEVER_RELAYED,
     RESPONSES_DEFAULT,
     RESPONSES_FIELDS,
@@ -107,12 +109,18 @@ def test_keys_in_the_file(tmp_path: Path) -> None:
         ("user = ''", "user: a string"),
         ("user = '{owner.__class__}'", "user: only {owner} may be in braces"),
         ("safety_identifier = '{owner}{owner}x'", "safety_identifier: at most 64"),
+        ("messages_fields = ['metadata']", "messages_fields: 'metadata' is the channel's own"),
+        ("max_tokens = 0", "max_tokens: a positive integer"),
+        ("max_tokens = 'many'", "max_tokens: a positive integer"),
+        ("anthropic_betas = 'x'", "anthropic_betas: a list of beta names"),
+        ("anthropic_betas = ['a b']", "anthropic_betas: a list of beta names"),
     ],
 )
 def test_a_wrong_setting_stops_start_up(tmp_path: Path, setting: str, words: str) -> None:
     path = tmp_path / "chatd.toml"
+    api = "api = 'anthropic'\n" if setting.startswith(("messages_", "max_", "anthropic_")) else ""
     path.write_text(
-        f"[[channels]]\nname = 'a'\nbase_url = 'http://x/v1'\nmodels = ['m']\n{setting}\n"
+        f"[[channels]]\nname = 'a'\nbase_url = 'http://x/v1'\nmodels = ['m']\n{api}{setting}\n"
     )
     with pytest.raises(ConfigError) as e:
         load_config(path)
@@ -121,3 +129,75 @@ def test_a_wrong_setting_stops_start_up(tmp_path: Path, setting: str, words: str
 
 def test_the_policy_reads_only_its_keys() -> None:
     assert relay_policy({"name": "a", "priority": 3}) == RelayPolicy()
+
+
+MESSAGES_CLIENT = {
+    "model": "pub",
+    "messages": [{"role": "user", "content": "Hi"}],
+    "max_tokens": 32000,
+    "stream": True,
+    "system": [{"type": "text", "text": "S", "cache_control": {"type": "ephemeral"}}],
+    "metadata": {"user_id": "alice@example.com"},
+    "thinking": {"type": "adaptive"},
+    "output_config": {"effort": "high"},
+    "context_management": {"edits": []},
+    "tools": [{"name": "t", "input_schema": {"type": "object"}}],
+    "service_tier": "auto",
+    "container": "cntr_1",
+    "mcp_servers": [{"type": "url", "url": "https://mcp.example", "name": "m"}],
+    "junk": 1,
+}
+
+
+def test_messages_defaults_leave_the_account_and_the_mapped_out() -> None:
+    assert MESSAGES_DEFAULT < MESSAGES_FIELDS
+    assert not MESSAGES_DEFAULT & {"metadata", "service_tier", "container", "mcp_servers"}
+    out = RelayPolicy().messages_body(MESSAGES_CLIENT, "key_1", "c@u")
+    kept = ("model", "messages", "max_tokens", "stream", "system", "thinking", "output_config",
+            "context_management", "tools")  # fmt: skip
+    assert out == {k: MESSAGES_CLIENT[k] for k in kept}  # the client's metadata not sent
+
+
+def test_an_anthropic_channel_gets_the_pseudonym_as_metadata_user_id() -> None:
+    tag = owner_tag("key_1", "c@u")
+    policy = RelayPolicy(user="gw-{owner}", safety_identifier="s", metadata={"team": "gw"})
+    assert policy.anthropic_metadata("key_1", "c@u") == {"user_id": "gw-" + tag}
+    out = policy.messages_body(MESSAGES_CLIENT, "key_1", "c@u")
+    assert out["metadata"] == {"user_id": "gw-" + tag}  # the operator's table is not sent
+    assert RelayPolicy(safety_identifier="{owner}").anthropic_metadata("key_1", "c@u") == {
+        "user_id": tag
+    }
+    assert RelayPolicy().anthropic_metadata("key_1", "c@u") is None
+
+
+def test_anthropic_keys_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "chatd.toml"
+    path.write_text(
+        "[[channels]]\nname = 'a'\nbase_url = 'http://x/v1'\nmodels = ['m']\napi = 'anthropic'\n"
+        "messages_fields = ['default', 'container']\nmax_tokens = 1024\n"
+        "anthropic_betas = ['context-management-2025-06-27']\n"
+    )
+    [channel] = load_config(path).channels
+    relay = channel.relay
+    assert relay.messages_fields == MESSAGES_DEFAULT | {"container"}
+    assert relay.max_tokens == 1024
+    asked = ["context-management-2025-06-27", "context-1m-2025-08-07"]
+    assert relay.betas(asked) == ["context-management-2025-06-27"]
+    assert RelayPolicy().betas(asked) == asked  # absent: all passed on
+    assert RelayPolicy().max_tokens == 4096
+
+
+@pytest.mark.parametrize(
+    "setting", ["max_tokens = 100", "messages_fields = ['default']", "anthropic_betas = []"]
+)
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_anthropic_settings_only_on_anthropic_channels(
+    tmp_path: Path, setting: str, api: str
+) -> None:
+    path = tmp_path / "chatd.toml"
+    path.write_text(
+        f"[[channels]]\nname = 'a'\nbase_url = 'http://x/v1'\nmodels = ['m']\napi = '{api}'\n"
+        f"{setting}\n"
+    )
+    with pytest.raises(ConfigError, match=r"channels\[0\]\.\w+: only an api = \"anthropic\""):
+        load_config(path)

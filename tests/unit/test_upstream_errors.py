@@ -71,3 +71,56 @@ def test_an_exception_name_as_type_is_replaced() -> None:
     assert judge(200, {}, CHANNEL, "pub") is None
     bare = judge(400, {"message": "vLLM's bare error", "type": "x"}, CHANNEL, "pub")
     assert bare is not None and bare.message == "vLLM's bare error"
+
+
+def anthropic(kind: str, message: str = "m") -> dict[str, Any]:
+    """Anthropic's error shape."""
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+ANTHROPIC = Channel("claude", "https://api.anthropic.example/v1", {"pub": "claude-x"}, "sk-ant-k")
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (400, "authentication_error"),  # the type says whose it is, whatever the status
+    ],
+)
+def test_anthropic_auth_failures_are_the_channels(status: int, kind: str) -> None:
+    e = judge(status, anthropic(kind), ANTHROPIC, "pub")
+    assert isinstance(e, ChannelFailed) and e.status == 502 and e.code == "channel_auth_failed"
+    assert "`claude`" in e.message
+
+
+def test_an_anthropic_404_for_the_model_is_the_channels() -> None:
+    e = judge(404, anthropic("not_found_error", "model: claude-x"), ANTHROPIC, "pub")
+    assert isinstance(e, ChannelFailed) and e.code == "channel_model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(429, "rate_limit_error"), (529, "overloaded_error"), (500, "api_error"),
+     (400, "overloaded_error")],
+)  # fmt: skip
+def test_anthropic_overload_fails_over(status: int, kind: str) -> None:
+    e = judge(status, anthropic(kind), ANTHROPIC, "pub")
+    assert isinstance(e, ModelUnavailable) and not isinstance(e, ChannelFailed)
+    assert e.status == 503
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "kept"),
+    [(400, "invalid_request_error", 400), (413, "request_too_large", 413)],
+)
+def test_anthropic_client_errors_are_passed_back_redacted(
+    status: int, kind: str, kept: int
+) -> None:
+    message = "messages.0: bad at https://api.anthropic.example/v1 with sk-ant-k"
+    e = judge(status, anthropic(kind, message), ANTHROPIC, "pub")
+    assert e is not None and not isinstance(e, ModelUnavailable)
+    assert (e.status, e.type) == (kept, kind)
+    assert "sk-ant-k" not in e.message and "anthropic.example" not in e.message
+    assert e.message.startswith("messages.0: bad at")

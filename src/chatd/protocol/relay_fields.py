@@ -11,10 +11,11 @@ defines and the channel allows is sent, never the client's body as it came:
   client's values are never sent; a channel may send values of the operator's instead
   (a fixed ``metadata``, a ``user`` derived from the caller's key owner, ``store``
   forced);
-- *default* (``CHAT_DEFAULT``, ``RESPONSES_DEFAULT``): the rest of what OpenAI's API
-  defines, except what spends or reads the operator's upstream account beyond the answer
-  itself (``service_tier``; for Responses also ``previous_response_id``,
-  ``conversation``, ``prompt``, ``background``, state chatd keeps itself);
+- *default* (``CHAT_DEFAULT``, ``RESPONSES_DEFAULT``, ``MESSAGES_DEFAULT``): the rest of
+  what the API defines, except what spends or reads the operator's upstream account
+  beyond the answer itself (``service_tier``; for Responses also ``previous_response_id``,
+  ``conversation``, ``prompt``, ``background``, state chatd keeps itself; for Anthropic's
+  Messages also ``container``, ``mcp_servers`` and ``inference_geo``);
 - *never* (``NEVER_RELAYED``): routers' fields that pick another model or provider
   under the operator's key (OpenRouter's ``models``, ``route``, ``provider``...): a
   channel cannot allow them.
@@ -33,6 +34,9 @@ __all__ = [
     "CHAT_DEFAULT",
     "CHAT_FIELDS",
     "MAPPED",
+    "MESSAGES_ALWAYS",
+    "MESSAGES_DEFAULT",
+    "MESSAGES_FIELDS",
     "NEVER_RELAYED",
     "RESPONSES_ALWAYS",
     "RESPONSES_DEFAULT",
@@ -60,3 +64,21 @@ RESPONSES_ALWAYS = frozenset({"model", "input", "stream", "stream_options"})
 # holds (stored prompts, conversations, background jobs).
 _ACCOUNT_STATE = frozenset({"previous_response_id", "conversation", "prompt", "background"})
 RESPONSES_DEFAULT = RESPONSES_FIELDS - MAPPED - _COSTLY - _ACCOUNT_STATE - RESPONSES_ALWAYS
+
+# Anthropic's Messages API, for a Messages request to an ``api = "anthropic"`` channel (as
+# the client sent it; a Chat Completions or Responses request is translated instead,
+# protocol/chat_as_messages.py). Its ``metadata`` holds only ``user_id``: mapped like the
+# OpenAI APIs' ``user`` (the channel's pseudonym of the caller, never the client's value).
+MESSAGES_FIELDS = frozenset(
+    {
+        "model", "messages", "max_tokens", "stream", "system", "metadata", "temperature",
+        "top_p", "top_k", "stop_sequences", "tools", "tool_choice", "thinking",
+        "output_config", "output_format", "context_management", "container", "mcp_servers",
+        "service_tier", "inference_geo",
+    }
+)  # fmt: skip
+MESSAGES_ALWAYS = frozenset({"model", "messages", "max_tokens", "stream"})
+# A code-execution container lives in the operator's account; MCP servers are reached by
+# Anthropic under the operator's key; a region pinned for inference is priced higher.
+_MESSAGES_ACCOUNT = frozenset({"container", "mcp_servers", "inference_geo"})
+MESSAGES_DEFAULT = MESSAGES_FIELDS - MAPPED - _COSTLY - _MESSAGES_ACCOUNT - MESSAGES_ALWAYS

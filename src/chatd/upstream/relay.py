@@ -1,5 +1,5 @@
-"""Relaying one request to upstream channels (Chat Completions or the Responses API:
-``wires.py``).
+"""Relaying one request to upstream channels (Chat Completions, the Responses API or
+Anthropic's Messages API: ``wires.py``, ``messages_wire.py``).
 
 Before the first byte reaches the client, any failure of the channel (connect error,
 timeout, 429, 5xx, no first byte within the channel's first_token_timeout, and the
@@ -95,7 +95,10 @@ class UpstreamCall:
         """The POST to one channel (an awaitable aiohttp response)."""
         self.wire = self.wire_for(channel)
         url, data = self.wire.prepare(channel)
-        return self.session.post(url, data=data, headers=channel.headers, timeout=channel.timeouts)
+        headers = channel.headers
+        if self.wire.extra_headers:
+            headers = {**headers, **self.wire.extra_headers}
+        return self.session.post(url, data=data, headers=headers, timeout=channel.timeouts)
 
     async def result(self) -> dict[str, Any]:
         """The non-streamed answer of the first channel that gives one, as its wire

@@ -3,9 +3,12 @@ of the operator's it writes in the client's place (docs/gateway.md "Relay hygien
 
 A channel's settings (``chatd.toml``):
 
-- ``chat_fields`` / ``responses_fields``: the fields sent to it in each API (the entry
-  ``"default"`` stands for ``protocol/relay_fields.py``'s defaults: OpenAI's fields
-  without the mapped and costly ones). What the relay needs is always sent.
+- ``chat_fields`` / ``responses_fields`` / ``messages_fields``: the fields sent to it in
+  each API (the entry ``"default"`` stands for ``protocol/relay_fields.py``'s defaults:
+  the API's fields without the mapped and costly ones). What the relay needs is always
+  sent. ``messages_fields`` applies to Messages requests to an ``api = "anthropic"``
+  channel; a chat or Responses request to one is filtered by ``chat_fields`` first, then
+  translated (protocol/chat_as_messages.py).
 - ``store``: absent, Chat Completions requests carry no ``store`` (the API's default,
   false) and Responses requests ``store: false`` (chatd keeps the state; the API's
   default would store). true or false: sent as is, on every request.
@@ -15,8 +18,17 @@ A channel's settings (``chatd.toml``):
   caller always gets the same value on one channel, and the owner id itself never
   leaves chatd).
 
+- ``max_tokens`` (``api = "anthropic"`` channels): the answer's limit sent when a chat or
+  Responses request names none (Anthropic requires one; absent: 4096).
+- ``anthropic_betas``: the ``anthropic-beta`` values of a Messages request passed on to
+  the channel (absent: all the client sent; a list: only those, since a beta may change
+  what the operator pays, e.g. a longer context).
+
 The client's own ``store``, ``metadata``, ``user`` and ``safety_identifier`` are never
-sent: chatd stores (``store``) and filters (``metadata``) for the client itself.
+sent: chatd stores (``store``) and filters (``metadata``) for the client itself. An
+Anthropic channel has no ``store`` and a ``metadata`` of ``user_id`` alone: it is sent the
+channel's ``user`` (else ``safety_identifier``) as ``metadata.user_id``, the operator's
+``metadata`` table is not sent to it, and ``store`` means nothing there.
 """
 
 from __future__ import annotations
@@ -27,10 +39,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatd.protocol.chat_as_messages import DEFAULT_MAX_TOKENS
 from chatd.protocol.relay_fields import (
     CHAT_ALWAYS,
     CHAT_DEFAULT,
     MAPPED,
+    MESSAGES_ALWAYS,
+    MESSAGES_DEFAULT,
     NEVER_RELAYED,
     RESPONSES_ALWAYS,
     RESPONSES_DEFAULT,
@@ -39,12 +54,16 @@ from chatd.protocol.relay_fields import (
 __all__ = ["POLICY_KEYS", "RelayPolicy", "owner_tag", "relay_policy"]
 
 POLICY_KEYS = frozenset(
-    {"chat_fields", "responses_fields", "store", "metadata", "user", "safety_identifier"}
-)
+    {
+        "chat_fields", "responses_fields", "messages_fields", "store", "metadata", "user",
+        "safety_identifier", "max_tokens", "anthropic_betas",
+    }
+)  # fmt: skip
 OWNER = "{owner}"
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Longest value sent (OpenAI's limit for safety_identifier is 64 characters).
 _MAX_ID = {"user": 256, "safety_identifier": 64}
+_BETA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def owner_tag(owner: str, salt: str) -> str:
@@ -61,6 +80,9 @@ class RelayPolicy:
     metadata: Mapping[str, str] | None = field(default=None, hash=False)
     user: str | None = None
     safety_identifier: str | None = None
+    messages_fields: frozenset[str] = MESSAGES_DEFAULT
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    anthropic_betas: frozenset[str] | None = None  # None: the client's, all passed on
 
     def chat_body(self, body: Mapping[str, Any], owner: str, salt: str) -> dict[str, Any]:
         """The Chat Completions body a channel is sent (``model`` still the client's)."""
@@ -80,26 +102,70 @@ class RelayPolicy:
         self._identity(out, owner, salt)
         return out
 
+    def messages_body(self, body: Mapping[str, Any], owner: str, salt: str) -> dict[str, Any]:
+        """The Messages body an Anthropic channel is sent of a Messages request: the
+        allowed fields, and the channel's pseudonym of the caller as ``metadata.user_id``
+        (never the client's)."""
+        allowed = self.messages_fields
+        out = {k: v for k, v in body.items() if k in MESSAGES_ALWAYS or k in allowed}
+        metadata = self.anthropic_metadata(owner, salt)
+        if metadata is not None:
+            out["metadata"] = metadata
+        return out
+
+    def anthropic_metadata(self, owner: str, salt: str) -> dict[str, str] | None:
+        """What an Anthropic channel is told of the caller: Anthropic's metadata holds only
+        ``user_id`` (an opaque id of the end user, for its abuse detection), the twin of
+        OpenAI's ``user`` and ``safety_identifier``: the channel's ``user`` setting, else
+        its ``safety_identifier``, ``{owner}`` made the caller's pseudonym."""
+        for name in ("user", "safety_identifier"):
+            template = getattr(self, name)
+            if template is not None:
+                return {"user_id": _filled(template, owner, salt)}
+        return None
+
+    def betas(self, asked: list[str]) -> list[str]:
+        """The client's ``anthropic-beta`` values the channel is passed."""
+        if self.anthropic_betas is None:
+            return list(asked)
+        return [b for b in asked if b in self.anthropic_betas]
+
     def _identity(self, out: dict[str, Any], owner: str, salt: str) -> None:
         if self.metadata is not None:
             out["metadata"] = dict(self.metadata)
         for name in ("user", "safety_identifier"):
             template = getattr(self, name)
             if template is not None:
-                out[name] = (
-                    template.replace(OWNER, owner_tag(owner, salt))
-                    if OWNER in template
-                    else template
-                )
+                out[name] = _filled(template, owner, salt)
+
+
+def _filled(template: str, owner: str, salt: str) -> str:
+    return template.replace(OWNER, owner_tag(owner, salt)) if OWNER in template else template
 
 
 def relay_policy(table: Mapping[str, Any]) -> RelayPolicy:
     """A channel's policy from its ``chatd.toml`` table; ``ValueError`` naming the key
     (``"user: ..."``) for a setting that is wrong."""
     kw: dict[str, Any] = {}
-    for key, default in (("chat_fields", CHAT_DEFAULT), ("responses_fields", RESPONSES_DEFAULT)):
+    for key, default in (
+        ("chat_fields", CHAT_DEFAULT),
+        ("responses_fields", RESPONSES_DEFAULT),
+        ("messages_fields", MESSAGES_DEFAULT),
+    ):
         if key in table:
             kw[key] = _fields(key, table[key], default)
+    if "max_tokens" in table:
+        value = table["max_tokens"]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError("max_tokens: a positive integer is required")
+        kw["max_tokens"] = value
+    if "anthropic_betas" in table:
+        betas = table["anthropic_betas"]
+        if not isinstance(betas, list) or not all(
+            isinstance(b, str) and _BETA.match(b) for b in betas
+        ):
+            raise ValueError("anthropic_betas: a list of beta names is required")
+        kw["anthropic_betas"] = frozenset(betas)
     if "store" in table:
         if not isinstance(table["store"], bool):
             raise ValueError("store: true or false is required (absent: not stored upstream)")

@@ -18,6 +18,16 @@ An upstream answers chatd, under the operator's key; its errors are not the clie
   is passed back with its message through ``redact`` (no host, URL, path, address or
   key fragment), its ``type``, ``code`` and ``param`` only when they are plain words,
   and a status among chatd's own (413 and 404 kept, others 400).
+
+Anthropic channels (``api = "anthropic"``) answer errors in Anthropic's shape,
+``{"type": "error", "error": {"type": ..., "message": ...}}``, read here as OpenAI's
+(the inner object). Their statuses mean the same (401 ``authentication_error``, 403
+``permission_error``, 404 ``not_found_error`` with "model: ..." for an unknown model,
+413 ``request_too_large``, 429 ``rate_limit_error``, 500 ``api_error``, 529
+``overloaded_error``); the error's type decides where the status alone would be wrong:
+an ``authentication_error`` or ``permission_error`` is the channel's whatever its
+status, and an ``overloaded_error``, ``rate_limit_error`` or ``api_error`` is the
+upstream's state, never the client's fault.
 """
 
 from __future__ import annotations
@@ -35,6 +45,11 @@ __all__ = ["ChannelFailed", "channel_failure", "judge", "stream_error"]
 _CLIENT_FAULTS = {400, 409, 413, 422}
 _RETRIED = {408, 429}
 _MODEL_WORD = re.compile(r"(?i)(?:^|\s)model\b")  # "The model `x` does not exist"
+# Anthropic's error types that say whose the failure is, whatever the status.
+_CHANNEL_TYPES = {"authentication_error", "permission_error"}
+_UNAVAILABLE_TYPES = {"overloaded_error", "rate_limit_error", "api_error"}
+# Anthropic's one error type without the ``_error`` ending.
+_PLAIN_TYPES = {"request_too_large"}
 
 
 class ChannelFailed(ModelUnavailable):
@@ -52,7 +67,8 @@ def judge(status: int, data: Any, channel: Channel, public_id: str) -> APIError 
     if status < 400:
         return None
     err = _error_object(data)
-    if status in (401, 403):
+    kind = err.get("type")
+    if status in (401, 403) or kind in _CHANNEL_TYPES:
         return ChannelFailed(
             f"The upstream channel `{channel.name}` refused chatd's credentials (HTTP"
             f" {status}); the server's operator must fix the channel's key.",
@@ -64,7 +80,7 @@ def judge(status: int, data: Any, channel: Channel, public_id: str) -> APIError 
             f" configured to serve `{public_id}` with (HTTP 404).",
             code="channel_model_not_found",
         )
-    if status in _RETRIED or status >= 500:
+    if status in _RETRIED or status >= 500 or kind in _UNAVAILABLE_TYPES:
         return channel_failure(channel, public_id, f"HTTP {status}")
     if status in _CLIENT_FAULTS or status == 404:
         return _passed_back(status, err, channel)
@@ -86,7 +102,8 @@ def stream_error(error: Any, channel: Channel | None) -> str:
 
 
 def _error_object(data: Any) -> dict[str, Any]:
-    """OpenAI's ``{"error": {...}}`` (or a server's bare ``{"message": ...}``)."""
+    """OpenAI's ``{"error": {...}}``, Anthropic's ``{"type": "error", "error": {...}}``
+    (or a server's bare ``{"message": ...}``)."""
     if not isinstance(data, dict):
         return {}
     err = data.get("error", data)
@@ -128,7 +145,9 @@ def _passed_back(status: int, err: dict[str, Any], channel: Channel) -> APIError
     return APIError(
         message,
         status=kept,
-        type=kind if kind is not None and kind.endswith("_error") else "invalid_request_error",
+        type=kind
+        if kind is not None and (kind.endswith("_error") or kind in _PLAIN_TYPES)
+        else "invalid_request_error",
         param=safe_word(err.get("param")),
         code=safe_word(err.get("code")),
     )

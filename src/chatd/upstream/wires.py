@@ -1,7 +1,9 @@
-"""The wire protocols a relayed request can speak to a channel: Chat Completions or the
-Responses API. A wire knows the URL and body to send, how a non-streamed answer is
-passed on, and how a stream reads and ends; the failover loop (``relay.UpstreamCall``)
-is the same for every wire, so failing over works alike whatever a channel speaks.
+"""The wire protocols a relayed request can speak to a channel: Chat Completions (also
+spoken to an Anthropic channel, translated to its Messages API and back), the Responses
+API, or Anthropic's Messages API itself (``messages_wire.py``). A wire knows the URL and
+body to send, how a non-streamed answer is passed on, and how a stream reads and ends;
+the failover loop (``relay.UpstreamCall``) is the same for every wire, so failing over
+works alike whatever a channel speaks.
 
 A wire object serves one request (it keeps that request's usage and whether its stream
 ended), possibly on several channels in turn: only one channel's stream is ever read.
@@ -12,7 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
+from chatd.protocol.chat_as_messages import messages_from_chat
 from chatd.protocol.errors import ServerError
+from chatd.protocol.messages_as_chat import MessagesStreamToChat, completion_from_message
 from chatd.redact import safe_word
 from chatd.upstream.channels import Channel
 from chatd.upstream.upstream_errors import stream_error
@@ -32,6 +36,7 @@ class Wire(Protocol):
     failed: bool  # that end was the upstream's failure (an ``error`` event...)
     end_name: str  # what a complete stream ends with, for the error naming its absence
     usage: dict[str, Any] | None  # the upstream's usage, once seen (the wire's own shape)
+    extra_headers: dict[str, str]  # sent with the channel's own headers (its key...)
 
     def prepare(self, channel: Channel) -> tuple[str, bytes]:
         """The URL to POST to on this channel and the encoded body."""
@@ -52,9 +57,20 @@ class ChatWire:
     """Chat Completions, relayed as chatd always has: the public model id and (for a
     stored answer) chatd's own id written into every object, usage always asked for when
     streaming (for accounting) and its chunk dropped when the client did not ask, the
-    stream complete at ``data: [DONE]``."""
+    stream complete at ``data: [DONE]``.
+
+    To an Anthropic channel (``api = "anthropic"``) the same request goes as a Messages
+    request to its ``/messages`` (``protocol/chat_as_messages.py``; ``max_tokens`` the
+    channel's setting when the client named none), and what comes back is read as chat
+    objects (``protocol/messages_as_chat.py``): the whole message as a
+    ``chat.completion``, the stream event by event as chat chunks, complete at
+    ``message_stop``; an ``error`` event is raised like an error chunk. ``usage`` is then
+    chat's shape too, so that whoever reads the objects and the usage (the chat relay,
+    the Responses service) cannot tell the channel's API.
+    """
 
     end_name = "[DONE]"
+    extra_headers: dict[str, str] = {}
 
     def __init__(
         self,
@@ -74,18 +90,35 @@ class ChatWire:
         self.client_wants_usage = self.streaming and opts.get("include_usage") is True
         self.usage: dict[str, Any] | None = None
         self.ended = False
+        self.messages: MessagesStreamToChat | None = None  # set: the channel is Anthropic's
 
     def prepare(self, channel: Channel) -> tuple[str, bytes]:
         """Only the fields the channel allows, its own store/metadata/user values."""
         self.channel = channel
         body = channel.relay.chat_body(self.body, self.owner, channel.key)
         body["model"] = channel.models[self.public_id]
+        if channel.api == "anthropic":
+            return self._prepare_messages(channel, body)
+        self.messages, self.end_name = None, "[DONE]"
         body.pop("stream_options", None)
         if self.streaming:  # always ask for usage, for accounting; dropped if not wanted
             body["stream_options"] = _stream_options(self.body)
         return channel.chat_url, json.dumps(body).encode()
 
+    def _prepare_messages(self, channel: Channel, body: dict[str, Any]) -> tuple[str, bytes]:
+        """The chat body as Anthropic's (refused with a 400 naming the field where it
+        cannot be), the caller's pseudonym as ``metadata.user_id``."""
+        policy = channel.relay
+        messages = messages_from_chat(body, policy.max_tokens)
+        metadata = policy.anthropic_metadata(self.owner, channel.key)
+        if metadata is not None:
+            messages["metadata"] = metadata
+        self.messages, self.end_name = MessagesStreamToChat(), "message_stop"
+        return channel.messages_url, json.dumps(messages).encode()
+
     def answer(self, data: dict[str, Any]) -> dict[str, Any]:
+        if self.messages is not None:
+            data = completion_from_message(data)
         data["model"] = self.public_id
         if self.completion_id is not None:
             data["id"] = self.completion_id
@@ -94,7 +127,7 @@ class ChatWire:
 
     def read(self, payload: str) -> dict[str, Any] | None:
         if payload == "[DONE]":
-            self.ended = True
+            self.ended = self.ended or self.messages is None
             return None
         chunk = json.loads(payload)
         if not isinstance(chunk, dict):
@@ -102,6 +135,13 @@ class ChatWire:
         if "error" in chunk:
             message = stream_error(chunk["error"], self.channel)
             raise ServerError(f"The upstream failed mid-stream: {message}", code="upstream_error")
+        if self.messages is not None:
+            translated = self.messages.read(chunk)
+            self.ended = self.messages.ended
+            self.usage = self.messages.chat_usage()
+            if translated is None:
+                return None
+            chunk = translated
         chunk["model"] = self.public_id
         if self.completion_id is not None:
             chunk["id"] = self.completion_id
@@ -134,6 +174,7 @@ class ResponsesWire:
     """
 
     end_name = "a terminal event"
+    extra_headers: dict[str, str] = {}
 
     def __init__(self, public_id: str, body: dict[str, Any], owner: str = "anonymous") -> None:
         self.public_id = public_id

@@ -1,0 +1,449 @@
+"""A Messages request served by a channel that speaks Chat Completions: the request as
+a chat body, and the chat answer back as Anthropic's message or stream events (the
+other direction of ``chat_as_messages.py`` / ``messages_as_chat.py``).
+
+Pure, and for the Messages service to use with ``ChatWire`` (which then relays the chat
+body as any chat request: allow-list, the operator's identity values, usage asked for).
+The request reaching it has been validated by the Messages contract; the translation
+still reads defensively and refuses with a 400 naming the field what a chat channel
+cannot carry with its meaning:
+
+- ``thinking: {"type": "enabled"}`` (chat returns no reasoning to show as thinking
+  blocks); ``adaptive`` and ``disabled`` allow no thinking at all, and are kept;
+- ``mcp_servers`` (a chat channel reaches no MCP server);
+- a server tool (``web_search_...``, ``bash_...``...) that ``tool_choice`` forces; one
+  not forced is left out (the model may answer without it, as Anthropic's may);
+- an image or a document inside a ``tool_result`` (chat's tool message is text).
+
+Dropped as hints or as chatd's own: ``metadata`` (the channel's ``user`` goes instead),
+``cache_control`` marks, ``context_management`` (nothing to clear: no thinking),
+``output_config.effort``, ``service_tier``, ``container``, ``top_k`` reaches the channel
+only if it allows it. ``is_error`` on a tool result has no chat twin: its text goes as
+the tool's answer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chatd.protocol.errors import InvalidRequest, Unsupported
+
+__all__ = [
+    "ChatChunksToMessages",
+    "chat_from_messages",
+    "message_from_completion",
+    "messages_usage",
+]
+
+Json = dict[str, Any]
+
+_NO_EQUIVALENT = "cannot be carried to the Chat Completions channel that serves this model."
+# Chat's finish reasons as Anthropic's stop reasons.
+_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def _refuse(param: str, what: str = "") -> Unsupported:
+    reason = f"({what}) " if what else ""
+    return Unsupported(param, reason + _NO_EQUIVALENT)
+
+
+def _bad(param: str, message: str) -> InvalidRequest:
+    return InvalidRequest(message, param=param, code="invalid_value")
+
+
+def _obj(value: Any) -> Json:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+# --------------------------------------------------------------------------------------------
+# The request
+# --------------------------------------------------------------------------------------------
+
+
+def chat_from_messages(body: Json) -> Json:
+    """The chat body for a Messages body (``model`` kept as given; the wire maps it)."""
+    thinking = _obj(body.get("thinking"))
+    if thinking.get("type") == "enabled":
+        raise _refuse("thinking", "the channel returns no reasoning")
+    if body.get("mcp_servers"):
+        raise _refuse("mcp_servers")
+    chat: Json = {"model": body.get("model"), "messages": _messages(body)}
+    if body.get("max_tokens") is not None:
+        chat["max_completion_tokens"] = body["max_tokens"]
+    for name in ("temperature", "top_p", "top_k"):
+        if body.get(name) is not None:
+            chat[name] = body[name]
+    stops = body.get("stop_sequences")
+    if isinstance(stops, list) and stops:
+        chat["stop"] = stops
+    chat.update(_tools(body))
+    fmt = _obj(_obj(body.get("output_config")).get("format")) or _obj(body.get("output_format"))
+    if fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), dict):
+        chat["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": fmt["schema"], "strict": True},
+        }
+    if body.get("stream") is True:
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}
+    return chat
+
+
+def _system(system: Any) -> str:
+    if isinstance(system, str):
+        return system
+    if isinstance(system, list):
+        return "\n\n".join(
+            b["text"] for b in system if isinstance(b, dict) and isinstance(b.get("text"), str)
+        )
+    return ""
+
+
+def _messages(body: Json) -> list[Json]:
+    out: list[Json] = []
+    system = _system(body.get("system"))
+    if system:
+        out.append({"role": "system", "content": system})
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise _bad("messages", "`messages` must be a list.")
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        message = _obj(message)
+        content = message.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if not isinstance(blocks, list):
+            raise _bad(f"{where}.content", f"`{where}.content` must be a string or blocks.")
+        if message.get("role") == "assistant":
+            out.append(_assistant(blocks, where))
+        elif message.get("role") == "user":
+            out.extend(_user(blocks, where))
+        else:
+            raise _bad(f"{where}.role", f"`{where}.role` must be user or assistant.")
+    return out
+
+
+def _assistant(blocks: list[Any], where: str) -> Json:
+    texts: list[str] = []
+    calls: list[Json] = []
+    for block in blocks:
+        block = _obj(block)
+        if block.get("type") == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif block.get("type") == "tool_use":
+            calls.append(
+                {
+                    "id": str(block.get("id") or ""),
+                    "type": "function",
+                    "function": {
+                        "name": str(block.get("name") or ""),
+                        "arguments": json.dumps(_obj(block.get("input"))),
+                    },
+                }
+            )
+        # thinking, redacted_thinking and server tools' blocks: nothing chat can carry
+    out: Json = {"role": "assistant", "content": "".join(texts) or None}
+    if calls:
+        out["tool_calls"] = calls
+    return out
+
+
+def _user(blocks: list[Any], where: str) -> list[Json]:
+    """Tool results become tool messages, before the turn's other content (chat wants
+    them right after the assistant's calls)."""
+    tools: list[Json] = []
+    parts: list[Json] = []
+    for j, block in enumerate(blocks):
+        here = f"{where}.content[{j}]"
+        block = _obj(block)
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
+            parts.append({"type": "text", "text": block["text"]})
+        elif kind == "image":
+            parts.append(_image(_obj(block.get("source")), f"{here}.source"))
+        elif kind == "document":
+            parts.append(_document(block, here))
+        elif kind == "tool_result":
+            tools.append(_tool_result(block, here))
+        else:
+            raise _bad(f"{here}.type", f"`{here}.type` {kind!r} is not a user content block.")
+    out = list(tools)
+    if parts:
+        simple = all(p["type"] == "text" for p in parts)
+        content: Any = "".join(p["text"] for p in parts) if simple and len(parts) == 1 else parts
+        out.append({"role": "user", "content": content})
+    return out
+
+
+def _data_url(source: Json, where: str) -> str:
+    media, data = source.get("media_type"), source.get("data")
+    if not isinstance(media, str) or not isinstance(data, str):
+        raise _bad(where, f"`{where}` needs a `media_type` and base64 `data`.")
+    return f"data:{media};base64,{data}"
+
+
+def _image(source: Json, where: str) -> Json:
+    if source.get("type") == "base64":
+        url = _data_url(source, where)
+    elif source.get("type") == "url" and isinstance(source.get("url"), str):
+        url = source["url"]
+    else:
+        raise _refuse(where, f"an image source of type {source.get('type')!r}")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _document(block: Json, where: str) -> Json:
+    source = _obj(block.get("source"))
+    if source.get("type") == "text" and isinstance(source.get("data"), str):
+        return {"type": "text", "text": source["data"]}
+    if source.get("type") == "base64":
+        file: Json = {"file_data": _data_url(source, f"{where}.source")}
+        file["filename"] = block["title"] if isinstance(block.get("title"), str) else "document"
+        return {"type": "file", "file": file}
+    raise _refuse(f"{where}.source", f"a document source of type {source.get('type')!r}")
+
+
+def _tool_result(block: Json, where: str) -> Json:
+    content = block.get("content")
+    if isinstance(content, list):
+        texts = []
+        for k, inner in enumerate(content):
+            inner = _obj(inner)
+            if inner.get("type") != "text" or not isinstance(inner.get("text"), str):
+                raise _refuse(f"{where}.content[{k}]", "a tool result's chat answer is text")
+            texts.append(inner["text"])
+        content = "".join(texts)
+    return {
+        "role": "tool",
+        "tool_call_id": str(block.get("tool_use_id") or ""),
+        "content": content if isinstance(content, str) else "",
+    }
+
+
+def _tools(body: Json) -> Json:
+    choice = _obj(body.get("tool_choice"))
+    forced = choice.get("name") if choice.get("type") == "tool" else None
+    tools = []
+    for i, tool in enumerate(_list(body.get("tools"))):
+        tool = _obj(tool)
+        if tool.get("type") not in (None, "custom"):  # a server tool: Anthropic runs those
+            if forced is not None and tool.get("name") == forced:
+                raise _refuse(f"tools[{i}]", f"the server tool {tool.get('type')!r}")
+            continue
+        function: Json = {
+            "name": tool.get("name"),
+            "parameters": _obj(tool.get("input_schema")) or {"type": "object"},
+        }
+        if isinstance(tool.get("description"), str):
+            function["description"] = tool["description"]
+        if tool.get("strict") is True:
+            function["strict"] = True
+        tools.append({"type": "function", "function": function})
+    if not tools:
+        return {}
+    out: Json = {"tools": tools}
+    kind = choice.get("type")
+    if kind == "any":
+        out["tool_choice"] = "required"
+    elif kind == "none":
+        out["tool_choice"] = "none"
+    elif kind == "tool" and isinstance(forced, str):
+        out["tool_choice"] = {"type": "function", "function": {"name": forced}}
+    if choice.get("disable_parallel_tool_use") is True:
+        out["parallel_tool_calls"] = False
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The answer
+# --------------------------------------------------------------------------------------------
+
+
+def _message_id(completion_id: Any) -> str:
+    text = completion_id if isinstance(completion_id, str) and completion_id else "upstream"
+    return "msg_" + text.removeprefix("chatcmpl-")
+
+
+def _input(arguments: Any) -> Json:
+    """A tool call's arguments as Anthropic's ``input`` (an object; text that does not
+    parse to one is an empty input, as nothing else would be a valid one)."""
+    try:
+        parsed = json.loads(arguments) if isinstance(arguments, str) else None
+    except ValueError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def messages_usage(usage: Any) -> Json:
+    """Chat's usage as Anthropic's: the cached prompt tokens apart from the others."""
+    usage = _obj(usage)
+    prompt = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
+    cached = _obj(usage.get("prompt_tokens_details")).get("cached_tokens")
+    cached = cached if isinstance(cached, int) and 0 <= cached <= prompt else 0
+    output = usage.get("completion_tokens")
+    return {
+        "input_tokens": prompt - cached,
+        "output_tokens": output if isinstance(output, int) else 0,
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": 0,
+    }
+
+
+def message_from_completion(completion: Json, model: str) -> Json:
+    """A whole ``chat.completion`` (its first choice) as Anthropic's message."""
+    choices = _list(completion.get("choices"))
+    choice = _obj(choices[0] if choices else None)
+    message = _obj(choice.get("message"))
+    content: list[Json] = []
+    text = message.get("content")
+    if isinstance(text, str) and text:
+        content.append({"type": "text", "text": text})
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        content.append({"type": "text", "text": refusal})
+    for call in _list(message.get("tool_calls")):
+        call = _obj(call)
+        fn = _obj(call.get("function"))
+        content.append(
+            {
+                "type": "tool_use",
+                "id": str(call.get("id") or ""),
+                "name": str(fn.get("name") or ""),
+                "input": _input(fn.get("arguments")),
+            }
+        )
+    stop = _STOP.get(choice.get("finish_reason"), "end_turn")
+    if isinstance(refusal, str) and refusal:
+        stop = "refusal"
+    return {
+        "id": _message_id(completion.get("id")),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": messages_usage(completion.get("usage")),
+    }
+
+
+class ChatChunksToMessages:
+    """A chat stream as Anthropic's events (``event: {type}`` and the dict as data):
+    ``start()`` gives ``message_start`` (usage: the prompt's count the caller knows, as
+    chat tells usage only at the end), ``read(chunk)`` the events of one chunk (a text
+    block opened at the first text, a ``tool_use`` block at each new call, blocks closed
+    as the next opens), ``finish()`` the end: the open block closed, ``message_delta``
+    with the stop reason and usage (the upstream's, once its usage chunk was read), then
+    ``message_stop``.
+
+    Arguments go only to their own call's block: those of a call whose block was closed
+    because the next call began (chat allows interleaving; servers stream calls one
+    after the other) are not sent, as a closed block cannot be reopened.
+    """
+
+    def __init__(self, message_id: str, model: str, input_tokens: int = 0) -> None:
+        self.id = message_id
+        self.model = model
+        self.input_tokens = input_tokens
+        self.usage: Json | None = None
+        self.stop_reason = "end_turn"
+        self._index = -1  # the open content block's index
+        self._open: str | None = None  # "text", or a tool call's chat index as text
+        self._calls: dict[int, str] = {}  # chat call index -> its arguments pending
+
+    def start(self) -> Json:
+        return {
+            "type": "message_start",
+            "message": {
+                "id": self.id,
+                "type": "message",
+                "role": "assistant",
+                "model": self.model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": self.input_tokens,
+                    "output_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                    "cache_creation_input_tokens": 0,
+                },
+            },
+        }
+
+    def read(self, chunk: Json) -> list[Json]:
+        events: list[Json] = []
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = messages_usage(chunk["usage"])
+        for choice in _list(chunk.get("choices")):
+            choice = _obj(choice)
+            if choice.get("index", 0) != 0:
+                continue
+            delta = _obj(choice.get("delta"))
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                if self._open != "text":
+                    events += self._close() + self._open_block({"type": "text", "text": ""})
+                    self._open = "text"
+                events.append(self._delta({"type": "text_delta", "text": text}))
+            for call in _list(delta.get("tool_calls")):
+                events += self._call(_obj(call))
+            if choice.get("finish_reason"):
+                self.stop_reason = _STOP.get(choice["finish_reason"], "end_turn")
+        return events
+
+    def finish(self) -> list[Json]:
+        usage = self.usage or {"input_tokens": self.input_tokens, "output_tokens": 0}
+        delta = {"stop_reason": self.stop_reason, "stop_sequence": None}
+        return [
+            *self._close(),
+            {"type": "message_delta", "delta": delta, "usage": usage},
+            {"type": "message_stop"},
+        ]
+
+    def _call(self, call: Json) -> list[Json]:
+        index = call.get("index") if isinstance(call.get("index"), int) else 0
+        fn = _obj(call.get("function"))
+        events: list[Json] = []
+        if index not in self._calls:
+            self._calls[index] = ""
+            events += self._close()
+            block = {
+                "type": "tool_use",
+                "id": str(call.get("id") or ""),
+                "name": str(fn.get("name") or ""),
+                "input": {},
+            }
+            events += self._open_block(block)
+            self._open = f"call:{index}"
+        arguments = fn.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            self._calls[index] += arguments
+        if self._open == f"call:{index}" and self._calls[index]:
+            piece, self._calls[index] = self._calls[index], ""
+            events.append(self._delta({"type": "input_json_delta", "partial_json": piece}))
+        return events
+
+    def _open_block(self, block: Json) -> list[Json]:
+        self._index += 1
+        return [{"type": "content_block_start", "index": self._index, "content_block": block}]
+
+    def _delta(self, delta: Json) -> Json:
+        return {"type": "content_block_delta", "index": self._index, "delta": delta}
+
+    def _close(self) -> list[Json]:
+        if self._open is None:
+            return []
+        self._open = None
+        return [{"type": "content_block_stop", "index": self._index}]
