@@ -155,6 +155,8 @@ class MessagesRequest(Model):
     diagnostics: _Permissive | None = None
     inference_geo: str | None = None
     speed: Literal["standard", "fast"] | None = None
+    user_profile_id: str | None = None  # the SDK's; chatd's owner is the key's
+    workspace_id: str | None = None
 
     def is_streaming(self) -> bool:
         return bool(self.stream)

@@ -20,7 +20,12 @@ from chatd.service.accounting import Accountant
 from chatd.service.cache_scope import SharedPrompts
 from chatd.service.generation import Job, LocalRun, count_prompt, start_local
 from chatd.service.limits import Admission
-from chatd.service.messages.answer import MessageAnswer, MessageUsage, StreamedMessage
+from chatd.service.messages.answer import (
+    PING_SECONDS,
+    MessageAnswer,
+    MessageUsage,
+    StreamedMessage,
+)
 from chatd.service.messages.capabilities import check_local_support
 from chatd.service.messages.conversation import conversation_turns
 from chatd.service.messages.tools import plan_tools
@@ -54,6 +59,7 @@ class MessagesService:
         self.limits = limits or Limits()
         self.shared = shared or SharedPrompts()  # system prompts every key may reuse
         self.router = Router(models)
+        self.ping_seconds = PING_SECONDS  # a stream's ping while nothing else is sent
 
     async def start(
         self, req: MessagesRequest, owner: str, admission: Admission | None = None
