@@ -115,7 +115,18 @@ class ServerToolBlock(BaseModel):
     them by name, since it ran no such tool."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    type: str
+    type: Literal[
+        "server_tool_use",
+        "web_search_tool_result",
+        "web_fetch_tool_result",
+        "code_execution_tool_result",
+        "bash_code_execution_tool_result",
+        "text_editor_code_execution_tool_result",
+        "mcp_tool_use",
+        "mcp_tool_result",
+        "container_upload",
+        "tool_search_tool_result",
+    ]
 
 
 _SERVER_BLOCKS = (

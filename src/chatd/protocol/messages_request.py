@@ -66,7 +66,8 @@ class ServerTool(BaseModel):
     calls one (no schema of ours to constrain it, nothing to run it)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    type: str
+    # any type but "custom" (which is a CustomTool): said so in /openapi.json too
+    type: Annotated[str, Field(json_schema_extra={"not": {"const": "custom"}})]
     name: str
 
 
