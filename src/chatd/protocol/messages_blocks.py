@@ -20,10 +20,10 @@ __all__ = [
     "CacheControl",
     "DocumentBlock",
     "ImageBlock",
-    "RedactedThinkingBlock",
+    "Model",
+    "SearchResultBlock",
     "ServerToolBlock",
     "TextBlock",
-    "ThinkingBlock",
     "ToolResultBlock",
     "ToolUseBlock",
 ]

@@ -23,12 +23,10 @@ T = TypeVar("T", bound=BaseModel)
 
 __all__ = [
     "CountTokensRequest",
-    "CustomTool",
     "InputMessage",
     "MessagesRequest",
     "ServerTool",
     "ThinkingEnabled",
-    "ToolChoice",
     "validate_count_tokens_request",
     "validate_messages_request",
 ]
