@@ -249,3 +249,23 @@ async def test_a_page_of_another_origin_is_a_permission_error(tmp_path: Path) ->
         check(r, 403, "permission_error")
         r = await c.http(None).post(URL, json=msg(), headers={"Host": "evil.example"})
         check(r, 400, "invalid_request_error")  # a Host not allowed (DNS rebinding)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain;charset=UTF-8", "application/x-www-form-urlencoded", None]
+)
+@pytest.mark.parametrize("path", [URL, URL + "/count_tokens"])
+async def test_a_body_not_declared_as_json_is_refused(
+    chatd: Chatd, http: httpx.AsyncClient, path: str, content_type: str | None
+) -> None:
+    """A web page may send these without asking the server first (a CORS "simple
+    request"): never read as JSON, never run (docs/security.md)."""
+    submitted = len(chatd.engine.submitted)
+    request = http.build_request("POST", path, content=b'{"model": "x"}')
+    if content_type is None:
+        request.headers.pop("content-type", None)
+    else:
+        request.headers["content-type"] = content_type
+    message = check(await http.send(request), 415, "invalid_request_error")
+    assert "application/json" in message
+    assert len(chatd.engine.submitted) == submitted
