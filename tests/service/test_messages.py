@@ -14,6 +14,7 @@ import anthropic
 import httpx
 import pytest
 from fakes.engine import Call, FakeEngine
+from pydantic import BaseModel
 
 from .harness import API_KEY, MODEL, Chatd, running_chatd
 
@@ -278,6 +279,17 @@ async def test_structured_output_follows_the_schema(
     assert json.loads(m.content[0].text) == {"name": "Ada", "age": 36}  # type: ignore[union-attr]
     grammar = chatd.engine.last_params.grammar
     assert grammar is not None and grammar.kind == "json_schema" and grammar.source == schema
+
+
+async def test_the_sdks_parse_gets_its_model(client: anthropic.AsyncAnthropic) -> None:
+    """``messages.parse(output_format=<pydantic model>)`` sends ``output_config.format``."""
+
+    class Person(BaseModel):
+        name: str
+        age: int
+
+    m = await client.messages.parse(model=MODEL, max_tokens=100, messages=HI, output_format=Person)
+    assert m.parsed_output == Person(name="Ada", age=36)
 
 
 # --- streams -------------------------------------------------------------------------------
