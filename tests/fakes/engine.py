@@ -236,6 +236,7 @@ class _Choice:
     pieces: list[str]
     finish: FinishReason
     sent: int = 0
+    stop: str | None = None  # the stop sequence that ended it
 
 
 def _plan(text: str, params: SamplingParams) -> _Choice:
@@ -247,12 +248,13 @@ def _plan(text: str, params: SamplingParams) -> _Choice:
         if i >= params.max_new_tokens:
             return _Choice(pieces[:i], FinishReason.LENGTH)
         written += piece
-        hits = [written.find(s) for s in params.stop if s and s in written]
+        hits = [(written.find(s), s) for s in params.stop if s and s in written]
         if hits:
-            cut = min(hits)
+            cut, stop = min(hits, key=lambda h: h[0])
             before = "".join(pieces[:i])
             last = written[len(before) : cut]
-            return _Choice([*pieces[:i], last] if last else pieces[:i], FinishReason.STOP_SEQUENCE)
+            kept = [*pieces[:i], last] if last else pieces[:i]
+            return _Choice(kept, FinishReason.STOP_SEQUENCE, stop=stop)
     end = FinishReason.GRAMMAR_END if params.grammar is not None else FinishReason.END_OF_GENERATION
     return _Choice(pieces, end)
 
@@ -303,7 +305,8 @@ class FakeGeneration:
             if finish is not None:
                 self._finished.add(i)
             lps = (_logprob(text, self.params.top_logprobs),) if self.params.logprobs else ()
-            deltas.append(Delta(i, text, lps, finish, c.sent))
+            stop = c.stop if finish is not None else None
+            deltas.append(Delta(i, text, lps, finish, c.sent, stop))
         return deltas
 
     async def __aiter__(self) -> AsyncIterator[list[Delta]]:

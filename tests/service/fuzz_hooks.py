@@ -72,6 +72,35 @@ _RULES = {
 }
 
 
+# The Messages API's refusals of schema-valid requests, by the start of their message
+# (Anthropic's errors have no code): what the served model cannot do (images, thinking,
+# server tools, MCP: "... not supported by `model`"), a prompt longer than its context,
+# a tool schema the grammar cannot take, and the rules between fields and messages JSON
+# Schema cannot state (a forced tool names a tool of the request; tool_use and
+# tool_result pair across messages; the conversation ends with a user message).
+_MESSAGES_REFUSALS = (
+    "not supported by `",
+    "prompt is too long",
+    "Invalid schema for function",
+    "Invalid or unsupported",
+    "Unsupported parameter",
+    "tool_choice: ",
+    "`tool_use` ids were found",
+    "unexpected `tool_use_id`",
+    "does not support assistant message prefill",
+    "messages: at least one message is required",
+    "The request body is nested too deeply",
+)
+
+
+def _messages_refusal(response: Any) -> bool:
+    try:
+        message = response.json()["error"]["message"]
+    except Exception:
+        return False
+    return any(fragment in message for fragment in _MESSAGES_REFUSALS)
+
+
 # Refusals that depend on the served model, not on the request's shape.
 _MODEL_LIMITS = {"unsupported_parameter", "unsupported_content_type", "context_length_exceeded"}
 
@@ -97,6 +126,8 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
     none; OpenAI's 400)."""
     if type(failure).__name__ != "RejectedPositiveData" or response.status_code != 400:
         return True
+    if case.path.startswith("/v1/messages"):
+        return not _messages_refusal(response)
     code, param = _error_code(response)
     if code in _MODEL_LIMITS:
         return False

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
+import httpx2
 import openai
 import uvicorn
 from fakes.engine import FakeEngine
@@ -82,6 +84,15 @@ class Chatd:
     def sdk(self, key: str = API_KEY) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
             base_url=BASE_URL + "/v1", api_key=key, http_client=self.http(None), max_retries=0
+        )
+
+    def anthropic(self, key: str = API_KEY) -> anthropic.AsyncAnthropic:
+        """Anthropic's SDK over this app (it speaks through httpx2, httpx's successor)."""
+        transport = httpx2.ASGITransport(app=self.app)
+        http = httpx2.AsyncClient(transport=transport, base_url=BASE_URL, timeout=30)
+        self.clients.append(http)  # type: ignore[arg-type]
+        return anthropic.AsyncAnthropic(
+            base_url=BASE_URL, api_key=key, http_client=http, max_retries=0
         )
 
     def cli(self, *args: str) -> tuple[int, str, str]:

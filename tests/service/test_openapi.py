@@ -35,6 +35,8 @@ async def test_every_route_is_documented_with_its_errors(http: httpx.AsyncClient
         "/v1/responses/{response_id}",
         "/v1/responses/{response_id}/cancel",
         "/v1/responses/{response_id}/input_items",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
     }
     for create in (paths["/v1/chat/completions"]["post"], paths["/v1/responses"]["post"]):
         assert set(create["responses"]) == {
@@ -65,6 +67,14 @@ async def test_every_route_is_documented_with_its_errors(http: httpx.AsyncClient
             assert {"400", "403", "500", "503"} <= set(op["responses"]), (method, path)
             body = op.get("requestBody", {}).get("content", {})
             assert ("415" in op["responses"]) == ("application/json" in body), (method, path)
+    messages = paths["/v1/messages"]["post"]
+    assert {"200", "400", "401", "404", "413", "415", "429", "503", "529"} <= set(
+        messages["responses"]
+    )
+    for status, answer in messages["responses"].items():
+        if status != "200":  # every error on the Messages API's paths is Anthropic's
+            error = answer["content"]["application/json"]["schema"]
+            assert error == {"$ref": "#/components/schemas/AnthropicError"}, status
 
 
 async def test_create_bodies_are_the_contract_models(http: httpx.AsyncClient) -> None:

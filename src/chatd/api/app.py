@@ -1,6 +1,6 @@
 """The HTTP surface: the app, its services and its routes. No engine or llama.cpp
 knowledge here; each protocol's routes live in their own module (chat_routes.py,
-responses_routes.py)."""
+responses_routes.py, messages_routes.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from chatd.api import chat_routes, playground_routes, responses_routes, server_routes
+from chatd.api import (
+    chat_routes,
+    messages_routes,
+    playground_routes,
+    responses_routes,
+    server_routes,
+)
 from chatd.api.auth import KeyChecker
 from chatd.api.deps import Services
 from chatd.api.drain import Drain, DrainMiddleware
@@ -25,6 +31,7 @@ from chatd.service.chat import ChatService
 from chatd.service.chat.stored_completions import StoredCompletions
 from chatd.service.in_flight import InFlight
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
+from chatd.service.messages.service import MessagesService
 from chatd.service.metrics import metrics_registry
 from chatd.service.models import ModelRegistry
 from chatd.service.quotas import Quotas
@@ -80,6 +87,7 @@ def create_app(
         responses=ResponsesService(models, response_store, usage, chat.upstream, limits, shared),
         stored_responses=StoredResponses(response_store),
         metrics=metrics_registry(models, usage),
+        messages=MessagesService(models, usage, limits, shared),
         limits=limits,
         drain=drain or Drain(),
         in_flight=InFlight(quotas.max_in_flight_per_key),
@@ -126,6 +134,10 @@ def create_app(
     app.include_router(chat_routes.stored_router)
     app.router.add_route("/v1/responses", responses_routes.create_response, methods=["POST"])
     app.include_router(responses_routes.router)
+    app.router.add_route("/v1/messages", messages_routes.create_message, methods=["POST"])
+    app.router.add_route(
+        "/v1/messages/count_tokens", messages_routes.count_tokens, methods=["POST"]
+    )
     app.include_router(playground_routes.router)  # the browser page: not in /openapi.json
     install_openapi(app)
     return app

@@ -1,5 +1,6 @@
-"""Bearer API keys: static ones from the command line (kept as SHA-256 digests, compared
-in constant time) and the database's keys (``chatd keys``), which can be limited to some
+"""API keys (``Authorization: Bearer``, or Anthropic's ``x-api-key``): static ones from
+the command line (kept as SHA-256 digests, compared in constant time) and the database's
+keys (``chatd keys``), which can be limited to some
 models, expire, or be revoked.
 
 The check returns the ``Caller``: its owner id scopes stored completions and usage (a
@@ -66,8 +67,18 @@ _OPEN = Caller("anonymous", operator=True, max_in_flight=0)
 
 _MISSING = (
     "You didn't provide an API key. You need to provide your API key in an Authorization"
-    " header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+    " header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or in an x-api-key"
+    " header."
 )
+
+
+def presented_key(request: Request) -> str:
+    """The key the request presents: ``Authorization: Bearer`` (OpenAI's SDKs), else
+    ``x-api-key`` (Anthropic's SDKs and Claude Code), on every route; "" for none."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and key.strip():
+        return key.strip()
+    return request.headers.get("x-api-key", "").strip()
 
 
 class KeyChecker:
@@ -134,10 +145,8 @@ class KeyChecker:
             return None
 
     async def _check(self, request: Request) -> Caller:
-        header = request.headers.get("authorization", "")
-        scheme, _, key = header.partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
+        key = presented_key(request)
+        if not key:
             if await self._open():
                 return _OPEN
             raise AuthenticationError(_MISSING)

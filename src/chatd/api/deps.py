@@ -16,6 +16,7 @@ from chatd.service.chat import ChatService
 from chatd.service.chat.stored_completions import StoredCompletions
 from chatd.service.in_flight import InFlight
 from chatd.service.limits import RateLimiter
+from chatd.service.messages.service import MessagesService
 from chatd.service.models import ModelRegistry
 from chatd.service.responses.service import ResponsesService
 from chatd.service.responses.stored_responses import StoredResponses
@@ -34,6 +35,7 @@ class Services:
     responses: ResponsesService
     stored_responses: StoredResponses
     metrics: CollectorRegistry  # read at scrape time
+    messages: MessagesService
     limits: Limits = Limits()  # what one request may cost
     drain: Drain = field(default_factory=Drain)  # SIGTERM: refuse, finish, cut
     in_flight: InFlight = field(default_factory=InFlight)  # requests running per key

@@ -36,6 +36,7 @@ _REASONS = {
     503: "Overloaded, unavailable, shutting down or at its connection limit: retry later"
     " (OpenAI error)",
     504: "The generation ran past the server's request timeout (OpenAI error)",
+    529: "The engine's queue is full: retry shortly (Anthropic error)",
 }
 _JSON = "application/json"
 # What any request may get, whatever its route (api/origins.py, api/drain.py,
@@ -48,8 +49,11 @@ def _ref(name: str) -> Json:
     return {"$ref": "#/components/schemas/" + name}
 
 
-def _error(status: int) -> Json:
-    return {"description": _REASONS[status], "content": {_JSON: {"schema": _ref("Error")}}}
+def _error(status: int, schema: str = "Error") -> Json:
+    reason = _REASONS[status]
+    if schema != "Error":  # the Messages API's paths answer Anthropic's error
+        reason = reason.replace("(OpenAI error)", "(Anthropic error)")
+    return {"description": reason, "content": {_JSON: {"schema": _ref(schema)}}}
 
 
 def _ok(schema: str | None, event: str | None = None) -> Json:
@@ -81,17 +85,21 @@ def _operation(
     params: list[Json] | None = None,
     body: str | None = None,
     public: bool = False,
+    error: str = "Error",
 ) -> Json:
+    statuses = sorted({*errors, *_ANY_ROUTE})
     op: Json = {
         "operationId": op_id,
         "summary": summary,
-        "responses": {"200": ok, **{str(s): _error(s) for s in sorted({*errors, *_ANY_ROUTE})}},
+        "responses": {"200": ok, **{str(s): _error(s, error) for s in statuses}},
     }
     if params:
         op["parameters"] = params
     if body:
         op["requestBody"] = {"required": True, "content": {_JSON: {"schema": _ref(body)}}}
     op["security"] = [] if public else [{"bearer": []}]
+    if error == "AnthropicError":  # Anthropic's clients send x-api-key
+        op["security"].append({"apiKey": []})
     return op
 
 
@@ -265,6 +273,33 @@ def _responses_paths() -> dict[str, Json]:
     }
 
 
+def _messages_paths() -> dict[str, Json]:
+    """Anthropic's Messages API: its errors are Anthropic's; a full queue is its 529."""
+    return {
+        "/v1/messages": {
+            "post": _operation(
+                "createMessage",
+                "Create a message, Anthropic's Messages API (a JSON body, or server-sent"
+                " events with stream)",
+                _ok("Message", "MessageEvent"),
+                (*_CREATE, 529),
+                body="MessagesRequest",
+                error="AnthropicError",
+            )
+        },
+        "/v1/messages/count_tokens": {
+            "post": _operation(
+                "countMessageTokens",
+                "Count a message request's prompt tokens (Anthropic's Messages API)",
+                _ok("MessageTokensCount"),
+                (400, 401, 404, 413, 415, 429, 502, 503),
+                body="CountTokensRequest",
+                error="AnthropicError",
+            )
+        },
+    }
+
+
 def _server_paths() -> dict[str, Json]:
     operator = (401, 404)  # other keys see these as absent
     metrics_ok = {
@@ -315,7 +350,7 @@ def _server_paths() -> dict[str, Json]:
 def openapi_document(app: FastAPI) -> Json:
     schemas = component_schemas()
     served = [card["id"] for card in app.state.services.models.cards()]
-    for request in ("ChatRequest", "ResponsesRequest"):
+    for request in ("ChatRequest", "ResponsesRequest", "MessagesRequest", "CountTokensRequest"):
         # the served ids, as examples: a client (or a fuzzer) reaches a real answer
         schemas[request]["properties"]["model"]["examples"] = served
     schemas["ChatCompletionUpdate"] = {
@@ -327,10 +362,18 @@ def openapi_document(app: FastAPI) -> Json:
     return {
         "openapi": "3.1.0",
         "info": {"title": app.title, "version": app.version},
-        "paths": {**_server_paths(), **_chat_paths(), **_responses_paths()},
+        "paths": {
+            **_server_paths(),
+            **_chat_paths(),
+            **_responses_paths(),
+            **_messages_paths(),
+        },
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
         },
     }
 

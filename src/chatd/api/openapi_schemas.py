@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from chatd.protocol.chat_request import ChatCompletionRequest
+from chatd.protocol.messages_request import CountTokensRequest, MessagesRequest
 from chatd.protocol.responses_request import CreateResponseRequest
 from chatd.protocol.shapes import METADATA_MAX_KEY
 from chatd.protocol.validation import MAX_DEPTH
@@ -308,12 +309,56 @@ def _cross_field_rules(schemas: dict[str, Json]) -> None:
     ]
 
 
+def _messages_schemas() -> dict[str, Json]:
+    """Anthropic's Messages API's answers and its error (every error on its paths)."""
+    count = {"type": "integer", "minimum": 0}
+    usage = _obj(
+        {"input_tokens": count, "output_tokens": count},
+        {"cache_read_input_tokens": count, "cache_creation_input_tokens": count},
+    )
+    block = {
+        "oneOf": [
+            _obj({"type": {"const": "text"}, "text": _STR}),
+            _obj({"type": {"const": "tool_use"}, "id": _STR, "name": _STR, "input": _OBJ}),
+        ]
+    }
+    reasons = {"enum": ["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal"]}
+    return {
+        "AnthropicError": _obj(
+            {
+                "type": {"const": "error"},
+                "error": _obj({"type": _STR, "message": _STR}),
+            },
+            {"request_id": _STR},
+        ),
+        "Message": _obj(
+            {
+                "id": _STR,
+                "type": {"const": "message"},
+                "role": {"const": "assistant"},
+                "model": _STR,
+                "content": {"type": "array", "items": block},
+                "stop_reason": reasons,
+                "stop_sequence": _OPT_STR,
+                "usage": usage,
+            }
+        ),
+        # each event's data: ``event: <type>`` names it (message_start, ping,
+        # content_block_start/delta/stop, message_delta, message_stop, error)
+        "MessageEvent": _json_text(_obj({"type": _STR})),
+        "MessageTokensCount": _obj({"input_tokens": count}),
+    }
+
+
 def component_schemas() -> dict[str, Json]:
     """Every schema ``/openapi.json`` names under ``components.schemas``."""
     schemas = {
         **_request_schemas(ChatCompletionRequest, "Chat"),
         **_request_schemas(CreateResponseRequest, "Responses"),
+        **_request_schemas(MessagesRequest, "Messages"),
+        **_request_schemas(CountTokensRequest, "CountTokens"),
         **_response_schemas(),
+        **_messages_schemas(),
     }
     _cross_field_rules(schemas)
     return schemas

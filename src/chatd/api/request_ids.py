@@ -1,5 +1,6 @@
 """Request ids and the request log: every response carries ``x-request-id`` (OpenAI's
-SDKs read it into ``_request_id``), and every request ends in one log line (logger
+SDKs read it into ``_request_id``; on the Messages API's paths ``request-id`` too, which
+Anthropic's SDKs read), and every request ends in one log line (logger
 ``chatd.requests``) with that id, the client's ``X-Client-Request-Id``, and what the
 layers below noted in its ``RequestLog`` (chatd/request_log.py): owner, model, route,
 tokens, TTFT; the total time measured here.
@@ -25,7 +26,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatd import request_log
-from chatd.api.errors import error_response
+from chatd.api.errors import error_response, is_messages_path
 from chatd.protocol.errors import ServerError
 from chatd.request_log import RequestLog, new_request_id
 
@@ -53,7 +54,7 @@ class RequestIdMiddleware:
             return
         rid = new_request_id()
         record = RequestLog(rid, scope["method"], scope["path"], _client_id(scope))
-        io = _Exchange(record, receive, send, self.content)
+        io = _Exchange(record, receive, send, self.content, is_messages_path(scope["path"]))
         token = request_log.begin(record)
         try:
             await self.app(scope, io.receive, io.send)
@@ -88,15 +89,19 @@ class _Exchange:
     and the client's leaving noted in its record, the bodies kept with
     ``--log-content``."""
 
-    __slots__ = ("content", "ended", "header", "inner_receive", "inner_send", "record",
+    __slots__ = ("content", "ended", "headers", "inner_receive", "inner_send", "record",
                  "request_body", "response_body")  # fmt: skip
 
-    def __init__(self, record: RequestLog, receive: Receive, send: Send, content: bool) -> None:
+    def __init__(
+        self, record: RequestLog, receive: Receive, send: Send, content: bool, anthropic: bool
+    ) -> None:
         self.record = record
         self.inner_receive = receive
         self.inner_send = send
         self.content = content
-        self.header = (b"x-request-id", record.id.encode())
+        rid = record.id.encode()
+        # Anthropic's clients read the id from ``request-id`` (the SDKs' ``_request_id``)
+        self.headers = [(b"x-request-id", rid)] + ([(b"request-id", rid)] if anthropic else [])
         self.ended = False  # the response's last body message has been sent
         self.request_body: list[bytes] = []
         self.response_body: list[bytes] = []
@@ -106,7 +111,7 @@ class _Exchange:
         if kind == "http.response.start":
             gone = self.record.client_left  # then nobody will read what it says
             self.record.status = _CLIENT_CLOSED_REQUEST if gone else message["status"]
-            message["headers"] = [*message.get("headers", ()), self.header]
+            message["headers"] = [*message.get("headers", ()), *self.headers]
         elif kind == "http.response.body":
             if self.content:
                 self.response_body.append(message.get("body", b""))

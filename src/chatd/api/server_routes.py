@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from chatd.api.deps import CallerDep, ServicesDep
 from chatd.protocol.errors import ModelNotFound, NotFound, ShuttingDown
+from chatd.protocol.messages_models import anthropic_model, anthropic_model_list
 from chatd.service.metrics import exposition
 
 __all__ = ["router"]
@@ -45,16 +46,26 @@ async def health(request: Request, services: ServicesDep) -> Any:
 
 
 @router.get("/v1/models")
-async def list_models(caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+async def list_models(request: Request, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    """OpenAI's list; Anthropic's when the request carries ``anthropic-version``."""
     cards = [c for c in services.models.cards() if caller.may_use(c["id"])]
+    if _anthropic(request):
+        return anthropic_model_list(cards)
     return {"object": "list", "data": cards}
 
 
 @router.get("/v1/models/{model_id:path}")
-async def get_model(model_id: str, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+async def get_model(
+    model_id: str, request: Request, caller: CallerDep, services: ServicesDep
+) -> dict[str, Any]:
     if not caller.may_use(model_id):
         raise ModelNotFound(model_id)
-    return services.models.get(model_id).card(model_id)
+    card = services.models.get(model_id).card(model_id)
+    return anthropic_model(card) if _anthropic(request) else card
+
+
+def _anthropic(request: Request) -> bool:
+    return "anthropic-version" in request.headers
 
 
 @router.get("/chatd/models")

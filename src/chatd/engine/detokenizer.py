@@ -18,6 +18,7 @@ class Detokenizer:
         self.decoded_chars = 0  # characters decoded so far (released + held)
         self.released_chars = 0  # characters handed to the client so far
         self.stopped = False
+        self.matched: str | None = None  # the stop sequence that ended the text
 
     def push(self, piece: bytes) -> str:
         """Feed one token's bytes; returns the text that is now safe to release."""
@@ -29,9 +30,10 @@ class Detokenizer:
         if not self._stop:
             self._held = ""
             return self._release(text)
-        cut = _first_stop(text, self._stop)
+        cut, matched = _first_stop(text, self._stop)
         if cut is not None:
             self.stopped = True
+            self.matched = matched
             self._held = ""
             return self._release(text[:cut])
         keep = _longest_stop_prefix_suffix(text, self._stop)
@@ -54,13 +56,16 @@ class Detokenizer:
         return text
 
 
-def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+def _first_stop(text: str, stops: tuple[str, ...]) -> tuple[int | None, str | None]:
+    """Where the earliest stop begins, and which stop it is (the first listed, of
+    those beginning there)."""
     best: int | None = None
+    which: str | None = None
     for s in stops:
         i = text.find(s)
         if i != -1 and (best is None or i < best):
-            best = i
-    return best
+            best, which = i, s
+    return best, which
 
 
 def _longest_stop_prefix_suffix(text: str, stops: tuple[str, ...]) -> int:

@@ -71,7 +71,8 @@ class OutputStep:
             seq.drafter.advance(token)
         if not text and not logprobs and not seq.finished:
             return []
-        return [Delta(seq.index, text, logprobs, seq.finish_reason, seq.n_generated)]
+        stop = seq.detok.matched if seq.finish_reason is FinishReason.STOP_SEQUENCE else None
+        return [Delta(seq.index, text, logprobs, seq.finish_reason, seq.n_generated, stop)]
 
     def _without_end(self, allowed: np.ndarray | None, n_vocab: int) -> np.ndarray | None:
         """``allowed`` with the end-of-generation tokens masked (``min_tokens``, as vLLM:

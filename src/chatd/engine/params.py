@@ -96,3 +96,6 @@ class Delta:
     logprobs: tuple[TokenLogprob, ...] = ()
     finish_reason: FinishReason | None = None  # set once the choice is finished
     completion_tokens: int = 0  # tokens sampled so far by this choice (final when finished)
+    # with STOP_SEQUENCE: which of ``SamplingParams.stop`` ended it (the Messages API
+    # reports the matched string)
+    stop_sequence: str | None = None

@@ -15,6 +15,8 @@ __all__ = [
     "message_item_id",
     "other_item_id",
     "response_id",
+    "anthropic_message_id",
+    "tool_use_id",
 ]
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -58,3 +60,14 @@ def other_item_id() -> str:
     """The id of an input item of a type chatd does not act on (kept for a channel that
     may), given when the client sent none: stored and listed items all have one."""
     return _hex_id("item_")
+
+
+def anthropic_message_id() -> str:
+    """A Messages API message's id: ``msg_`` and 24 letters and digits, as Anthropic's
+    (``msg_013Zva2CMHLNnXjNJJKqJ2EF``)."""
+    return _random_id("msg_", 24)
+
+
+def tool_use_id() -> str:
+    """A ``tool_use`` block's id, shaped as Anthropic's (``toolu_01A09q90qw90lq917835``)."""
+    return _random_id("toolu_", 24)

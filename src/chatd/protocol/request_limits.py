@@ -21,6 +21,7 @@ __all__ = [
     "Limits",
     "RequestTooLarge",
     "check_chat_body",
+    "check_messages_body",
     "check_responses_body",
     "count_chars",
 ]
@@ -144,3 +145,14 @@ def check_responses_body(data: dict[str, Any], limits: Limits) -> None:
     text = data.get("text")
     fmt = text.get("format") if isinstance(text, dict) else None
     _check_schema_bytes("text.format", "the text format", fmt, limits.max_schema_bytes)
+
+
+def check_messages_body(data: dict[str, Any], limits: Limits) -> None:
+    """Refuse a Messages body over a limit (400 naming the field)."""
+    _check_count(data, "messages", limits.max_messages)
+    _check_count(data, "tools", limits.max_tools)
+    _check_chars("messages", [data.get("system"), data.get("messages")], limits.max_chars)
+    _check_schema_bytes("tools", "the tool definitions", data.get("tools"), limits.max_schema_bytes)
+    config = data.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    _check_schema_bytes("output_config.format", "the output format", fmt, limits.max_schema_bytes)

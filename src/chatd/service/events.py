@@ -51,6 +51,7 @@ class CallArguments:
 class Finished:
     reason: FinishReason
     called: bool  # the answer is tool calls
+    stop_sequence: str | None = None  # which stop ended it (reason STOP_SEQUENCE)
 
 
 Event = TextDelta | CallStarted | CallArguments | Finished
@@ -97,5 +98,5 @@ class ChoiceReader:
                 out.append(CallArguments(e.index, e.arguments))
         if d.finish_reason is not None:
             self.finish = d.finish_reason
-            out.append(Finished(d.finish_reason, bool(self.calls)))
+            out.append(Finished(d.finish_reason, bool(self.calls), d.stop_sequence))
         return out

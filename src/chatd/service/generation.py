@@ -43,6 +43,7 @@ from chatd.service.tool_calls import grammar as tool_grammar
 __all__ = [
     "Job",
     "LocalRun",
+    "count_prompt",
     "Usage",
     "engine_params",
     "fit_kv_cache",
@@ -92,6 +93,12 @@ class Job:
     format_param: str = "response_format"
     schema_param: str = "response_format"
     shorten: Callable[[bool, int], list[dict[str, Any]] | None] | None = None
+    # ``max_new_tokens`` is an upper bound, clamped to what the window leaves rather
+    # than refused when larger (the Messages API: Claude Code asks 32,000 always);
+    # ``prompt_too_long(prompt_tokens, most)`` is then the refusal of a prompt that
+    # leaves no room at all (``most``: the longest prompt that leaves a token)
+    clamp_max_tokens: bool = False
+    prompt_too_long: Callable[[int, int], APIError] | None = None
 
 
 _NO_LIMITS = Limits(grammar_timeout=0, request_timeout=0)
@@ -135,10 +142,10 @@ async def _start(engine: EngineLike, job: Job, limits: Limits, shared: SharedPro
             if shorter is None:
                 break  # nothing left to drop: the window check below refuses it
             messages, prompt = shorter, _prompt(engine, job, shorter, tools)
-    params = engine_params(
-        job.sampling, len(prompt), engine.context_window, grammar, job.prompt_param
-    )
-    params = fit_kv_cache(params, len(prompt), engine.kv_capacity, "max_new_tokens" in job.sampling)
+    sampling = _clamped(job, len(prompt), engine.context_window)
+    params = engine_params(sampling, len(prompt), engine.context_window, grammar, job.prompt_param)
+    asked = "max_new_tokens" in job.sampling and not job.clamp_max_tokens
+    params = fit_kv_cache(params, len(prompt), engine.kv_capacity, asked)
     if job.prediction is not None:
         predicted = engine.tokenize_text(job.prediction)
         params = dataclasses.replace(params, prediction=tuple(predicted))
@@ -153,6 +160,30 @@ async def _start(engine: EngineLike, job: Job, limits: Limits, shared: SharedPro
     except EngineFailure as e:
         raise InvalidRequest(str(e), param="n") from None
     return LocalRun(generation, params.n, len(prompt), plan, limits.request_timeout)
+
+
+def _clamped(job: Job, prompt_tokens: int, window: int) -> dict[str, Any]:
+    """The sampling fields with ``max_new_tokens`` clamped to the window, for a job that
+    asks for it (``clamp_max_tokens``); raises its ``prompt_too_long`` when the prompt
+    leaves no room."""
+    if not job.clamp_max_tokens:
+        return job.sampling
+    room = window - prompt_tokens
+    if room < 1 and job.prompt_too_long is not None:
+        raise job.prompt_too_long(prompt_tokens, window - 1)
+    asked = job.sampling.get("max_new_tokens")
+    if asked is None or asked <= room or room < 1:
+        return job.sampling
+    return {**job.sampling, "max_new_tokens": room}
+
+
+async def count_prompt(engine: EngineLike, job: Job) -> int:
+    """The prompt tokens ``job`` would be billed, rendered exactly as ``start_local``
+    renders it (the same template, tools shown the same way), without generating."""
+    plan = job.tools
+    native = plan is not None and plan.may_call and engine.template.supports_tools
+    tools = template_tools(plan) if native and plan is not None else None
+    return len(_prompt(engine, job, job.render(native), tools))
 
 
 def _prompt(
