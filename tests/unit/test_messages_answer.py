@@ -10,8 +10,9 @@ from typing import Any
 
 from chatd.engine.params import FinishReason
 from chatd.protocol.errors import ServerError
+from chatd.service.event_sources import SourceUsage
 from chatd.service.events import CallArguments, CallStarted, Event, Finished, TextDelta
-from chatd.service.messages.answer import MessageOutput, MessageUsage, StreamedMessage
+from chatd.service.messages.answer import MessageOutput, StreamedMessage
 
 
 class Source:
@@ -32,8 +33,8 @@ class Source:
         if self.fail:
             raise ServerError("The engine failed while generating.")
 
-    def usage(self) -> MessageUsage:
-        return MessageUsage(10, len(self.script), 4)
+    def usage(self) -> SourceUsage:
+        return SourceUsage(10, len(self.script), 4)
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -85,7 +86,7 @@ async def test_whole_message_with_stop_sequence_and_usage() -> None:
 
 
 async def test_usage_is_accounted_once() -> None:
-    seen: list[MessageUsage] = []
+    seen: list[SourceUsage] = []
     msg = StreamedMessage(Source([Finished(FinishReason.END_OF_GENERATION, False)]), "m",
                           account=seen.append)  # fmt: skip
     assert [e["type"] async for e in msg.events()][-1] == "message_stop"

@@ -87,7 +87,7 @@ def create_app(
         responses=ResponsesService(models, response_store, usage, chat.upstream, limits, shared),
         stored_responses=StoredResponses(response_store),
         metrics=metrics_registry(models, usage),
-        messages=MessagesService(models, usage, limits, shared),
+        messages=MessagesService(models, None, usage, chat.upstream, limits, shared),
         limits=limits,
         drain=drain or Drain(),
         in_flight=InFlight(quotas.max_in_flight_per_key),

@@ -47,7 +47,7 @@ async def _create(request: Request, services: Services, caller: Caller) -> Respo
     body = await read_body(request, services.limits.max_body_bytes)
     data = decoded(body)
     check_messages_body(data, services.limits)
-    req = validate_messages_request(data)
+    req = validate_messages_request(data).with_betas(request.headers.get("anthropic-beta"))
     admission = await admit(services, caller, req.model, size=len(body))
     answer = await services.messages.start(req, caller.owner, admission)
     if req.is_streaming():
@@ -70,7 +70,7 @@ async def _count(request: Request, services: Services, caller: Caller) -> Respon
     body = await read_body(request, services.limits.max_body_bytes)
     data = decoded(body)
     check_messages_body(data, services.limits)
-    req = validate_count_tokens_request(data)
+    req = validate_count_tokens_request(data).with_betas(request.headers.get("anthropic-beta"))
     if not caller.may_use(req.model):
         raise ModelNotFound(req.model)
     tokens = await services.messages.count_tokens(req, caller.owner)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError
 
 from chatd.protocol.errors import InvalidRequest
 from chatd.protocol.messages_blocks import Block, CacheControl, Model, TextBlock
@@ -157,6 +157,24 @@ class MessagesRequest(Model):
     user_profile_id: str | None = None  # the SDK's; chatd's owner is the key's
     workspace_id: str | None = None
 
+    # The body as the client sent it (a channel speaking the Messages API gets it as it
+    # came) and the ``anthropic-beta`` values of its header: set by the API layer.
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _betas: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        return self._raw
+
+    @property
+    def betas(self) -> tuple[str, ...]:
+        return self._betas
+
+    def with_betas(self, header: str | None) -> MessagesRequest:
+        """The request with the betas of its ``anthropic-beta`` header (comma separated)."""
+        self._betas = tuple(b.strip() for b in (header or "").split(",") if b.strip())
+        return self
+
     def is_streaming(self) -> bool:
         return bool(self.stream)
 
@@ -190,11 +208,13 @@ def _validate(model: type[T], data: Any) -> T:
     if not isinstance(data, dict):
         raise InvalidRequest("Input should be a valid dictionary")
     try:
-        return model.model_validate(data)
+        req = model.model_validate(data)
     except ValidationError as exc:
         raise anthropic_error(exc) from None
     except RecursionError:
         raise InvalidRequest("The request body is nested too deeply.") from None
+    req._raw = data
+    return req
 
 
 def anthropic_error(exc: ValidationError) -> InvalidRequest:

@@ -1,6 +1,7 @@
 """A Messages request served by a channel that speaks Chat Completions: the request as
-a chat body, and the chat answer back as Anthropic's message or stream events (the
-other direction of ``chat_as_messages.py`` / ``messages_as_chat.py``).
+a chat body (the other direction of ``chat_as_messages.py``). The chat answer comes back
+as the core's events (``service/chat_events.py``) and is made into a message as a local
+answer is (``service/messages/answer.py``).
 
 Pure, and for the Messages service to use with ``ChatWire`` (which then relays the chat
 body as any chat request: allow-list, the operator's identity values, usage asked for).
@@ -29,24 +30,11 @@ from typing import Any
 
 from chatd.protocol.errors import InvalidRequest, Unsupported
 
-__all__ = [
-    "ChatChunksToMessages",
-    "chat_from_messages",
-    "message_from_completion",
-    "messages_usage",
-]
+__all__ = ["chat_from_messages"]
 
 Json = dict[str, Any]
 
 _NO_EQUIVALENT = "cannot be carried to the Chat Completions channel that serves this model."
-# Chat's finish reasons as Anthropic's stop reasons.
-_STOP = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "refusal",
-}
 
 
 def _refuse(param: str, what: str = "") -> Unsupported:
@@ -263,187 +251,3 @@ def _tools(body: Json) -> Json:
     if choice.get("disable_parallel_tool_use") is True:
         out["parallel_tool_calls"] = False
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# The answer
-# --------------------------------------------------------------------------------------------
-
-
-def _message_id(completion_id: Any) -> str:
-    text = completion_id if isinstance(completion_id, str) and completion_id else "upstream"
-    return "msg_" + text.removeprefix("chatcmpl-")
-
-
-def _input(arguments: Any) -> Json:
-    """A tool call's arguments as Anthropic's ``input`` (an object; text that does not
-    parse to one is an empty input, as nothing else would be a valid one)."""
-    try:
-        parsed = json.loads(arguments) if isinstance(arguments, str) else None
-    except ValueError:
-        parsed = None
-    return parsed if isinstance(parsed, dict) else {}
-
-
-def messages_usage(usage: Any) -> Json:
-    """Chat's usage as Anthropic's: the cached prompt tokens apart from the others."""
-    usage = _obj(usage)
-    prompt = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
-    cached = _obj(usage.get("prompt_tokens_details")).get("cached_tokens")
-    cached = cached if isinstance(cached, int) and 0 <= cached <= prompt else 0
-    output = usage.get("completion_tokens")
-    return {
-        "input_tokens": prompt - cached,
-        "output_tokens": output if isinstance(output, int) else 0,
-        "cache_read_input_tokens": cached,
-        "cache_creation_input_tokens": 0,
-    }
-
-
-def message_from_completion(completion: Json, model: str) -> Json:
-    """A whole ``chat.completion`` (its first choice) as Anthropic's message."""
-    choices = _list(completion.get("choices"))
-    choice = _obj(choices[0] if choices else None)
-    message = _obj(choice.get("message"))
-    content: list[Json] = []
-    text = message.get("content")
-    if isinstance(text, str) and text:
-        content.append({"type": "text", "text": text})
-    refusal = message.get("refusal")
-    if isinstance(refusal, str) and refusal:
-        content.append({"type": "text", "text": refusal})
-    for call in _list(message.get("tool_calls")):
-        call = _obj(call)
-        fn = _obj(call.get("function"))
-        content.append(
-            {
-                "type": "tool_use",
-                "id": str(call.get("id") or ""),
-                "name": str(fn.get("name") or ""),
-                "input": _input(fn.get("arguments")),
-            }
-        )
-    stop = _STOP.get(choice.get("finish_reason"), "end_turn")
-    if isinstance(refusal, str) and refusal:
-        stop = "refusal"
-    return {
-        "id": _message_id(completion.get("id")),
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": stop,
-        "stop_sequence": None,
-        "usage": messages_usage(completion.get("usage")),
-    }
-
-
-class ChatChunksToMessages:
-    """A chat stream as Anthropic's events (``event: {type}`` and the dict as data):
-    ``start()`` gives ``message_start`` (usage: the prompt's count the caller knows, as
-    chat tells usage only at the end), ``read(chunk)`` the events of one chunk (a text
-    block opened at the first text, a ``tool_use`` block at each new call, blocks closed
-    as the next opens), ``finish()`` the end: the open block closed, ``message_delta``
-    with the stop reason and usage (the upstream's, once its usage chunk was read), then
-    ``message_stop``.
-
-    Arguments go only to their own call's block: those of a call whose block was closed
-    because the next call began (chat allows interleaving; servers stream calls one
-    after the other) are not sent, as a closed block cannot be reopened.
-    """
-
-    def __init__(self, message_id: str, model: str, input_tokens: int = 0) -> None:
-        self.id = message_id
-        self.model = model
-        self.input_tokens = input_tokens
-        self.usage: Json | None = None
-        self.stop_reason = "end_turn"
-        self._index = -1  # the open content block's index
-        self._open: str | None = None  # "text", or a tool call's chat index as text
-        self._calls: dict[int, str] = {}  # chat call index -> its arguments pending
-
-    def start(self) -> Json:
-        return {
-            "type": "message_start",
-            "message": {
-                "id": self.id,
-                "type": "message",
-                "role": "assistant",
-                "model": self.model,
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {
-                    "input_tokens": self.input_tokens,
-                    "output_tokens": 0,
-                    "cache_read_input_tokens": 0,
-                    "cache_creation_input_tokens": 0,
-                },
-            },
-        }
-
-    def read(self, chunk: Json) -> list[Json]:
-        events: list[Json] = []
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = messages_usage(chunk["usage"])
-        for choice in _list(chunk.get("choices")):
-            choice = _obj(choice)
-            if choice.get("index", 0) != 0:
-                continue
-            delta = _obj(choice.get("delta"))
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                if self._open != "text":
-                    events += self._close() + self._open_block({"type": "text", "text": ""})
-                    self._open = "text"
-                events.append(self._delta({"type": "text_delta", "text": text}))
-            for call in _list(delta.get("tool_calls")):
-                events += self._call(_obj(call))
-            if choice.get("finish_reason"):
-                self.stop_reason = _STOP.get(choice["finish_reason"], "end_turn")
-        return events
-
-    def finish(self) -> list[Json]:
-        usage = self.usage or {"input_tokens": self.input_tokens, "output_tokens": 0}
-        delta = {"stop_reason": self.stop_reason, "stop_sequence": None}
-        return [
-            *self._close(),
-            {"type": "message_delta", "delta": delta, "usage": usage},
-            {"type": "message_stop"},
-        ]
-
-    def _call(self, call: Json) -> list[Json]:
-        index = call.get("index") if isinstance(call.get("index"), int) else 0
-        fn = _obj(call.get("function"))
-        events: list[Json] = []
-        if index not in self._calls:
-            self._calls[index] = ""
-            events += self._close()
-            block = {
-                "type": "tool_use",
-                "id": str(call.get("id") or ""),
-                "name": str(fn.get("name") or ""),
-                "input": {},
-            }
-            events += self._open_block(block)
-            self._open = f"call:{index}"
-        arguments = fn.get("arguments")
-        if isinstance(arguments, str) and arguments:
-            self._calls[index] += arguments
-        if self._open == f"call:{index}" and self._calls[index]:
-            piece, self._calls[index] = self._calls[index], ""
-            events.append(self._delta({"type": "input_json_delta", "partial_json": piece}))
-        return events
-
-    def _open_block(self, block: Json) -> list[Json]:
-        self._index += 1
-        return [{"type": "content_block_start", "index": self._index, "content_block": block}]
-
-    def _delta(self, delta: Json) -> Json:
-        return {"type": "content_block_delta", "index": self._index, "delta": delta}
-
-    def _close(self) -> list[Json]:
-        if self._open is None:
-            return []
-        self._open = None
-        return [{"type": "content_block_stop", "index": self._index}]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from chatd.protocol.errors import ServerError
+from chatd.service.accounting import Accountant
 from chatd.service.chat_events import ChatStreamReader, completion_events
 from chatd.service.events import Event
 from chatd.service.generation import LocalRun
@@ -28,6 +29,7 @@ __all__ = [
     "EventSource",
     "LocalSource",
     "SourceUsage",
+    "accounted",
     "chain",
     "chat_usage",
 ]
@@ -144,3 +146,12 @@ async def chain(first: list[T], rest: AsyncIterator[T]) -> AsyncIterator[T]:
         yield item
     async for item in rest:
         yield item
+
+
+def accounted(accountant: Accountant | None) -> Callable[[SourceUsage], None] | None:
+    """The request's accountant, as an answer made from a source tells it its usage."""
+    if accountant is None:
+        return None
+    return lambda u: accountant.record(
+        u.input_tokens, u.output_tokens, u.estimated, u.cached_tokens
+    )

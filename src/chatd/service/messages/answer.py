@@ -21,21 +21,22 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chatd.engine.params import FinishReason
 from chatd.protocol.errors import APIError
 from chatd.protocol.ids import anthropic_message_id, tool_use_id
 from chatd.protocol.messages_errors import anthropic_error
+from chatd.service.event_sources import EventSource, SourceUsage
 from chatd.service.events import CallArguments, CallStarted, Event, Finished, TextDelta
 
 __all__ = [
     "PING_SECONDS",
     "MessageAnswer",
+    "Account",
     "MessageOutput",
-    "MessageUsage",
     "StreamedMessage",
+    "usage_body",
 ]
 
 Json = dict[str, Any]
@@ -43,29 +44,15 @@ Json = dict[str, Any]
 PING_SECONDS = 5.0  # a ping while nothing else was sent for this long
 
 
-@dataclass(frozen=True)
-class MessageUsage:
-    prompt_tokens: int
-    output_tokens: int
-    cached_tokens: int = 0
-
-    def body(self) -> Json:
-        return {
-            "input_tokens": self.prompt_tokens - self.cached_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": self.cached_tokens,
-            "output_tokens": self.output_tokens,
-        }
-
-
-class EventSource(Protocol):
-    """One choice's core events and, once they ended, its usage."""
-
-    def events(self) -> AsyncIterator[Event]: ...
-
-    def usage(self) -> MessageUsage: ...
-
-    def cancel(self) -> None: ...
+def usage_body(usage: SourceUsage) -> Json:
+    """A source's usage in Anthropic's words: ``input_tokens`` are the prompt tokens not
+    read from the cache, so the three input counts add up to the prompt."""
+    return {
+        "input_tokens": usage.input_tokens - usage.cached_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": usage.cached_tokens,
+        "output_tokens": usage.output_tokens,
+    }
 
 
 class MessageAnswer(Protocol):
@@ -186,7 +173,7 @@ def _delta(index: int, delta: Json) -> Json:
     return {"type": "content_block_delta", "index": index, "delta": delta}
 
 
-Account = Callable[[MessageUsage], None]
+Account = Callable[[SourceUsage], None]
 
 
 class StreamedMessage:
@@ -244,7 +231,7 @@ class StreamedMessage:
         yield {
             "type": "message_delta",
             "delta": {"stop_reason": reason, "stop_sequence": sequence},
-            "usage": self.source.usage().body(),
+            "usage": usage_body(self.source.usage()),
         }
         yield {"type": "message_stop"}
 
@@ -252,10 +239,10 @@ class StreamedMessage:
         return {"type": "error", "error": anthropic_error(error)}
 
     def _message(
-        self, content: list[Json], finish: Finished | None, usage: MessageUsage, final: bool = True
+        self, content: list[Json], finish: Finished | None, usage: SourceUsage, final: bool = True
     ) -> Json:
         reason, sequence = stop_reason(finish) if final else (None, None)
-        body = usage.body()
+        body = usage_body(usage)
         if not final:  # message_start: nothing written yet
             body["output_tokens"] = 0
         return {

@@ -1,6 +1,8 @@
-"""The Messages adapter: a ``MessagesRequest`` becomes a core ``Job`` on the local
-engine (or, once wired, a relay to upstream channels); the router decides which, as
-for the other two APIs. ``count_tokens`` renders the same prompt without generating.
+"""The Messages adapter: a ``MessagesRequest`` becomes a core ``Job`` on the local engine,
+or a relay to upstream channels (an Anthropic channel gets it as it came, one speaking
+Chat Completions gets it translated); the shared skeleton (``ProtocolService``) routes it
+and falls back between routes, as for the other two APIs. ``count_tokens`` renders the
+same prompt without generating.
 
 ``max_tokens`` is an upper bound here, clamped to what the context window leaves (Claude
 Code sends 32,000 on every request; refusing it would refuse them all) and reported as
@@ -9,31 +11,33 @@ own 400 ("prompt is too long: N tokens > M maximum"). docs/messages.md."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Callable
 from typing import Any
 
-from chatd.protocol.errors import APIError, InvalidRequest, NotYetSupported
+from chatd.protocol.errors import APIError, InvalidRequest
 from chatd.protocol.messages_request import MessagesRequest
-from chatd.protocol.request_limits import Limits
+from chatd.protocol.messages_via_chat import chat_from_messages
 from chatd.service.accounting import Accountant
-from chatd.service.cache_scope import SharedPrompts
-from chatd.service.generation import Job, LocalRun, count_prompt, start_local
-from chatd.service.limits import Admission
-from chatd.service.messages.answer import (
-    PING_SECONDS,
-    MessageAnswer,
-    MessageUsage,
-    StreamedMessage,
-)
+from chatd.service.engine_api import EngineLike
+from chatd.service.event_sources import LocalSource, accounted
+from chatd.service.generation import Job, LocalRun, count_prompt
+from chatd.service.messages.answer import PING_SECONDS, MessageAnswer, StreamedMessage
 from chatd.service.messages.capabilities import check_local_support
 from chatd.service.messages.conversation import conversation_turns
+from chatd.service.messages.relayed import (
+    Counted,
+    RelayedMessage,
+    count_relayed,
+    counted,
+    prompt_text,
+)
 from chatd.service.messages.tools import plan_tools
-from chatd.service.models import LocalModel, ModelRegistry
-from chatd.service.routing import Router
+from chatd.service.models import LocalModel
+from chatd.service.protocol_service import Fallback, Incoming, JobBuilder, ProtocolService
 from chatd.service.turns import render_turns
-from chatd.store.usage import UsageBuffer
 from chatd.upstream.channels import Channel
+from chatd.upstream.messages_wire import CountTokensWire, MessagesWire
+from chatd.upstream.wires import ChatWire, Wire
 
 __all__ = ["MessagesService", "prompt_too_long"]
 
@@ -46,35 +50,18 @@ def prompt_too_long(tokens: int, most: int) -> APIError:
     return InvalidRequest(f"prompt is too long: {tokens} tokens > {most} maximum")
 
 
-class MessagesService:
-    def __init__(
-        self,
-        models: ModelRegistry,
-        usage: UsageBuffer | None = None,
-        limits: Limits | None = None,
-        shared: SharedPrompts | None = None,
-    ) -> None:
-        self.models = models
-        self.usage = usage
-        self.limits = limits or Limits()
-        self.shared = shared or SharedPrompts()  # system prompts every key may reuse
-        self.router = Router(models)
-        self.ping_seconds = PING_SECONDS  # a stream's ping while nothing else is sent
+class MessagesService(ProtocolService[MessagesRequest, MessageAnswer, None]):
+    """Anthropic's Messages API over the shared skeleton. Nothing is stored: the API
+    has no stored messages."""
 
-    async def start(
-        self, req: MessagesRequest, owner: str, admission: Admission | None = None
-    ) -> MessageAnswer:
-        """Start the message on the model's first route; raises APIError for any
-        refusal, before anything is sent."""
-        local = partial(self._start_local, req, owner, admission)
-        relay = partial(self._start_relay, req, owner, admission)
-        return await self.router.start(req.model, local, relay)
+    ping_seconds = PING_SECONDS  # a stream's ping while nothing else is sent
 
     async def count_tokens(self, req: MessagesRequest, owner: str) -> int:
         """The prompt tokens ``req`` would be billed (the three usage input numbers'
-        sum), by the model's own tokenizer and chat template."""
+        sum), by the model's own tokenizer and chat template; relayed, the Anthropic
+        channel's own count, or chatd's estimate for a Chat Completions channel."""
 
-        async def local(model: LocalModel) -> int:
+        async def local(model: LocalModel) -> Counted:
             job = self._job(req, owner, model.id)
             lease = await model.acquire(self.limits.request_timeout)
             try:
@@ -82,7 +69,17 @@ class MessagesService:
             finally:
                 lease.release()
 
-        return await self.router.start(req.model, local, self._count_relay)
+        def relay(channels: list[Channel], fallback: Fallback[Counted] | None) -> Counted:
+            # the router starts a relay without awaiting it (an answer is read later):
+            # this one is a coroutine, awaited below
+            anthropic = [c for c in channels if c.api == "anthropic"]
+            call = None
+            if anthropic:
+                wire = CountTokensWire(req.model, req.raw, owner, req.betas)
+                call = self.relay_call(req.model, anthropic, {"anthropic": lambda: wire})
+            return count_relayed(call, fallback, self.models.token_counter(), req)
+
+        return await counted(await self.router.start(req.model, local, relay))
 
     def _job(self, req: MessagesRequest, owner: str, model_id: str) -> Job:
         check_local_support(req, model_id)
@@ -102,54 +99,67 @@ class MessagesService:
             prompt_too_long=prompt_too_long,
         )
 
-    async def _start_local(
-        self, req: MessagesRequest, owner: str, admission: Admission | None, model: LocalModel
+    # ---- the skeleton's hooks ----------------------------------------------------------
+
+    def local_job(self, incoming: Incoming[MessagesRequest], model: LocalModel) -> JobBuilder:
+        job = self._job(incoming.req, incoming.owner, model.id)  # refused before loading
+        return lambda engine: job
+
+    def saver(self, incoming: Incoming[MessagesRequest]) -> None:
+        return None
+
+    def local_answer(
+        self,
+        incoming: Incoming[MessagesRequest],
+        job: Job,
+        run: LocalRun,
+        engine: EngineLike,
+        save: None,
+        account: Accountant | None,
     ) -> StreamedMessage:
-        job = self._job(req, owner, model.id)
-        # The model is loaded (if need be) only for a request it will answer; the run
-        # holds the lease until its generation ends.
-        lease = await model.acquire(self.limits.request_timeout)
-        run = await start_local(lease.engine, job, self.limits, lease.release, self.shared)
-        # nothing may refuse the request after this
         return StreamedMessage(
-            _LocalSource(run), req.model, account=self._account(req, owner, admission)
+            LocalSource(run),
+            incoming.req.model,
+            account=accounted(account),
+            ping_seconds=self.ping_seconds,
         )
 
-    # TODO(merge, issue 21): the relay path. Relaying Messages requests to upstream
-    # channels (OpenAI-compatible ones translated through Chat Completions; ``api =
-    # "anthropic"`` ones as they came) is built on another branch; the lead wires it
-    # here. Until then a model served by channels is refused with a 400.
-    def _start_relay(
+    def relay_answer(
         self,
-        req: MessagesRequest,
-        owner: str,
-        admission: Admission | None,
+        incoming: Incoming[MessagesRequest],
         channels: list[Channel],
-        fallback: Callable[[], Awaitable[MessageAnswer]] | None,
+        fallback: Fallback[MessageAnswer] | None,
+        save: None,
+        account: Accountant | None,
     ) -> MessageAnswer:
-        raise _relay_not_yet(req.model)
+        """An Anthropic channel gets the request as it came (its allowed fields); a
+        channel speaking Chat Completions gets it translated
+        (``protocol/messages_via_chat.py``), and its answer is read back as the core's
+        events and made into a message as a local answer is. What the translation
+        cannot carry is refused here, before anything is sent."""
+        req, owner = incoming.req, incoming.owner
+        wires: dict[str, Callable[[], Wire]] = {
+            "anthropic": lambda: MessagesWire(req.model, req.raw, owner, req.betas),
+            "chat": lambda: ChatWire(req.model, _chat_body(req), owner=owner),
+        }
+        call = self.relay_call(req.model, channels, wires)
+        return RelayedMessage(
+            call,
+            req.model,
+            streaming=req.is_streaming(),
+            account=accounted(account),
+            count_tokens=self.models.token_counter(),
+            prompt_text=prompt_text(req),
+            fallback=fallback,
+            ping_seconds=self.ping_seconds,
+        )
 
-    def _count_relay(
-        self, channels: list[Channel], fallback: Callable[[], Awaitable[int]] | None
-    ) -> int:
-        raise _relay_not_yet("count_tokens")
 
-    def _account(
-        self, req: MessagesRequest, owner: str, admission: Admission | None
-    ) -> Callable[[MessageUsage], None] | None:
-        if self.usage is None:
-            return None
-        accountant = Accountant(self.usage, owner, req.model, admission)
-        return lambda u: accountant.record(u.prompt_tokens, u.output_tokens, False, u.cached_tokens)
-
-
-def _relay_not_yet(what: str) -> APIError:
-    error = NotYetSupported("model")
-    error.message = (
-        f"model: `{what}` is served by upstream channels, and relaying the Messages API to"
-        " them is not supported yet by this server."
-    )
-    return error
+def _chat_body(req: MessagesRequest) -> Json:
+    body = chat_from_messages(req.raw)
+    if req.is_streaming():  # usage is always asked for by the wire
+        body["stream"] = True
+    return body
 
 
 def sampling(req: MessagesRequest) -> dict[str, Any]:
@@ -165,21 +175,3 @@ def sampling(req: MessagesRequest) -> dict[str, Any]:
     if req.stop_sequences:
         out["stop"] = tuple(s for s in req.stop_sequences if s)
     return out
-
-
-class _LocalSource:
-    """The local engine's run, as a message's event source (its one choice)."""
-
-    def __init__(self, run: LocalRun) -> None:
-        self.run = run
-
-    async def events(self) -> Any:
-        async for _, event in self.run.events():
-            yield event
-
-    def usage(self) -> MessageUsage:
-        u = self.run.usage()
-        return MessageUsage(u.prompt_tokens, u.completion_tokens, u.cached_tokens)
-
-    def cancel(self) -> None:
-        self.run.cancel()

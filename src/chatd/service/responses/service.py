@@ -20,16 +20,11 @@ from chatd.protocol.responses_request import CreateResponseRequest
 from chatd.protocol.responses_response import ResponseSettings
 from chatd.service.accounting import Accountant
 from chatd.service.engine_api import EngineLike
-from chatd.service.event_sources import LocalSource
+from chatd.service.event_sources import LocalSource, accounted
 from chatd.service.generation import Job, LocalRun, sampling_fields
 from chatd.service.models import LocalModel
 from chatd.service.protocol_service import Fallback, Incoming, JobBuilder, ProtocolService
-from chatd.service.responses.answer import (
-    Account,
-    ResponseAnswer,
-    Save,
-    StreamedResponse,
-)
+from chatd.service.responses.answer import ResponseAnswer, Save, StreamedResponse
 from chatd.service.responses.capabilities import check_local_support
 from chatd.service.responses.conversation import (
     conversation_turns,
@@ -158,7 +153,7 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
             logprobs=req.wants_logprobs(),
             obfuscate=req.include_obfuscation(),
             save=save,
-            account=_account(account),
+            account=accounted(account),
         )
 
     def relay_answer(
@@ -187,7 +182,7 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
             logprobs=req.wants_logprobs(),
             obfuscate=req.include_obfuscation(),
             save=save,
-            account=_account(account),
+            account=accounted(account),
             count_tokens=self.models.token_counter(),
             prompt_text=prompt_text(items, req.instructions),
             fallback=fallback,
@@ -211,15 +206,6 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
                 raise ServerError("The response could not be stored.") from None
 
         return save
-
-
-def _account(accountant: Accountant | None) -> Account | None:
-    """The request's accountant, as a response's usage is told to it."""
-    if accountant is None:
-        return None
-    return lambda u: accountant.record(
-        u.input_tokens, u.output_tokens, u.estimated, u.cached_tokens
-    )
 
 
 def settings(req: CreateResponseRequest) -> ResponseSettings:
