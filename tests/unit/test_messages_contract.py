@@ -132,3 +132,32 @@ def test_the_detokenizer_names_the_stop_it_matched() -> None:
     d = Detokenizer(("END", "ST"))
     out = d.push(b"one ") + d.push(b"tw") + d.push(b"o STOP")
     assert out == "one two " and d.stopped and d.matched == "ST"
+
+
+def test_a_system_message_in_the_conversation_is_read_with_the_users_turn() -> None:
+    """Claude Code's first request ends with a system message (beta
+    mid-conversation-tool-changes): read where it stands, joined to the user's turn beside
+    it, as Claude Code's own fallback does (templates refuse a late system turn)."""
+    req = validate_messages_request(
+        {
+            "model": "m",
+            "max_tokens": 10,
+            "system": "S",
+            "messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "system", "content": [{"type": "text", "text": "Tools changed."}]},
+            ],
+        }
+    )
+    assert conversation_turns(req) == [Said("system", "S"), Said("user", "Hi\n\nTools changed.")]
+    first = validate_messages_request(
+        {
+            "model": "m",
+            "max_tokens": 10,
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+            ],
+        }
+    )
+    assert conversation_turns(first) == [Said("user", "Be brief.\n\nHi")]

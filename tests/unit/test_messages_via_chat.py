@@ -188,7 +188,7 @@ def test_what_a_chat_channel_cannot_carry_is_a_400(fields: dict[str, Any], param
 
 @pytest.mark.parametrize(
     "messages",
-    [None, "x", [{"role": "system", "content": "x"}], [{"role": "user", "content": 3}],
+    [None, "x", [{"role": "tool", "content": "x"}], [{"role": "user", "content": 3}],
      [{"role": "user", "content": [{"type": "video"}]}]],
 )  # fmt: skip
 def test_a_conversation_that_cannot_be_read_is_a_400(messages: Any) -> None:
@@ -229,3 +229,12 @@ def test_a_base64_source_without_its_data_is_a_400() -> None:
     with pytest.raises(InvalidRequest) as e:
         chat_from_messages(body(messages=[{"role": "user", "content": [image]}]))
     assert e.value.param == "messages[0].content[0].source"
+
+
+def test_a_system_message_in_the_conversation_stays_a_system_message() -> None:
+    """Claude Code's mid-conversation system message (its tools changed): Chat
+    Completions takes a system message anywhere."""
+    chat = chat_from_messages(
+        body(messages=[{"role": "user", "content": "Hi"}, {"role": "system", "content": "New"}])
+    )
+    assert chat["messages"][-1] == {"role": "system", "content": "New"}

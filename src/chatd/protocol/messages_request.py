@@ -33,7 +33,9 @@ __all__ = [
 
 
 class InputMessage(Model):
-    role: Literal["user", "assistant"]
+    # "system": a system message in the conversation, as Claude Code sends one with the
+    # beta ``mid-conversation-tool-changes-2026-07-01`` (service/messages/conversation.py)
+    role: Literal["user", "assistant", "system"]
     content: str | list[Block]
 
     def blocks(self) -> list[Any]:

@@ -117,8 +117,10 @@ def _messages(body: Json) -> list[Json]:
             out.append(_assistant(blocks, where))
         elif message.get("role") == "user":
             out.extend(_user(blocks, where))
+        elif message.get("role") == "system":  # Chat Completions takes one anywhere
+            out.append({"role": "system", "content": _system(blocks)})
         else:
-            raise _bad(f"{where}.role", f"`{where}.role` must be user or assistant.")
+            raise _bad(f"{where}.role", f"`{where}.role` must be user, assistant or system.")
     return out
 
 

@@ -7,6 +7,13 @@ so in its text (the model has no other way to learn it). ``thinking`` and
 another's thoughts. Images, documents and server-tool blocks never get here on the local
 engine (service/messages/capabilities.py refuses them first).
 
+A ``system`` message inside ``messages`` (Claude Code sends one, with the beta
+``mid-conversation-tool-changes-2026-07-01``, to tell the model its tools changed) is
+read at its place as text for the model, joined to the user's turn beside it: many chat
+templates refuse a system turn anywhere but first, and some refuse two user turns in a
+row. It is what Claude Code itself sends when a server refuses the system message (the
+text moved into the user's message), so the model reads the same either way.
+
 Anthropic's own checks of the tool round trip are kept, worded as its 400s: every
 ``tool_use`` is answered by a ``tool_result`` in the next message, and a
 ``tool_result`` answers a ``tool_use`` of the message before it.
@@ -57,16 +64,33 @@ def conversation_turns(req: MessagesRequest) -> list[Turn]:
     turns: list[Turn] = [Said("system", system)] if system else []
     pending: list[str] = []  # tool_use ids of the previous assistant message
     for i, message in enumerate(req.messages):
-        if message.role == "assistant":
+        if message.role == "system":
+            text = "\n".join(b.text for b in message.blocks() if isinstance(b, TextBlock))
+            if text:
+                _said_by_user(turns, text)
+        elif message.role == "assistant":
             if pending:
                 raise _unanswered(i - 1, pending)
             turn, pending = _assistant(message)
             if turn is not None:
                 turns.append(turn)
         else:
-            turns += _user(i, message, pending)
+            for turn in _user(i, message, pending):
+                if isinstance(turn, Said):
+                    _said_by_user(turns, turn.text)
+                else:
+                    turns.append(turn)
             pending = []
     return turns
+
+
+def _said_by_user(turns: list[Turn], text: str) -> None:
+    """``text`` as the user's, joined to the user's turn just before if there is one."""
+    last = turns[-1] if turns else None
+    if isinstance(last, Said) and last.role == "user":
+        turns[-1] = Said("user", f"{last.text}\n\n{text}")
+    else:
+        turns.append(Said("user", text))
 
 
 def _assistant(message: InputMessage) -> tuple[Turn | None, list[str]]:
