@@ -18,18 +18,11 @@ from typing import Any
 from chatd.protocol.errors import APIError, ModelUnavailable, ServerError
 from chatd.protocol.messages_errors import anthropic_error
 from chatd.protocol.messages_request import MessagesRequest
-from chatd.service.event_sources import (
-    ChatChunkSource,
-    ChatCompletionSource,
-    EventSource,
-    SourceUsage,
-    chain,
-)
+from chatd.service.event_sources import EventSource, SourceUsage, chain
 from chatd.service.messages.answer import PING_SECONDS, Account, MessageAnswer, StreamedMessage
 from chatd.service.protocol_service import Fallback
-from chatd.service.relayed import Relayed
+from chatd.service.relayed import RelayedEvents
 from chatd.upstream.relay import UpstreamCall
-from chatd.upstream.wires import ChatWire
 
 __all__ = ["Counted", "RelayedMessage", "count_relayed", "counted", "prompt_text"]
 
@@ -37,7 +30,7 @@ Json = dict[str, Any]
 CountTokens = Callable[[str], int]
 
 
-class RelayedMessage(Relayed[MessageAnswer]):
+class RelayedMessage(RelayedEvents[MessageAnswer]):
     """An upstream's answer to one Messages request (``MessageAnswer``)."""
 
     def __init__(
@@ -52,49 +45,21 @@ class RelayedMessage(Relayed[MessageAnswer]):
         fallback: Fallback[MessageAnswer] | None,
         ping_seconds: float = PING_SECONDS,
     ) -> None:
-        super().__init__(call, fallback)
+        super().__init__(call, fallback, account, count_tokens, prompt_text)
         self.model = model
         self.streaming = streaming
-        self.account = account
-        self.count_tokens = count_tokens
-        self.prompt_text = prompt_text
         self.ping_seconds = ping_seconds
-
-    async def result(self) -> Json:
-        try:
-            body = await self.call.result()
-        except ModelUnavailable as e:
-            return await (await self._fall_back(e)).result()
-        except BaseException:
-            self._settle("")
-            raise
-        if isinstance(self.call.wire, ChatWire):
-            return await self._made(ChatCompletionSource(body, self._estimate)).result()
-        self._account_upstream()
-        return body
-
-    async def events(self) -> AsyncIterator[Json]:
-        if self._delegate is not None:
-            async for event in self._delegate.events():
-                yield event
-            return
-        if self._stream is None:
-            raise ServerError("The message stream was not opened.")
-        if isinstance(self.call.wire, ChatWire):
-            source = ChatChunkSource(self._first, self._stream, self.call, self._estimate)
-            async for event in self._made(source).events():
-                yield event
-            return
-        async for event in self._passed_on():
-            yield event
 
     def error_event(self, error: APIError) -> Json:
         return {"type": "error", "error": anthropic_error(error)}
 
     def _made(self, source: EventSource) -> StreamedMessage:
-        """A Chat Completions answer, made into a message as the local engine's is."""
-        account, self.account = self.account, None
+        account = self._taken_account()
         return StreamedMessage(source, self.model, account=account, ping_seconds=self.ping_seconds)
+
+    async def _passed_whole(self, body: Json) -> Json:
+        self._account_upstream()
+        return body
 
     async def _passed_on(self) -> AsyncIterator[Json]:
         """An Anthropic channel's events as it sent them; usage is the upstream's own
@@ -116,27 +81,12 @@ class RelayedMessage(Relayed[MessageAnswer]):
         """The Anthropic channel's usage, in the core's words: the prompt is its three
         input counts together, the cached part those read from its cache."""
         usage = self.call.usage
-        if self.account is None or not isinstance(usage, dict) or "input_tokens" not in usage:
+        if not isinstance(usage, dict) or "input_tokens" not in usage:
             return
-        account, self.account = self.account, None
         cached = int(usage.get("cache_read_input_tokens") or 0)
         created = int(usage.get("cache_creation_input_tokens") or 0)
         prompt = int(usage["input_tokens"]) + cached + created
-        account(SourceUsage(prompt, int(usage.get("output_tokens") or 0), cached))
-
-    def _estimate(self, output: str) -> SourceUsage:
-        """chatd's own count of the prompt and the output, when the upstream told none."""
-        if self.count_tokens is None:
-            return SourceUsage(0, 0, estimated=True)
-        return SourceUsage(
-            self.count_tokens(self.prompt_text), self.count_tokens(output), estimated=True
-        )
-
-    def _settle(self, output: str) -> None:
-        """chatd's own estimate, unless the upstream's usage was recorded already."""
-        if self.account is not None:
-            account, self.account = self.account, None
-            account(self._estimate(output))
+        self._record(SourceUsage(prompt, int(usage.get("output_tokens") or 0), cached))
 
 
 # A token count as the router's routes give it: the local one at once, a relayed one

@@ -15,20 +15,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from chatd.protocol.errors import ModelUnavailable, ServerError
 from chatd.protocol.responses_response import ResponseSettings
 from chatd.service.event_sources import (
-    ChatChunkSource,
-    ChatCompletionSource,
     EventSource,
     SourceUsage,
     chain,
 )
-from chatd.service.relayed import Relayed
+from chatd.service.relayed import RelayedEvents
 from chatd.service.responses.answer import Account, ResponseAnswer, Save, StreamedResponse
 from chatd.service.responses.conversation import item_text
 from chatd.upstream.relay import UpstreamCall
-from chatd.upstream.wires import ChatWire
 
 __all__ = ["RelayedResponse", "prompt_text"]
 
@@ -36,7 +32,7 @@ Json = dict[str, Any]
 CountTokens = Callable[[str], int]
 
 
-class RelayedResponse(Relayed[ResponseAnswer]):
+class RelayedResponse(RelayedEvents[ResponseAnswer]):
     """An upstream's answer to one Responses request (``ResponseAnswer``)."""
 
     def __init__(
@@ -53,57 +49,29 @@ class RelayedResponse(Relayed[ResponseAnswer]):
         prompt_text: str,
         fallback: Callable[[], Awaitable[ResponseAnswer]] | None,
     ) -> None:
-        super().__init__(call, fallback)
+        super().__init__(call, fallback, account, count_tokens, prompt_text)
         self.settings = settings
         self.streaming = streaming
         self.logprobs = logprobs
         self.obfuscate = obfuscate
         self.save = save
-        self.account = account
-        self.count_tokens = count_tokens
-        self.prompt_text = prompt_text
 
-    async def result(self) -> Json:
-        try:
-            body = await self.call.result()
-        except ModelUnavailable as e:
-            return await (await self._fall_back(e)).result()
-        except BaseException:
-            self._settle("")
-            raise
-        if isinstance(self.call.wire, ChatWire):
-            return await self._made(ChatCompletionSource(body, self._estimate)).result()
+    async def _passed_whole(self, body: Json) -> Json:
         body = self._ours(body)
         self._account_response(body)
         if self.save is not None and body.get("status") in ("completed", "incomplete"):
             await self.save(body)
         return body
 
-    async def events(self) -> AsyncIterator[Json]:
-        if self._delegate is not None:
-            async for event in self._delegate.events():
-                yield event
-            return
-        if self._stream is None:
-            raise ServerError("The response stream was not opened.")
-        if isinstance(self.call.wire, ChatWire):
-            source = ChatChunkSource(self._first, self._stream, self.call, self._estimate)
-            async for event in self._made(source).events():
-                yield event
-            return
-        async for event in self._passed_on():
-            yield event
-
     def _made(self, source: EventSource) -> StreamedResponse:
         """A Chat Completions answer, made into a response as the local engine's is."""
-        account, self.account = self.account, None
         return StreamedResponse(
             source,
             self.settings,
             logprobs=self.logprobs,
             obfuscate=self.obfuscate,
             save=self.save,
-            account=account,
+            account=self._taken_account(),
         )
 
     async def _passed_on(self) -> AsyncIterator[Json]:
@@ -143,31 +111,16 @@ class RelayedResponse(Relayed[ResponseAnswer]):
 
     def _account_response(self, response: Json) -> None:
         usage = response.get("usage")
-        if self.account is None or not isinstance(usage, dict) or "input_tokens" not in usage:
+        if not isinstance(usage, dict) or "input_tokens" not in usage:
             return
-        account, self.account = self.account, None
         cached = (usage.get("input_tokens_details") or {}).get("cached_tokens")
-        account(
+        self._record(
             SourceUsage(
                 int(usage["input_tokens"]),
                 int(usage.get("output_tokens", 0)),
                 cached if isinstance(cached, int) else 0,
             )
         )
-
-    def _estimate(self, output: str) -> SourceUsage:
-        """chatd's own count of the prompt and the output, when the upstream told none."""
-        if self.count_tokens is None:
-            return SourceUsage(0, 0, estimated=True)
-        return SourceUsage(
-            self.count_tokens(self.prompt_text), self.count_tokens(output), estimated=True
-        )
-
-    def _settle(self, output: str) -> None:
-        """chatd's own estimate, unless the upstream's usage was recorded already."""
-        if self.account is not None:
-            account, self.account = self.account, None
-            account(self._estimate(output))
 
 
 def prompt_text(items: list[Json], instructions: str | None) -> str:
