@@ -17,7 +17,13 @@ import json
 import time
 from typing import Any
 
-__all__ = ["MessagesStreamToChat", "chat_usage", "completion_from_message", "finish_reason"]
+__all__ = [
+    "MessagesStreamToChat",
+    "chat_usage",
+    "completion_from_message",
+    "finish_reason",
+    "text_and_calls",
+]
 
 Json = dict[str, Any]
 
@@ -71,13 +77,12 @@ def _arguments(value: Any) -> str:
     return json.dumps(value if isinstance(value, dict) else {}, ensure_ascii=False)
 
 
-def completion_from_message(message: Json) -> Json:
-    """A whole Messages answer (``type: "message"``) as a ``chat.completion``: its text
-    blocks joined as the content, its ``tool_use`` blocks as tool calls (the input as
-    JSON text), its stop reason as the finish reason."""
+def text_and_calls(content: Any) -> tuple[str, list[Json]]:
+    """An assistant's Anthropic content blocks in chat's words: the text blocks joined,
+    the ``tool_use`` blocks as tool calls (the input as JSON text). Other blocks
+    (thinking, server tools') have nothing chat can carry."""
     texts: list[str] = []
     calls: list[Json] = []
-    content = message.get("content")
     for block in content if isinstance(content, list) else []:
         if not isinstance(block, dict):
             continue
@@ -94,7 +99,14 @@ def completion_from_message(message: Json) -> Json:
                     },
                 }
             )
-    text = "".join(texts)
+    return "".join(texts), calls
+
+
+def completion_from_message(message: Json) -> Json:
+    """A whole Messages answer (``type: "message"``) as a ``chat.completion``: its text
+    blocks joined as the content, its ``tool_use`` blocks as tool calls (the input as
+    JSON text), its stop reason as the finish reason."""
+    text, calls = text_and_calls(message.get("content"))
     out: Json = {
         "role": "assistant",
         "content": text if text or not calls else None,

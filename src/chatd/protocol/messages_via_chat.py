@@ -25,10 +25,10 @@ the tool's answer.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from chatd.protocol.errors import InvalidRequest, Unsupported
+from chatd.protocol.messages_as_chat import text_and_calls
 
 __all__ = ["chat_from_messages"]
 
@@ -125,25 +125,8 @@ def _messages(body: Json) -> list[Json]:
 
 
 def _assistant(blocks: list[Any], where: str) -> Json:
-    texts: list[str] = []
-    calls: list[Json] = []
-    for block in blocks:
-        block = _obj(block)
-        if block.get("type") == "text" and isinstance(block.get("text"), str):
-            texts.append(block["text"])
-        elif block.get("type") == "tool_use":
-            calls.append(
-                {
-                    "id": str(block.get("id") or ""),
-                    "type": "function",
-                    "function": {
-                        "name": str(block.get("name") or ""),
-                        "arguments": json.dumps(_obj(block.get("input"))),
-                    },
-                }
-            )
-        # thinking, redacted_thinking and server tools' blocks: nothing chat can carry
-    out: Json = {"role": "assistant", "content": "".join(texts) or None}
+    text, calls = text_and_calls(blocks)
+    out: Json = {"role": "assistant", "content": text or None}
     if calls:
         out["tool_calls"] = calls
     return out
