@@ -17,6 +17,7 @@ checked: the protocol is.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -73,13 +74,8 @@ def fixture_request(name: str) -> dict[str, Any]:
 
 
 def require_messages_api(srv: Server) -> None:
-    r = httpx.post(
-        srv.base_url + "/v1/messages",
-        headers={"x-api-key": API_KEY, "anthropic-version": "2023-06-01"},
-        json={},
-        timeout=60,
-    )
-    if r.status_code == 404:  # with the route, an empty body is a 400
+    r = httpx.get(srv.base_url + "/v1/messages", headers={"x-api-key": API_KEY}, timeout=60)
+    if r.status_code == 404:  # with the route, a GET is a 405
         pytest.fail("chatd has no POST /v1/messages yet: merge issue 21's Messages API first")
 
 
@@ -144,6 +140,7 @@ def test_claude_code_completes_a_turn(stretched_server: Server) -> None:
     """``claude -p`` with chatd as its API: exit 0 and a successful result."""
     exe = claude_code()
     require_messages_api(stretched_server)
+    log_before = len(stretched_server.log())
     with tempfile.TemporaryDirectory(prefix="chatd-claude-") as tmp:
         home = Path(tmp) / "home"
         work = Path(tmp) / "work"
@@ -168,4 +165,10 @@ def test_claude_code_completes_a_turn(stretched_server: Server) -> None:
     assert result["num_turns"] >= 1
     assert isinstance(result["result"], str)
     assert result["usage"]["output_tokens"] >= 1
-    assert "path=/v1/messages status=200" in stretched_server.log()
+    requests = re.findall(
+        r"path=(/v1/messages\S*) status=(\d+)", stretched_server.log()[log_before:]
+    )
+    assert ("/v1/messages", "200") in requests
+    # Each of its requests accepted as sent: a 400 would have made it fall back (drop the
+    # role "system" message's beta) and succeed anyway.
+    assert all(status == "200" for _, status in requests), requests
