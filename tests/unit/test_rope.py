@@ -244,3 +244,13 @@ def test_the_kv_cells_bound_the_window(caplog: pytest.LogCaptureFixture) -> None
         rope = RopeScaling(rope_scaling="yarn")
         assert context_limit(runner(16384, rope, 32768), 32768) == 16384
     assert "the KV cache has 16384 cells" in caplog.text
+
+
+def test_serve_stops_on_contradicting_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before any model loads: exit 1, the flags named."""
+    from chatd.cli import serve
+
+    args = serve_args("--rope-scaling", "none", "--rope-freq-scale", "0.5")
+    assert serve(args) == 1  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert "chatd: invalid configuration: --rope-freq-scale: --rope-scaling none never" in err

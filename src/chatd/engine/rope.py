@@ -106,9 +106,8 @@ class RopeScaling:
             )
         kind = self.rope_scaling
         if kind == "none" and (self.rope_scale or self.rope_freq_scale):
-            raise RopeError(
-                "rope_scale: rope_scaling none never scales; use linear or yarn to stretch"
-            )
+            key = "rope_scale" if self.rope_scale else "rope_freq_scale"
+            raise RopeError(f"{key}: rope_scaling none never scales; use linear or yarn to stretch")
         if kind in ("none", "linear"):
             for key in ("yarn_orig_ctx", "yarn_ext_factor"):
                 if getattr(self, key) is not None:
