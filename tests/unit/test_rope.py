@@ -155,7 +155,7 @@ def test_an_entrys_keys_go_over_the_flags_one_by_one(tmp_path: Path) -> None:
     flags = Settings(rope=RopeScaling(rope_scaling="yarn", rope_freq_scale=0.25))
     # a's own factor replaces the flags' (of the other kind); the type stays the flags'
     assert a.settings(flags).rope == RopeScaling(rope_scaling="yarn", rope_scale=2.0)
-    with pytest.raises(ConfigError, match="model 'b' with the server's flags: rope_scale:"):
+    with pytest.raises(ConfigError, match="model 'b' with the server's flags: rope_freq_scale:"):
         b.settings(flags)
 
 
