@@ -37,6 +37,10 @@ REQUESTS = {
     "fallback": FIXTURES / "claude_code_request_fallback.json",
 }
 DEADLINE = 3600  # seconds: a ~13k-token prefill on a shared 2-core CI runner
+# The one thing changed in Claude Code's requests: its max_tokens (32000, which chatd
+# clamps to what the window leaves, tested with the Messages API's own tests), so that a
+# rambling answer costs seconds, not minutes of CPU decoding.
+MAX_TOKENS = 64
 
 
 def claude_env(base_url: str, home: Path) -> dict[str, str]:
@@ -66,6 +70,9 @@ def claude_env(base_url: str, home: Path) -> dict[str, str]:
         "CLAUDE_STREAM_FIRST_BYTE_TIMEOUT_MS": str(DEADLINE * 1000),
         "CLAUDE_STREAM_IDLE_TIMEOUT_MS": str(DEADLINE * 1000),
         "CLAUDE_CODE_MAX_RETRIES": "0",
+        # its max_tokens (32000 by default): the embedded model may ramble for thousands
+        # of tokens, minutes on a CPU; a short answer tests the protocol as well
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(MAX_TOKENS),
     }
 
 
@@ -105,8 +112,9 @@ def test_claude_codes_request_replayed_is_answered(stretched_server: Server, nam
     fx = fixture_request(name)
     headers = {**fx["headers"], "x-api-key": API_KEY}
     url = f"{stretched_server.base_url}{fx['path']}?{fx['query']}"
+    body = {**fx["body"], "max_tokens": MAX_TOKENS}
     with httpx.Client(timeout=DEADLINE) as http:
-        r = http.post(url, headers=headers, content=json.dumps(fx["body"]).encode())
+        r = http.post(url, headers=headers, content=json.dumps(body).encode())
     assert r.status_code == 200, r.text[:2000]
     assert r.headers["content-type"].startswith("text/event-stream")
     assert r.headers.get("request-id")
