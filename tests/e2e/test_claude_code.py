@@ -37,7 +37,7 @@ REQUESTS = {
     "fallback": FIXTURES / "claude_code_request_fallback.json",
 }
 DEADLINE = 3600  # seconds: a ~13k-token prefill on a shared 2-core CI runner
-# The one thing changed in Claude Code's requests: its max_tokens (32000, which chatd
+# The one thing changed in the replayed requests: their max_tokens (32000, which chatd
 # clamps to what the window leaves, tested with the Messages API's own tests), so that a
 # rambling answer costs seconds, not minutes of CPU decoding.
 MAX_TOKENS = 64
@@ -71,8 +71,12 @@ def claude_env(base_url: str, home: Path) -> dict[str, str]:
         "CLAUDE_STREAM_IDLE_TIMEOUT_MS": str(DEADLINE * 1000),
         "CLAUDE_CODE_MAX_RETRIES": "0",
         # its max_tokens (32000 by default): the embedded model may ramble for thousands
-        # of tokens, minutes on a CPU; a short answer tests the protocol as well
-        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(MAX_TOKENS),
+        # of tokens, minutes on a CPU (chatd's --request-timeout cuts it at 600 s). Not
+        # smaller: an answer cut at max_tokens is resumed by Claude Code 3 times, then an
+        # error ("exceeded the N output token maximum", exit 1); at 64 the model never
+        # ended in time, at 32000 it ended by itself after 82-265 tokens twice, ran on
+        # past 6,300 once.
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "1024",
     }
 
 
