@@ -73,10 +73,10 @@ def claude_env(base_url: str, home: Path) -> dict[str, str]:
         # its max_tokens (32000 by default): the embedded model may ramble for thousands
         # of tokens, minutes on a CPU (chatd's --request-timeout cuts it at 600 s). An
         # answer cut at max_tokens is resumed by Claude Code 3 times, then reported as
-        # its max_output_tokens error (exit 1): so at most 4 x 1024 tokens are decoded.
+        # its max_output_tokens error (exit 1): so at most 4 x 256 tokens are decoded.
         # Seen: at 32000 the model ended by itself after 265 tokens once; at 1024 it ran
-        # to the limit, resumes included, once.
-        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "1024",
+        # to the limit, resumes included (~10 minutes of decoding on 2 shared cores).
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "256",
     }
 
 
