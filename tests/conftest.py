@@ -126,6 +126,25 @@ def server() -> Iterator[Server]:
     srv.stop()
 
 
+# The embedded model stretched past its 8,192-token training context (docs/models.md,
+# "Stretching a model's context"): YaRN picks the factor 4 from the 32,768-token window.
+STRETCHED_ARGS = (
+    "--n-ctx", "32768", "--context-window", "32768", "--rope-scaling", "yarn",
+    # a long prompt's cells kept when it ends, so a second request with its prefix (Claude
+    # Code's ~13k-token system prompt and tools) is not computed twice
+    "--prefix-cache-cells", "32768",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def stretched_server() -> Iterator[Server]:
+    """A second server for prompts longer than the embedded model's training context
+    (tests/e2e/test_long_context.py, test_claude_code.py); started only by them."""
+    srv = Server("--api-key", API_KEY, *STRETCHED_ARGS)
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture(scope="session")
 def base_url(server: Server) -> str:
     return server.base_url

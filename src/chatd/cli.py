@@ -31,8 +31,10 @@ from chatd.serve_options import (
     add_browser_options,
     add_limit_options,
     add_quota_options,
+    add_rope_options,
     limits_from,
     quotas_from,
+    rope_from,
 )
 from chatd.status import add_command as add_status_command
 from chatd.status import add_models_command, run_models
@@ -145,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_limit_options(s)
     add_quota_options(s)
+    add_rope_options(s)
     s.add_argument(
         "--drain-seconds",
         type=seconds,
@@ -237,6 +240,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         settings.data_dir = args.data_dir
     try:
+        settings.rope = rope_from(args)
         file = load_config(args.config) if args.config else FileConfig([], [])
         configs = _model_configs(args, file, settings)
         max_loaded = file.max_loaded if args.max_loaded is None else args.max_loaded
@@ -386,6 +390,8 @@ def _engine(settings: Settings, path: Path, progress: Callable[[float], None] | 
                 n_threads=settings.threads,
                 prefill_ctx=settings.context_window if settings.wide_prefill else 0,
                 progress=progress,
+                rope=settings.rope,
+                context_window=settings.context_window,
             ),
             SchedulerConfig(
                 max_waiting=settings.max_waiting,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from chatd.engine.rope import ROPE_KEYS, RopeError, RopeScaling
 from chatd.protocol.request_limits import Limits
 from chatd.service.quotas import Quotas
 
@@ -49,6 +50,8 @@ class Settings:
     api_keys: list[str] = field(default_factory=list)
     n_ctx: int = 32768  # KV cells shared by all sequences
     context_window: int = 8192  # per request (capped by the model's training context)
+    # RoPE scaling: a context window past the training context (engine/rope.py)
+    rope: RopeScaling = field(default_factory=RopeScaling)
     max_sequences: int = 128  # concurrent choices in the engine (n counts each)
     max_waiting: int = 256  # queued requests before 503
     threads: int = 0
@@ -97,11 +100,21 @@ class LocalModelConfig:
     context_window: int | None = None
     max_sequences: int | None = None
     threads: int | None = None
+    rope: RopeScaling = field(default_factory=RopeScaling)  # unset keys: the flags'
 
     def settings(self, defaults: Settings) -> Settings:
-        """The server-wide settings with this model's own engine settings over them."""
-        own = {k: getattr(self, k) for k in MODEL_SETTINGS if getattr(self, k) is not None}
-        return replace(defaults, **own)
+        """The server-wide settings with this model's own engine settings over them (its
+        RoPE keys one by one over the flags'); a merged RoPE setting that contradicts
+        itself is a ConfigError naming the model."""
+        own: dict[str, Any] = {
+            k: getattr(self, k) for k in MODEL_SETTINGS if getattr(self, k) is not None
+        }
+        rope = self.rope.over(defaults.rope)
+        try:
+            rope.check()
+        except RopeError as e:
+            raise ConfigError(f"model {self.id!r} with the server's flags: {e}") from None
+        return replace(defaults, **own, rope=rope)
 
 
 # The engine settings a [[models]] entry may set for itself, and the least each may be.
@@ -176,7 +189,7 @@ def _check_aliases(models: list[LocalModelConfig], path: Path) -> None:
 
 
 def _model(m: Any, where: str) -> LocalModelConfig:
-    _known(m, {"id", "path", "aliases", "priority", "weight", *MODEL_SETTINGS}, where)
+    _known(m, {"id", "path", "aliases", "priority", "weight", *MODEL_SETTINGS, *ROPE_KEYS}, where)
     if not isinstance(m.get("id"), str):
         raise ConfigError(f"{where}.id: a string is required")
     aliases = m.get("aliases", [])
@@ -193,11 +206,15 @@ def _model(m: Any, where: str) -> LocalModelConfig:
             if not _is_int(m[key]) or m[key] < least:
                 raise ConfigError(f"{where}.{key}: an integer >= {least} is required")
             own[key] = m[key]
+    try:
+        rope = RopeScaling.from_table(m)
+    except RopeError as e:
+        raise ConfigError(f"{where}.{e}") from None
     raw = m.get("path", "embedded")
     if not isinstance(raw, str):
         raise ConfigError(f'{where}.path: a string is required (a .gguf file, or "embedded")')
     path = None if raw == "embedded" else Path(raw)
-    return LocalModelConfig(m["id"], path, aliases, priority, float(weight), **own)
+    return LocalModelConfig(m["id"], path, aliases, priority, float(weight), **own, rope=rope)
 
 
 def _is_int(value: Any) -> bool:

@@ -1,13 +1,15 @@
 """``chatd serve``'s option groups that bound what callers may do (request limits,
-per-key quotas, browsers and connections), and the settings read back from them: kept
-out of cli.py, which builds the server."""
+per-key quotas, browsers and connections) or stretch a model's context (RoPE scaling),
+and the settings read back from them: kept out of cli.py, which builds the server."""
 
 from __future__ import annotations
 
 import argparse
+import re
 
 from chatd.arg_types import count, days, seconds
-from chatd.config import Settings
+from chatd.config import ConfigError, Settings
+from chatd.engine.rope import ROPE_KEYS, SCALING_TYPES, RopeError, RopeScaling
 from chatd.protocol.request_limits import Limits
 from chatd.service.quotas import Quotas
 
@@ -15,8 +17,10 @@ __all__ = [
     "add_browser_options",
     "add_limit_options",
     "add_quota_options",
+    "add_rope_options",
     "limits_from",
     "quotas_from",
+    "rope_from",
 ]
 
 
@@ -38,6 +42,105 @@ def quotas_from(args: argparse.Namespace) -> Quotas:
         max_stored_bytes_per_owner=args.max_stored_bytes_per_owner,
         store_retention_days=args.store_retention_days,
     )
+
+
+def rope_from(args: argparse.Namespace) -> RopeScaling:
+    """The RoPE flags as settings; flags that contradict each other are a ConfigError
+    naming them (``--rope-scale`` with ``--rope-freq-scale``, ``--yarn-orig-ctx`` with
+    ``--rope-scaling linear``...)."""
+    rope = RopeScaling(**{key: getattr(args, key) for key in ROPE_KEYS})
+    try:
+        rope.check()
+    except RopeError as e:
+        raise ConfigError(_flag_names(str(e))) from None
+    return rope
+
+
+def _flag_names(message: str) -> str:
+    """A RopeError's message with its config-file keys named as the flags that set them."""
+    keys = "|".join(sorted(ROPE_KEYS, key=len, reverse=True))
+    return re.sub(rf"\b({keys})\b", lambda m: ROPE_KEYS[m.group(1)], message)
+
+
+def add_rope_options(s: argparse.ArgumentParser) -> None:
+    """RoPE scaling, as llama.cpp's server names it (docs/models.md, "Stretching a
+    model's context"); a [[models]] entry's own keys override these for that model."""
+    g = s.add_argument_group("context stretching (RoPE scaling)")
+    g.add_argument(
+        "--rope-scaling",
+        choices=list(SCALING_TYPES),
+        default=None,
+        help="how positions past the training context are encoded: none, linear or yarn"
+        " (default: the model's own). With linear or yarn and no --rope-scale, the factor"
+        " is --context-window / the training context",
+    )
+    g.add_argument(
+        "--rope-scale",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="context expansion factor: the training context times N (llama.cpp's"
+        " --rope-scale; the same as --rope-freq-scale 1/N)",
+    )
+    g.add_argument(
+        "--rope-freq-base",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="RoPE base frequency (default: the model's)",
+    )
+    g.add_argument(
+        "--rope-freq-scale",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="RoPE frequency scaling factor: the context grows by 1/N",
+    )
+    g.add_argument(
+        "--yarn-orig-ctx",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="YaRN: the context the model was trained on (default: the GGUF's)",
+    )
+    g.add_argument(
+        "--yarn-ext-factor",
+        type=_fraction,
+        default=None,
+        metavar="F",
+        help="YaRN extrapolation mix factor, 0..1 (default: 1 with yarn)",
+    )
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number > 0 is required")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number from 0 to 1 is required")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    value = count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number >= 1 is required")
+    return value
 
 
 def add_browser_options(s: argparse.ArgumentParser) -> None:

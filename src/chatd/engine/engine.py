@@ -35,10 +35,8 @@ class EngineConfig:
 class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self.runner = ModelRunner(config.runner)
-        n_ctx_seq = min(self.runner.n_ctx_train or self.runner.n_ctx, self.runner.n_ctx)
-        sched = dataclasses.replace(
-            config.scheduler, n_ctx_seq=min(config.scheduler.n_ctx_seq, n_ctx_seq)
-        )
+        n_ctx_seq = context_limit(self.runner, config.scheduler.n_ctx_seq)
+        sched = dataclasses.replace(config.scheduler, n_ctx_seq=n_ctx_seq)
         self.scheduler = Scheduler(self.runner, sched)
         self.context_window = sched.n_ctx_seq
         self.kv_capacity = self.runner.n_ctx
@@ -195,3 +193,35 @@ class Generation:
                 yield item
         finally:
             self.cancel()
+
+
+def context_limit(runner: ModelRunner, wanted: int) -> int:
+    """The per-request context window: ``wanted``, within the KV cells and within what the
+    model can take (its training context, as stretched by RoPE scaling).
+
+    A window beyond the training context is cut to it rather than served: past the
+    positions a model was trained on (without scaling) its answers degrade into noise,
+    which llama.cpp only warns about. The log says so, and how to stretch the model.
+    """
+    rope, name = runner.rope, runner.config.model_path.name
+    if rope.custom:
+        log.info("model %s: %s", name, rope.describe())
+    model_limit = rope.n_ctx_stretched or runner.n_ctx
+    limit = min(model_limit, runner.n_ctx)
+    if wanted <= limit:
+        return wanted
+    if limit == runner.n_ctx and runner.n_ctx < model_limit:
+        why = f"the KV cache has {runner.n_ctx} cells (--n-ctx, a model entry's n_ctx)"
+    elif rope.n_ctx_stretched > rope.n_ctx_train:
+        why = (
+            f"the model's training context {rope.n_ctx_train} stretched {rope.factor:g}x"
+            " by RoPE scaling goes no further (raise --rope-scale)"
+        )
+    else:
+        why = (
+            f"the model was trained on {rope.n_ctx_train} tokens and longer prompts would"
+            " be noise; stretch it with --rope-scaling yarn (or a model entry's"
+            ' rope_scaling; docs/models.md, "Stretching a model\'s context")'
+        )
+    log.warning("model %s: context window %d cut to %d tokens: %s", name, wanted, limit, why)
+    return limit

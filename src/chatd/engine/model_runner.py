@@ -18,6 +18,8 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
+from chatd.engine.rope import ResolvedRope, RopeScaling
+
 _backend_lock = threading.Lock()
 _backend_ready = False
 
@@ -50,6 +52,10 @@ class RunnerConfig:
     # Told the fraction of the model loaded (0..1) while llama.cpp reads it, from the
     # loading thread: how a slow load shows its progress (chatd/service/load_progress.py).
     progress: Callable[[float], None] | None = field(default=None, compare=False)
+    # RoPE scaling (engine/rope.py), and the per-request context window it stretches the
+    # model's training context to when no factor is given (0: none wanted).
+    rope: RopeScaling = RopeScaling()
+    context_window: int = 0
 
 
 @dataclass(frozen=True)
@@ -158,14 +164,25 @@ class ModelRunner:
             raise RuntimeError(f"llama.cpp could not load model {path}")
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        # Read before any context exists: llama.cpp raises the model's n_ctx_train when a
+        # context with custom YaRN scaling is created.
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self.model)
+        # Both contexts get the same RoPE parameters: cells computed in the wide-prefill
+        # context are moved into the main one, so their positions must be encoded alike.
+        self.rope = config.rope.resolve(self.n_ctx_train, config.context_window)
 
         threads = config.n_threads or os.cpu_count() or 1
         # One more sequence than callers see: the scratch row of decode(pad_single=True).
         self._scratch_seq = config.n_seq_max
         n_batch = max(config.n_batch, config.n_seq_max)
         self.ctx = _new_context(
-            self.model, config.n_ctx, n_batch, config.n_ubatch, config.n_seq_max + 1, threads
+            self.model,
+            config.n_ctx,
+            n_batch,
+            config.n_ubatch,
+            config.n_seq_max + 1,
+            threads,
+            self.rope,
         )
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
@@ -308,7 +325,7 @@ class PrefillContext:
 
     def __init__(self, runner: ModelRunner, n_ctx: int, threads: int) -> None:
         self.runner = runner
-        self.ctx = _new_context(runner.model, n_ctx, 512, 512, 1, threads)
+        self.ctx = _new_context(runner.model, n_ctx, 512, 512, 1, threads, runner.rope)
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = Batch(512)
@@ -366,9 +383,16 @@ def _new_context(
     n_ubatch: int,
     n_seq: int,
     threads: int,
+    rope: ResolvedRope,
 ) -> llama_cpp.llama_context_p:
-    """A context with one unified KV cache (sequences share cells, see kv_cache.py)."""
+    """A context with one unified KV cache (sequences share cells, see kv_cache.py) and
+    the model's RoPE scaling (0 / -1 values: the model's own, llama.cpp's convention)."""
     cparams = llama_cpp.llama_context_default_params()
+    cparams.rope_scaling_type = rope.scaling_type
+    cparams.rope_freq_base = rope.freq_base
+    cparams.rope_freq_scale = rope.freq_scale
+    cparams.yarn_orig_ctx = rope.yarn_orig_ctx
+    cparams.yarn_ext_factor = rope.yarn_ext_factor
     cparams.n_ctx = n_ctx
     cparams.n_batch = n_batch
     cparams.n_ubatch = n_ubatch
