@@ -30,12 +30,11 @@ from npm_clients import claude_code
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 # Its first request has a role "system" message in ``messages`` (beta
-# mid-conversation-tool-changes-2026-07-01); refused with a 400, Claude Code retries once
-# without that beta, the system message's text moved into the user message (fallback).
-REQUESTS = {
-    "first": FIXTURES / "claude_code_request.json",
-    "fallback": FIXTURES / "claude_code_request_fallback.json",
-}
+# mid-conversation-tool-changes-2026-07-01). Refused with a 400, Claude Code would retry
+# once without that beta, the system message's text moved into the user message
+# (claude_code_request_fallback.json: replayed on the FakeEngine only,
+# tests/service/test_claude_code_requests.py; one 12.5k-token prefill here is enough).
+REQUEST = FIXTURES / "claude_code_request.json"
 DEADLINE = 3600  # seconds: a ~13k-token prefill on a shared 2-core CI runner
 # The one thing changed in the replayed requests: their max_tokens (32000, which chatd
 # clamps to what the window leaves, tested with the Messages API's own tests), so that a
@@ -80,8 +79,8 @@ def claude_env(base_url: str, home: Path) -> dict[str, str]:
     }
 
 
-def fixture_request(name: str) -> dict[str, Any]:
-    return json.loads(REQUESTS[name].read_text())
+def fixture_request() -> dict[str, Any]:
+    return json.loads(REQUEST.read_text())
 
 
 def require_messages_api(srv: Server) -> None:
@@ -106,14 +105,13 @@ def named_events(text: str) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-@pytest.mark.parametrize("name", list(REQUESTS))
-def test_claude_codes_request_replayed_is_answered(stretched_server: Server, name: str) -> None:
+def test_claude_codes_request_replayed_is_answered(stretched_server: Server) -> None:
     """The captured request, headers and all (x-api-key ours): a 200 stream of
-    Anthropic's events in their order, usage in message_start and message_delta. The
-    first one must be answered too: Claude Code completes its turn after the 400 by its
-    fallback, but pays a round trip and loses the beta's semantics."""
+    Anthropic's events in their order, usage in message_start and message_delta; its
+    prompt, longer than the model's training context, served by the YaRN-stretched
+    model."""
     require_messages_api(stretched_server)
-    fx = fixture_request(name)
+    fx = fixture_request()
     headers = {**fx["headers"], "x-api-key": API_KEY}
     url = f"{stretched_server.base_url}{fx['path']}?{fx['query']}"
     body = {**fx["body"], "max_tokens": MAX_TOKENS}
@@ -146,6 +144,9 @@ def test_claude_codes_request_replayed_is_answered(stretched_server: Server, nam
     delta = next(d for n, d in events if n == "message_delta")
     assert delta["delta"]["stop_reason"] in ("end_turn", "max_tokens", "tool_use")
     assert delta["usage"]["output_tokens"] >= 1
+    log = stretched_server.log()
+    assert "rope scaling yarn, factor 4 (chosen for the context window)" in log
+    assert "context window 32768 tokens" in log
 
 
 def test_claude_code_completes_a_turn(stretched_server: Server) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -385,6 +386,26 @@ async def test_claude_codes_request_is_answered(http: httpx.AsyncClient) -> None
     assert events[-1][0] == "message_stop"
     kinds = [e["content_block"]["type"] for n, e in events if n == "content_block_start"]
     assert "thinking" not in kinds
+
+
+@pytest.mark.parametrize(
+    "fixture", ["claude_code_request.json", "claude_code_request_fallback.json"]
+)
+async def test_claude_codes_captured_requests_are_accepted_as_sent(
+    http: httpx.AsyncClient, fixture: str
+) -> None:
+    """Claude Code 2.1.337's real requests (tests/fixtures/, captured; its ~12.5k-token
+    prompt is served by the real model in tests/e2e/test_claude_code.py): its first one
+    (a system message inside ``messages``, 12 tools with draft 2020-12 schemas and
+    ``defer_loading``) and its fallback, each a 200 stream, never a 400 it would work
+    around."""
+    fx = json.loads((Path(__file__).parents[1] / "fixtures" / fixture).read_text())
+    headers = {k: v for k, v in fx["headers"].items() if k.lower().startswith("anthropic-")}
+    body = {**fx["body"], "model": MODEL}
+    async with http.stream("POST", f"{URL}?{fx['query']}", json=body, headers=headers) as r:
+        assert r.status_code == 200, await r.aread()
+        events = sse((await r.aread()).decode())
+    assert events[0][0] == "message_start" and events[-1][0] == "message_stop"
 
 
 async def test_a_failure_after_the_start_is_an_error_event(
