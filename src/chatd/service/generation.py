@@ -127,10 +127,8 @@ async def start_local(
 
 
 async def _start(engine: EngineLike, job: Job, limits: Limits, shared: SharedPrompts) -> LocalRun:
-    plan = job.tools
     grammar = await _grammar(engine, job, limits.grammar_timeout)
-    native = plan is not None and plan.may_call and engine.template.supports_tools
-    tools = template_tools(plan) if native and plan is not None else None
+    native, tools = _tools_shown(engine, job)
     messages = job.render(native)
     prompt = _prompt(engine, job, messages, tools)
     if job.shorten is not None:
@@ -159,7 +157,7 @@ async def _start(engine: EngineLike, job: Job, limits: Limits, shared: SharedPro
         ) from None
     except EngineFailure as e:
         raise InvalidRequest(str(e), param="n") from None
-    return LocalRun(generation, params.n, len(prompt), plan, limits.request_timeout)
+    return LocalRun(generation, params.n, len(prompt), job.tools, limits.request_timeout)
 
 
 def _clamped(job: Job, prompt_tokens: int, window: int) -> dict[str, Any]:
@@ -180,10 +178,16 @@ def _clamped(job: Job, prompt_tokens: int, window: int) -> dict[str, Any]:
 async def count_prompt(engine: EngineLike, job: Job) -> int:
     """The prompt tokens ``job`` would be billed, rendered exactly as ``start_local``
     renders it (the same template, tools shown the same way), without generating."""
+    native, tools = _tools_shown(engine, job)
+    return len(_prompt(engine, job, job.render(native), tools))
+
+
+def _tools_shown(engine: EngineLike, job: Job) -> tuple[bool, list[dict[str, Any]] | None]:
+    """Whether the chat template shows the job's tools itself (``native``), and the tools
+    it is given; otherwise the adapter writes them into the conversation as text."""
     plan = job.tools
     native = plan is not None and plan.may_call and engine.template.supports_tools
-    tools = template_tools(plan) if native and plan is not None else None
-    return len(_prompt(engine, job, job.render(native), tools))
+    return native, template_tools(plan) if native and plan is not None else None
 
 
 def _prompt(
