@@ -22,6 +22,7 @@ import httpx
 import httpx2
 import openai
 import uvicorn
+from fakes.anthropic_upstream import create_app as create_anthropic
 from fakes.engine import FakeEngine
 from fakes.upstream import create_app as create_upstream
 from fastapi import FastAPI
@@ -277,6 +278,35 @@ def fake_upstream() -> Iterator[Upstream]:
     app = create_upstream()
     with serve_in_thread(app) as url:
         yield Upstream(url, app.state.calls, app.state.last, app.state.flaky)
+
+
+@dataclass
+class FakeAnthropic:
+    """tests/fakes/anthropic_upstream.py served: its ``/v1`` URL and what it saw (the
+    last body, headers and calls per upstream model id)."""
+
+    url: str
+    last: dict[str, Any]
+    headers: dict[str, Any]
+    calls: dict[str, int]
+
+
+@contextlib.contextmanager
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    """tests/fakes/anthropic_upstream.py, served in a thread of this process."""
+    app = create_anthropic()
+    with serve_in_thread(app) as url:
+        state = app.state
+        yield FakeAnthropic(url + "/v1", state.last, state.headers, state.calls)
+
+
+def channel_toml(name: str, url: str, models: dict[str, str], api: str, extra: str = "") -> str:
+    """A ``[[channels]]`` entry serving ``models`` (public id -> upstream id)."""
+    listed = ", ".join(f'{{id = "{m}", upstream = "{u}"}}' for m, u in models.items())
+    return (
+        f'[[channels]]\nname = "{name}"\nbase_url = "{url}"\napi = "{api}"\n'
+        f"models = [{listed}]\n{extra}\n"
+    )
 
 
 @dataclass

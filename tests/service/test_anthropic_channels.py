@@ -15,10 +15,17 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from fakes.anthropic_upstream import create_app
 from openapi_schemas import assert_valid
 
-from .harness import Chatd, Upstream, fake_upstream, running_chatd, serve_in_thread
+from .harness import (
+    Chatd,
+    FakeAnthropic,
+    Upstream,
+    channel_toml,
+    fake_anthropic,
+    fake_upstream,
+    running_chatd,
+)
 
 WEATHER = {
     "type": "function",
@@ -34,32 +41,16 @@ WEATHER = {
 }
 
 
-class FakeAnthropic:
-    def __init__(self, url: str, state: Any) -> None:
-        self.url = url + "/v1"
-        self.last: dict[str, Any] = state.last
-        self.calls: dict[str, int] = state.calls
-
-
 @pytest.fixture(scope="module")
 def claude() -> Iterator[FakeAnthropic]:
-    app = create_app()
-    with serve_in_thread(app) as url:
-        yield FakeAnthropic(url, app.state)
+    with fake_anthropic() as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")
 def openai_upstream() -> Iterator[Upstream]:
     with fake_upstream() as upstream:
         yield upstream
-
-
-def _channel(name: str, url: str, models: dict[str, str], api: str, extra: str = "") -> str:
-    listed = ", ".join(f'{{id = "{m}", upstream = "{u}"}}' for m, u in models.items())
-    return (
-        f'[[channels]]\nname = "{name}"\nbase_url = "{url}"\napi = "{api}"\n'
-        f"models = [{listed}]\n{extra}\n"
-    )
 
 
 @pytest.fixture(scope="module")
@@ -69,28 +60,28 @@ async def gateway(
     many = "failures_before_cooldown = 1000\n"
     toml = "".join(
         [
-            _channel(
+            channel_toml(
                 "claude",
                 claude.url,
                 {"sonnet": "claude-ok", "sonnet-tools": "claude-tools", "sonnet-400": "claude-400"},
                 "anthropic",
                 many + 'user = "gw-{owner}"\nmax_tokens = 777\n',
             ),
-            _channel(
+            channel_toml(
                 "badkey",
                 claude.url,
                 {"sonnet-badkey": "claude-401"},
                 "anthropic",
                 "failures_before_cooldown = 2\ncooldown_seconds = 600\n",
             ),  # fmt: skip
-            _channel(
+            channel_toml(
                 "overloaded",
                 claude.url,
                 {"failover": "claude-529"},
                 "anthropic",
                 many + "priority = 0\n",
             ),  # fmt: skip
-            _channel(
+            channel_toml(
                 "backup", openai_upstream.url + "/v1", {"failover": "ok"}, "chat", "priority = 1\n"
             ),  # fmt: skip
         ]
@@ -234,7 +225,7 @@ async def test_the_upstreams_client_error_is_passed_back_redacted(
 
 
 @pytest.mark.parametrize("api", ["chat", "responses"])
-async def test_the_upstreams_401_is_a_502_naming_the_channel(
+async def test_the_upstreams_401_is_a_502_naming_thechannel_toml(
     http: httpx.AsyncClient, api: str
 ) -> None:
     if api == "chat":
@@ -265,7 +256,7 @@ async def test_the_401_cools_the_channel_down(http: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_failover_from_an_anthropic_channel_to_a_chat_channel(
+async def test_failover_from_an_anthropic_channel_to_a_chatchannel_toml(
     client: openai.AsyncOpenAI, claude: FakeAnthropic, stream: bool
 ) -> None:
     before = claude.calls.get("claude-529", 0)
@@ -333,7 +324,7 @@ async def test_responses_function_call(client: openai.AsyncOpenAI, stream: bool)
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_a_stored_answer_from_an_anthropic_channel(
+async def test_a_stored_answer_from_an_anthropicchannel_toml(
     client: openai.AsyncOpenAI, stream: bool
 ) -> None:
     messages: Any = [{"role": "user", "content": "Hi"}]

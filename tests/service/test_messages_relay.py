@@ -9,23 +9,27 @@ Anthropic channel to a chat channel."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import anthropic
 import pytest
-from fakes.anthropic_upstream import create_app
 
-from .harness import Chatd, Upstream, fake_upstream, running_chatd, serve_in_thread
+from .harness import (
+    Chatd,
+    FakeAnthropic,
+    Upstream,
+    channel_toml,
+    fake_anthropic,
+    fake_upstream,
+    running_chatd,
+)
 
 HI = [{"role": "user", "content": "Hi"}]
 
 
 @pytest.fixture(scope="module")
-def claude() -> Iterator[Any]:
-    app = create_app()
-    with serve_in_thread(app) as url:
-        app.state.url = url + "/v1"
-        yield app.state
+def claude() -> Iterator[FakeAnthropic]:
+    with fake_anthropic() as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")
@@ -34,30 +38,22 @@ def openai_upstream() -> Iterator[Upstream]:
         yield upstream
 
 
-def _channel(name: str, url: str, models: dict[str, str], api: str, extra: str = "") -> str:
-    listed = ", ".join(f'{{id = "{m}", upstream = "{u}"}}' for m, u in models.items())
-    return (
-        f'[[channels]]\nname = "{name}"\nbase_url = "{url}"\napi = "{api}"\n'
-        f"models = [{listed}]\n{extra}\n"
-    )
-
-
 @pytest.fixture(scope="module")
 async def gateway(
-    claude: Any, openai_upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+    claude: FakeAnthropic, openai_upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Chatd]:
     toml = "".join(
         [
-            _channel(
+            channel_toml(
                 "claude",
                 claude.url,
                 {"sonnet": "claude-ok", "sonnet-tools": "claude-tools"},
                 "anthropic",
                 "failures_before_cooldown = 1000\n",
             ),
-            _channel("badkey", claude.url, {"sonnet-badkey": "claude-401"}, "anthropic"),
-            _channel("overloaded", claude.url, {"failover": "claude-529"}, "anthropic"),
-            _channel(
+            channel_toml("badkey", claude.url, {"sonnet-badkey": "claude-401"}, "anthropic"),
+            channel_toml("overloaded", claude.url, {"failover": "claude-529"}, "anthropic"),
+            channel_toml(
                 "openai",
                 openai_upstream.url + "/v1",
                 {"gpt": "ok", "failover": "ok"},
@@ -76,7 +72,7 @@ def sdk(gateway: Chatd) -> anthropic.AsyncAnthropic:
 
 
 async def test_an_anthropic_channel_gets_the_request_as_it_came(
-    sdk: anthropic.AsyncAnthropic, claude: Any
+    sdk: anthropic.AsyncAnthropic, claude: FakeAnthropic
 ) -> None:
     message = await sdk.messages.create(
         model="sonnet",
@@ -150,7 +146,7 @@ async def test_a_chat_channel_streams_as_anthropic_events(
 
 
 async def test_count_tokens_on_each_channel_kind(
-    sdk: anthropic.AsyncAnthropic, claude: Any
+    sdk: anthropic.AsyncAnthropic, claude: FakeAnthropic
 ) -> None:
     counted = await sdk.messages.count_tokens(model="sonnet", messages=HI)
     assert counted.input_tokens == len('[{"role": "user", "content": "Hi"}]')  # the fake's count
@@ -173,8 +169,8 @@ async def test_an_upstream_401_is_the_operators_not_the_clients(gateway: Chatd) 
     assert r.headers["request-id"].startswith("req_")
 
 
-async def test_an_overloaded_anthropic_channel_fails_over_to_a_chat_channel(
-    sdk: anthropic.AsyncAnthropic, claude: Any
+async def test_an_overloaded_anthropic_channel_fails_over_to_a_chatchannel_toml(
+    sdk: anthropic.AsyncAnthropic, claude: FakeAnthropic
 ) -> None:
     message = await sdk.messages.create(model="failover", max_tokens=10, messages=HI)
     assert message.content[0].type == "text" and message.content[0].text == "Hello"
