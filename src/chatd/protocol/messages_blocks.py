@@ -11,7 +11,7 @@ has no use for another's thoughts.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
@@ -129,18 +129,7 @@ class ServerToolBlock(BaseModel):
     ]
 
 
-_SERVER_BLOCKS = (
-    "server_tool_use",
-    "web_search_tool_result",
-    "web_fetch_tool_result",
-    "code_execution_tool_result",
-    "bash_code_execution_tool_result",
-    "text_editor_code_execution_tool_result",
-    "mcp_tool_use",
-    "mcp_tool_result",
-    "container_upload",
-    "tool_search_tool_result",
-)
+_SERVER_BLOCKS = get_args(ServerToolBlock.model_fields["type"].annotation)
 
 
 def _block_tag(value: Any) -> str | None:
