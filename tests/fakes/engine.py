@@ -127,6 +127,7 @@ class FakeEngine:
         self.step_delay = step_delay
         self.max_in_flight = max_in_flight
         self.queue_full = False
+        self.fim = False  # fim_tokens: the model has fill-in-the-middle tokens
         self.fail_after: int | None = None  # steps after which a generation fails
         self.cached_tokens = 0
         self.submitted: list[tuple[list[int], SamplingParams]] = []
@@ -183,6 +184,18 @@ class FakeEngine:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize_text(text))
+
+    def encode_prompt(self, text: str, start: bool = True) -> list[int]:
+        """A raw prompt: its words (an empty one is the end-of-text marker)."""
+        return self.tokenize_text(text) or (self.tokenize_text("<|endoftext|>") if start else [])
+
+    @property
+    def fim_tokens(self) -> tuple[int, int, int] | None:
+        """Set ``fim`` to give this fake fill-in-the-middle tokens."""
+        if not self.fim:
+            return None
+        pre, suf, mid = self.tokenize_text("<|fim_pre|><|fim_suf|><|fim_mid|>")
+        return pre, suf, mid
 
     def render_chat(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None

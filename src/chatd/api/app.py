@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from chatd.api import (
     chat_routes,
+    completions_routes,
     messages_routes,
     playground_routes,
     responses_routes,
@@ -29,6 +30,7 @@ from chatd.service.cache_scope import SharedPrompts
 from chatd.service.channel_health import SharedChannelHealth
 from chatd.service.chat import ChatService
 from chatd.service.chat.stored_completions import StoredCompletions
+from chatd.service.completions.service import CompletionsService
 from chatd.service.in_flight import InFlight
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
 from chatd.service.messages.service import MessagesService
@@ -88,6 +90,7 @@ def create_app(
         stored_responses=StoredResponses(response_store),
         metrics=metrics_registry(models, usage),
         messages=MessagesService(models, None, usage, chat.upstream, limits, shared),
+        completions=CompletionsService(models, None, usage, chat.upstream, limits, shared),
         limits=limits,
         drain=drain or Drain(),
         in_flight=InFlight(quotas.max_in_flight_per_key),
@@ -134,6 +137,7 @@ def create_app(
     app.include_router(chat_routes.stored_router)
     app.router.add_route("/v1/responses", responses_routes.create_response, methods=["POST"])
     app.include_router(responses_routes.router)
+    app.router.add_route("/v1/completions", completions_routes.create_completion, methods=["POST"])
     app.router.add_route("/v1/messages", messages_routes.create_message, methods=["POST"])
     app.router.add_route(
         "/v1/messages/count_tokens", messages_routes.count_tokens, methods=["POST"]

@@ -14,6 +14,7 @@ from chatd.api.drain import Drain
 from chatd.protocol.request_limits import Limits
 from chatd.service.chat import ChatService
 from chatd.service.chat.stored_completions import StoredCompletions
+from chatd.service.completions.service import CompletionsService
 from chatd.service.in_flight import InFlight
 from chatd.service.limits import RateLimiter
 from chatd.service.messages.service import MessagesService
@@ -36,6 +37,7 @@ class Services:
     stored_responses: StoredResponses
     metrics: CollectorRegistry  # read at scrape time
     messages: MessagesService
+    completions: CompletionsService  # the legacy Completions API
     limits: Limits = Limits()  # what one request may cost
     drain: Drain = field(default_factory=Drain)  # SIGTERM: refuse, finish, cut
     in_flight: InFlight = field(default_factory=InFlight)  # requests running per key

@@ -118,6 +118,27 @@ class Engine:
         """Tokens of plain text with this model's tokenizer (for estimates)."""
         return len(self.tokenize_text(text))
 
+    def encode_prompt(self, text: str, start: bool = True) -> list[int]:
+        """A raw prompt (the Completions API: no chat template) as the model reads a
+        document: its BOS first when it wants one (``start``), special tokens' text read
+        as those tokens (the client writes the whole prompt). An empty document is its
+        start: BOS, else the end-of-text token (OpenAI's ``<|endoftext|>``)."""
+        r = self.runner
+        ids = r.tokenize(text, add_special=start and r.add_bos, parse_special=True)
+        if not ids and start:
+            ids = [r.bos if r.bos >= 0 else min(r.eog)]
+        return ids
+
+    def detokenize(self, tokens: list[int]) -> str:
+        """Token ids as the text they render (control tokens as nothing)."""
+        return b"".join(self.runner.token_bytes[t] for t in tokens).decode("utf-8", "replace")
+
+    @property
+    def fim_tokens(self) -> tuple[int, int, int] | None:
+        """The model's fill-in-the-middle tokens (prefix, suffix, middle), if it has all
+        three (llama.cpp reads them from the GGUF, or finds them by their text)."""
+        return self.runner.fim
+
     # --- generation -------------------------------------------------------------------
     def submit(
         self, prompt: list[int], params: SamplingParams, scope: CacheScope = UNSCOPED

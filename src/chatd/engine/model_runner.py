@@ -193,6 +193,11 @@ class ModelRunner:
 
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos = llama_cpp.llama_vocab_bos(self.vocab)
+        fim = tuple(
+            getattr(llama_cpp, f"llama_vocab_fim_{part}", lambda _: -1)(self.vocab)
+            for part in ("pre", "suf", "mid")
+        )
+        self.fim: tuple[int, int, int] | None = fim if min(fim) >= 0 else None  # type: ignore[assignment]
         self.eog = frozenset(
             t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)
         )

@@ -80,9 +80,12 @@ __all__ = [
     "EXTENSION_FIELDS",
     "ChatCompletionRequest",
     "KNOWN_REQUEST_FIELDS",
+    "LogitBiasValue",
     "ResponseFormatJSONObject",
     "ResponseFormatJSONSchema",
     "ResponseFormatText",
+    "StopField",
+    "StreamOptions",
     "parse_chat_request",
     "validate_chat_request",
 ]

@@ -16,6 +16,7 @@ __all__ = [
     "other_item_id",
     "response_id",
     "anthropic_message_id",
+    "text_completion_id",
     "tool_use_id",
 ]
 
@@ -28,6 +29,11 @@ def _random_id(prefix: str, length: int) -> str:
 
 def completion_id() -> str:
     return _random_id("chatcmpl-", 29)
+
+
+def text_completion_id() -> str:
+    """A legacy Completions API answer's id (``cmpl-``, as the live API's)."""
+    return _random_id("cmpl-", 29)
 
 
 def call_id() -> str:

@@ -27,12 +27,15 @@ dropped, not refused: real clients send fields the spec lacks.
 from __future__ import annotations
 
 from chatd.protocol.chat_request import EXTENSION_FIELDS, ChatCompletionRequest
+from chatd.protocol.completions_request import COMPLETIONS_EXTENSIONS, CompletionRequest
 from chatd.protocol.responses_request import CreateResponseRequest
 
 __all__ = [
     "CHAT_ALWAYS",
     "CHAT_DEFAULT",
     "CHAT_FIELDS",
+    "COMPLETIONS_ALWAYS",
+    "COMPLETIONS_DEFAULT",
     "MAPPED",
     "MESSAGES_ALWAYS",
     "MESSAGES_DEFAULT",
@@ -56,6 +59,11 @@ _COSTLY = frozenset({"service_tier"})
 CHAT_FIELDS = frozenset(ChatCompletionRequest.model_fields) - EXTENSION_FIELDS
 CHAT_ALWAYS = frozenset({"model", "messages", "stream", "stream_options"})
 CHAT_DEFAULT = CHAT_FIELDS - MAPPED - _COSTLY - CHAT_ALWAYS
+
+# The legacy Completions API's fields (chatd's contract without its sampling extensions).
+COMPLETIONS_FIELDS = frozenset(CompletionRequest.model_fields) - COMPLETIONS_EXTENSIONS
+COMPLETIONS_ALWAYS = frozenset({"model", "prompt", "stream", "stream_options"})
+COMPLETIONS_DEFAULT = COMPLETIONS_FIELDS - MAPPED - COMPLETIONS_ALWAYS
 
 # The Responses API's fields (chatd's contract is OpenAI's).
 RESPONSES_FIELDS = frozenset(CreateResponseRequest.model_fields)

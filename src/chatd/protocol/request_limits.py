@@ -21,6 +21,7 @@ __all__ = [
     "Limits",
     "RequestTooLarge",
     "check_chat_body",
+    "check_completions_body",
     "check_messages_body",
     "check_responses_body",
     "count_chars",
@@ -134,6 +135,16 @@ def check_chat_body(data: dict[str, Any], limits: Limits) -> None:
         "response_format", "the response format", data.get("response_format"),
         limits.max_schema_bytes,
     )  # fmt: skip
+
+
+def check_completions_body(data: dict[str, Any], limits: Limits) -> None:
+    """Refuse a Completions body over a limit (400 naming the field): as many prompts as
+    a conversation may have messages (a list of token ids is one prompt), as many
+    characters of text."""
+    prompt = data.get("prompt")
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
+        _check_count(data, "prompt", limits.max_messages)
+    _check_chars("prompt", [prompt, data.get("suffix")], limits.max_chars)
 
 
 def check_responses_body(data: dict[str, Any], limits: Limits) -> None:

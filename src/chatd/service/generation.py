@@ -99,6 +99,9 @@ class Job:
     # leaves no room at all (``most``: the longest prompt that leaves a token)
     clamp_max_tokens: bool = False
     prompt_too_long: Callable[[int, int], APIError] | None = None
+    # the prompt as token ids, as given (the Completions API): no chat template, no
+    # tools shown; ``render`` is then unused
+    prompt_tokens: list[int] | None = None
 
 
 _NO_LIMITS = Limits(grammar_timeout=0, request_timeout=0)
@@ -196,6 +199,8 @@ def _prompt(
     messages: list[dict[str, Any]],
     tools: list[dict[str, Any]] | None,
 ) -> list[int]:
+    if job.prompt_tokens is not None:
+        return list(job.prompt_tokens)
     try:
         return engine.render_chat(messages, tools)
     except TemplateRenderError as e:

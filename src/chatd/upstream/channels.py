@@ -83,6 +83,10 @@ class Channel:
         return self.base_url.rstrip("/") + "/chat/completions"
 
     @cached_property
+    def completions_url(self) -> str:
+        return self.base_url.rstrip("/") + "/completions"
+
+    @cached_property
     def responses_url(self) -> str:
         return self.base_url.rstrip("/") + "/responses"
 

@@ -3,11 +3,12 @@ of the operator's it writes in the client's place (docs/gateway.md "Relay hygien
 
 A channel's settings (``chatd.toml``):
 
-- ``chat_fields`` / ``responses_fields`` / ``messages_fields``: the fields sent to it in
-  each API (the entry ``"default"`` stands for ``protocol/relay_fields.py``'s defaults:
-  the API's fields without the mapped and costly ones). What the relay needs is always
-  sent. ``messages_fields`` applies to Messages requests to an ``api = "anthropic"``
-  channel; a chat or Responses request to one is filtered by ``chat_fields`` first, then
+- ``chat_fields`` / ``responses_fields`` / ``messages_fields`` / ``completions_fields``
+  (the legacy Completions API): the fields sent to it in each API (the entry
+  ``"default"`` stands for ``protocol/relay_fields.py``'s defaults: the API's fields
+  without the mapped and costly ones). What the relay needs is always sent.
+  ``messages_fields`` applies to Messages requests to an ``api = "anthropic"`` channel;
+  a chat or Responses request to one is filtered by ``chat_fields`` first, then
   translated (protocol/chat_as_messages.py).
 - ``store``: absent, Chat Completions requests carry no ``store`` (the API's default,
   false) and Responses requests ``store: false`` (chatd keeps the state; the API's
@@ -43,6 +44,8 @@ from chatd.protocol.chat_as_messages import DEFAULT_MAX_TOKENS
 from chatd.protocol.relay_fields import (
     CHAT_ALWAYS,
     CHAT_DEFAULT,
+    COMPLETIONS_ALWAYS,
+    COMPLETIONS_DEFAULT,
     MAPPED,
     MESSAGES_ALWAYS,
     MESSAGES_DEFAULT,
@@ -56,7 +59,7 @@ __all__ = ["POLICY_KEYS", "RelayPolicy", "owner_tag", "relay_policy"]
 POLICY_KEYS = frozenset(
     {
         "chat_fields", "responses_fields", "messages_fields", "store", "metadata", "user",
-        "safety_identifier", "max_tokens", "anthropic_betas",
+        "safety_identifier", "max_tokens", "anthropic_betas", "completions_fields",
     }
 )  # fmt: skip
 OWNER = "{owner}"
@@ -83,6 +86,7 @@ class RelayPolicy:
     messages_fields: frozenset[str] = MESSAGES_DEFAULT
     max_tokens: int = DEFAULT_MAX_TOKENS
     anthropic_betas: frozenset[str] | None = None  # None: the client's, all passed on
+    completions_fields: frozenset[str] = COMPLETIONS_DEFAULT  # the legacy Completions API
 
     def chat_body(self, body: Mapping[str, Any], owner: str, salt: str) -> dict[str, Any]:
         """The Chat Completions body a channel is sent (``model`` still the client's)."""
@@ -90,6 +94,13 @@ class RelayPolicy:
         out = {k: v for k, v in body.items() if k in CHAT_ALWAYS or k in allowed}
         if self.store is not None:
             out["store"] = self.store
+        self._identity(out, owner, salt)
+        return out
+
+    def completions_body(self, body: Mapping[str, Any], owner: str, salt: str) -> dict[str, Any]:
+        """The legacy Completions body a channel is sent (``model`` still the client's)."""
+        allowed = self.completions_fields
+        out = {k: v for k, v in body.items() if k in COMPLETIONS_ALWAYS or k in allowed}
         self._identity(out, owner, salt)
         return out
 
@@ -151,6 +162,7 @@ def relay_policy(table: Mapping[str, Any]) -> RelayPolicy:
         ("chat_fields", CHAT_DEFAULT),
         ("responses_fields", RESPONSES_DEFAULT),
         ("messages_fields", MESSAGES_DEFAULT),
+        ("completions_fields", COMPLETIONS_DEFAULT),
     ):
         if key in table:
             kw[key] = _fields(key, table[key], default)
