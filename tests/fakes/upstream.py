@@ -30,6 +30,9 @@ ids: the misbehaving modes (plus ``failed``: a stream or answer ending as
 ``response.failed``), counted and recorded as ``responses:<mode>``; any other id gets the
 benchmark stub's words (paced, or instant for an id containing "instant").
 
+``POST /v1/completions`` (the legacy API): "Hello", or the refusals of the misbehaving
+modes, recorded as ``completions:<mode>``.
+
 ``GET /calls`` and ``GET /last`` report the calls per model id and the last body per
 model id (also on ``app.state.calls`` / ``app.state.last`` in-process).
 """
@@ -442,6 +445,38 @@ class _Upstream:
         for e in fake.tail(usage):
             yield response_event(e)
 
+    async def text_completions(self, request: Request) -> Response:
+        """POST /v1/completions (the legacy API): any mode's refusals (counted and
+        recorded as ``completions:<mode>``), else "Hello" (in two chunks when streamed),
+        usage 7 + 2 (in a last chunk when asked)."""
+        body = json.loads(await request.body())
+        mode = body.get("model", "")
+        key = "completions:" + mode
+        self.calls[key] = self.calls.get(key, 0) + 1
+        self.last[key] = body
+        refused = await self.refuse(request, mode, body.get("stream") is True)
+        if refused is not None:
+            return refused
+        head = {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+                "model": "upstream-model", "system_fingerprint": "fp_fake"}  # fmt: skip
+        usage = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+
+        def choice(text: str, finish: str | None) -> dict[str, Any]:
+            return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
+
+        if not body.get("stream"):
+            return JSONResponse({**head, "choices": [choice("Hello", "stop")], "usage": usage})
+
+        async def events() -> AsyncIterator[bytes]:
+            yield event({**head, "choices": [choice("Hel", None)]})
+            yield event({**head, "choices": [choice("lo", None)]})
+            yield event({**head, "choices": [choice("", "stop")]})
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield event({**head, "choices": [], "usage": usage})
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
     async def get_calls(self, _: Request) -> Response:
         return JSONResponse(self.calls)
 
@@ -465,6 +500,7 @@ def create_app(ttft_ms: float = 0.0, interval_ms: float = 0.0, chunks: int = 4) 
         routes=[
             Route("/v1/chat/completions", u.completions, methods=["POST"]),
             Route("/v1/responses", u.responses, methods=["POST"]),
+            Route("/v1/completions", u.text_completions, methods=["POST"]),
             Route("/calls", u.get_calls),
             Route("/last", u.get_last),
             Route("/flaky/{state}", u.flaky, methods=["POST"]),

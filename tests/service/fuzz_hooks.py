@@ -66,9 +66,22 @@ def _responses_names_agree(body: dict[str, Any]) -> bool:
     return True
 
 
+def _completions_fields_agree(body: dict[str, Any]) -> bool:
+    """best_of at least n, min_tokens at most max_tokens: rules between two numbers,
+    which JSON Schema cannot state (the request's description says them)."""
+    n, best_of = body.get("n") or 1, body.get("best_of")
+    if isinstance(best_of, int) and isinstance(n, int) and best_of < n:
+        return False
+    budget = body.get("max_tokens")
+    budget = 16 if budget is None else budget
+    low = body.get("min_tokens")
+    return not (isinstance(low, int) and isinstance(budget, int) and low > budget)
+
+
 _RULES = {
     "/v1/chat/completions": _chat_names_agree,
     "/v1/responses": _responses_names_agree,
+    "/v1/completions": _completions_fields_agree,
 }
 
 
@@ -133,8 +146,8 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
         return False
     if param is not None and param.endswith(".tool_call_id"):
         return False  # answers no tool call of the message before it: a reference
-    if "Token ids of" in response.text:
-        return False  # a logit_bias token beyond the served model's vocabulary
+    if "Token ids of" in response.text or "vocabulary has" in response.text:
+        return False  # a token (logit_bias, a prompt's id) beyond the served model's vocabulary
     if "the word 'json'" in response.text:
         return False  # JSON mode: the conversation must mention JSON (OpenAI's rule)
     return not case.path.endswith("/cancel")

@@ -37,8 +37,10 @@ async def test_every_route_is_documented_with_its_errors(http: httpx.AsyncClient
         "/v1/responses/{response_id}/input_items",
         "/v1/messages",
         "/v1/messages/count_tokens",
+        "/v1/completions",
     }
-    for create in (paths["/v1/chat/completions"]["post"], paths["/v1/responses"]["post"]):
+    creates = ("/v1/chat/completions", "/v1/responses", "/v1/completions")
+    for create in (paths[p]["post"] for p in creates):
         assert set(create["responses"]) == {
             "200",
             "400",

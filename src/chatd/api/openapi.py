@@ -300,6 +300,21 @@ def _messages_paths() -> dict[str, Json]:
     }
 
 
+def _completions_paths() -> dict[str, Json]:
+    return {
+        "/v1/completions": {
+            "post": _operation(
+                "createCompletion",
+                "Create a completion of a raw prompt, the legacy Completions API (a JSON"
+                " body, or server-sent events with stream)",
+                _ok("TextCompletion", "TextCompletionEvent"),
+                _CREATE,
+                body="CompletionsRequest",
+            )
+        },
+    }
+
+
 def _server_paths() -> dict[str, Json]:
     operator = (401, 404)  # other keys see these as absent
     metrics_ok = {
@@ -350,7 +365,8 @@ def _server_paths() -> dict[str, Json]:
 def openapi_document(app: FastAPI) -> Json:
     schemas = component_schemas()
     served = [card["id"] for card in app.state.services.models.cards()]
-    for request in ("ChatRequest", "ResponsesRequest", "MessagesRequest", "CountTokensRequest"):
+    requests = ("ChatRequest", "ResponsesRequest", "MessagesRequest", "CountTokensRequest")
+    for request in (*requests, "CompletionsRequest"):
         # the served ids, as examples: a client (or a fuzzer) reaches a real answer
         schemas[request]["properties"]["model"]["examples"] = served
     schemas["ChatCompletionUpdate"] = {
@@ -367,6 +383,7 @@ def openapi_document(app: FastAPI) -> Json:
             **_chat_paths(),
             **_responses_paths(),
             **_messages_paths(),
+            **_completions_paths(),
         },
         "components": {
             "schemas": schemas,

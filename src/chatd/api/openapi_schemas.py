@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from chatd.protocol.chat_request import ChatCompletionRequest
+from chatd.protocol.completions_request import CompletionRequest
 from chatd.protocol.messages_request import CountTokensRequest, MessagesRequest
 from chatd.protocol.responses_request import CreateResponseRequest
 from chatd.protocol.shapes import METADATA_MAX_KEY
@@ -350,6 +351,71 @@ def _messages_schemas() -> dict[str, Json]:
     }
 
 
+def _completions_schemas(schemas: dict[str, Json]) -> None:
+    """The legacy Completions API: its prompt's four shapes (the model checks them by
+    hand, in OpenAI's words), its rules across fields, and its answers."""
+    request = schemas["CompletionsRequest"]
+    ids = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}
+    request["properties"]["prompt"] = {
+        "anyOf": [
+            _STR,
+            {"type": "array", "minItems": 1, "items": _STR},
+            ids,
+            {"type": "array", "minItems": 1, "items": ids},
+            {"type": "null"},
+        ]
+    }
+    request["properties"]["model"]["minLength"] = 1
+    request["required"] = ["model", "prompt"]
+    _key_names(request, "logit_bias", {"pattern": "^[0-9]+$"})
+    request["description"] = (
+        "best_of is at least n (a 400 naming best_of); min_tokens at most max_tokens"
+        " (default 16). Token ids are the served model's (ids beyond its vocabulary: a 400"
+        " naming prompt)."
+    )
+    request["allOf"] = [
+        {"if": _given("stream_options"), "then": _given("stream", {"const": True})},
+        {
+            "if": _given("stream", {"const": True}),
+            "then": {"properties": {"best_of": {"anyOf": [{"const": 1}, {"type": "null"}]}}},
+        },
+    ]
+    top = {"type": "object", "additionalProperties": {"type": "number"}}
+    logprobs = _obj(
+        {
+            "tokens": {"type": "array", "items": _STR},
+            "token_logprobs": {"type": "array", "items": {"type": ["number", "null"]}},
+            "top_logprobs": {"type": "array", "items": _nullable(top)},
+            "text_offset": {"type": "array", "items": _INT},
+        }
+    )
+    reason = {"anyOf": [{"enum": ["stop", "length", "content_filter"]}, {"type": "null"}]}
+    choice = _obj(
+        {"text": _STR, "index": _INT, "logprobs": _nullable(logprobs), "finish_reason": reason}
+    )
+    usage = _obj({"prompt_tokens": _INT, "completion_tokens": _INT, "total_tokens": _INT})
+    schemas["TextCompletion"] = _obj(
+        {
+            "id": _STR,
+            "object": {"const": "text_completion"},
+            "created": _INT,
+            "model": _STR,
+            "choices": {"type": "array", "items": choice},
+        },
+        {"usage": _nullable(usage), "system_fingerprint": _OPT_STR},
+    )
+    schemas["TextCompletionEvent"] = _obj(
+        {
+            "data": {
+                "anyOf": [
+                    {"const": "[DONE]"},
+                    _json_text({"anyOf": [_ref("TextCompletion"), _ref("Error")]}),
+                ]
+            }
+        }
+    )
+
+
 def component_schemas() -> dict[str, Json]:
     """Every schema ``/openapi.json`` names under ``components.schemas``."""
     schemas = {
@@ -357,8 +423,10 @@ def component_schemas() -> dict[str, Json]:
         **_request_schemas(CreateResponseRequest, "Responses"),
         **_request_schemas(MessagesRequest, "Messages"),
         **_request_schemas(CountTokensRequest, "CountTokens"),
+        **_request_schemas(CompletionRequest, "Completions"),
         **_response_schemas(),
         **_messages_schemas(),
     }
     _cross_field_rules(schemas)
+    _completions_schemas(schemas)
     return schemas

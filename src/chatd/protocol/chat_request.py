@@ -85,7 +85,6 @@ __all__ = [
     "ResponseFormatJSONSchema",
     "ResponseFormatText",
     "StopField",
-    "StreamOptions",
     "parse_chat_request",
     "validate_chat_request",
 ]

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from chatd.protocol.chat_request import LogitBiasValue, StopField, StreamOptions
+from chatd.protocol.chat_request import LogitBiasValue, StopField
 from chatd.protocol.errors import InvalidRequest
 from chatd.protocol.shapes import INT64_MAX, INT64_MIN, Strict
 from chatd.protocol.validation import (
@@ -32,8 +32,6 @@ from chatd.protocol.validation import (
 
 __all__ = [
     "COMPLETIONS_EXTENSIONS",
-    "DEFAULT_MAX_TOKENS",
-    "MAX_LOGPROBS",
     "CompletionRequest",
     "validate_completion_request",
 ]
@@ -49,6 +47,14 @@ _PROMPT_SHAPES = (
     "Invalid type for 'prompt': expected a string, an array of strings, an array of"
     " integers (token ids) or an array of arrays of integers."
 )
+
+
+class StreamOptions(Strict):
+    """``ChatCompletionStreamOptions``, which the spec shares with chat; a completions
+    stream has no obfuscation padding (docs/completions.md)."""
+
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
 
 
 class CompletionRequest(Strict):

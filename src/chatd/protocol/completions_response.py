@@ -31,8 +31,7 @@ class TextEnvelope:
         with_usage: bool = True,
     ) -> dict[str, Any]:
         """A ``text_completion``: the whole answer (with usage), or one streamed chunk
-        (``with_usage`` when the client asked for the final usage chunk: null on the
-        others, as the live API writes it)."""
+        (without: only the last chunk, when asked, has usage)."""
         body: dict[str, Any] = {
             "id": self.id,
             "object": "text_completion",

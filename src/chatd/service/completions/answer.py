@@ -196,7 +196,7 @@ class LocalCompletion(CompletionAnswer):
         include_usage = self.req.include_usage()
 
         def chunk(choice: Json) -> Json:
-            return self.envelope.completion([choice], None, with_usage=include_usage)
+            return self.envelope.completion([choice], with_usage=False)
 
         try:
             for i, p in enumerate(self.prompts):
