@@ -18,7 +18,7 @@ from typing import Any
 
 from chatd.engine.grammar import GrammarCompiler
 from chatd.engine.model_runner import ModelRunner, RunnerConfig
-from chatd.engine.params import UNSCOPED, CacheScope, Delta, SamplingParams
+from chatd.engine.params import UNSCOPED, CacheScope, Delta, SamplingParams, TokenLogprob
 from chatd.engine.scheduler import Scheduler, SchedulerConfig
 from chatd.engine.sequence import SequenceGroup
 from chatd.engine.template import ChatTemplate
@@ -184,6 +184,13 @@ class Generation:
         """Prompt tokens whose KV was reused from the prefix cache (known once the
         first delta arrived: the engine thread sets it before emitting)."""
         return self._request.cached_tokens or 0
+
+    @property
+    def prompt_logprobs(self) -> list[TokenLogprob | None] | None:
+        """With ``SamplingParams.prompt_logprobs``: each prompt token's logprob given
+        those before it (None for the first), complete once the first delta arrived (the
+        engine thread fills it before emitting)."""
+        return self._request.prompt_logprobs
 
     def prediction_tokens(self) -> tuple[int, int]:
         """(accepted, rejected) predicted tokens over all choices, as OpenAI counts

@@ -27,10 +27,13 @@ class Feed:
     wants_logits: bool
     fork: bool  # this row is the last prompt token of an unforked request
     drafts: list[int] = field(default_factory=list)  # predicted tokens to verify
+    prompt_rows: bool = False  # a row for every prompt token fed (its prompt logprobs)
 
     @property
     def n_rows(self) -> int:
         """Rows of logits this feed gets back."""
+        if self.prompt_rows:
+            return self.n_tokens
         return 1 + len(self.drafts) if self.drafts else int(self.wants_logits)
 
     def chunk(self) -> Chunk:
@@ -40,4 +43,5 @@ class Feed:
         assert seq.seq_id is not None
         start = seq.n_cached
         tokens = seq.tokens[start : start + self.n_tokens - len(self.drafts)] + self.drafts
-        return Chunk(tokens, start, seq.seq_id, self.wants_logits, bool(self.drafts))
+        every_row = bool(self.drafts) or self.prompt_rows
+        return Chunk(tokens, start, seq.seq_id, self.wants_logits, every_row)

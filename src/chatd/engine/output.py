@@ -74,6 +74,20 @@ class OutputStep:
         stop = seq.detok.matched if seq.finish_reason is FinishReason.STOP_SEQUENCE else None
         return [Delta(seq.index, text, logprobs, seq.finish_reason, seq.n_generated, stop)]
 
+    def prompt_logprobs(self, req: SequenceGroup, start: int, rows: np.ndarray) -> None:
+        """The rows of prompt positions ``start``...: row ``j`` gives the logprob of the
+        prompt token after it (the model's own distribution, before any sampling
+        setting), with ``top_logprobs`` alternatives; the prompt's last row predicts
+        the answer, not a prompt token."""
+        out = req.prompt_logprobs
+        assert out is not None
+        k = req.params.top_logprobs
+        for j in range(len(rows)):
+            pos = start + j + 1
+            if pos >= req.prompt_len:
+                break
+            out[pos] = self._logprob(rows[j], int(req.prompt[pos]), k)
+
     def _without_end(self, allowed: np.ndarray | None, n_vocab: int) -> np.ndarray | None:
         """``allowed`` with the end-of-generation tokens masked (``min_tokens``, as vLLM:
         the model may not end before that many tokens). Stop sequences, the grammar's end

@@ -34,6 +34,10 @@ class SamplingParams:
     min_tokens: int = 0  # end-of-generation tokens masked before this many tokens
     grammar: Grammar | None = None  # output constrained to this grammar when set
     prediction: tuple[int, ...] = ()  # tokens the output is expected to largely repeat
+    # The prompt's own logprobs (each token given those before it, ``top_logprobs``
+    # alternatives): every prompt position computed with its row of logits, none reused
+    # from the prefix cache (the Completions API's echo with logprobs).
+    prompt_logprobs: bool = False
 
 
 @dataclass(frozen=True)

@@ -165,9 +165,14 @@ class Scheduler:
         touched: dict[int, tuple[SequenceGroup, list[Delta]]] = {}
         failed: dict[int, SequenceGroup] = {}
         first_row = 0
-        for f in [f for f in work.feeds if f.wants_logits]:
+        for f in [f for f in work.feeds if f.wants_logits or f.prompt_rows]:
             rows = logits[first_row : first_row + f.n_rows]
             first_row += f.n_rows
+            if f.prompt_rows:  # each row the next prompt token's logprob; the last starts
+                self.output.prompt_logprobs(f.request, f.seq.n_cached - f.n_tokens, rows)
+                rows = rows[-1:]
+                if not f.wants_logits:
+                    continue
             if f.request.id in failed:
                 continue
             out = touched.setdefault(f.request.id, (f.request, []))[1]
@@ -242,7 +247,11 @@ class Scheduler:
             if len(active) > len(self.kv.free_ids):
                 break
             self._shape(req)
-            hit = self.cache.lookup(req.prompt, req.tiled_len, live, req.partition, req.shared)
+            hit = (
+                None  # its prompt's logprobs are asked: every position is computed
+                if req.prompt_logprobs is not None
+                else self.cache.lookup(req.prompt, req.tiled_len, live, req.partition, req.shared)
+            )
             reused = hit.n_tokens if hit is not None else 0
             if reused < req.tiled_len:  # the prefill context restarts at a block boundary
                 reused -= reused % PrefillContext.BLOCK
@@ -303,7 +312,8 @@ class Scheduler:
             n = min(req.prompt_len - lead.n_cached, budget)
             if n > 0:
                 done = lead.n_cached + n == req.prompt_len
-                feeds.append(Feed(req, lead, n, done, done))
+                rows = req.prompt_logprobs is not None
+                feeds.append(Feed(req, lead, n, done, done, prompt_rows=rows))
                 budget -= n
             return budget
         for s in req.active():

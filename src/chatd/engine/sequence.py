@@ -88,6 +88,11 @@ class SequenceGroup:
         self.prompt_len = len(prompt)
         self.cached_tokens: int | None = None  # prompt tokens reused at first admission
         self.tiled_len = -1  # prompt positions computed in wide passes (set at admission)
+        # With params.prompt_logprobs: each prompt position's logprob given the tokens
+        # before it (none for the first), filled as its rows are computed
+        self.prompt_logprobs: list[TokenLogprob | None] | None = (
+            [None] * len(prompt) if params.prompt_logprobs else None
+        )
         self.params = params
         self.emit = emit
         self.arrival = time.monotonic()
@@ -118,7 +123,9 @@ class SequenceGroup:
         if self.tiled_len >= 0:
             return
         last = self.prompt_len - 1
-        self.tiled_len = last // block * block if block else 0
+        # a prompt whose logprobs are asked is computed row by row in the main context
+        wide = block if self.prompt_logprobs is None else 0
+        self.tiled_len = last // wide * wide if wide else 0
         shared = max(0, min(self.shared_asked, last))
         self.shared = shared // block * block if block else shared
 

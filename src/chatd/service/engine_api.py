@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chatd.engine.params import CacheScope, Delta, SamplingParams
+from chatd.engine.params import CacheScope, Delta, SamplingParams, TokenLogprob
 
 if TYPE_CHECKING:
     from chatd.engine.grammar import Grammar
@@ -22,6 +22,9 @@ class GenerationLike(Protocol):
     def cached_tokens(self) -> int: ...
 
     def prediction_tokens(self) -> tuple[int, int]: ...
+
+    @property
+    def prompt_logprobs(self) -> list[TokenLogprob | None] | None: ...
 
     def cancel(self) -> None: ...
 
