@@ -227,6 +227,9 @@ class FakeEngine:
         texts = [self._text(Call(prompt_text, params, i)) for i in range(params.n)]
         gates = [gate for text, gate in self._holds if text in prompt_text]
         generation = FakeGeneration(self, params, texts, gates)
+        if params.prompt_logprobs:  # -0.5 each, as the answer's; none for the first
+            words = [self._words[t] for t in prompt[1:]]
+            generation.prompt_logprobs = [None, *(_logprob(w, params.top_logprobs) for w in words)]
         self.in_flight.add(generation)
         return generation
 
@@ -289,6 +292,7 @@ class FakeGeneration:
         self._finished: set[int] = set()
         self.cancelled = False
         self.cached_tokens = engine.cached_tokens
+        self.prompt_logprobs: list[TokenLogprob | None] | None = None
 
     @property
     def done(self) -> bool:

@@ -11,7 +11,7 @@ at once and generates meanwhile, its steps queued until read."""
 from __future__ import annotations
 
 import codecs
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,11 +61,27 @@ class CompletionAnswer:
 
 @dataclass
 class PromptRun:
-    """One prompt's generation (None when ``max_tokens`` is 0) and what ``echo`` gives."""
+    """One prompt's generation (None when ``max_tokens`` is 0 and nothing needs the
+    model) and what ``echo`` gives: its text and, with logprobs, the logprobs of the
+    client's prompt tokens (positions ``span`` of the engine's prompt; ``first`` names
+    the first when nothing came before it). ``generated`` False: the run was only for the
+    prompt's logprobs (``max_tokens`` 0), its answer is not the client's."""
 
     echo: str
     prompt_tokens: int
     run: LocalRun | None
+    span: tuple[int, int] = (0, 0)
+    first: str = ""
+    generated: bool = True
+
+    def prompt_entries(self) -> list[TokenLogprob | str]:
+        """The prompt tokens' logprobs (a name alone where there is none), once the run
+        has given its first step."""
+        lps = self.run.generation.prompt_logprobs if self.run is not None else None
+        if not lps:
+            return []
+        a, b = self.span
+        return [lps[i] or (self.first if i == 0 else "") for i in range(a, min(b, len(lps)))]
 
 
 @dataclass
@@ -86,36 +102,57 @@ class _Offsets:
 class _Choice:
     """One returned choice: its reader (local) and what the client asked to see."""
 
-    def __init__(self, index: int, reader: ChoiceReader | None, echo: str, top: int | None):
+    def __init__(
+        self, index: int, reader: ChoiceReader | None, echo: str, top: int | None, prompt: PromptRun
+    ):
         self.index = index
         self.reader = reader
         self.echo = echo
         self.top = top  # logprobs asked: how many top tokens (None: no logprobs)
+        self.prompt = prompt
         self.offsets = _Offsets(len(echo))
 
-    def logprobs(self, lps: tuple[TokenLogprob, ...] | list[TokenLogprob]) -> Json | None:
+    def _top(self, lp: TokenLogprob) -> dict[str, float]:
+        top = {t.token: t.logprob for t in lp.top[: self.top]}
+        top.setdefault(lp.token, lp.logprob)  # the sampled token is always there
+        return top
+
+    def logprobs(self, lps: Sequence[TokenLogprob], echoed: bool = False) -> Json | None:
+        """The ``logprobs`` of these tokens; ``echoed``: the echoed prompt's first (its
+        first token's logprob null when nothing came before it, as the live API's)."""
         if self.top is None:
             return None
+        tokens: list[str] = []
+        values: list[float | None] = []
         tops: list[dict[str, float] | None] = []
+        offsets: list[int] = []
+        if echoed and self.echo:
+            at = _Offsets(0)
+            for entry in self.prompt.prompt_entries():
+                if isinstance(entry, str):
+                    tokens.append(entry)
+                    values.append(None)
+                    tops.append(None)
+                    offsets.append(at.chars)
+                    at.chars += len(entry)
+                else:
+                    tokens.append(entry.token)
+                    values.append(entry.logprob)
+                    tops.append(self._top(entry))
+                    offsets.append(at.take(entry))
         for lp in lps:
-            top = {t.token: t.logprob for t in lp.top[: self.top]}
-            top.setdefault(lp.token, lp.logprob)  # the sampled token is always there
-            tops.append(top)
-        return logprobs_object(
-            [lp.token for lp in lps],
-            [lp.logprob for lp in lps],
-            tops,
-            [self.offsets.take(lp) for lp in lps],
-        )
+            tokens.append(lp.token)
+            values.append(lp.logprob)
+            tops.append(self._top(lp))
+            offsets.append(self.offsets.take(lp))
+        return logprobs_object(tokens, values, tops, offsets)
 
     def whole(self) -> Json:
         r = self.reader
-        if r is None:  # nothing generated (max_tokens 0)
-            lp = self.logprobs([])
-            return text_choice(self.index, self.echo, lp, "length")
-        return text_choice(
-            self.index, self.echo + r.text, self.logprobs(r.logprobs), finish_reason(r.finish)
-        )
+        if r is None or not self.prompt.generated:  # nothing generated (max_tokens 0)
+            return text_choice(self.index, self.echo, self.logprobs([], echoed=True), "length")
+        lp = self.logprobs(r.logprobs, echoed=True)
+        return text_choice(self.index, self.echo + r.text, lp, finish_reason(r.finish))
 
 
 def _score(reader: ChoiceReader) -> float:
@@ -151,7 +188,7 @@ class LocalCompletion(CompletionAnswer):
         prompt = sum(p.prompt_tokens for p in self.prompts)
         completion = cached = 0
         for p in self.prompts:
-            if p.run is not None:
+            if p.run is not None and p.generated:
                 u = p.run.usage()
                 completion += u.completion_tokens
                 cached += u.cached_tokens
@@ -171,12 +208,12 @@ class LocalCompletion(CompletionAnswer):
     def _chosen(self, i: int, p: PromptRun) -> list[_Choice]:
         """Prompt ``i``'s returned choices: all of them, or the ``n`` best candidates."""
         echo = p.echo if self.req.echo else ""
-        if p.run is None:
-            return [_Choice(i * self.n + j, None, echo, self.top) for j in range(self.n)]
+        if p.run is None or not p.generated:
+            return [_Choice(i * self.n + j, None, echo, self.top, p) for j in range(self.n)]
         readers = p.run.choices
         if len(readers) > self.n:
             readers = sorted(readers, key=_score, reverse=True)[: self.n]
-        return [_Choice(i * self.n + j, r, echo, self.top) for j, r in enumerate(readers)]
+        return [_Choice(i * self.n + j, r, echo, self.top, p) for j, r in enumerate(readers)]
 
     async def result(self) -> Json:
         try:
@@ -190,34 +227,53 @@ class LocalCompletion(CompletionAnswer):
         return self.envelope.completion(choices, self._usage())
 
     async def chunks(self) -> AsyncIterator[Json]:
-        """Per choice: its echo first (if asked), text deltas with their logprobs, then
-        an empty text carrying ``finish_reason``; the usage chunk last if asked. (A
-        stream has no ``best_of``: every generated choice is returned.)"""
-        include_usage = self.req.include_usage()
-
-        def chunk(choice: Json) -> Json:
-            return self.envelope.completion([choice], with_usage=False)
-
+        """Per choice: its echo first (if asked; with logprobs, once the prompt's are
+        known: after the run's first step), text deltas with their logprobs, then an
+        empty text carrying ``finish_reason``; the usage chunk last if asked. (A stream
+        has no ``best_of``: every generated choice is returned.)"""
         try:
             for i, p in enumerate(self.prompts):
-                choices = self._chosen(i, p)
-                for c in choices:
-                    if c.echo:
-                        yield chunk(text_choice(c.index, c.echo, None, None))
-                if p.run is None:
-                    for c in choices:
-                        yield chunk(text_choice(c.index, "", c.logprobs([]), "length"))
-                    continue
-                async for reader, event in p.run.events():
-                    c = choices[reader.index]
-                    if isinstance(event, TextDelta):
-                        yield chunk(
-                            text_choice(c.index, event.text, c.logprobs(event.logprobs), None)
-                        )
-                    elif isinstance(event, Finished):
-                        reason = finish_reason(event.reason)
-                        yield chunk(text_choice(c.index, "", None, reason))
+                async for out in self._prompt_chunks(self._chosen(i, p), p):
+                    yield self.envelope.completion([out], with_usage=False)
         finally:
             self._account()
-        if include_usage:
+        if self.req.include_usage():
             yield self.envelope.completion([], self._usage())
+
+    async def _prompt_chunks(self, choices: list[_Choice], p: PromptRun) -> AsyncIterator[Json]:
+        """One prompt's choices, streamed."""
+
+        def echoes() -> list[Json]:
+            return [
+                text_choice(c.index, c.echo, c.logprobs([], echoed=True), None)
+                for c in choices
+                if c.echo
+            ]
+
+        waits = bool(self.req.echo) and self.top is not None and p.run is not None
+        out = [] if waits else echoes()
+        for o in out:
+            yield o
+        if p.run is not None:
+            async for reader, event in p.run.events():
+                if waits:
+                    waits = False
+                    for o in echoes():
+                        yield o
+                if p.generated:
+                    for o in _on_event(choices[reader.index], event):
+                        yield o
+            if waits:
+                for o in echoes():
+                    yield o
+        if p.run is None or not p.generated:
+            for c in choices:
+                yield text_choice(c.index, "", None, "length")
+
+
+def _on_event(c: _Choice, event: object) -> list[Json]:
+    if isinstance(event, TextDelta):
+        return [text_choice(c.index, event.text, c.logprobs(event.logprobs), None)]
+    if isinstance(event, Finished):
+        return [text_choice(c.index, "", None, finish_reason(event.reason))]
+    return []

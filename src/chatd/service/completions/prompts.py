@@ -21,23 +21,20 @@ __all__ = ["EncodedPrompt", "check_before_load", "encode_prompts", "too_long"]
 
 @dataclass(frozen=True)
 class EncodedPrompt:
-    """One prompt: the ids the engine runs, and the text ``echo`` gives back."""
+    """One prompt: the ids the engine runs, the text ``echo`` gives back, and where the
+    client's own tokens are among the ids (``span``: not the BOS the server put first,
+    nor the fill-in-the-middle markers and suffix), for echo's logprobs; ``first`` names
+    the first of them when nothing comes before it (its logprob is null)."""
 
     tokens: list[int]
     text: str
+    span: tuple[int, int]
+    first: str = ""
 
 
-def check_before_load(req: CompletionRequest, model_id: str, n_vocab: int | None) -> None:
+def check_before_load(req: CompletionRequest, n_vocab: int | None) -> None:
     """What can be refused before the model loads: ids beyond its vocabulary (when the
-    file's header told it), and echo with logprobs (docs/completions.md: the prompt's
-    logprobs are not computed by this engine)."""
-    if req.echo and req.logprobs is not None:
-        raise Unsupported(
-            "echo",
-            f"together with 'logprobs' is not supported by `{model_id}` on this server: it"
-            " does not compute the log probabilities of prompt tokens. Send echo without"
-            " logprobs, or logprobs without echo.",
-        )
+    file's header told it)."""
     if n_vocab is not None:
         check_ids(req, n_vocab)
 
@@ -79,13 +76,18 @@ def encode_prompts(req: CompletionRequest, engine: EngineLike) -> list[EncodedPr
         if isinstance(prompt, str):
             text = prompt
             ids = engine.encode_prompt(prompt, start=fim is None)
+            own = len(engine.encode_prompt(prompt, start=False)) if fim is None else len(ids)
+            start = len(ids) - own  # what the model's tokenizer put first (its BOS)
         else:
-            text, ids = engine.detokenize(prompt), list(prompt)
+            text, ids, start = engine.detokenize(prompt), list(prompt), 0
+        span = (start, len(ids))
         if fim is not None and req.suffix is not None:
             pre, suf, mid = fim
             suffix = engine.encode_prompt(req.suffix, start=False)
+            span = (1, 1 + len(ids))
             ids = [pre, *ids, suf, *suffix, mid]
-        out.append(EncodedPrompt(ids, text))
+        first = engine.detokenize(ids[:1]) if span[0] == 0 and ids else ""
+        out.append(EncodedPrompt(ids, text, span, first))
     return out
 
 

@@ -61,6 +61,10 @@ def sampling(req: CompletionRequest) -> dict[str, Any]:
     if req.logprobs is not None or ranked:
         out["logprobs"] = True
         out["top_logprobs"] = req.logprobs or 0
+    if req.echo and req.logprobs is not None:
+        out["prompt_logprobs"] = True
+    if req.budget() == 0:  # run only for the prompt's logprobs: one token, not returned
+        out.update(max_new_tokens=1, n=1)
     return out
 
 
@@ -82,7 +86,7 @@ class CompletionsService(ProtocolService[CompletionRequest, CompletionAnswer, No
     def local_job(self, incoming: Incoming[CompletionRequest], model: LocalModel) -> JobBuilder:
         """The first prompt's job (the skeleton's one-job view; ``_start_local`` below
         submits every prompt's), after the refusals that need no loaded model."""
-        check_before_load(incoming.req, model.id, model.n_vocab)
+        check_before_load(incoming.req, model.n_vocab)
         return lambda engine: self._jobs(incoming, encode_prompts(incoming.req, engine))[0]
 
     def _jobs(
@@ -106,14 +110,14 @@ class CompletionsService(ProtocolService[CompletionRequest, CompletionAnswer, No
         """The skeleton's local start, for several prompts: each one submitted, under one
         lease; a refusal of any (a full queue) cancels those already submitted."""
         req = incoming.req
-        check_before_load(req, model.id, model.n_vocab)  # refused before it may load
+        check_before_load(req, model.n_vocab)  # refused before it may load
         lease = await model.acquire(self.limits.request_timeout)
         with lease.until_handed_over():  # released if refused below
             engine = lease.engine
             prompts = encode_prompts(req, engine)
             budget = req.budget()
             for p in prompts:  # every prompt checked before any is submitted
-                if len(p.tokens) + budget > engine.context_window:
+                if len(p.tokens) + max(budget, 1) > engine.context_window:
                     raise too_long(len(p.tokens), budget, engine.context_window)
             runs = await self._submit(incoming, engine, prompts, lease.release)
         account = self.accountant(incoming, admission)
@@ -130,9 +134,11 @@ class CompletionsService(ProtocolService[CompletionRequest, CompletionAnswer, No
         prompts: list[EncodedPrompt],
         release: Any,
     ) -> list[PromptRun]:
-        if incoming.req.budget() == 0:  # nothing to generate: the lease is not kept
-            release()
-            return [PromptRun(p.text, len(p.tokens), None) for p in prompts]
+        req = incoming.req
+        generated = req.budget() > 0
+        if not generated and not (req.echo and req.logprobs is not None):
+            release()  # nothing needs the model: the lease is not kept
+            return [PromptRun(p.text, len(p.tokens), None, p.span, p.first) for p in prompts]
         countdown = _Countdown(release, len(prompts))
         started: list[LocalRun] = []
         try:
@@ -142,7 +148,10 @@ class CompletionsService(ProtocolService[CompletionRequest, CompletionAnswer, No
             for run in started:
                 run.cancel()
             raise
-        return [PromptRun(p.text, len(p.tokens), r) for p, r in zip(prompts, started, strict=True)]
+        return [
+            PromptRun(p.text, len(p.tokens), r, p.span, p.first, generated)
+            for p, r in zip(prompts, started, strict=True)
+        ]
 
     def saver(self, incoming: Incoming[CompletionRequest]) -> None:
         return None
