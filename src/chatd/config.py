@@ -134,7 +134,7 @@ _CHANNEL_KEYS = {
     "name", "base_url", "api_key_env", "models", "priority", "weight", "connect_timeout",
     "first_token_timeout", "read_timeout", "failures_before_cooldown", "cooldown_seconds",
     "api", "chat_fields", "responses_fields", "store", "metadata", "user", "safety_identifier",
-    "messages_fields", "max_tokens", "anthropic_betas",
+    "messages_fields", "max_tokens", "anthropic_betas", "completions_fields",
 }  # fmt: skip
 CHANNEL_APIS = ("chat", "responses", "anthropic")  # what a channel may speak (``api``)
 

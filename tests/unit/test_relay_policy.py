@@ -201,3 +201,21 @@ def test_anthropic_settings_only_on_anthropic_channels(
     )
     with pytest.raises(ConfigError, match=r"channels\[0\]\.\w+: only an api = \"anthropic\""):
         load_config(path)
+
+
+def test_completions_fields_default_and_in_the_file(tmp_path: Path) -> None:
+    """The legacy Completions API's allow-list: its fields without the mapped ones and
+    chatd's extensions; ``completions_fields`` sets it."""
+    body = {"model": "pub", "prompt": "x", "echo": True, "best_of": 2, "suffix": "y",
+            "user": "alice", "top_k": 5, "junk": 1}  # fmt: skip
+    out = RelayPolicy().completions_body(body, "key_1", "c@u")
+    assert out == {"model": "pub", "prompt": "x", "echo": True, "best_of": 2, "suffix": "y"}
+    path = tmp_path / "chatd.toml"
+    path.write_text(
+        "[[channels]]\nname = 'a'\nbase_url = 'http://x/v1'\nmodels = ['m']\n"
+        "completions_fields = ['echo', 'top_k']\nuser = '{owner}'\n"
+    )
+    [channel] = load_config(path).channels
+    out = channel.relay.completions_body(body, "key_1", "c@u")
+    assert out == {"model": "pub", "prompt": "x", "echo": True, "top_k": 5,
+                   "user": owner_tag("key_1", "c@u")}  # fmt: skip
