@@ -50,6 +50,7 @@ ASSETS = (
     "tools.js",
     "stored.js",
     "dom.js",
+    "complete.js",
 )
 
 

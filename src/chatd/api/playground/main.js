@@ -1,9 +1,11 @@
 // The page's wiring: tabs, the key dialog (shown when the server answers 401; the key is
-// kept in localStorage only, "Forget key" removes it), then the model picker, the chat
-// and the stored-completions browser.
+// kept in localStorage only, "Forget key" removes it), then the model picker, the chat,
+// the Complete tab (a raw prompt: the legacy Completions API) and the stored-completions
+// browser.
 
 import { forgetKey, getKey, onKeyChange, setKeyPrompt } from "./api.js";
 import { Chat } from "./chat.js";
+import { Completer } from "./complete.js";
 import { byTestId, showError } from "./dom.js";
 import { ModelPicker } from "./models.js";
 import { Params } from "./params.js";
@@ -38,7 +40,7 @@ function showKeyState(key) {
 }
 
 function setupTabs() {
-  const tabs = [byTestId("tab-chat"), byTestId("tab-stored")];
+  const tabs = [byTestId("tab-chat"), byTestId("tab-complete"), byTestId("tab-stored")];
   for (const tab of tabs) {
     tab.addEventListener("click", () => {
       for (const other of tabs) {
@@ -60,6 +62,7 @@ async function main() {
   const models = new ModelPicker(byTestId("model-select"), byTestId("model-routes"));
   const params = new Params();
   new Chat({ models, params });
+  new Completer({ models, params });
   const stored = new StoredBrowser();
 
   const modelsError = byTestId("models-error");
