@@ -81,7 +81,7 @@ async def test_health_needs_no_key(chatd: Chatd) -> None:
     ("method", "path"),
     [
         ("GET", "/v1/nope"),
-        ("POST", "/v1/completions"),
+        ("POST", "/v1/edits"),  # a retired OpenAI route
         ("GET", "/playground/nope.js"),
         ("POST", "/v2/chat"),
     ],
