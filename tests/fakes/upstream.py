@@ -31,7 +31,7 @@ ids: the misbehaving modes (plus ``failed``: a stream or answer ending as
 benchmark stub's words (paced, or instant for an id containing "instant").
 
 ``POST /v1/completions`` (the legacy API): "Hello", or the refusals of the misbehaving
-modes, recorded as ``completions:<mode>``.
+modes (and ``midfail``), recorded as ``completions:<mode>``.
 
 ``GET /calls`` and ``GET /last`` report the calls per model id and the last body per
 model id (also on ``app.state.calls`` / ``app.state.last`` in-process).
@@ -470,6 +470,9 @@ class _Upstream:
         async def events() -> AsyncIterator[bytes]:
             yield event({**head, "choices": [choice("Hel", None)]})
             yield event({**head, "choices": [choice("lo", None)]})
+            if mode == "midfail":
+                yield event({"error": {"message": LEAKY, "type": "server_error", "code": None}})
+                return
             yield event({**head, "choices": [choice("", "stop")]})
             if (body.get("stream_options") or {}).get("include_usage"):
                 yield event({**head, "choices": [], "usage": usage})

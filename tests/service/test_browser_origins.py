@@ -25,7 +25,12 @@ from .harness import MODEL, Chatd, run_cli, running_chatd
 SERVER = "127.0.0.1:8000"  # the Host a browser on this machine sends
 EVIL = "http://evil.example"
 APP = "http://app.example:3000"  # the origin --cors-origin allows in the CORS tests
-JSON_ROUTES = ["/v1/chat/completions", "/v1/chat/completions/{cid}", "/v1/responses"]
+JSON_ROUTES = [
+    "/v1/chat/completions",
+    "/v1/chat/completions/{cid}",
+    "/v1/responses",
+    "/v1/completions",
+]
 NOT_JSON = [
     "text/plain",  # fetch(..., {mode: "no-cors"}) and <form enctype="text/plain">
     "text/plain;charset=UTF-8",  # what fetch() sends for a string body

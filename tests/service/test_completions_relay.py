@@ -40,6 +40,7 @@ def gateway(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
             channel_toml("ok", v1, {"instruct": "ok"}, "chat"),
             channel_toml("down", v1, {"failing": "500"}, "chat", "priority = 0"),
             channel_toml("up", v1, {"failing": "ok"}, "chat", "priority = 1"),
+            channel_toml("leaky", v1, {"leaky": "leak400", "dying": "midfail"}, "chat"),
             channel_toml("claude", "http://127.0.0.1:1/v1", {"claude-only": "x"}, "anthropic"),
         ]
     )
@@ -107,3 +108,23 @@ def test_usage_is_recorded_for_relayed_answers(gateway: ThreadServer) -> None:
     assert rows, out
     _, _, _, requests, prompt, completion, *_ = rows[0]
     assert int(requests) >= 1 and int(prompt) >= 7 and int(completion) >= 2
+
+
+def test_an_upstreams_errors_are_redacted(gateway: ThreadServer) -> None:
+    """The fake's ``leak400`` (a 400 naming hosts, keys, paths) and ``midfail`` (an error
+    event mid-stream with that message): the client reads none of it."""
+    r = httpx.post(gateway.base_url + "/v1/completions", json={"model": "leaky", "prompt": "x"})
+    assert r.status_code == 400
+    body = {"model": "dying", "prompt": "x", "stream": True}
+    cut = httpx.post(gateway.base_url + "/v1/completions", json=body, timeout=30)
+    assert '"error"' in cut.text and "[DONE]" not in cut.text
+    for text in (r.text, cut.text):
+        for secret in (
+            "sk-live",
+            "sk-proj",
+            "10.1.2.3",
+            "gpu-box",
+            "/srv/vllm",
+            "upstream.example",
+        ):
+            assert secret not in text, text

@@ -163,7 +163,7 @@ async def test_no_store_failure_leaks(
 
 async def test_a_wrong_key_and_bad_bodies_leak_nothing(gateway: Chatd) -> None:
     c = client(gateway)
-    for path in ("/v1/chat/completions", "/v1/responses"):
+    for path in ("/v1/chat/completions", "/v1/responses", "/v1/completions"):
         for content in (b"{not json", b"[1, 2]", b'{"model": 3}', b"\xff\xfe"):
             r = await c.post(path, content=content, headers={"content-type": "application/json"})
             assert r.status_code == 400, r.text
