@@ -180,7 +180,8 @@ class FakeEngine:
         return out
 
     def detokenize(self, tokens: list[int]) -> str:
-        return "".join(self._words[t] for t in tokens)
+        words = self._words  # an id never seen (a client's own token ids) reads as its number
+        return "".join(words[t] if t < len(words) else f"<{t}>" for t in tokens)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize_text(text))

@@ -7,6 +7,7 @@ official spec's ``CreateCompletionResponse``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import openai
 import pytest
 from fakes.engine import FakeEngine
 from openapi_schemas import assert_valid
+
+from chatd.protocol.request_limits import Limits
 
 from .harness import MODEL, running_chatd
 
@@ -305,3 +308,39 @@ async def test_usage_is_counted_as_for_chat(chatd: Any, client: openai.AsyncOpen
 async def test_without_a_key_it_is_refused(chatd: Any) -> None:
     r = await chatd.http(None).post("/v1/completions", json={"model": MODEL, "prompt": "x"})
     assert r.status_code == 401
+
+
+async def test_rate_limits_count_completions_with_chat(tmp_path: Path) -> None:
+    """A key's requests and tokens per minute: a completion spends them as a chat request
+    does (the same admission, api/answering.py)."""
+    from .test_rate_limits import assert_limited, fresh_window, make_key
+
+    rpm = make_key(tmp_path, "--rpm", "2")
+    tpm = make_key(tmp_path, "--tpm", "10", "--name", "tokens")
+    async with running_chatd(tmp_path, api_keys=[]) as srv:
+        await fresh_window()
+        body = {"model": MODEL, "prompt": "one two three", "max_tokens": 8}
+        chat = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        assert (await srv.http(rpm).post("/v1/chat/completions", json=chat)).status_code == 200
+        assert (await srv.http(rpm).post("/v1/completions", json=body)).status_code == 200
+        assert_limited(await srv.http(rpm).post("/v1/completions", json=body), "requests")
+        r = await srv.http(tpm).post("/v1/completions", json=body)  # 3 + 7 tokens: all of it
+        assert r.status_code == 200
+        deadline = asyncio.get_running_loop().time() + 10  # tokens are counted async
+        while r.status_code == 200 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            r = await srv.http(tpm).post("/v1/completions", json=body)
+        assert_limited(r, "tokens")
+
+
+async def test_request_limits_bound_the_prompts(tmp_path: Path) -> None:
+    limits = Limits(max_messages=2, max_chars=20)
+    async with running_chatd(tmp_path, limits=limits) as srv:
+        http = srv.http()
+        r = await http.post("/v1/completions", json={"model": MODEL, "prompt": ["a", "b", "c"]})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+        many_ids = {"model": MODEL, "prompt": [1, 2, 3, 4], "max_tokens": 1}
+        assert (await http.post("/v1/completions", json=many_ids)).status_code == 200  # one prompt
+        long = {"model": MODEL, "prompt": "x" * 15, "suffix": "y" * 10}
+        r = await http.post("/v1/completions", json=long)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
