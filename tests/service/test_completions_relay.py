@@ -36,12 +36,28 @@ def gateway(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
     v1 = upstream.url + "/v1"
     toml = "".join(
         [
-            f'[[models]]\nid = "{MODEL}"\npath = "embedded"\n',
+            f'[[models]]\nid = "{MODEL}"\npath = "embedded"\n'
+            'aliases = ["claude-or-local"]\npriority = 1\n',
             channel_toml("ok", v1, {"instruct": "ok"}, "chat"),
             channel_toml("down", v1, {"failing": "500"}, "chat", "priority = 0"),
             channel_toml("up", v1, {"failing": "ok"}, "chat", "priority = 1"),
             channel_toml("leaky", v1, {"leaky": "leak400", "dying": "midfail"}, "chat"),
             channel_toml("claude", "http://127.0.0.1:1/v1", {"claude-only": "x"}, "anthropic"),
+            channel_toml(
+                "claude-first",
+                "http://127.0.0.1:1/v1",
+                {"claude-then": "x"},
+                "anthropic",
+                "priority = 0",
+            ),
+            channel_toml("then-ok", v1, {"claude-then": "ok"}, "chat", "priority = 1"),
+            channel_toml(
+                "claude-before-local",
+                "http://127.0.0.1:1/v1",
+                {"claude-or-local": "x"},
+                "anthropic",
+                "priority = 0",
+            ),
         ]
     )
     with chatd_in_thread(tmp_path_factory.mktemp("cmpl"), api_keys=[], config=toml) as srv:
@@ -93,6 +109,11 @@ def test_an_anthropic_channel_cannot_serve_it(gateway: ThreadServer) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         sdk(gateway).completions.create(model="claude-only", prompt="x")
     assert e.value.param == "model" and "/v1/chat/completions" in e.value.message
+    # one with other routes after it: they answer
+    r = sdk(gateway).completions.create(model="claude-then", prompt="x")
+    assert r.choices[0].text == "Hello" and r.model == "claude-then"
+    r = sdk(gateway).completions.create(model="claude-or-local", prompt="x")
+    assert r.system_fingerprint == "fp_fakeengine"  # the local model, after the channel
 
 
 def test_usage_is_recorded_for_relayed_answers(gateway: ThreadServer) -> None:

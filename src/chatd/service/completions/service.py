@@ -183,10 +183,11 @@ class CompletionsService(ProtocolService[CompletionRequest, CompletionAnswer, No
     ) -> CompletionAnswer:
         """Channels speaking an OpenAI API get the request in the Completions API itself;
         an Anthropic channel has no such API (and no raw prompt to translate to), so it
-        is skipped, and a model served only by such channels is refused."""
+        is skipped (the routes after it take over), and a model served only by such
+        channels is refused."""
         req, owner = incoming.req, incoming.owner
         openai = [c for c in channels if c.api != "anthropic"]
-        if not openai:
+        if not openai and fallback is None:
             raise InvalidRequest(
                 f"The model `{req.model}` is served by an Anthropic channel, which has no"
                 " Completions API: use /v1/chat/completions or /v1/messages.",
