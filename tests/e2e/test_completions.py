@@ -70,3 +70,33 @@ def test_suffix_needs_fill_in_the_middle_tokens(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model=MODEL, prompt="def f(", suffix="    return x")
     assert e.value.param == "suffix"
+
+
+def test_a_long_echoed_prompt_has_every_tokens_logprob(client: openai.OpenAI) -> None:
+    """A prompt longer than a wide prefill block and a step's chunk: computed row by row
+    in several steps. A passage said twice: the model copies its second time, so those
+    tokens are far likelier than the first time's (plausible numbers, not noise); the
+    same request twice gives the same numbers."""
+    passage = (
+        "Quietly the old lighthouse keeper climbed the spiral stairs each evening, counting"
+        " forty-two worn steps, polishing the great brass lens, and writing the weather,"
+        " the ships and the colour of the sea in a small green notebook."
+    )
+    prompt = passage + "\n" + passage
+
+    def ask() -> list[float | None]:
+        r = client.completions.create(
+            model=MODEL, prompt=prompt, max_tokens=0, echo=True, logprobs=0
+        )
+        lp = r.choices[0].logprobs
+        assert lp is not None and lp.token_logprobs is not None and lp.tokens is not None
+        assert "".join(lp.tokens) == prompt and r.choices[0].text == prompt
+        return lp.token_logprobs
+
+    values = ask()
+    assert len(values) > 80 and values[0] is None and all(v is not None for v in values[1:])
+    half = len(values) // 2
+    first = [v for v in values[1:half] if v is not None]
+    second = [v for v in values[half + 2 :] if v is not None]
+    assert sum(second) / len(second) > sum(first) / len(first) + 1.0, (first, second)
+    assert ask() == values
