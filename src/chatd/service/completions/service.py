@@ -11,6 +11,7 @@ docs/completions.md."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from chatd.protocol.completions_request import CompletionRequest
@@ -68,10 +69,21 @@ def sampling(req: CompletionRequest) -> dict[str, Any]:
     return out
 
 
+def _recorder(account: Accountant | None) -> Callable[[int, int, int], None] | None:
+    """The answer's usage callable: (prompt, completion, cached prompt tokens)."""
+    if account is None:
+        return None
+
+    def record(prompt: int, completion: int, cached: int) -> None:
+        account.record(prompt, completion, cached_tokens=cached)
+
+    return record
+
+
 class _Countdown:
     """The lease's release, called once every prompt's run has ended."""
 
-    def __init__(self, release: Any, runs: int) -> None:
+    def __init__(self, release: Callable[[], None], runs: int) -> None:
         self.release, self.left = release, runs
 
     def __call__(self) -> None:
@@ -122,17 +134,14 @@ class CompletionsService(ProtocolService[CompletionRequest, CompletionAnswer, No
             runs = await self._submit(incoming, engine, prompts, lease.release)
         account = self.accountant(incoming, admission)
         envelope = TextEnvelope(req.model, engine.fingerprint)
-        record = None
-        if account is not None:
-            record = lambda p, c, cached: account.record(p, c, cached_tokens=cached)  # noqa: E731
-        return LocalCompletion(req, runs, envelope, record)
+        return LocalCompletion(req, runs, envelope, _recorder(account))
 
     async def _submit(
         self,
         incoming: Incoming[CompletionRequest],
         engine: EngineLike,
         prompts: list[EncodedPrompt],
-        release: Any,
+        release: Callable[[], None],
     ) -> list[PromptRun]:
         req = incoming.req
         generated = req.budget() > 0
@@ -168,10 +177,7 @@ class CompletionsService(ProtocolService[CompletionRequest, CompletionAnswer, No
         """One prompt's run (``_start_local`` makes the answer of several itself)."""
         envelope = TextEnvelope(incoming.req.model, engine.fingerprint)
         prompt = PromptRun("", run.prompt_tokens, run)
-        record = None
-        if account is not None:
-            record = lambda p, c, cached: account.record(p, c, cached_tokens=cached)  # noqa: E731
-        return LocalCompletion(incoming.req, [prompt], envelope, record)
+        return LocalCompletion(incoming.req, [prompt], envelope, _recorder(account))
 
     def relay_answer(
         self,
