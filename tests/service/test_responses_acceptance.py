@@ -53,7 +53,7 @@ CALC = {
     "description": "Adds numbers.",
     "format": {"type": "grammar", "syntax": "lark", "definition": LARK},
 }
-CUSTOM_CALL = '<tool_call>\n{"name":"calc"}\nadd 1 2\n</tool_call>'
+CUSTOM_CALL = "<tool_call>\ncalc\nadd 1 2\n</tool_call>"
 
 
 def script(call: Call) -> str:
@@ -390,7 +390,7 @@ async def test_custom_tool_call_round_trip(client: openai.AsyncOpenAI, chatd: Ch
     )
     assert follow.output_text == "Done."
     prompt = chatd.engine.last_prompt_text
-    assert '{"name":"calc"}\nadd 1 2' in prompt and "3" in prompt
+    assert "<tool_call>\ncalc\nadd 1 2\n</tool_call>" in prompt and "3" in prompt
 
 
 async def test_custom_tool_call_streamed(http: httpx.AsyncClient) -> None:
@@ -417,7 +417,7 @@ async def test_custom_tool_sent_back_by_the_client(http: httpx.AsyncClient, chat
         ],
     )
     assert body["output"][0]["type"] == "message"
-    assert '{"name":"calc"}\nadd 2 2\n</tool_call>' in chatd.engine.last_prompt_text
+    assert "<tool_call>\ncalc\nadd 2 2\n</tool_call>" in chatd.engine.last_prompt_text
 
 
 @pytest.mark.parametrize(

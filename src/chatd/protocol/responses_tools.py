@@ -114,10 +114,13 @@ MemberField = Annotated[
 
 
 class NamespaceToolParam(Strict):
-    """``NamespaceToolParam``: function and custom tools grouped under ``name``."""
+    """``NamespaceToolParam``: function and custom tools grouped under ``name``. The spec
+    allows any non-empty name; chatd's has no dot and no white space, so that the
+    qualified names its members are offered under (``name.member``) stay unambiguous
+    and on one line (real ones: ``multi_agent_v1``, ``mcp__server__``)."""
 
     type: Literal["namespace"]
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[^\s.]+$")
     description: str
     tools: list[MemberField] = Field(min_length=1)
 

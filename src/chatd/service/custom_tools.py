@@ -2,12 +2,17 @@
 Lark or regex grammar, rather than JSON arguments. For any protocol; the tool-call core
 (service/tool_calls.py) offers them beside function tools.
 
-The model calls one by writing its name as a one-key JSON head, then the raw input::
+The model calls one by writing its name alone on the call's first line, then the raw
+input::
 
     <tool_call>
-    {"name":"apply_patch"}
+    apply_patch
     *** Begin Patch ...
     </tool_call>
+
+(not a JSON head like a function's: llguidance commits to one lexeme where a literal and
+the nested JSON grammar of a function's call would begin alike, so the two kinds of call
+differ from their first byte: ``{`` for a function, a name character for a custom tool).
 
 The grammar holds the input to the tool's own grammar where it has one: a Lark grammar
 is embedded whole (llguidance's nested ``%lark { ... }``, with its own lexer), a regex
@@ -59,8 +64,8 @@ def checked_format(name: str, syntax: Syntax, definition: str, param: str) -> Cu
 
 
 def custom_head(name: str) -> str:
-    """What the model writes before a custom tool's input."""
-    return json.dumps({"name": name}, ensure_ascii=False, separators=(",", ":")) + "\n"
+    """What the model writes before a custom tool's input: its name on a line."""
+    return name + "\n"
 
 
 def custom_rules(rule: str, name: str, fmt: CustomFormat, close: str) -> list[str]:

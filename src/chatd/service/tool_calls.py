@@ -150,10 +150,10 @@ def system_prompt(plan: ToolPlan) -> str:
     if any(f.custom is not None for f in plan.functions):
         lines += [
             "",
-            "A custom tool takes raw text, not JSON: write its name, then its input (in the"
-            " tool's format) on the next lines:",
+            "A custom tool takes raw text, not JSON: write its name alone on the first line,"
+            " then its input (in the tool's format) on the next lines:",
             "<tool_call>",
-            '{"name": <custom-tool-name>}',
+            "<custom-tool-name>",
             "<input>",
             "</tool_call>",
         ]
@@ -395,23 +395,26 @@ class OutputParser:
 
     def _head(self, events: list[CallEvent]) -> bool:
         """A call's head: ``{"name":...,"arguments":`` (a function's), or a custom tool's
-        ``{"name":...}`` and a newline; whichever the buffer shows first."""
-        marker = '"arguments":'
-        at = self._buf.find(marker)
-        custom_end = self._buf.find("}\n")  # a head's JSON has no raw newline in it
-        if custom_end >= 0 and (at < 0 or custom_end < at):
-            head = json.loads(self._buf[: custom_end + 1])
-            self._buf = self._buf[custom_end + 2 :]
-            self._state = "input"
-        elif at >= 0:
-            head = json.loads(self._buf[:at].rstrip().rstrip(",") + "}")
+        name alone on a line (custom_tools.py); the first character tells which."""
+        if not self._buf:
+            return False
+        if self._buf.startswith("{"):
+            marker = '"arguments":'
+            at = self._buf.find(marker)
+            if at < 0:
+                return False
+            name = json.loads(self._buf[:at].rstrip().rstrip(",") + "}")["name"]
             self._buf = self._buf[at + len(marker) :]
             self._state = "args"
             self._depth = 0
         else:
-            return False
-        self.calls.append(ParsedCall(head["name"]))
-        events.append(CallEvent(len(self.calls) - 1, name=head["name"]))
+            end = self._buf.find("\n")
+            if end < 0:
+                return False
+            name, self._buf = self._buf[:end], self._buf[end + 1 :]
+            self._state = "input"
+        self.calls.append(ParsedCall(name))
+        events.append(CallEvent(len(self.calls) - 1, name=name))
         return True
 
     def _scan_input(self) -> tuple[str, bool]:

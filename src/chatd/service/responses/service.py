@@ -258,6 +258,13 @@ def settings(req: CreateResponseRequest) -> ResponseSettings:
 
 # Items are sent without chatd's ids (an upstream knows none of them) nor states.
 _CHATD_ONLY_KEYS = ("id", "status")
+_CHATD_ITEMS = (
+    "message",
+    "function_call",
+    "function_call_output",
+    "custom_tool_call",
+    "custom_tool_call_output",
+)
 _NEVER_SENT = ("previous_response_id", "metadata", "client_metadata", "stream_options")
 
 
@@ -270,7 +277,7 @@ def upstream_body(req: CreateResponseRequest, items: list[Json]) -> Json:
         body.pop(key, None)
     body["input"] = [
         {k: v for k, v in item.items() if k not in _CHATD_ONLY_KEYS}
-        if item.get("type") in ("message", "function_call", "function_call_output")
+        if item.get("type") in _CHATD_ITEMS
         else item
         for item in items
     ]
