@@ -9,7 +9,8 @@ import json
 import re
 
 import openai
-from conftest import MODEL
+import pytest
+from conftest import API_KEY, MODEL
 
 LARK = 'start: "add " NUM (" " NUM){1,3}\nNUM: /[1-9][0-9]?/'
 CALC = {
@@ -24,7 +25,7 @@ SPAWN = {
     "description": "Spawn a sub-agent with a task.",
     "parameters": {
         "type": "object",
-        "properties": {"task": {"type": "string", "maxLength": 20}},
+        "properties": {"task": {"type": "string", "maxLength": 8}},
         "required": ["task"],
         "additionalProperties": False,
     },
@@ -35,6 +36,13 @@ NAMESPACE = {
     "description": "Tools for sub-agents.",
     "tools": [SPAWN],
 }
+
+
+@pytest.fixture(scope="module")
+def client(base_url: str) -> openai.OpenAI:
+    """A patient client: the answers are short, but a machine shared by many test runs can
+    take minutes to write them; how long is no part of what these tests check."""
+    return openai.OpenAI(base_url=base_url + "/v1", api_key=API_KEY, max_retries=0, timeout=1800)
 
 
 def test_a_custom_tool_input_follows_its_lark_grammar(client: openai.OpenAI) -> None:
