@@ -286,3 +286,37 @@ async def test_a_responses_channel_sends_the_operators_values(
         users.append(got["user"])
     r = await gateway.http().post("/v1/responses", json=body)
     assert fake.last["responses:ok"]["user"] not in users  # the operator is another caller
+
+
+async def test_codex_fields_reach_a_responses_channel_as_sent(
+    gateway: Chatd, fake: Upstream
+) -> None:
+    """A channel speaking the Responses API may serve a model that reasons and runs hosted
+    tools: ``reasoning``, ``include`` and every tool go as sent (docs/acceptance.md);
+    ``client_metadata`` stays here, and no header says a tool was not run (the upstream
+    decides)."""
+    tools = [
+        {"type": "web_search", "external_web_access": False},
+        {
+            "type": "namespace",
+            "name": "multi_agent_v1",
+            "description": "Sub-agents.",
+            "tools": [{"type": "function", "name": "spawn_agent", "parameters": {}}],
+        },
+        {"type": "custom", "name": "apply_patch", "format": {"type": "text"}},
+    ]
+    body = {
+        "model": "rnative",
+        "input": "Hi",
+        "tools": tools,
+        "reasoning": {"effort": "high", "summary": "auto"},
+        "include": ["reasoning.encrypted_content"],
+        "client_metadata": {"thread_id": "t-1"},
+    }
+    r = await gateway.http().post("/v1/responses", json=body)
+    assert r.status_code == 200, r.text[:300]
+    assert "x-chatd-tools-not-run" not in r.headers
+    got = fake.last["responses:ok"]
+    assert got["reasoning"] == body["reasoning"] and got["include"] == body["include"]
+    assert got["tools"] == tools
+    assert "client_metadata" not in got
