@@ -311,6 +311,7 @@ async def test_an_allowed_origin_calls_and_reads(cors_chatd: Chatd) -> None:
     assert r.status_code == 200, r.text
     assert r.headers["access-control-allow-origin"] == APP
     assert "x-request-id" in r.headers["access-control-expose-headers"]
+    assert "x-chatd-tools-not-run" in r.headers["access-control-expose-headers"]
     assert r.headers["vary"] == "Origin"
     # its errors are readable too (the SDK shows them)
     r = await cors_chatd.http(None).get(URL, headers=page(APP))

@@ -68,13 +68,6 @@ CAPABILITY_CASES: list[Any] = [
         id="web-search",
     ),
     pytest.param(
-        body(reasoning_effort="low"),
-        "reasoning_effort",
-        "unsupported_parameter",
-        ("Unsupported parameter: 'reasoning_effort'", "reasoning models"),
-        id="reasoning-effort",
-    ),
-    pytest.param(
         body(verbosity="low"),
         "verbosity",
         "unsupported_parameter",
@@ -103,8 +96,8 @@ async def test_capability_refused(
 
 async def test_capability_refused_streaming_is_json(http: httpx.AsyncClient) -> None:
     """A refused streamed request is refused before any SSE byte."""
-    resp = await http.post(URL, json=body(stream=True, reasoning_effort="low"))
-    check_error(resp, 400, param="reasoning_effort", code="unsupported_parameter")
+    resp = await http.post(URL, json=body(stream=True, verbosity="high"))
+    check_error(resp, 400, param="verbosity", code="unsupported_parameter")
     assert b"data:" not in resp.content
 
 
@@ -141,10 +134,25 @@ async def test_capability_refused_via_sdk(client: openai.AsyncOpenAI) -> None:
         pytest.param({"logit_bias": {str(VOCAB - 1): -100}}, None, id="logit-bias-last-token"),
         pytest.param({"stop": ["a", "b", "c", "d"]}, None, id="stop-4"),
         pytest.param({"tool_choice": None, "tools": None}, None, id="null-tools"),
+        # docs/acceptance.md: what real clients send and the live API accepts
+        pytest.param({"reasoning_effort": "high"}, None, id="reasoning-effort"),
+        pytest.param({"reasoning_effort": "none"}, None, id="reasoning-effort-none"),
+        pytest.param({"verbosity": "medium"}, None, id="verbosity-default"),
+        pytest.param({"prompt_cache_key": "thread-1"}, None, id="prompt-cache-key"),
+        pytest.param({"prompt_cache_retention": "24h"}, None, id="prompt-cache-retention"),
+        pytest.param(
+            {"prompt_cache_options": {"ttl": "30m", "mode": "explicit"}}, None, id="cache-options"
+        ),
+        pytest.param({"safety_identifier": "user-hash"}, None, id="safety-identifier"),
+        pytest.param({"metadata": {"k": "v"}}, None, id="metadata-without-store"),
+        pytest.param({"modalities": ["text"]}, None, id="modalities-text"),
+        pytest.param({"store": True, "metadata": {"k": "v"}}, None, id="store-metadata"),
     ],
 )
 async def test_accepted(http: httpx.AsyncClient, fields: dict[str, Any], tier: str | None) -> None:
     data = check_ok(await http.post(URL, json=body(**fields)))
+    assert data["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0
+    assert "reasoning_content" not in data["choices"][0]["message"]
     if tier is not None:
         assert data["service_tier"] == tier, data
     else:

@@ -170,6 +170,36 @@ async def test_the_channel_sends_the_operators_values_per_caller(
 
 
 @pytest.mark.parametrize(
+    ("path", "model", "last"),
+    [("/v1/chat/completions", "mplain", "ok"), ("/v1/responses", "rnative", "responses:ok")],
+)
+async def test_a_cache_key_stays_within_its_caller(
+    gateway: Chatd,
+    keys: dict[str, tuple[str, str]],
+    fake: Upstream,
+    path: str,
+    model: str,
+    last: str,
+) -> None:
+    """Two callers sending the same ``prompt_cache_key`` reach the upstream with
+    different ones (no caller can aim at the cache another's key routes to); one
+    caller's stays the same from request to request, so it still groups its prompts."""
+    sent: dict[str, list[str]] = {}
+    for who in ("free", "operator", "free"):
+        body: dict[str, Any] = (
+            chat(model, prompt_cache_key="shared")
+            if path.endswith("completions")
+            else {"model": model, "input": "Hi", "prompt_cache_key": "shared"}
+        )
+        r = await client(gateway, keys, who).post(path, json=body)
+        assert r.status_code == 200, r.text[:300]
+        sent.setdefault(who, []).append(fake.last[last]["prompt_cache_key"])
+    (a, again), (b,) = sent["free"], sent["operator"]
+    assert a == again and a != b and HEX32.match(a) and HEX32.match(b)
+    assert "shared" not in (a, b)
+
+
+@pytest.mark.parametrize(
     ("fields", "param", "status"),
     [
         ({"n": 129}, "n", 400),
@@ -228,7 +258,8 @@ async def test_responses_relay_sends_only_the_fields_allowed(
     r = await gateway.http().post("/v1/responses", json=body)
     assert r.status_code == 200, r.text[:300]
     got = fake.last[last]
-    assert got["temperature"] == 0.4 and got["prompt_cache_key"] == "k1"
+    # the cache key within the caller's own space (docs/acceptance.md): never the client's
+    assert got["temperature"] == 0.4 and HEX32.match(got["prompt_cache_key"])
     assert not {"metadata", "user", "safety_identifier", "service_tier"} & set(got)
     assert got.get("store", False) is False  # never stored upstream: chatd keeps the state
     limited = await gateway.http().post("/v1/responses", json={**body, "input": ["Hi"] * 5})
@@ -255,3 +286,37 @@ async def test_a_responses_channel_sends_the_operators_values(
         users.append(got["user"])
     r = await gateway.http().post("/v1/responses", json=body)
     assert fake.last["responses:ok"]["user"] not in users  # the operator is another caller
+
+
+async def test_codex_fields_reach_a_responses_channel_as_sent(
+    gateway: Chatd, fake: Upstream
+) -> None:
+    """A channel speaking the Responses API may serve a model that reasons and runs hosted
+    tools: ``reasoning``, ``include`` and every tool go as sent (docs/acceptance.md);
+    ``client_metadata`` stays here, and no header says a tool was not run (the upstream
+    decides)."""
+    tools = [
+        {"type": "web_search", "external_web_access": False},
+        {
+            "type": "namespace",
+            "name": "multi_agent_v1",
+            "description": "Sub-agents.",
+            "tools": [{"type": "function", "name": "spawn_agent", "parameters": {}}],
+        },
+        {"type": "custom", "name": "apply_patch", "format": {"type": "text"}},
+    ]
+    body = {
+        "model": "rnative",
+        "input": "Hi",
+        "tools": tools,
+        "reasoning": {"effort": "high", "summary": "auto"},
+        "include": ["reasoning.encrypted_content"],
+        "client_metadata": {"thread_id": "t-1"},
+    }
+    r = await gateway.http().post("/v1/responses", json=body)
+    assert r.status_code == 200, r.text[:300]
+    assert "x-chatd-tools-not-run" not in r.headers
+    got = fake.last["responses:ok"]
+    assert got["reasoning"] == body["reasoning"] and got["include"] == body["include"]
+    assert got["tools"] == tools
+    assert "client_metadata" not in got

@@ -24,11 +24,8 @@ REFUSED_VALUES: dict[str, Any] = {
     "conversation": "conv_123",
     "prompt": {"id": "pmpt_123"},
     "background": True,
-    "reasoning": {"effort": "low"},
-    "max_tool_calls": 3,
     "moderation": {"model": "omni-moderation-latest"},
     "context_management": [{"type": "compaction"}],
-    "prompt_cache_options": {"ttl": "30m"},
 }
 
 
@@ -50,8 +47,8 @@ async def test_refused_field(http: httpx.AsyncClient, field: str) -> None:
 
 async def test_refused_even_when_streaming(http: httpx.AsyncClient) -> None:
     """Refusals come before any byte: a real status, not an event."""
-    resp = await post(http, stream=True, reasoning={"effort": "high"})
-    check_error(resp, 400, param="reasoning", code="unsupported_parameter")
+    resp = await post(http, stream=True, background=True)
+    check_error(resp, 400, param="background", code="unsupported_parameter")
 
 
 def test_hints_and_server_fields_are_not_refused() -> None:
@@ -85,40 +82,28 @@ VALUE_REFUSALS = [
         id="web-search-item",
     ),
     pytest.param(
-        {"tools": [{"type": "web_search"}]}, "tools[0]", "unsupported_parameter", id="web"
-    ),
-    pytest.param(
-        {"tools": [FN, {"type": "file_search", "vector_store_ids": ["vs"]}]},
-        "tools[1]",
-        "unsupported_parameter",
-        id="file-search",
-    ),
-    pytest.param(
-        {"tools": [{"type": "computer_use_preview"}]},
-        "tools[0]",
-        "unsupported_parameter",
-        id="computer",
-    ),
-    pytest.param(
-        {"tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]},
-        "tools[0]",
-        "unsupported_parameter",
-        id="code-interpreter",
-    ),
-    pytest.param(
-        {"tools": [{"type": "image_generation"}]}, "tools[0]", "unsupported_parameter", id="image"
-    ),
-    pytest.param(
-        {"tools": [{"type": "mcp", "server_label": "x", "server_url": "http://x"}]},
-        "tools[0]",
-        "unsupported_parameter",
-        id="mcp",
-    ),
-    pytest.param(
         {"tools": [FN], "tool_choice": {"type": "file_search"}},
         "tool_choice",
         "unsupported_parameter",
         id="tool-choice-builtin",
+    ),
+    pytest.param(
+        {"tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search_preview"}},
+        "tool_choice",
+        "unsupported_parameter",
+        id="tool-choice-forces-hosted",
+    ),
+    pytest.param(
+        {"tools": [{"type": "mcp", "server_label": "x"}], "tool_choice": {"type": "mcp"}},
+        "tool_choice",
+        "unsupported_parameter",
+        id="tool-choice-mcp",
+    ),
+    pytest.param(
+        {"tools": [{"type": "web_search"}], "tool_choice": "required"},
+        "tool_choice",
+        "unsupported_parameter",
+        id="required-with-only-hosted-tools",
     ),
     pytest.param(
         {"tools": [FN], "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": []}},
@@ -129,18 +114,6 @@ VALUE_REFUSALS = [
     pytest.param({"tool_choice": "required"}, "tool_choice", None, id="required-without-tools"),
     pytest.param(
         {"text": {"verbosity": "high"}}, "text.verbosity", "unsupported_parameter", id="verbosity"
-    ),
-    pytest.param(
-        {"include": ["reasoning.encrypted_content"]},
-        "include",
-        "unsupported_parameter",
-        id="include-reasoning",
-    ),
-    pytest.param(
-        {"include": ["message.output_text.logprobs", "file_search_call.results"]},
-        "include",
-        "unsupported_parameter",
-        id="include-file-search",
     ),
     pytest.param(
         {"text": {"format": {"type": "json_object"}}}, "input", None, id="json-object-no-json"
@@ -221,8 +194,13 @@ async def test_value_refused(
 
 async def test_sdk_maps_refusals(client: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as e:
-        await client.responses.create(model=MODEL, input="hi", tools=[{"type": "web_search"}])
-    assert e.value.param == "tools[0]"
+        await client.responses.create(
+            model=MODEL,
+            input="hi",
+            tools=[{"type": "web_search"}],
+            tool_choice={"type": "web_search_preview"},
+        )
+    assert e.value.param == "tool_choice"
     with pytest.raises(openai.NotFoundError):
         await client.responses.create(model="no-such-model", input="hi")
 

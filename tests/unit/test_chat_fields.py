@@ -100,9 +100,22 @@ def test_value_checks_are_the_fields_declaring_refused_values() -> None:
 
 def test_hints_are_accepted_with_no_effect() -> None:
     hints = {n for n, p in CHAT_FIELDS.items() if p.policy is Policy.HINT}
-    assert hints == {"user", "safety_identifier", "prompt_cache_key", "prompt_cache_retention"}
+    assert hints == {
+        "user",
+        "safety_identifier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "prompt_cache_options",
+    }
     req = request(
-        user="u", safety_identifier="s", prompt_cache_key="k", prompt_cache_retention="24h"
+        user="u",
+        safety_identifier="s",
+        prompt_cache_key="k",
+        prompt_cache_retention="24h",
+        reasoning_effort="high",
+        prompt_cache_options={"ttl": "30m", "mode": "explicit"},
+        verbosity="medium",
     )
     check_local_support(req, MODEL, N_VOCAB)
 
@@ -120,12 +133,24 @@ def test_field_policy_conversion() -> None:
 
 REFUSED: list[tuple[str, Any, str]] = [
     ("audio", {"voice": "alloy", "format": "wav"}, f"is not supported by `{MODEL}`."),
-    ("web_search_options", {}, f"is not supported by `{MODEL}`."),
+    (
+        "web_search_options",
+        {},
+        "is only supported by search models, which search the web for every answer;"
+        f" `{MODEL}` runs no web search.",
+    ),
     ("moderation", {"model": "omni-moderation-latest"}, f"is not supported by `{MODEL}`."),
-    ("prompt_cache_options", {"ttl": "30m"}, f"is not supported by `{MODEL}`."),
-    ("reasoning_effort", "low", f"is only supported by reasoning models; `{MODEL}` is not."),
-    ("verbosity", "low", f"is only supported by reasoning models; `{MODEL}` is not."),
 ]
+
+
+@pytest.mark.parametrize("value", ["low", "high"])
+def test_verbosity_other_than_the_default(value: str) -> None:
+    error = refusal(request(verbosity=value))
+    assert (error.param, error.code) == ("verbosity", "unsupported_parameter")
+    assert error.message == (
+        f"Unsupported parameter: 'verbosity' '{value}' is only supported by reasoning models;"
+        f" `{MODEL}` is not."
+    )
 
 
 def test_refused_fields_are_the_declared_ones() -> None:
@@ -206,11 +231,10 @@ def test_first_fault_in_the_order_it_always_was() -> None:
         "modalities": ["audio"],
         "audio": {"voice": "alloy", "format": "wav"},
         "verbosity": "low",
-        "reasoning_effort": "low",
         "logit_bias": {str(N_VOCAB): 1},
     }
-    expected = ["messages[0].content[0].type", "modalities", "audio", "reasoning_effort"]
-    expected += ["verbosity", "logit_bias"]
+    expected = ["messages[0].content[0].type", "modalities", "verbosity", "audio"]
+    expected += ["logit_bias"]
     for param in expected:
         assert refusal(request(**everything)).param == param
         key = "messages" if param.startswith("messages") else param

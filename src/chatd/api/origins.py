@@ -53,7 +53,9 @@ ANY = "*"
 # header it asks for that is a valid name is allowed, e.g. Authorization, Content-Type,
 # the openai SDK's x-stainless-*).
 ALLOW_METHODS = b"GET, POST, DELETE"
-EXPOSE_HEADERS = b"x-request-id, retry-after"
+# x-chatd-tools-not-run: the hosted tools a response was offered and nothing ran
+# (docs/acceptance.md), which a browser client should see as a curl user does.
+EXPOSE_HEADERS = b"x-request-id, retry-after, x-chatd-tools-not-run"
 MAX_AGE = b"600"  # seconds a browser may keep a preflight's answer (Chromium: at most 7200)
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an HTTP header name
 _ORIGIN = re.compile(r"^(https?)://([^/?#@\s]+)$")

@@ -22,9 +22,10 @@ from chatd.protocol.request_limits import check_responses_body
 from chatd.protocol.responses_request import validate_response_request
 from chatd.protocol.validation import decode_chat_body
 
-__all__ = ["create_response", "router"]
+__all__ = ["TOOLS_NOT_RUN", "create_response", "router"]
 
 log = logging.getLogger("chatd.api")
+TOOLS_NOT_RUN = "x-chatd-tools-not-run"
 
 
 async def create_response(request: Request) -> Response:
@@ -44,8 +45,15 @@ async def _create(request: Request, services: Services, caller: Caller) -> Respo
     if req.is_streaming():
         await answer.prime()
         events = TypedEvents(answer.events())
-        return EventStreamResponse(events.encoded(), services.drain, events.error, answer.cancel)
-    return await whole_answer(request, answer.result(), answer.cancel)
+        response: Response = EventStreamResponse(
+            events.encoded(), services.drain, events.error, answer.cancel
+        )
+    else:
+        response = await whole_answer(request, answer.result(), answer.cancel)
+    if answer.tools_not_run:
+        # Hosted tools offered and never run (docs/acceptance.md): said, not hidden.
+        response.headers[TOOLS_NOT_RUN] = ", ".join(answer.tools_not_run)
+    return response
 
 
 def _encode(event: dict[str, Any]) -> bytes:

@@ -101,7 +101,6 @@ def _logit_bias(value: dict[str, int]) -> dict[int, float]:
 
 
 _NOT_SUPPORTED = "is not supported by `{model}`."
-_REASONING_ONLY = "is only supported by reasoning models; `{model}` is not."
 
 # Hints both APIs share (Chat Completions and Responses): ids and cache routing for
 # OpenAI's own infrastructure.
@@ -143,13 +142,17 @@ CHAT_FIELDS: Mapping[str, FieldPolicy] = {
     "service_tier": _server(
         "echoed: every request runs on this server's one tier ('auto' reads 'default')"
     ),
+    "verbosity": _server(
+        "'medium' (the default) is how every answer is written",
+        refuses_values="'low' and 'high': a reasoning model's option",
+    ),
     # -- refused locally, in the order they are judged ----------------------------------------
     "audio": _refused(_NOT_SUPPORTED),
-    "web_search_options": _refused(_NOT_SUPPORTED),
+    "web_search_options": _refused(
+        "is only supported by search models, which search the web for every answer;"
+        " `{model}` runs no web search."
+    ),
     "moderation": _refused(_NOT_SUPPORTED),
-    "prompt_cache_options": _refused(_NOT_SUPPORTED),
-    "reasoning_effort": _refused(_REASONING_ONLY),
-    "verbosity": _refused(_REASONING_ONLY),
     # -- mapped to the engine (max_completion_tokens first: it wins over max_tokens) -----------
     "max_completion_tokens": _engine(
         "max_new_tokens", "checked against the context window by service/generation.py"
@@ -180,6 +183,14 @@ CHAT_FIELDS: Mapping[str, FieldPolicy] = {
     ),
     "min_tokens": _engine("min_tokens", "end-of-generation tokens masked until this many"),
     # -- hints with no effect on a local model ------------------------------------------------
+    "reasoning_effort": _hint(
+        "a model that does not reason has no effort to set: no reasoning is produced, as with"
+        " 'none' (relayed to channels, which may reason)"
+    ),
+    "prompt_cache_options": _hint(
+        "chatd's prefix cache is implicit and kept per owner whatever the ttl or mode; caching"
+        " changes cost and latency, never the answer"
+    ),
     **ACCOUNT_HINTS,
 }
 

@@ -8,6 +8,7 @@ import secrets
 import string
 
 __all__ = [
+    "custom_tool_call_item_id",
     "call_id",
     "completion_id",
     "function_call_item_id",
@@ -54,6 +55,10 @@ def message_item_id() -> str:
 
 def function_call_item_id() -> str:
     return _hex_id("fc_")
+
+
+def custom_tool_call_item_id() -> str:
+    return _hex_id("ctc_")
 
 
 def function_call_output_item_id() -> str:

@@ -20,8 +20,10 @@ defines and the channel allows is sent, never the client's body as it came:
   under the operator's key (OpenRouter's ``models``, ``route``, ``provider``...): a
   channel cannot allow them.
 
-Anything else a client sends (a field newer than this list, ``client_metadata``, junk) is
-dropped, not refused: real clients send fields the spec lacks.
+Anything else a client sends (a field newer than this list, junk) is dropped, not
+refused: real clients send fields the spec lacks. A Responses request's
+``client_metadata`` (Codex's installation, thread and turn ids) is the client's own and
+stays here (``_CLIENT_ONLY``), as its ``metadata`` does.
 """
 
 from __future__ import annotations
@@ -71,7 +73,11 @@ RESPONSES_ALWAYS = frozenset({"model", "input", "stream", "stream_options"})
 # State chatd keeps itself (the conversation is sent whole) or the operator's account
 # holds (stored prompts, conversations, background jobs).
 _ACCOUNT_STATE = frozenset({"previous_response_id", "conversation", "prompt", "background"})
-RESPONSES_DEFAULT = RESPONSES_FIELDS - MAPPED - _COSTLY - _ACCOUNT_STATE - RESPONSES_ALWAYS
+# The client's own tags, kept with a stored response and sent to no upstream.
+_CLIENT_ONLY = frozenset({"client_metadata"})
+RESPONSES_DEFAULT = (
+    RESPONSES_FIELDS - MAPPED - _COSTLY - _ACCOUNT_STATE - _CLIENT_ONLY - RESPONSES_ALWAYS
+)
 
 # Anthropic's Messages API, for a Messages request to an ``api = "anthropic"`` channel (as
 # the client sent it; a Chat Completions or Responses request is translated instead,

@@ -21,11 +21,10 @@ from typing import Any
 from chatd.protocol.errors import Unsupported
 from chatd.protocol.responses_request import (
     CreateResponseRequest,
-    FunctionToolParam,
     TextFormatJSONObject,
     TextFormatJSONSchema,
-    ToolChoiceFunction,
 )
+from chatd.protocol.responses_tools import FunctionToolParam, HostedTool, ToolChoiceFunction
 
 __all__ = ["chat_body"]
 
@@ -133,7 +132,8 @@ def _namer(req: CreateResponseRequest, items: list[Json]) -> Namer:
 def _tool(index: int, tool: Any, model: str) -> Json:
     """A flat function tool in chat's ``{type, function: {...}}`` wrapper."""
     if not isinstance(tool, FunctionToolParam):
-        raise _refuse(f"tools[{index}]", f"a built-in tool of type '{tool.type}'", model)
+        kind = "a hosted tool" if isinstance(tool, HostedTool) else "a tool"
+        raise _refuse(f"tools[{index}]", f"{kind} of type '{tool.type}'", model)
     for extra in _TOOL_EXTRAS:
         if getattr(tool, extra) is not None:
             raise _refuse(f"tools[{index}].{extra}", "", model)

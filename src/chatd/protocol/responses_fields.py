@@ -50,8 +50,11 @@ def _refused(reason: str) -> FieldPolicy:
     return FieldPolicy(Policy.REFUSED, reason)
 
 
+def _hint(why: str) -> FieldPolicy:
+    return FieldPolicy(Policy.HINT, why)
+
+
 _NOT_SUPPORTED = "is not supported by `{model}`."
-_REASONING_ONLY = "is only supported by reasoning models; `{model}` is not."
 
 RESPONSES_FIELDS: Mapping[str, FieldPolicy] = {
     # -- handled by the server ---------------------------------------------------------------
@@ -64,12 +67,15 @@ RESPONSES_FIELDS: Mapping[str, FieldPolicy] = {
     ),
     "instructions": _server("rendered as the first system message of the prompt"),
     "tools": _server(
-        "function tools rendered into the prompt; calls are parsed from the output",
-        refuses_values="built-in tools (web_search, file_search, computer_use_preview, mcp...)",
+        "function and custom tools (a namespace's under 'namespace.name') rendered into the"
+        " prompt, their calls held to their schemas and grammars; hosted tools (web_search,"
+        " file_search, mcp...) accepted and never called, said so in the"
+        " x-chatd-tools-not-run header (docs/acceptance.md)"
     ),
     "tool_choice": _server(
         "which tools may be called: the grammar of the output",
-        refuses_values="choices naming a built-in tool, allowed_tools, mcp or custom tools",
+        refuses_values="choices forcing a hosted tool, allowed_tools, and 'required' when only"
+        " hosted tools are offered",
     ),
     "parallel_tool_calls": _server("whether the grammar allows several calls in one answer"),
     "text": _server(
@@ -78,14 +84,18 @@ RESPONSES_FIELDS: Mapping[str, FieldPolicy] = {
     ),
     "store": _server("the response is stored (by default, unlike chat) for GET and chaining"),
     "metadata": _server("kept with a stored response"),
+    "client_metadata": _server(
+        "kept with a stored response, not returned (OpenAI's Response object has no such field)"
+    ),
     "previous_response_id": _server(
         "the stored response's input and output are prepended to this input"
     ),
     "stream": _server("server-sent events instead of one JSON body"),
     "stream_options": _server("obfuscation padding of stream events"),
     "include": _server(
-        "'message.output_text.logprobs' turns SamplingParams.logprobs on",
-        refuses_values="values about built-in tools, images or reasoning",
+        "'message.output_text.logprobs' turns SamplingParams.logprobs on; every other value"
+        " includes what a local response never has (reasoning, hosted tool results, input"
+        " image URLs)"
     ),
     "truncation": _server(
         "'disabled' (the default) is a 400 when the input exceeds the context window; 'auto'"
@@ -98,11 +108,8 @@ RESPONSES_FIELDS: Mapping[str, FieldPolicy] = {
     "conversation": _refused(_NOT_SUPPORTED),
     "prompt": _refused(_NOT_SUPPORTED),
     "background": _refused(_NOT_SUPPORTED),
-    "reasoning": _refused(_REASONING_ONLY),
-    "max_tool_calls": _refused("limits built-in tool calls, and `{model}` has no built-in tools."),
     "moderation": _refused(_NOT_SUPPORTED),
     "context_management": _refused(_NOT_SUPPORTED),
-    "prompt_cache_options": _refused(_NOT_SUPPORTED),
     # -- mapped to the engine ------------------------------------------------------------------
     "max_output_tokens": _engine(
         "max_new_tokens", "checked against the context window by service/generation.py"
@@ -115,6 +122,15 @@ RESPONSES_FIELDS: Mapping[str, FieldPolicy] = {
         " of alternatives without the tokens' own logprobs would mean nothing)",
     ),
     # -- hints with no effect on a local model ------------------------------------------------
+    "reasoning": _hint(
+        "a model that does not reason has no effort to set and no reasoning to summarize: no"
+        " reasoning item is produced (relayed to channels, which may reason)"
+    ),
+    "max_tool_calls": _hint("caps hosted tool calls, and a local model makes none"),
+    "prompt_cache_options": _hint(
+        "chatd's prefix cache is implicit and kept per owner whatever the ttl or mode; caching"
+        " changes cost and latency, never the answer"
+    ),
     **ACCOUNT_HINTS,
 }
 

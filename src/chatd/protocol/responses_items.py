@@ -32,6 +32,8 @@ from chatd.protocol.shapes import (
 from chatd.protocol.validation import TAG
 
 __all__ = [
+    "CustomToolCallItem",
+    "CustomToolCallOutputItem",
     "FunctionCallItem",
     "FunctionCallOutputItem",
     "InputFile",
@@ -186,6 +188,33 @@ class FunctionCallOutputItem(Strict):
         return _text_of(self.output)
 
 
+class CustomToolCallItem(Strict):
+    """A custom tool's call the model made in an earlier turn (``CustomToolCall``)."""
+
+    type: Literal["custom_tool_call"]
+    call_id: CallId
+    name: str
+    input: str
+    id: ItemId | None = None
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+    namespace: str | None = None
+    caller: Any = None
+
+
+class CustomToolCallOutputItem(Strict):
+    """The client's result of a custom tool call (``CustomToolCallOutput``)."""
+
+    type: Literal["custom_tool_call_output"]
+    call_id: str = Field(min_length=1, max_length=64)
+    output: ContentField
+    id: ItemId | None = None
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+    caller: Any = None
+
+    def text(self) -> str:
+        return _text_of(self.output)
+
+
 class ItemReference(Strict):
     """An item of an earlier response or conversation, by id."""
 
@@ -200,7 +229,14 @@ class OtherItem(Permissive):
     id: ItemId | None = None
 
 
-_ITEM_TYPES = ("message", "function_call", "function_call_output", "item_reference")
+_ITEM_TYPES = (
+    "message",
+    "function_call",
+    "function_call_output",
+    "custom_tool_call",
+    "custom_tool_call_output",
+    "item_reference",
+)
 _BadItem = bad_tag_model("_BadItem", "type", _ITEM_TYPES)
 
 
@@ -229,9 +265,19 @@ InputItemField = Annotated[
     Annotated[MessageItem, tag("message")]
     | Annotated[FunctionCallItem, tag("function_call")]
     | Annotated[FunctionCallOutputItem, tag("function_call_output")]
+    | Annotated[CustomToolCallItem, tag("custom_tool_call")]
+    | Annotated[CustomToolCallOutputItem, tag("custom_tool_call_output")]
     | Annotated[ItemReference, tag("item_reference")]
     | Annotated[OtherItem, tag("other")]
     | Annotated[_BadItem, tag(BAD)],
     Discriminator(_pick_item, custom_error_type="invalid_type", custom_error_message=ANY_OBJECT),
 ]
-InputItem = MessageItem | FunctionCallItem | FunctionCallOutputItem | ItemReference | OtherItem
+InputItem = (
+    MessageItem
+    | FunctionCallItem
+    | FunctionCallOutputItem
+    | CustomToolCallItem
+    | CustomToolCallOutputItem
+    | ItemReference
+    | OtherItem
+)

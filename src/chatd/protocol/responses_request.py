@@ -22,7 +22,6 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
     ValidationError,
     field_validator,
@@ -31,6 +30,16 @@ from pydantic import (
 
 from chatd.protocol.errors import InvalidRequest
 from chatd.protocol.responses_items import InputItemField, MessageItem
+from chatd.protocol.responses_tools import (
+    FunctionToolParam,
+    HostedTool,
+    ToolChoiceCustom,
+    ToolChoiceField,
+    ToolChoiceFunction,
+    ToolEntry,
+    ToolField,
+    callable_tools,
+)
 from chatd.protocol.shapes import (
     ANY_OBJECT,
     BAD,
@@ -47,7 +56,6 @@ from chatd.protocol.shapes import (
 )
 from chatd.protocol.validation import (
     INVALID_JSON,
-    TAG,
     check_stream_options,
     decode_chat_body,
     openai_error,
@@ -55,14 +63,11 @@ from chatd.protocol.validation import (
 )
 
 __all__ = [
-    "BuiltInTool",
     "CreateResponseRequest",
     "FunctionToolParam",
     "IncludeValue",
     "TextFormatJSONObject",
     "TextFormatJSONSchema",
-    "ToolChoiceFunction",
-    "ToolChoiceOther",
     "parse_response_request",
     "validate_response_request",
 ]
@@ -72,94 +77,6 @@ class _Permissive(BaseModel):
     """An object chatd does not act on: kept as sent, refused later by the field's policy."""
 
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Tools and tool choice
-# --------------------------------------------------------------------------------------------
-
-
-class FunctionToolParam(Strict):
-    """``FunctionTool``: flat (no ``function`` wrapper, unlike chat)."""
-
-    type: Literal["function"]
-    name: FunctionName
-    description: str | None = None
-    parameters: JSONObject | None = None
-    strict: bool | None = None
-    output_schema: Any = None
-    defer_loading: bool | None = None
-    allowed_callers: Any = None
-
-
-class BuiltInTool(_Permissive):
-    """A built-in tool (``web_search``, ``file_search``, ``computer_use_preview``, ``mcp``...):
-    parsed so that it can be refused by its type."""
-
-    type: str
-
-
-_BadTool = bad_tag_model("_BadTool", "type", ("function",))
-
-
-def _pick_tool(value: Any) -> str | None:
-    if isinstance(value, BaseModel):
-        return TAG + "function" if isinstance(value, FunctionToolParam) else TAG + "builtin"
-    if not isinstance(value, dict):
-        return None
-    kind = value.get("type")
-    if not isinstance(kind, str):
-        return TAG + BAD
-    return TAG + "function" if kind == "function" else TAG + "builtin"
-
-
-ToolField = Annotated[
-    Annotated[FunctionToolParam, tag("function")]
-    | Annotated[BuiltInTool, tag("builtin")]
-    | Annotated[_BadTool, tag(BAD)],
-    # not shapes.discriminator(): an unknown type is a built-in tool, not a fault
-    Discriminator(_pick_tool, custom_error_type="invalid_type", custom_error_message=ANY_OBJECT),
-]
-
-
-class ToolChoiceFunction(Strict):
-    type: Literal["function"]
-    name: str
-
-
-class ToolChoiceOther(_Permissive):
-    """``allowed_tools``, a built-in tool type, ``mcp``, ``custom``...: refused by type later."""
-
-    type: str
-
-
-_BadToolChoice = bad_tag_model("_BadToolChoice", "type", ("function",))
-
-
-def _pick_tool_choice(value: Any) -> str | None:
-    if isinstance(value, str):
-        return TAG + "str"
-    if isinstance(value, BaseModel):
-        return TAG + "function" if isinstance(value, ToolChoiceFunction) else TAG + "other"
-    if not isinstance(value, dict):
-        return None
-    kind = value.get("type")
-    if not isinstance(kind, str):
-        return TAG + BAD
-    return TAG + "function" if kind == "function" else TAG + "other"
-
-
-ToolChoiceField = Annotated[
-    Annotated[Literal["none", "auto", "required"], tag("str")]
-    | Annotated[ToolChoiceFunction, tag("function")]
-    | Annotated[ToolChoiceOther, tag("other")]
-    | Annotated[_BadToolChoice, tag(BAD)],
-    Discriminator(
-        _pick_tool_choice,
-        custom_error_type="invalid_type",
-        custom_error_message="one of a string or object",
-    ),
-]
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,6 +192,9 @@ class CreateResponseRequest(Strict):
     max_tool_calls: int | None = None
     text: TextParam | None = None
     metadata: dict[str, MetadataValue] | None = Field(None, max_length=METADATA_MAX_PAIRS)
+    # Not in OpenAI's spec, sent by Codex (its thread, turn and window ids) and accepted by
+    # the live API: string values, no documented bounds (the body limits bound them).
+    client_metadata: dict[str, str] | None = None
     store: bool | None = None
     previous_response_id: ResponseId | None = None
     conversation: ConversationField | None = None
@@ -324,20 +244,29 @@ class CreateResponseRequest(Strict):
         return self
 
     def _check_tools(self) -> None:
-        """Function names are unique (calls would be ambiguous), and a forced one exists."""
-        names: set[str] = set()
-        for index, tool in enumerate(self.function_tools()):
-            if tool.name in names:
+        """Names the model writes are unique (calls would be ambiguous): functions and
+        custom tools share one name space, a namespace's members are qualified by it. A
+        forced function or custom tool exists."""
+        kinds: dict[str, bool] = {}  # qualified name -> is custom
+        for entry in self.callable_tools():
+            name = entry.qualified
+            if name in kinds:
                 raise openai_error(
-                    f"Duplicate tool name: '{tool.name}'. Tool names must be unique.",
+                    f"Duplicate tool name: '{name}'. Tool names must be unique.",
                     code="invalid_value",
-                    param=f"tools[{index}].name",
+                    param=f"{entry.param}.name",
                 )
-            names.add(tool.name)
+            kinds[name] = entry.custom
         choice = self.tool_choice
-        if isinstance(choice, ToolChoiceFunction) and choice.name not in names:
+        if isinstance(choice, ToolChoiceFunction) and kinds.get(choice.name) is not False:
             raise openai_error(
                 f"Tool choice 'function' with name '{choice.name}' not found in 'tools' parameter.",
+                code="invalid_value",
+                param="tool_choice",
+            )
+        if isinstance(choice, ToolChoiceCustom) and kinds.get(choice.name) is not True:
+            raise openai_error(
+                f"Tool choice 'custom' with name '{choice.name}' not found in 'tools' parameter.",
                 code="invalid_value",
                 param="tool_choice",
             )
@@ -376,7 +305,17 @@ class CreateResponseRequest(Strict):
         return self.store is not False
 
     def function_tools(self) -> list[FunctionToolParam]:
+        """The top-level function tools (a namespace's are in :meth:`callable_tools`)."""
         return [tool for tool in self.tools or () if isinstance(tool, FunctionToolParam)]
+
+    def callable_tools(self) -> list[ToolEntry]:
+        """Every tool the model itself may call: functions and custom tools, namespaces'
+        members included."""
+        return list(callable_tools(self.tools))
+
+    def hosted_tools(self) -> list[HostedTool]:
+        """The tools OpenAI's servers run (web_search...), in request order."""
+        return [tool for tool in self.tools or () if isinstance(tool, HostedTool)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,9 @@ __all__ = [
     "ResponseSettings",
     "ResponseStream",
     "content_part_event",
+    "custom_tool_call_input_delta_event",
+    "custom_tool_call_input_done_event",
+    "custom_tool_call_item",
     "function_call_arguments_delta_event",
     "function_call_arguments_done_event",
     "function_call_item",
@@ -70,6 +73,9 @@ class ResponseSettings:
     store: bool = True
     # The spec types ``user`` as a plain string (not nullable): written only when set.
     user: str | None = None
+    # Echoed as given, as the live API does (the spec's Response has both).
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
     service_tier: str = "default"
     id: str = field(default_factory=response_id)
     created_at: int = field(default_factory=lambda: int(time.time()))
@@ -120,6 +126,10 @@ class ResponseSettings:
             body["usage"] = usage
         if self.user is not None:
             body["user"] = self.user
+        if self.prompt_cache_key is not None:
+            body["prompt_cache_key"] = self.prompt_cache_key
+        if self.safety_identifier is not None:
+            body["safety_identifier"] = self.safety_identifier
         return body
 
 
@@ -176,10 +186,18 @@ def message_item(item_id: str, status: str, content: list[Json]) -> Json:
     }
 
 
-def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> Json:
+def function_call_item(
+    item_id: str,
+    call_id: str,
+    name: str,
+    arguments: str,
+    status: str,
+    namespace: str | None = None,
+) -> Json:
     """``id`` is the item's (``fc_...``); ``call_id`` the model's, echoed back with the
-    ``function_call_output`` input item."""
-    return {
+    ``function_call_output`` input item. ``namespace``: a namespace tool's member's call
+    (``name`` is then the member's own)."""
+    item = {
         "id": item_id,
         "type": "function_call",
         "status": status,
@@ -187,6 +205,28 @@ def function_call_item(item_id: str, call_id: str, name: str, arguments: str, st
         "call_id": call_id,
         "name": name,
     }
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item
+
+
+def custom_tool_call_item(
+    item_id: str, call_id: str, name: str, text: str, status: str, namespace: str | None = None
+) -> Json:
+    """A custom tool's call (``ctc_...``): its raw ``input``, answered by the client's
+    ``custom_tool_call_output`` item. The spec's ``CustomToolCall`` has no ``status``;
+    the live API sends one, as for function calls."""
+    item = {
+        "id": item_id,
+        "type": "custom_tool_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "input": text,
+    }
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item
 
 
 # Stream events. Each is built without ``sequence_number``: ``ResponseStream.emit`` numbers
@@ -266,6 +306,24 @@ def function_call_arguments_done_event(
         "output_index": output_index,
         "name": name,
         "arguments": arguments,
+    }
+
+
+def custom_tool_call_input_delta_event(item_id: str, output_index: int, delta: str) -> Json:
+    return {
+        "type": "response.custom_tool_call_input.delta",
+        "item_id": item_id,
+        "output_index": output_index,
+        "delta": delta,
+    }
+
+
+def custom_tool_call_input_done_event(item_id: str, output_index: int, text: str) -> Json:
+    return {
+        "type": "response.custom_tool_call_input.done",
+        "item_id": item_id,
+        "output_index": output_index,
+        "input": text,
     }
 
 

@@ -84,6 +84,7 @@ class ChoiceReader:
             content, found = self.parser.feed(d.text)
             if d.finish_reason is not None:
                 content += self.parser.finish()
+                found += self.parser.flush()
         out: list[Event] = []
         # Logprobs travel with text; a tool-capable choice holds them until text comes
         # (a call's tokens are no content).

@@ -37,7 +37,7 @@ from chatd.protocol.request_limits import Limits
 from chatd.service.cache_scope import SharedPrompts, cache_scope
 from chatd.service.engine_api import EngineLike, GenerationLike
 from chatd.service.events import ChoiceReader, Event
-from chatd.service.tool_calls import OPEN, ToolPlan, template_tools
+from chatd.service.tool_calls import ToolPlan, template_tools
 from chatd.service.tool_calls import grammar as tool_grammar
 
 __all__ = [
@@ -324,7 +324,9 @@ async def _grammar(engine: EngineLike, job: Job, timeout: float = 0.0) -> Gramma
     try:
         # Compiling can take long for big schemas, so it leaves the event loop.
         if lark is not None:
-            return await _compile(partial(engine.grammars.lark, json_after=OPEN), lark, timeout)
+            assert job.tools is not None
+            lark_compiler = partial(engine.grammars.lark, json_after=job.tools.json_after)
+            return await _compile(lark_compiler, lark, timeout)
         if job.schema is not None:
             check = job.schema_check
             compiler = engine.grammars.json_schema

@@ -26,10 +26,12 @@ from chatd.engine.json_keys import GRAMMAR_OPTIONS, closed_for_grammar
 from chatd.protocol.errors import InvalidRequest
 from chatd.protocol.ids import call_id
 from chatd.protocol.validation import too_deep
+from chatd.service.custom_tools import CustomFormat, custom_head, custom_rules, custom_spec
 from chatd.service.structured import strict_violation
 
 __all__ = [
     "CLOSE",
+    "NO_JSON",
     "OPEN",
     "CallEvent",
     "Function",
@@ -39,6 +41,7 @@ __all__ = [
     "ToolPlan",
     "call_text",
     "checked_function",
+    "custom_call_text",
     "grammar",
     "parsed_arguments",
     "response_text",
@@ -48,6 +51,7 @@ __all__ = [
 
 OPEN = "<tool_call>\n"
 CLOSE = "\n</tool_call>"
+NO_JSON = "\x00"  # no output begins with it (a NUL is no token's text the grammar allows)
 _NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 
 Mode = Literal["none", "auto", "required", "named"]
@@ -55,9 +59,13 @@ Mode = Literal["none", "auto", "required", "named"]
 
 @dataclass(frozen=True)
 class Function:
+    """A tool the model may call: JSON arguments of ``parameters``, or, for a custom tool
+    (``custom`` set: service/custom_tools.py), raw text input."""
+
     name: str
     description: str | None
     parameters: dict[str, Any]
+    custom: CustomFormat | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,13 @@ class ToolPlan:
     @property
     def may_call(self) -> bool:
         return self.mode != "none"
+
+    @property
+    def json_after(self) -> str:
+        """Where the output's JSON begins, for the grammar's duplicate-key guard: after
+        the call tag, unless a custom tool's raw input may follow it, which is no JSON
+        (then the guard is off: a text the output never begins with)."""
+        return NO_JSON if any(f.custom is not None for f in self.functions) else OPEN
 
 
 def checked_function(
@@ -115,6 +130,9 @@ def system_prompt(plan: ToolPlan) -> str:
         "<tools>",
     ]
     for f in plan.functions:
+        if f.custom is not None:
+            lines.append(custom_spec(f.name, f.description, f.custom))
+            continue
         spec: dict[str, Any] = {"name": f.name}
         if f.description:
             spec["description"] = f.description
@@ -129,6 +147,16 @@ def system_prompt(plan: ToolPlan) -> str:
         '{"name": <function-name>, "arguments": <args-json-object>}',
         "</tool_call>",
     ]
+    if any(f.custom is not None for f in plan.functions):
+        lines += [
+            "",
+            "A custom tool takes raw text, not JSON: write its name alone on the first line,"
+            " then its input (in the tool's format) on the next lines:",
+            "<tool_call>",
+            "<custom-tool-name>",
+            "<input>",
+            "</tool_call>",
+        ]
     return "\n".join(lines)
 
 
@@ -140,10 +168,19 @@ def grammar(plan: ToolPlan) -> str | None:
     calls = "call" if not plan.parallel else 'call ("\\n" call)*'
     rules = [
         f"calls: {calls}",
-        f"call: {json.dumps(OPEN)} payload {json.dumps(CLOSE)}",
-        "payload: " + " | ".join(f"fn{i}" for i in range(len(functions))),
-        *(f"fn{i}: %json {json.dumps(_call_schema(f))}" for i, f in enumerate(functions)),
+        f"call: {json.dumps(OPEN)} payload",
+        # a custom tool's rule ends with the closing tag itself (custom_tools.py)
+        "payload: "
+        + " | ".join(
+            f"fn{i}" if f.custom is not None else f"fn{i} {json.dumps(CLOSE)}"
+            for i, f in enumerate(functions)
+        ),
     ]
+    for i, f in enumerate(functions):
+        if f.custom is not None:
+            rules += custom_rules(f"fn{i}", f.name, f.custom, CLOSE)
+        else:
+            rules.append(f"fn{i}: %json {json.dumps(_call_schema(f))}")
     if plan.mode == "auto":
         return "\n".join(["start: calls | text", f"text: /{_not_a_call_regex()}/", *rules])
     return "\n".join(["start: calls", *rules])
@@ -201,18 +238,27 @@ def _re(text: str) -> str:
 
 
 def template_tools(plan: ToolPlan) -> list[dict[str, Any]]:
-    """The tools as Hugging Face chat templates expect them."""
+    """The tools as Hugging Face chat templates expect them (functions only: a custom
+    tool is shown as a function of one string, its raw input, which the grammar then
+    makes the model write raw)."""
     return [
         {
             "type": "function",
             "function": {
                 "name": f.name,
                 "description": f.description or "",
-                "parameters": f.parameters,
+                "parameters": f.parameters if f.custom is None else _RAW_INPUT,
             },
         }
         for f in plan.functions
     ]
+
+
+_RAW_INPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {"input": {"type": "string", "description": "the raw input text"}},
+    "required": ["input"],
+}
 
 
 def parsed_arguments(arguments: str) -> Any:
@@ -231,6 +277,11 @@ def call_text(name: str, arguments: str) -> str:
     call = {"name": name, "arguments": parsed_arguments(arguments)}
     body = json.dumps(call, ensure_ascii=False, separators=(",", ":"))
     return f"{OPEN}{body}{CLOSE}"
+
+
+def custom_call_text(name: str, text: str) -> str:
+    """A custom tool's call as the grammar makes the model write it (custom_tools.py)."""
+    return f"{OPEN}{custom_head(name)}{text}{CLOSE}"
 
 
 def response_text(content: str, name: str | None = None) -> str:
@@ -271,7 +322,7 @@ class OutputParser:
         )
         self.calls: list[ParsedCall] = []
         self._buf = ""  # text not consumed yet
-        self._state = "open"  # open | head | args | tail
+        self._state = "open"  # open | head | args | tail | input (a custom tool's)
         self._depth = 0
         self._in_string = False
         self._escaped = False
@@ -300,6 +351,14 @@ class OutputParser:
             return out
         return ""
 
+    def flush(self) -> list[CallEvent]:
+        """At the end: a custom tool's input cut short (token limit) is what it got."""
+        if self._state != "input" or not self._buf:
+            return []
+        piece, self._buf = self._buf, ""
+        self.calls[-1].arguments += piece
+        return [CallEvent(len(self.calls) - 1, arguments=piece)]
+
     def _parse_calls(self) -> list[CallEvent]:
         events: list[CallEvent] = []
         while True:
@@ -309,17 +368,8 @@ class OutputParser:
                     return events
                 self._buf = stripped[len(OPEN) :]
                 self._state = "head"
-            if self._state == "head":
-                marker = '"arguments":'
-                at = self._buf.find(marker)
-                if at < 0:
-                    return events
-                head = json.loads(self._buf[:at].rstrip().rstrip(",") + "}")
-                self.calls.append(ParsedCall(head["name"]))
-                events.append(CallEvent(len(self.calls) - 1, name=head["name"]))
-                self._buf = self._buf[at + len(marker) :]
-                self._state = "args"
-                self._depth = 0
+            if self._state == "head" and not self._head(events):
+                return events
             if self._state == "args":
                 piece, done = self._scan_arguments()
                 if piece:
@@ -328,12 +378,60 @@ class OutputParser:
                 if not done:
                     return events
                 self._state = "tail"
+            if self._state == "input":
+                piece, done = self._scan_input()
+                if piece:
+                    self.calls[-1].arguments += piece
+                    events.append(CallEvent(len(self.calls) - 1, arguments=piece))
+                if not done:
+                    return events
+                self._state = "open"
             if self._state == "tail":
                 end = "}" + CLOSE
                 if len(self._buf) < len(end):
                     return events
                 self._buf = self._buf[len(end) :]
                 self._state = "open"
+
+    def _head(self, events: list[CallEvent]) -> bool:
+        """A call's head: ``{"name":...,"arguments":`` (a function's), or a custom tool's
+        name alone on a line (custom_tools.py); the first character tells which."""
+        if not self._buf:
+            return False
+        if self._buf.startswith("{"):
+            marker = '"arguments":'
+            at = self._buf.find(marker)
+            if at < 0:
+                return False
+            name = json.loads(self._buf[:at].rstrip().rstrip(",") + "}")["name"]
+            self._buf = self._buf[at + len(marker) :]
+            self._state = "args"
+            self._depth = 0
+        else:
+            end = self._buf.find("\n")
+            if end < 0:
+                return False
+            name, self._buf = self._buf[:end], self._buf[end + 1 :]
+            self._state = "input"
+        self.calls.append(ParsedCall(name))
+        events.append(CallEvent(len(self.calls) - 1, name=name))
+        return True
+
+    def _scan_input(self) -> tuple[str, bool]:
+        """A custom tool's raw input, up to the closing tag; the tail that may be the
+        tag's beginning is held until it is known not to be."""
+        at = self._buf.find(CLOSE)
+        if at >= 0:
+            piece, self._buf = self._buf[:at], self._buf[at + len(CLOSE) :]
+            return piece, True
+        keep = 0
+        for k in range(min(len(CLOSE) - 1, len(self._buf)), 0, -1):
+            if CLOSE.startswith(self._buf[-k:]):
+                keep = k
+                break
+        cut = len(self._buf) - keep
+        piece, self._buf = self._buf[:cut], self._buf[cut:]
+        return piece, False
 
     def _scan_arguments(self) -> tuple[str, bool]:
         """Consume the arguments object from the buffer, tracking nesting and strings."""

@@ -16,6 +16,7 @@ from typing import Any
 from chatd.service.tool_calls import (
     ToolPlan,
     call_text,
+    custom_call_text,
     parsed_arguments,
     response_text,
     system_prompt,
@@ -37,7 +38,8 @@ class Said:
 class Call:
     id: str  # "" for the deprecated function_call, which had none
     name: str
-    arguments: str  # JSON text, as the model wrote it
+    arguments: str  # JSON text, as the model wrote it; a custom tool's raw input
+    custom: bool = False  # a custom tool's call (service/custom_tools.py)
 
 
 @dataclass(frozen=True)
@@ -93,13 +95,19 @@ def _render(turn: Turn, native: bool) -> dict[str, Any]:
                 {
                     "id": c.id,
                     "type": "function",
-                    "function": {"name": c.name, "arguments": parsed_arguments(c.arguments)},
+                    "function": {
+                        "name": c.name,
+                        "arguments": {"input": c.arguments}
+                        if c.custom
+                        else parsed_arguments(c.arguments),
+                    },
                 }
                 for c in turn.calls
             ]
             return {"role": "assistant", "content": turn.text, "tool_calls": calls}
         parts = ([turn.text] if turn.text else []) + [
-            call_text(c.name, c.arguments) for c in turn.calls
+            custom_call_text(c.name, c.arguments) if c.custom else call_text(c.name, c.arguments)
+            for c in turn.calls
         ]
         return {"role": "assistant", "content": "\n".join(parts)}
     if native:

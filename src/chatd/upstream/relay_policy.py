@@ -25,6 +25,11 @@ A channel's settings (``chatd.toml``):
   the channel (absent: all the client sent; a list: only those, since a beta may change
   what the operator pays, e.g. a longer context).
 
+A client's ``prompt_cache_key`` is sent as a digest of the caller's key owner and the key
+(``cache_key_tag``): the upstream's cache routing stays within one caller's requests, so
+no caller can aim its requests at the cache another's key routes to (the prompt-caching
+side channel, docs/acceptance.md), and the same caller's key keeps its meaning.
+
 The client's own ``store``, ``metadata``, ``user`` and ``safety_identifier`` are never
 sent: chatd stores (``store``) and filters (``metadata``) for the client itself. An
 Anthropic channel has no ``store`` and a ``metadata`` of ``user_id`` alone: it is sent the
@@ -54,7 +59,7 @@ from chatd.protocol.relay_fields import (
     RESPONSES_DEFAULT,
 )
 
-__all__ = ["POLICY_KEYS", "RelayPolicy", "owner_tag", "relay_policy"]
+__all__ = ["POLICY_KEYS", "RelayPolicy", "cache_key_tag", "owner_tag", "relay_policy"]
 
 POLICY_KEYS = frozenset(
     {
@@ -73,6 +78,12 @@ def owner_tag(owner: str, salt: str) -> str:
     """A caller's stable pseudonym on one channel: 32 hex digits of a digest of its key
     owner and the channel, so channels cannot tell that their users are the same."""
     return hashlib.sha256(f"chatd-owner\0{salt}\0{owner}".encode()).hexdigest()[:32]
+
+
+def cache_key_tag(owner: str, salt: str, key: str) -> str:
+    """The ``prompt_cache_key`` a channel is sent: the client's key within its owner's
+    own space (two callers' equal keys differ upstream; one caller's stay equal)."""
+    return hashlib.sha256(f"chatd-cache\0{salt}\0{owner}\0{key}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,9 @@ class RelayPolicy:
         return [b for b in asked if b in self.anthropic_betas]
 
     def _identity(self, out: dict[str, Any], owner: str, salt: str) -> None:
+        key = out.get("prompt_cache_key")
+        if isinstance(key, str):
+            out["prompt_cache_key"] = cache_key_tag(owner, salt, key)
         if self.metadata is not None:
             out["metadata"] = dict(self.metadata)
         for name in ("user", "safety_identifier"):

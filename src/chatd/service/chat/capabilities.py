@@ -65,9 +65,18 @@ def _logit_bias(req: ChatCompletionRequest, model_id: str, n_vocab: int) -> None
             )
 
 
+def _verbosity(req: ChatCompletionRequest, model_id: str, n_vocab: int) -> None:
+    if req.verbosity not in (None, "medium"):
+        raise Unsupported(
+            "verbosity",
+            f"'{req.verbosity}' is only supported by reasoning models; `{model_id}` is not.",
+        )
+
+
 # One per field whose table entry declares ``refuses_values``.
 VALUE_CHECKS: dict[str, ValueCheck] = {
     "messages": _messages,
+    "verbosity": _verbosity,
     "modalities": _modalities,
     "logit_bias": _logit_bias,
 }

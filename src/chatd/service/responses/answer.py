@@ -24,6 +24,7 @@ from chatd.protocol.responses_response import (
 )
 from chatd.service.event_sources import EventSource, SourceUsage
 from chatd.service.responses.output import ResponseOutput, response_status
+from chatd.service.responses.tools import ToolNames
 
 __all__ = ["Account", "ResponseAnswer", "Save", "StreamedResponse"]
 
@@ -31,7 +32,10 @@ Json = dict[str, Any]
 
 
 class ResponseAnswer(Protocol):
-    """What the routes consume: a response whole, or its stream events."""
+    """What the routes consume: a response whole, or its stream events; and the hosted
+    tools it was offered that nothing ran (the ``x-chatd-tools-not-run`` header)."""
+
+    tools_not_run: tuple[str, ...]
 
     def cancel(self) -> None: ...
 
@@ -59,10 +63,13 @@ class StreamedResponse:
         save: Save | None = None,
         account: Account | None = None,
         prime: Callable[[], Awaitable[None]] | None = None,
+        names: ToolNames | None = None,
+        tools_not_run: tuple[str, ...] = (),
     ) -> None:
         self.source = source
+        self.tools_not_run = tools_not_run
         self.settings = settings
-        self.output = ResponseOutput(logprobs)
+        self.output = ResponseOutput(logprobs, names)
         self.obfuscate = obfuscate
         self.save = save
         self.account = account

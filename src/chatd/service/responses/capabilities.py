@@ -1,5 +1,7 @@
 """What the local engine can honour of a Responses request. A field it cannot is a 400
-naming it, never ignored.
+naming it, never ignored; one it honours by doing nothing (hosted tools the model may
+leave uncalled, reasoning options of a model that does not reason) is accepted, and
+docs/acceptance.md says why.
 
 Fields refused outright are declared in ``protocol/responses_fields.py``; this module
 applies that table and holds the checks of the fields whose refusal depends on the value
@@ -15,15 +17,10 @@ from chatd.protocol.chat_fields import Policy
 from chatd.protocol.errors import InvalidRequest, Unsupported
 from chatd.protocol.responses_fields import RESPONSES_FIELDS
 from chatd.protocol.responses_items import InputFile, InputImage, MessageItem, OtherItem
-from chatd.protocol.responses_request import (
-    BuiltInTool,
-    CreateResponseRequest,
-    ToolChoiceOther,
-)
+from chatd.protocol.responses_request import CreateResponseRequest
+from chatd.protocol.responses_tools import ToolChoiceOther
 
 __all__ = ["VALUE_CHECKS", "check_local_support"]
-
-LOGPROBS = "message.output_text.logprobs"
 
 # (request, model id): raises when the value is beyond the local model.
 ValueCheck = Callable[[CreateResponseRequest, str], None]
@@ -62,25 +59,31 @@ def _input(req: CreateResponseRequest, model_id: str) -> None:
                 )
 
 
-def _tools(req: CreateResponseRequest, model_id: str) -> None:
-    for i, tool in enumerate(req.tools or ()):
-        if isinstance(tool, BuiltInTool):
-            raise Unsupported(
-                f"tools[{i}]",
-                f"built-in tools ('{tool.type}') are not supported by `{model_id}`; only"
-                " function tools are.",
-            )
-
-
 def _tool_choice(req: CreateResponseRequest, model_id: str) -> None:
+    """A choice the local model cannot make is a 400 naming ``tool_choice``: one that
+    forces a hosted tool (or an MCP server's), or ``required`` when only hosted tools are
+    offered (the model would have to call a tool it cannot run)."""
     choice = req.tool_choice
     if isinstance(choice, ToolChoiceOther):
+        if choice.type == "allowed_tools":
+            raise Unsupported(
+                "tool_choice",
+                f"of type 'allowed_tools' is not supported by `{model_id}` yet; use 'auto',"
+                " 'required' or a function.",
+            )
         raise Unsupported(
             "tool_choice",
-            f"of type '{choice.type}' is not supported by `{model_id}`; use 'none', 'auto',"
-            " 'required' or a function.",
+            f"forces the hosted tool '{choice.type}', which `{model_id}` cannot run (it runs"
+            " no hosted tools: only function and custom tools are called).",
         )
-    if choice == "required" and not req.function_tools():
+    if choice == "required" and not req.callable_tools():
+        if req.hosted_tools():
+            hosted = ", ".join(sorted({t.type for t in req.hosted_tools()}))
+            raise Unsupported(
+                "tool_choice",
+                f"'required' would force a call of a hosted tool ({hosted}), which"
+                f" `{model_id}` cannot run; offer a function or custom tool, or use 'auto'.",
+            )
         raise InvalidRequest(
             "Tool choice 'required' must be specified with 'tools' parameter.",
             param="tool_choice",
@@ -96,20 +99,9 @@ def _text(req: CreateResponseRequest, model_id: str) -> None:
         )
 
 
-def _include(req: CreateResponseRequest, model_id: str) -> None:
-    for value in req.include or ():
-        if value != LOGPROBS:
-            raise Unsupported(
-                "include",
-                f"'{value}' is not supported by `{model_id}` (only '{LOGPROBS}' is).",
-            )
-
-
 # One per field whose table entry declares ``refuses_values``.
 VALUE_CHECKS: dict[str, ValueCheck] = {
     "input": _input,
-    "tools": _tools,
     "tool_choice": _tool_choice,
     "text": _text,
-    "include": _include,
 }

@@ -13,8 +13,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from chatd.protocol.errors import InvalidRequest
-from chatd.protocol.ids import function_call_item_id, function_call_output_item_id, message_item_id
+from chatd.protocol.ids import (
+    custom_tool_call_item_id,
+    function_call_item_id,
+    function_call_output_item_id,
+    message_item_id,
+)
 from chatd.protocol.responses_items import (
+    CustomToolCallItem,
+    CustomToolCallOutputItem,
     FunctionCallItem,
     FunctionCallOutputItem,
     ItemReference,
@@ -48,22 +55,31 @@ def stored_input_items(items: list[Any], referenced: Mapping[str, Json]) -> list
         elif isinstance(item, MessageItem):
             out.append(_message(item))
         elif isinstance(item, FunctionCallItem):
-            out.append(
-                {
-                    "id": item.id or function_call_item_id(),
-                    "type": "function_call",
-                    "status": item.status or "completed",
-                    "arguments": item.arguments,
-                    "call_id": item.call_id,
-                    "name": item.name,
-                }
-            )
-        elif isinstance(item, FunctionCallOutputItem):
+            call = {
+                "id": item.id or function_call_item_id(),
+                "type": "function_call",
+                "status": item.status or "completed",
+                "arguments": item.arguments,
+                "call_id": item.call_id,
+                "name": item.name,
+            }
+            out.append(call if item.namespace is None else {**call, "namespace": item.namespace})
+        elif isinstance(item, CustomToolCallItem):
+            call = {
+                "id": item.id or custom_tool_call_item_id(),
+                "type": "custom_tool_call",
+                "status": item.status or "completed",
+                "call_id": item.call_id,
+                "name": item.name,
+                "input": item.input,
+            }
+            out.append(call if item.namespace is None else {**call, "namespace": item.namespace})
+        elif isinstance(item, FunctionCallOutputItem | CustomToolCallOutputItem):
             output = item.output
             out.append(
                 {
                     "id": item.id or function_call_output_item_id(),
-                    "type": "function_call_output",
+                    "type": item.type,
                     "status": item.status or "completed",
                     "call_id": item.call_id,
                     "output": output
@@ -118,6 +134,13 @@ def item_text(content: str | list[Json]) -> str:
     return "".join(pieces)
 
 
+def _qualified(call: Json) -> str:
+    """A call's name as the model wrote it: a namespace's member's is qualified by it
+    (service/responses/tools.py)."""
+    namespace = call.get("namespace")
+    return f"{namespace}.{call['name']}" if namespace else call["name"]
+
+
 def conversation_turns(
     instructions: str | None, history: list[Json], items: list[Json]
 ) -> list[Turn]:
@@ -134,8 +157,14 @@ def conversation_turns(
         kind = item.get("type")
         if kind == "message":
             turns.append(Said(item["role"], item_text(item["content"])))
-        elif kind == "function_call":
-            call = Call(item["call_id"], item["name"], item["arguments"])
+        elif kind in ("function_call", "custom_tool_call"):
+            custom = kind == "custom_tool_call"
+            call = Call(
+                item["call_id"],
+                _qualified(item),
+                item["input"] if custom else item["arguments"],
+                custom=custom,
+            )
             open_calls[call.id] = None
             last = turns[-1] if turns else None
             if isinstance(last, Called):
@@ -144,7 +173,7 @@ def conversation_turns(
                 turns[-1] = Called(last.text, (call,))
             else:
                 turns.append(Called("", (call,)))
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             cid = item["call_id"]
             if cid not in open_calls:
                 raise InvalidRequest(

@@ -3,8 +3,9 @@ events, and the final ``output`` items. Both come from the same state, so the st
 deltas always add up to the whole items.
 
 The Responses API has no ``n``: one choice, whose text is a ``message`` item (one
-``output_text`` part) and whose tool calls are ``function_call`` items, in the order the
-model wrote them.
+``output_text`` part) and whose tool calls are ``function_call`` items (``custom_tool_call``
+items for custom tools; a namespace's member's call names its ``namespace``), in the order
+the model wrote them.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from chatd.engine.params import FinishReason, TokenLogprob
-from chatd.protocol.ids import function_call_item_id, message_item_id
+from chatd.protocol.ids import custom_tool_call_item_id, function_call_item_id, message_item_id
 from chatd.protocol.responses_response import (
     content_part_event,
+    custom_tool_call_input_delta_event,
+    custom_tool_call_input_done_event,
+    custom_tool_call_item,
     function_call_arguments_delta_event,
     function_call_arguments_done_event,
     function_call_item,
@@ -27,6 +31,7 @@ from chatd.protocol.responses_response import (
     stream_logprob,
 )
 from chatd.service.events import CallArguments, CallStarted, Event, Finished, TextDelta
+from chatd.service.responses.tools import ToolNames
 
 __all__ = ["ResponseOutput", "response_status"]
 
@@ -62,18 +67,47 @@ class _Message:
 
 
 class _Call:
-    """The open ``function_call`` item: its arguments so far."""
+    """The open call item (``function_call``, or ``custom_tool_call``): its arguments
+    (a custom tool's input) so far."""
 
-    def __init__(self, index: int, output_index: int, call_id: str, name: str) -> None:
+    def __init__(
+        self,
+        index: int,
+        output_index: int,
+        call_id: str,
+        written: str,
+        names: ToolNames | None,
+    ) -> None:
         self.index = index  # the core's call index, to match its arguments
-        self.id = function_call_item_id()
         self.output_index = output_index
         self.call_id = call_id
-        self.name = name
+        custom, self.name, self.namespace = (
+            names.item_fields(written) if names is not None else (False, written, None)
+        )
+        self.custom = custom
+        self.id = custom_tool_call_item_id() if custom else function_call_item_id()
         self.arguments = ""
 
     def item(self, status: str) -> Json:
-        return function_call_item(self.id, self.call_id, self.name, self.arguments, status)
+        if self.custom:
+            return custom_tool_call_item(
+                self.id, self.call_id, self.name, self.arguments, status, self.namespace
+            )
+        return function_call_item(
+            self.id, self.call_id, self.name, self.arguments, status, self.namespace
+        )
+
+    def delta(self, text: str) -> Json:
+        if self.custom:
+            return custom_tool_call_input_delta_event(self.id, self.output_index, text)
+        return function_call_arguments_delta_event(self.id, self.output_index, text)
+
+    def done(self) -> Json:
+        if self.custom:
+            return custom_tool_call_input_done_event(self.id, self.output_index, self.arguments)
+        return function_call_arguments_done_event(
+            self.id, self.output_index, self.name, self.arguments
+        )
 
 
 class ResponseOutput:
@@ -85,8 +119,9 @@ class ResponseOutput:
     ``incomplete``.
     """
 
-    def __init__(self, logprobs: bool) -> None:
+    def __init__(self, logprobs: bool, names: ToolNames | None = None) -> None:
         self.want_logprobs = logprobs
+        self.names = names
         self.items: list[Json] = []  # closed items, final; open ones are added when closed
         self.finish: FinishReason | None = None
         self._message: _Message | None = None
@@ -104,7 +139,7 @@ class ResponseOutput:
             return self._text(event)
         if isinstance(event, CallStarted):
             out = self._close("completed")
-            self._call = _Call(event.call, self._count, event.id, event.name)
+            self._call = _Call(event.call, self._count, event.id, event.name, self.names)
             self._count += 1
             out.append(
                 output_item_event(False, self._call.output_index, self._call.item("in_progress"))
@@ -150,7 +185,7 @@ class ResponseOutput:
         if c is None or c.index != event.call or not event.text:
             return []
         c.arguments += event.text
-        return [function_call_arguments_delta_event(c.id, c.output_index, event.text)]
+        return [c.delta(event.text)]
 
     def _finished(self, event: Finished) -> list[Json]:
         self.finish = event.reason
@@ -177,9 +212,7 @@ class ResponseOutput:
             self.items.append(item)
         if self._call is not None:
             c, self._call = self._call, None
-            out.append(
-                function_call_arguments_done_event(c.id, c.output_index, c.name, c.arguments)
-            )
+            out.append(c.done())
             item = c.item(status)
             out.append(output_item_event(True, c.output_index, item))
             self.items.append(item)

@@ -35,6 +35,9 @@ CountTokens = Callable[[str], int]
 class RelayedResponse(RelayedEvents[ResponseAnswer]):
     """An upstream's answer to one Responses request (``ResponseAnswer``)."""
 
+    # An upstream runs the hosted tools it offers (or refuses them): none is left unrun here.
+    tools_not_run: tuple[str, ...] = ()
+
     def __init__(
         self,
         call: UpstreamCall,

@@ -31,13 +31,16 @@ from chatd.service.responses.conversation import (
     stored_input_items,
 )
 from chatd.service.responses.relayed import RelayedResponse, prompt_text
+from chatd.service.responses.stored_responses import CLIENT_METADATA
 from chatd.service.responses.tools import (
     FORMAT_PARAM,
     SCHEMA_PARAM,
+    ToolNames,
     echoed_tools,
     json_schema_for,
     plan_tools,
     schema_check_for,
+    tools_not_run,
 )
 from chatd.service.turns import Said, render_turns
 from chatd.store.responses import MissingResponse, ResponseStore
@@ -111,6 +114,13 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
         check_local_support(req, model.id)
         turns = conversation_turns(req.instructions, convo.history, convo.items)
         plan = plan_tools(req)
+        hosted = tools_not_run(req)
+        if hosted:
+            log.info(
+                "hosted tools offered to %s are not run (the model cannot run them): %s",
+                model.id,
+                ", ".join(hosted),
+            )
         text = "\n".join(t.text for t in turns if isinstance(t, Said))
         sampling = sampling_fields(req, responses_engine_fields())
         if req.wants_logprobs():
@@ -154,6 +164,8 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
             obfuscate=req.include_obfuscation(),
             save=save,
             account=accounted(account),
+            names=ToolNames(req),
+            tools_not_run=tuple(tools_not_run(req)),
         )
 
     def relay_answer(
@@ -198,9 +210,14 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
         # may come without one; it is relayed as sent and stored with one of chatd's.
         items = [i if "id" in i else {"id": other_item_id(), **i} for i in convo.items]
 
+        kept = dict(req.client_metadata or {})
+
         async def save(body: Json) -> None:
+            # client_metadata is kept with the stored response, never returned (the
+            # Response object has no such field; stored_responses.py leaves it out)
+            stored = {**body, CLIENT_METADATA: kept} if kept else body
             try:
-                await store.save(owner, body, items, previous)
+                await store.save(owner, stored, items, previous)
             except Exception:
                 log.exception("storing response %s failed", body.get("id"))
                 raise ServerError("The response could not be stored.") from None
@@ -233,13 +250,22 @@ def settings(req: CreateResponseRequest) -> ResponseSettings:
         metadata=dict(req.metadata or {}),
         store=req.stores(),
         user=req.user,
+        prompt_cache_key=req.prompt_cache_key,
+        safety_identifier=req.safety_identifier,
         service_tier=_service_tier(req.service_tier),
     )
 
 
 # Items are sent without chatd's ids (an upstream knows none of them) nor states.
 _CHATD_ONLY_KEYS = ("id", "status")
-_NEVER_SENT = ("previous_response_id", "metadata", "stream_options")
+_CHATD_ITEMS = (
+    "message",
+    "function_call",
+    "function_call_output",
+    "custom_tool_call",
+    "custom_tool_call_output",
+)
+_NEVER_SENT = ("previous_response_id", "metadata", "client_metadata", "stream_options")
 
 
 def upstream_body(req: CreateResponseRequest, items: list[Json]) -> Json:
@@ -251,7 +277,7 @@ def upstream_body(req: CreateResponseRequest, items: list[Json]) -> Json:
         body.pop(key, None)
     body["input"] = [
         {k: v for k, v in item.items() if k not in _CHATD_ONLY_KEYS}
-        if item.get("type") in ("message", "function_call", "function_call_output")
+        if item.get("type") in _CHATD_ITEMS
         else item
         for item in items
     ]

@@ -12,7 +12,12 @@ from chatd.protocol.errors import NotFound
 from chatd.protocol.stored import list_object, parse_input_items_query, parse_retrieve_query
 from chatd.store.responses import ResponseStore
 
-__all__ = ["StoredResponses"]
+__all__ = ["CLIENT_METADATA", "StoredResponses"]
+
+# A request's ``client_metadata`` (Codex's thread and turn ids) is kept in the stored body
+# under this key and left out of the object the API shows: OpenAI's Response has no such
+# field (docs/acceptance.md).
+CLIENT_METADATA = "client_metadata"
 
 
 def _missing(rid: str) -> NotFound:
@@ -32,6 +37,7 @@ class StoredResponses:
         found = await self.store.get(owner, rid)
         if found is None:
             raise _missing(rid)
+        found.pop(CLIENT_METADATA, None)
         return found
 
     async def delete(self, owner: str, rid: str) -> dict[str, Any]:

@@ -4,7 +4,10 @@
 Function tools are flat in this API (no ``function`` wrapper). ``strict`` given true holds
 the parameters to OpenAI's strict rules (a 400 otherwise); left out, it reads true when
 the schema follows those rules, as the live API reports it. Either way the grammar makes
-every call match its schema.
+every call match its schema. Custom tools' input is held to their Lark or regex grammar
+(service/custom_tools.py). A namespace's members are offered as ``namespace.name``
+(:class:`ToolNames` maps a call back to its item). Hosted tools are offered to no one:
+:func:`tools_not_run` names them for the response's header and the log.
 """
 
 from __future__ import annotations
@@ -16,21 +19,31 @@ from typing import Any
 from chatd.protocol.errors import InvalidRequest
 from chatd.protocol.responses_request import (
     CreateResponseRequest,
-    FunctionToolParam,
     TextFormatJSONObject,
     TextFormatJSONSchema,
-    ToolChoiceFunction,
 )
+from chatd.protocol.responses_tools import (
+    CustomGrammarFormat,
+    CustomToolParam,
+    FunctionToolParam,
+    NamespaceToolParam,
+    ToolChoiceCustom,
+    ToolChoiceFunction,
+    ToolEntry,
+)
+from chatd.service.custom_tools import checked_format
 from chatd.service.structured import checked_schema, strict_violation
-from chatd.service.tool_calls import Mode, ToolPlan, checked_function
+from chatd.service.tool_calls import Function, Mode, ToolPlan, checked_function
 
 __all__ = [
     "FORMAT_PARAM",
     "SCHEMA_PARAM",
+    "ToolNames",
     "echoed_tools",
     "json_schema_for",
     "plan_tools",
     "schema_check_for",
+    "tools_not_run",
 ]
 
 FORMAT_PARAM = "text.format"
@@ -39,18 +52,16 @@ _ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
 
 def plan_tools(req: CreateResponseRequest) -> ToolPlan | None:
-    """What the request allows, validated; None when it declares no function tools."""
-    tools = req.function_tools()
-    if not tools:
+    """What the request allows, validated; None when it declares no tool the model can
+    call (hosted tools alone are no plan: the model answers in text)."""
+    entries = req.callable_tools()
+    if not entries:
         return None
-    functions = [
-        checked_function(t.name, t.description, t.parameters, t.strict, f"tools[{i}]")
-        for i, t in enumerate(tools)
-    ]
+    functions = [_function(e) for e in entries]
     choice = req.tool_choice
     mode: Mode
     forced = None
-    if isinstance(choice, ToolChoiceFunction):
+    if isinstance(choice, ToolChoiceFunction | ToolChoiceCustom):
         mode, forced = "named", choice.name
     elif choice in ("none", "required"):
         mode = choice
@@ -60,9 +71,58 @@ def plan_tools(req: CreateResponseRequest) -> ToolPlan | None:
     return ToolPlan(functions, mode, forced, parallel=parallel)
 
 
+def _function(entry: ToolEntry) -> Function:
+    tool = entry.tool
+    if isinstance(tool, CustomToolParam):
+        fmt = tool.format
+        if isinstance(fmt, CustomGrammarFormat):
+            custom = checked_format(
+                entry.qualified, fmt.syntax, fmt.definition, f"{entry.param}.format"
+            )
+        else:
+            custom = checked_format(entry.qualified, "text", "", f"{entry.param}.format")
+        return Function(entry.qualified, tool.description, {"type": "object"}, custom)
+    return checked_function(
+        entry.qualified, tool.description, tool.parameters, tool.strict, entry.param
+    )
+
+
+class ToolNames:
+    """How a call the model wrote (by its qualified name) is returned: a function or a
+    custom tool's call, with the member's own ``name`` and its ``namespace``, as the live
+    API returns it (and as Codex reads it back: ``ToolName::new(namespace, name)``)."""
+
+    def __init__(self, req: CreateResponseRequest) -> None:
+        self._entries = {e.qualified: e for e in req.callable_tools()}
+
+    def item_fields(self, qualified: str) -> tuple[bool, str, str | None]:
+        """(is a custom tool, name, namespace) of a call."""
+        entry = self._entries.get(qualified)
+        if entry is None:  # a relayed upstream's call of a name chatd did not offer
+            return False, qualified, None
+        return entry.custom, entry.tool.name, entry.namespace
+
+
+def tools_not_run(req: CreateResponseRequest) -> list[str]:
+    """The types of the hosted tools offered, which nothing here runs (each once)."""
+    return list(dict.fromkeys(t.type for t in req.hosted_tools()))
+
+
 def echoed_tools(req: CreateResponseRequest) -> list[dict[str, Any]]:
-    """The function tools as a response shows them (``strict`` resolved)."""
-    return [_echo(t) for t in req.function_tools()]
+    """The tools as a response shows them (a function's ``strict`` resolved; the others
+    as sent)."""
+    out = []
+    for tool in req.tools or ():
+        if isinstance(tool, FunctionToolParam):
+            out.append(_echo(tool))
+        elif isinstance(tool, NamespaceToolParam):
+            members = [
+                _echo(m) if isinstance(m, FunctionToolParam) else _dumped(m) for m in tool.tools
+            ]
+            out.append({**_dumped(tool), "tools": members})
+        else:
+            out.append(_dumped(tool))
+    return out
 
 
 def _echo(tool: FunctionToolParam) -> dict[str, Any]:
@@ -77,6 +137,10 @@ def _echo(tool: FunctionToolParam) -> dict[str, Any]:
         "parameters": parameters,
         "strict": strict,
     }
+
+
+def _dumped(tool: Any) -> dict[str, Any]:
+    return tool.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def json_schema_for(req: CreateResponseRequest, input_text: str) -> dict[str, Any] | None:
