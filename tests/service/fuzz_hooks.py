@@ -133,8 +133,8 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
         return False
     if param is not None and param.endswith(".tool_call_id"):
         return False  # answers no tool call of the message before it: a reference
-    if "Token ids of" in response.text:
-        return False  # a logit_bias token beyond the served model's vocabulary
+    if "Token ids of" in response.text or "in the model's vocabulary" in response.text:
+        return False  # a token (logit_bias, an embedding input) beyond the vocabulary
     if "the word 'json'" in response.text:
         return False  # JSON mode: the conversation must mention JSON (OpenAI's rule)
     return not case.path.endswith("/cancel")

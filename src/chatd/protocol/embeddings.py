@@ -20,6 +20,7 @@ import numpy as np
 from chatd.protocol.errors import InvalidRequest
 
 __all__ = [
+    "ENCODING_FORMATS",
     "MAX_INPUTS",
     "MAX_REQUEST_TOKENS",
     "EmbeddingsRequest",
@@ -107,6 +108,8 @@ def _inputs(value: Any) -> tuple[list[str] | None, list[list[int]] | None]:
         return [value], None
     if not isinstance(value, list) or not value:
         raise InvalidRequest(_INVALID_INPUT, param="input")
+    if all(_is_token(v) for v in value):  # one input's token ids
+        return None, [list(value)]
     if len(value) > MAX_INPUTS:
         raise InvalidRequest(
             f"'$.input' is invalid: at most {MAX_INPUTS} inputs may be embedded in one"
@@ -117,8 +120,6 @@ def _inputs(value: Any) -> tuple[list[str] | None, list[list[int]] | None]:
         if not all(value):
             raise InvalidRequest(_INVALID_INPUT, param="input")
         return list(value), None
-    if all(_is_token(v) for v in value):
-        return None, [list(value)]
     if all(isinstance(v, list) and v and all(_is_token(t) for t in v) for v in value):
         return None, [list(v) for v in value]
     raise InvalidRequest(_INVALID_INPUT, param="input")
