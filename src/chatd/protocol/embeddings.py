@@ -25,7 +25,6 @@ __all__ = [
     "MAX_REQUEST_TOKENS",
     "EmbeddingsRequest",
     "embedding_list",
-    "encode_vector",
     "too_long",
     "validate_embeddings_request",
 ]
@@ -150,7 +149,7 @@ def too_long(limit: int, requested: int) -> InvalidRequest:
     )
 
 
-def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+def _encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
     """A vector as the answer carries it: JSON numbers, or base64 of little-endian
     float32 bytes (what OpenAI's SDKs decode with ``np.frombuffer(..., "float32")``)."""
     v = np.asarray(vector, dtype="<f4")
@@ -166,7 +165,7 @@ def embedding_list(
     return {
         "object": "list",
         "data": [
-            {"object": "embedding", "index": i, "embedding": encode_vector(v, encoding_format)}
+            {"object": "embedding", "index": i, "embedding": _encode_vector(v, encoding_format)}
             for i, v in enumerate(vectors)
         ],
         "model": model,
