@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from fakes.engine import FakeEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -314,3 +315,32 @@ async def test_chat_on_an_embedding_model_is_400_and_embeddings_on_a_chat_model(
             await sdk.embeddings.create(model="gpt-4o-mini", input="hi")
         assert e.value.body["param"] == "model"  # type: ignore[index]
         assert "does not serve embeddings" in e.value.body["message"]  # type: ignore[index]
+
+
+async def test_a_local_embedding_model_refuses_chat(tmp_path: Path) -> None:
+    """A GGUF with its own pooling type (an embedding model) embeds; a chat request for
+    it is a 400 naming ``model``, never a generation."""
+    engine = FakeEngine()
+    engine.embedding_only = True
+    engine.embedding_pooling = "cls"
+    async with running_chatd(tmp_path, engine) as c:
+        sdk = c.sdk()
+        with pytest.raises(openai.BadRequestError) as e:
+            await sdk.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}]
+            )
+        assert e.value.body["param"] == "model"  # type: ignore[index]
+        assert engine.submitted == []
+        answer = await sdk.embeddings.create(model=MODEL, input="hi")
+        assert len(answer.data[0].embedding) == engine.embedding_dimensions
+
+
+async def test_a_reranker_makes_no_embeddings(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    engine.embedding_only = True
+    engine.embedding_pooling = "rank"
+    async with running_chatd(tmp_path, engine) as c:
+        response = await c.http().post("/v1/embeddings", json={"model": MODEL, "input": "a"})
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == "model"
+        assert engine.embedded == []

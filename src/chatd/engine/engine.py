@@ -141,6 +141,10 @@ class Engine:
         own = name != "none"
         self.embedding_only = own
         self.embedding_pooling = name if own else "mean"
+        if name == "rank":  # a reranker: refused by the service, no context is made
+            self.embedding_limit = 0
+            self.embedder = Embedder(_no_context, self.scheduler.wake, config)
+            return
         if own:  # whole inputs in one pass: the batch is the longest input
             limit = min(r.n_ctx_train or self.context_window, self.context_window)
             n_ctx = n_batch = limit
@@ -242,6 +246,10 @@ class Generation:
                 yield item
         finally:
             self.cancel()
+
+
+def _no_context() -> EmbedContext:
+    raise RuntimeError("this model makes no embeddings")
 
 
 class Embedding:

@@ -54,6 +54,7 @@ class EmbeddingEngine(Protocol):
     n_vocab: int
     embedding_limit: int  # tokens one input may have
     embedding_dimensions: int
+    embedding_pooling: str  # "mean" (pooled here), or the model's own: "cls", "last"...
 
     def embedding_tokens(self, text: str) -> list[int]: ...
 
@@ -133,6 +134,12 @@ class EmbeddingsService:
         lease = await model.acquire(self.limits.request_timeout)
         try:
             engine: EmbeddingEngine = lease.engine  # type: ignore[assignment]
+            if engine.embedding_pooling == "rank":  # a reranker's GGUF: scores, no vectors
+                raise InvalidRequest(
+                    f"The model `{req.model}` is a reranking model: it makes no embeddings.",
+                    param="model",
+                    code="model_not_supported",
+                )
             if req.dimensions is not None and req.dimensions != engine.embedding_dimensions:
                 raise InvalidRequest(
                     "This model does not support specifying dimensions (its embeddings have"
