@@ -67,19 +67,22 @@ async def main() -> None:
         t = time.perf_counter()
         await engine.embed(docs).vectors()
         alone = time.perf_counter() - t
-        base, _ = await _run(engine, args, embed=False)
+        total = args.docs * args.doc_tokens
+        print(f"embedding {args.docs} x {args.doc_tokens} tokens alone: {alone:.2f} s"
+              f" ({total / alone:.0f} tok/s)", flush=True)  # fmt: skip
+        _report("streams alone", (await _run(engine, args, embed=False))[0])
         mixed, embed_s = await _run(engine, args, embed=True)
+        print(f"the same embedding beside {args.streams} streams: {embed_s:.2f} s")
+        _report("streams + embedding", mixed)
     finally:
         engine.stop()
-    total = args.docs * args.doc_tokens
-    print(f"embedding {args.docs} x {args.doc_tokens} tokens alone: {alone:.2f} s"
-          f" ({total / alone:.0f} tok/s)")  # fmt: skip
-    print(f"beside {args.streams} streams: {embed_s:.2f} s")
-    for name, gaps in (("streams alone", base), ("streams + embedding", mixed)):
-        gaps.sort()
-        mean, p95 = sum(gaps) / len(gaps), gaps[int(len(gaps) * 0.95)]
-        print(f"{name}: step gap mean {mean * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms,"
-              f" max {gaps[-1] * 1000:.0f} ms")  # fmt: skip
+
+
+def _report(name: str, gaps: list[float]) -> None:
+    gaps.sort()
+    mean, p95 = sum(gaps) / len(gaps), gaps[int(len(gaps) * 0.95)]
+    print(f"{name}: step gap mean {mean * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms,"
+          f" max {gaps[-1] * 1000:.0f} ms", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
