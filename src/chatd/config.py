@@ -230,13 +230,16 @@ def _channel(c: Any, where: str) -> Any:
         if not isinstance(c.get(key), str):
             raise ConfigError(f"{where}.{key}: a string is required")
     mapping: dict[str, str] = {}
+    embeddings: set[str] = set()
     for j, entry in enumerate(c.get("models", [])):
         if isinstance(entry, str):
             mapping[entry] = entry
         elif isinstance(entry, dict) and isinstance(entry.get("id"), str):
             mapping[entry["id"]] = str(entry.get("upstream", entry["id"]))
+            if _model_api(entry, f"{where}.models[{j}]", c.get("api", "chat")) == "embeddings":
+                embeddings.add(entry["id"])
         else:
-            raise ConfigError(f"{where}.models[{j}]: a model id or {{id, upstream}}")
+            raise ConfigError(f"{where}.models[{j}]: a model id or {{id, upstream, api}}")
     if not mapping:
         raise ConfigError(f"{where}.models: at least one model is required")
     api = c.get("api", "chat")
@@ -263,9 +266,24 @@ def _channel(c: Any, where: str) -> Any:
     fixed = {"name", "base_url", "api_key_env", "models", *POLICY_KEYS}
     options = {k: c[k] for k in _CHANNEL_KEYS - fixed if k in c}
     try:
-        return Channel(c["name"], c["base_url"], mapping, key, relay=relay, **options)
+        return Channel(
+            c["name"], c["base_url"], mapping, key, relay=relay, embeddings=frozenset(embeddings),
+            **options,
+        )  # fmt: skip
     except TypeError as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _model_api(entry: dict[str, Any], where: str, channel_api: str) -> str:
+    """A channel model's API: ``"embeddings"`` (served at the channel's /embeddings,
+    the model answers nothing else), or the channel's own (absent: the default)."""
+    api = entry.get("api", channel_api)
+    if api not in ("embeddings", channel_api):
+        raise ConfigError(
+            f'{where}.api: {api!r}: "embeddings" (an embedding model, served at the'
+            f" channel's /embeddings) or the channel's api ({channel_api!r}, the default)"
+        )
+    return str(api)
 
 
 def _known(table: Any, keys: set[str], where: str) -> None:

@@ -25,6 +25,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from chatd.engine.errors import EngineFailure, QueueFull
 from chatd.engine.grammar import GrammarError
 from chatd.engine.params import (
@@ -137,6 +139,14 @@ class FakeEngine:
         self._ids: dict[str, int] = {}
         self._words: list[str] = []
         self._holds: list[tuple[str, threading.Event]] = []
+        # Embeddings: mean-pooled as the embedded chat model's (engine/embedding.py).
+        self.embedding_only = False
+        self.embedding_pooling = "mean"
+        self.embedding_dimensions = 64
+        self.embedding_limit = context_window
+        self.embedded: list[list[list[int]]] = []  # every job's token lists
+        self.embed_gate: threading.Event | None = None
+        self.embeds_cancelled = 0
 
     def hold(self, text: str) -> threading.Event:
         """Generations whose prompt holds ``text`` wait before each step until the event
@@ -214,6 +224,25 @@ class FakeEngine:
             parts.append(f"<|im_start|>{m.get('role')}\n{content}<|im_end|>\n")
         parts.append("<|im_start|>assistant\n")
         return self.tokenize_text("".join(parts))
+
+    # --- embeddings ---------------------------------------------------------------------
+    def embedding_tokens(self, text: str) -> list[int]:
+        return self.tokenize_text(text)
+
+    def embed(self, inputs: list[list[int]]) -> FakeEmbedding:
+        """Each input's vector: the mean of a fixed random vector per token id (the same
+        ids, the same vectors: inputs sharing words are closer), L2-normalized, as the
+        real engine's mean pooling of a chat model. ``embed_gate`` (an Event) holds
+        every job until it is set."""
+        if any(len(t) > self.embedding_limit for t in inputs):
+            raise ValueError("an input exceeds the limit")
+        self.embedded.append([list(t) for t in inputs])
+        return FakeEmbedding(self, inputs)
+
+    def vector(self, tokens: list[int]) -> np.ndarray:
+        rows = [np.random.default_rng(t).standard_normal(self.embedding_dimensions) for t in tokens]
+        v = np.mean(rows, axis=0)
+        return (v / np.linalg.norm(v)).astype(np.float32)
 
     # --- generation ---------------------------------------------------------------------
     def submit(
@@ -342,6 +371,30 @@ class FakeGeneration:
                 yield self._step()
         finally:
             self.cancel()
+
+
+class FakeEmbedding:
+    """One embedding job: its vectors once ``embed_gate`` (if any) is set."""
+
+    def __init__(self, engine: FakeEngine, inputs: list[list[int]]) -> None:
+        self._engine = engine
+        self._inputs = inputs
+        self.cancelled = False
+
+    async def vectors(self) -> list[np.ndarray]:
+        gate = self._engine.embed_gate
+        try:
+            while gate is not None and not gate.is_set():
+                await asyncio.sleep(0.002)
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        return [self._engine.vector(t) for t in self._inputs]
+
+    def cancel(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self._engine.embeds_cancelled += 1
 
 
 def _logprob(text: str, top: int) -> TokenLogprob:

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from chatd.api import (
     chat_routes,
     completions_routes,
+    embeddings_routes,
     messages_routes,
     playground_routes,
     responses_routes,
@@ -31,6 +32,7 @@ from chatd.service.channel_health import SharedChannelHealth
 from chatd.service.chat import ChatService
 from chatd.service.chat.stored_completions import StoredCompletions
 from chatd.service.completions.service import CompletionsService
+from chatd.service.embeddings import EmbeddingsService
 from chatd.service.in_flight import InFlight
 from chatd.service.limits import LocalCounters, RateLimiter, RedisCounters
 from chatd.service.messages.service import MessagesService
@@ -130,6 +132,7 @@ def create_app(
     app.state.services = services
     app.state.channel_health = health
     app.state.purger = purger
+    app.state.embeddings = EmbeddingsService(models, usage, chat.upstream, limits)
     app.include_router(server_routes.router)
     app.router.add_route(
         "/v1/chat/completions", chat_routes.create_chat_completion, methods=["POST"]
@@ -142,6 +145,7 @@ def create_app(
     app.router.add_route(
         "/v1/messages/count_tokens", messages_routes.count_tokens, methods=["POST"]
     )
+    app.router.add_route("/v1/embeddings", embeddings_routes.create_embedding, methods=["POST"])
     app.include_router(playground_routes.router)  # the browser page: not in /openapi.json
     install_openapi(app)
     return app

@@ -13,6 +13,7 @@ from typing import Any, get_args
 
 from fastapi import FastAPI
 
+from chatd.api.openapi_embeddings import embeddings_schemas
 from chatd.api.openapi_schemas import component_schemas
 from chatd.protocol.responses_request import IncludeValue
 from chatd.protocol.shapes import METADATA_MAX_KEY, METADATA_MAX_VALUE
@@ -315,6 +316,20 @@ def _completions_paths() -> dict[str, Json]:
     }
 
 
+def _embeddings_paths() -> dict[str, Json]:
+    return {
+        "/v1/embeddings": {
+            "post": _operation(
+                "createEmbedding",
+                "Embed text or token lists as vectors",
+                _ok("EmbeddingList"),
+                _CREATE,
+                body="EmbeddingsRequest",
+            )
+        }
+    }
+
+
 def _server_paths() -> dict[str, Json]:
     operator = (401, 404)  # other keys see these as absent
     metrics_ok = {
@@ -363,10 +378,10 @@ def _server_paths() -> dict[str, Json]:
 
 
 def openapi_document(app: FastAPI) -> Json:
-    schemas = component_schemas()
+    schemas = {**component_schemas(), **embeddings_schemas()}
     served = [card["id"] for card in app.state.services.models.cards()]
     requests = ("ChatRequest", "ResponsesRequest", "MessagesRequest", "CountTokensRequest")
-    for request in (*requests, "CompletionsRequest"):
+    for request in (*requests, "CompletionsRequest", "EmbeddingsRequest"):
         # the served ids, as examples: a client (or a fuzzer) reaches a real answer
         schemas[request]["properties"]["model"]["examples"] = served
     schemas["ChatCompletionUpdate"] = {
@@ -384,6 +399,7 @@ def openapi_document(app: FastAPI) -> Json:
             **_responses_paths(),
             **_messages_paths(),
             **_completions_paths(),
+            **_embeddings_paths(),
         },
         "components": {
             "schemas": schemas,

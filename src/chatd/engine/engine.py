@@ -11,11 +11,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from chatd.engine.embed_context import EmbedContext, model_embedding
+from chatd.engine.embedding import Embedder, EmbedderConfig, EmbedJob
 from chatd.engine.grammar import GrammarCompiler
 from chatd.engine.model_runner import ModelRunner, RunnerConfig
 from chatd.engine.params import UNSCOPED, CacheScope, Delta, SamplingParams, TokenLogprob
@@ -30,6 +33,7 @@ log = logging.getLogger("chatd.engine")
 class EngineConfig:
     runner: RunnerConfig
     scheduler: SchedulerConfig = SchedulerConfig()
+    embedder: EmbedderConfig = EmbedderConfig()
 
 
 class Engine:
@@ -49,6 +53,7 @@ class Engine:
         self.grammars = GrammarCompiler(r)
         self.fingerprint = r.fingerprint
         self.n_vocab = r.n_vocab
+        self._init_embeddings(config.embedder)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chatd-engine", daemon=True)
         self._warm = threading.Thread(
@@ -72,10 +77,12 @@ class Engine:
             self._thread.join(timeout=10)
         if self._warm.is_alive():  # it reads the model's vocabulary: not after it is freed
             self._warm.join()
+        if not self._thread.is_alive():  # else it closes the embedder itself on its way out
+            self.embedder.close()
         self.runner.close()
 
     def _loop(self) -> None:
-        sched = self.scheduler
+        sched, embedder = self.scheduler, self.embedder
         while not self._stop.is_set():
             try:
                 worked = sched.step()
@@ -83,10 +90,14 @@ class Engine:
                 log.exception("engine step failed")
                 sched.fail_all(e)
                 worked = False
+            # One bounded embedding pass between two generation steps (engine/embedding.py)
+            worked = embedder.turn(busy=sched.has_work()) or worked
             if not worked:
                 with sched.wake:
-                    if not sched.has_work() and not self._stop.is_set():
+                    idle = not sched.has_work() and not embedder.has_work()
+                    if idle and not self._stop.is_set():
                         sched.wake.wait(timeout=1.0)
+        embedder.close()
 
     def stats(self) -> dict[str, int]:
         """A racy but safe snapshot for health checks and metrics."""
@@ -138,6 +149,48 @@ class Engine:
         """The model's fill-in-the-middle tokens (prefix, suffix, middle), if it has all
         three (llama.cpp reads them from the GGUF, or finds them by their text)."""
         return self.runner.fim
+
+    # --- embeddings -------------------------------------------------------------------
+    def _init_embeddings(self, config: EmbedderConfig) -> None:
+        """What this model's embeddings are: pooled by the model's own GGUF pooling type
+        when it names one (then it is an embedding model, not one to chat with), else
+        mean-pooled here over the tokens' last hidden states. The context itself is made
+        on the first request."""
+        r = self.runner
+        threads = r.config.n_threads or os.cpu_count() or 1
+        pooling, name, self.embedding_dimensions = model_embedding(r.model, threads)
+        own = name != "none"
+        self.embedding_only = own
+        self.embedding_pooling = name if own else "mean"
+        if name == "rank":  # a reranker: refused by the service, no context is made
+            self.embedding_limit = 0
+            self.embedder = Embedder(_no_context, self.scheduler.wake, config)
+            return
+        if own:  # whole inputs in one pass: the batch is the longest input
+            limit = min(r.n_ctx_train or self.context_window, self.context_window)
+            n_ctx = n_batch = limit
+        else:
+            limit = n_ctx = self.context_window
+            n_batch = max(config.idle_tokens, config.busy_tokens)
+        self.embedding_limit = limit  # tokens one input may have
+
+        def make() -> EmbedContext:
+            return EmbedContext(r.model, pooling, n_ctx, n_batch, 64, threads)
+
+        self.embedder = Embedder(make, self.scheduler.wake, config)
+
+    def embedding_tokens(self, text: str) -> list[int]:
+        """Text as an embedding input: plain text, with the special tokens the model's
+        tokenizer adds itself (BOS; an encoder's CLS and SEP), as llama.cpp's server does."""
+        return self.runner.tokenize(text, add_special=True, parse_special=False)
+
+    def embed(self, inputs: list[list[int]]) -> Embedding:
+        """Queue token lists for their (normalized) vectors; ``await`` the returned
+        ``Embedding``'s ``vectors()``. Each list is non-empty and at most
+        ``embedding_limit`` tokens (the caller checks: a ValueError here otherwise)."""
+        if any(len(t) > self.embedding_limit for t in inputs):
+            raise ValueError(f"an input exceeds {self.embedding_limit} tokens")
+        return Embedding(self.embedder, inputs)
 
     # --- generation -------------------------------------------------------------------
     def submit(
@@ -221,6 +274,51 @@ class Generation:
                 yield item
         finally:
             self.cancel()
+
+
+def _no_context() -> EmbedContext:
+    raise RuntimeError("this model makes no embeddings")
+
+
+class Embedding:
+    """One submitted embedding job: ``await vectors()`` (float32 arrays, one per input);
+    ``cancel`` drops its work not yet done (a client gone)."""
+
+    def __init__(self, embedder: Embedder, inputs: list[list[int]]) -> None:
+        loop = asyncio.get_running_loop()
+        self._future: asyncio.Future[list[Any]] = loop.create_future()
+        future = self._future
+
+        def settle(result: list[Any] | BaseException) -> None:
+            if future.done():
+                return
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        def done(result: list[Any] | BaseException) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(settle, result)
+
+        self._embedder = embedder
+        self._job = EmbedJob(inputs, done)
+        embedder.submit(self._job)
+
+    @property
+    def n_tokens(self) -> int:
+        return self._job.n_tokens
+
+    async def vectors(self) -> list[Any]:
+        try:
+            return await asyncio.shield(self._future)
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        if not self._job.finished:
+            self._embedder.cancel(self._job)
 
 
 def context_limit(runner: ModelRunner, wanted: int) -> int:

@@ -130,6 +130,12 @@ async def start_local(
 
 
 async def _start(engine: EngineLike, job: Job, limits: Limits, shared: SharedPrompts) -> LocalRun:
+    if getattr(engine, "embedding_only", False):  # a GGUF with its own pooling type
+        raise InvalidRequest(
+            "This model is an embedding model: it only serves /v1/embeddings.",
+            param="model",
+            code="model_not_supported",
+        )
     grammar = await _grammar(engine, job, limits.grammar_timeout)
     native, tools = _tools_shown(engine, job)
     messages = job.render(native)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from chatd import request_log
-from chatd.protocol.errors import APIError, ModelNotFound, ModelUnavailable
+from chatd.protocol.errors import APIError, InvalidRequest, ModelNotFound, ModelUnavailable
 from chatd.service.models import LocalModel, ModelRegistry, Route, RoutedModel
 from chatd.upstream.channels import Channel, route
 
@@ -44,7 +44,14 @@ class Router:
         if isinstance(model, LocalModel):
             _note(route="local")
             return await local(model)
-        order = route(model.routes)
+        routes = [r for r in model.routes if not _embeds(r, model.id)]
+        if not routes:  # every channel serves it as an embedding model
+            raise InvalidRequest(
+                f"The model `{model.id}` is an embedding model: it only serves /v1/embeddings.",
+                param="model",
+                code="model_not_supported",
+            )
+        order = route(routes)
         if not order:
             raise ModelUnavailable(
                 f"The model `{model.id}` is temporarily unavailable: no channel is available"
@@ -77,6 +84,11 @@ async def _start_routed(order: list[Route], local: StartLocal[T], relay: StartRe
     _note(route="channel")  # the relay names the channel that answers
 
     return relay(channels, fallback if rest else None)
+
+
+def _embeds(r: Route, public_id: str) -> bool:
+    """Whether this route serves ``public_id`` as an embedding model only."""
+    return isinstance(r, Channel) and public_id in r.embeddings
 
 
 def _note(**fields: str) -> None:

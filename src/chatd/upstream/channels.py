@@ -57,6 +57,9 @@ class Channel:
     # What it is sent of a request: its allowed fields, the operator's store, metadata,
     # user and safety_identifier (upstream/relay_policy.py).
     relay: RelayPolicy = field(default_factory=RelayPolicy)
+    # Public ids this channel serves as embedding models (a model entry's ``api =
+    # "embeddings"``): relayed to its /embeddings, never sent a generation request.
+    embeddings: frozenset[str] = frozenset()
     failures: int = field(default=0, init=False)
     cooling_until: float = field(default=0.0, init=False)
     # Process-lifetime counts, read by the metrics collector (plain ints: no prometheus here).

@@ -59,7 +59,7 @@ from chatd.protocol.relay_fields import (
     RESPONSES_DEFAULT,
 )
 
-__all__ = ["POLICY_KEYS", "RelayPolicy", "cache_key_tag", "owner_tag", "relay_policy"]
+__all__ = ["OWNER", "POLICY_KEYS", "RelayPolicy", "cache_key_tag", "owner_tag", "relay_policy"]
 
 POLICY_KEYS = frozenset(
     {
