@@ -146,8 +146,9 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
         return False
     if param is not None and param.endswith(".tool_call_id"):
         return False  # answers no tool call of the message before it: a reference
-    if any(s in response.text for s in ("Token ids of", "vocabulary has", "in the model's vocabulary")):
-        return False  # a token (logit_bias, a prompt's id, an embedding input) beyond the vocabulary
+    beyond_vocabulary = ("Token ids of", "vocabulary has", "in the model's vocabulary")
+    if any(s in response.text for s in beyond_vocabulary):
+        return False  # a token (logit_bias, a prompt's id, an embedding input) past the vocabulary
     if "the word 'json'" in response.text:
         return False  # JSON mode: the conversation must mention JSON (OpenAI's rule)
     return not case.path.endswith("/cancel")
