@@ -12,14 +12,15 @@ by that branch's tests.
 
 Cost. Codex's default prompt is 6,497 tokens on the embedded model's tokenizer (its
 ~17k-character base instructions, a skills message, nine tools with long descriptions);
-its prefill took 7 minutes on 2 shared cores. So these turns run Codex configured as a
-user with a small local model would: its base instructions replaced by a short file
-(``model_instructions_file``), the tools a small model cannot use turned off (goals,
-multi-agent, image viewing, web search, apps, plugins), no environment context. That
-leaves ~1,800 tokens (three tools: ``exec_command``, ``write_stdin``,
-``request_user_input``), computed once: the second turn reuses it from the prefix cache
-(same key, same prefix). Codex sends no ``max_output_tokens``; the instructions ask for
-one short sentence, and the model ends its turn by itself.
+its prefill took 7 minutes on 2 cores shared with other jobs. So these turns run Codex
+configured as a user with a small local model would (docs/clients.md): its base
+instructions replaced by a short file (``model_instructions_file``), the tools a small
+model cannot use turned off (goals, multi-agent, image viewing, web search, apps,
+plugins), no environment context. That leaves ~1,560 tokens (three tools:
+``exec_command``, ``write_stdin``, ``request_user_input``; a 34 s prefill on one busy
+core), computed once: the second turn reuses it from the prefix cache (same key, same
+prefix). Codex sends no ``max_output_tokens``; the instructions ask for one short
+sentence, and the model ends its turn by itself.
 
 Forcing the call. Codex always sends ``tool_choice: "auto"`` and has no setting to name
 a tool, and at temperature 1 (Codex sends none) the 135M model asked plainly to run a
@@ -47,7 +48,7 @@ import pytest
 from conftest import API_KEY, MODEL, Server
 from npm_clients import codex
 
-DEADLINE = 1800  # seconds: a ~1,800-token prefill and a rambling answer on 2 shared cores
+DEADLINE = 1800  # seconds: a ~1,560-token prefill and a rambling answer on 2 shared cores
 INSTRUCTIONS = (
     "You are a coding agent in a terminal. When the user asks you to run a shell command,"
     ' call the exec_command tool with that command in "cmd". Answer in one short sentence.'
@@ -226,7 +227,10 @@ def test_codex_runs_the_models_tool_call_and_chatd_answers_its_output(
     assert [c["name"] for c in calls] == ["exec_command"], why
     assert [o["call_id"] for o in outputs] == [calls[0]["call_id"]], why
     json.loads(calls[0]["arguments"])  # chatd's grammar made them valid JSON
+    # Codex ran it (a command_execution item), unless the model's arguments asked for
+    # what its sandbox policy refuses (``sandbox_permissions: "require_escalated"``
+    # with approvals off): then the output it sent back says so, and no command ran.
     commands = items(events, "command_execution")
-    assert commands and commands[0]["status"] in ("completed", "failed"), why
+    assert all(c["status"] in ("completed", "failed", "declined") for c in commands), why
     kinds = [e.get("type") for e in events]
     assert "turn.completed" in kinds and "turn.failed" not in kinds, why
