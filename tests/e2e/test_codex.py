@@ -19,22 +19,22 @@ model cannot use turned off (goals, multi-agent, image viewing, web search, apps
 plugins), no environment context. That leaves ~1,560 tokens (three tools:
 ``exec_command``, ``write_stdin``, ``request_user_input``; a 34 s prefill on one busy
 core), computed once: the second turn reuses it from the prefix cache (same key, same
-prefix). Codex sends no ``max_output_tokens``; the instructions ask for one short
-sentence, and the model ends its turn by itself.
+prefix).
 
-Forcing the call. Codex always sends ``tool_choice: "auto"`` and has no setting to name
-a tool, and at temperature 1 (Codex sends none) the 135M model asked plainly to run a
-command answered in text (3 tries of 3). So the round trip test sends Codex's requests
-through a pass-through proxy that changes one field of the turn's first request,
-``tool_choice`` to ``{"type": "function", "name": "exec_command"}`` (chatd's grammar then
-makes a valid call), and nothing else: Codex's follow-up with the command's output goes
-to chatd as Codex sent it. The answers' quality is not checked: the protocol is.
+The proxy. Both turns go through a pass-through proxy (``Proxy``) that adds one field to
+each request, ``max_output_tokens`` (Codex sends none, and a 135M model at temperature 1
+may write thousands of tokens: see CAP), and, for the round trip, changes one more on the
+turn's first request: Codex always sends ``tool_choice: "auto"`` and has no setting to
+name a tool, and the model asked plainly to run a command answered in text (3 tries of
+3), so that request's ``tool_choice`` becomes ``{"type": "function", "name":
+"exec_command"}`` (chatd's grammar then makes a valid call). Nothing else is changed:
+Codex's follow-up with the command's output goes to chatd as Codex wrote it (the cap
+aside). The answers' quality is not checked: the protocol is.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import tempfile
 import threading
@@ -56,6 +56,14 @@ INSTRUCTIONS = (
 # Codex's tools that a 135M model cannot use, turned off (each a feature flag).
 DISABLED = ("goals", "multi_agent", "view_image", "apps", "plugins")
 FORCED = {"type": "function", "name": "exec_command"}
+# The max_output_tokens the proxy adds (Codex sends none): once of three runs, the model
+# wrote 2,377 tokens after the command's output, at temperature 1, until chatd's
+# request deadline (600 s) stopped it. A cut answer is Codex's own error ("Incomplete
+# response returned, reason: max_output_tokens"), the turn failed: accepted below as
+# tests/e2e/test_claude_code.py accepts Claude Code's max_output_tokens error, since
+# every request was still a 200 read to its end, which is what is tested.
+CAP = 256
+INCOMPLETE = "Incomplete response returned, reason: max_output_tokens"
 
 
 def config_toml(base_url: str) -> str:
@@ -86,9 +94,10 @@ def codex_home() -> Iterator[Path]:
         yield home
 
 
-def run_codex(home: Path, base_url: str, prompt: str) -> list[dict[str, Any]]:
-    """``codex exec --json PROMPT`` against ``base_url``, in a fresh empty work folder;
-    its JSONL events. Fails the test, with Codex's output, unless it exits 0."""
+def run_codex(home: Path, base_url: str, prompt: str) -> tuple[list[dict[str, Any]], str]:
+    """``codex exec --json PROMPT`` against ``base_url``, in a fresh empty work folder:
+    its JSONL events, and its output for messages. Exit 0 with a completed turn, or
+    exit 1 with a turn cut at CAP; anything else fails the test."""
     exe = codex()
     (home / "config.toml").write_text(config_toml(base_url))
     flags = [f"--disable={name}" for name in DISABLED]
@@ -118,10 +127,15 @@ def run_codex(home: Path, base_url: str, prompt: str) -> list[dict[str, Any]]:
     why = f"exit {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
     if "Unknown parameter" in done.stdout + done.stderr:
         pytest.fail(f"chatd refused Codex's request: merge issue 22's field acceptance\n{why}")
-    assert done.returncode == 0, why
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert events, why
-    return events
+    kinds = [e.get("type") for e in events]
+    if done.returncode == 0:
+        assert "turn.completed" in kinds and "turn.failed" not in kinds, why
+    else:
+        failed = [e for e in events if e.get("type") == "turn.failed"]
+        assert done.returncode == 1 and failed, why
+        assert INCOMPLETE in failed[0]["error"]["message"], why
+    return events, why
 
 
 def items(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -133,32 +147,18 @@ def items(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     ]
 
 
-def responses_requests(srv: Server, since: int) -> list[str]:
-    """The statuses of the /v1/responses requests chatd logged after offset ``since``."""
-    return re.findall(r"path=/v1/responses status=(\d+)", srv.log()[since:])
+def completed(events: list[dict[str, Any]]) -> bool:
+    return any(e.get("type") == "turn.completed" for e in events)
 
 
-def test_codex_completes_a_plain_turn(server: Server, codex_home: Path) -> None:
-    """``codex exec`` with chatd as its provider: the turn completes (exit 0, a
-    turn.completed event with usage) with the model's text as Codex's answer."""
-    before = len(server.log())
-    events = run_codex(codex_home, server.base_url, "Say hello in one short sentence.")
-    kinds = [e.get("type") for e in events]
-    assert "turn.completed" in kinds and "turn.failed" not in kinds, kinds
-    done = next(e for e in events if e.get("type") == "turn.completed")
-    assert done["usage"]["input_tokens"] > 1000 and done["usage"]["output_tokens"] >= 1
-    messages = items(events, "agent_message")
-    assert messages and messages[-1]["text"].strip(), events
-    assert responses_requests(server, before) == ["200"]
+class Proxy:
+    """A pass-through proxy in a thread between Codex and chatd: each request goes on as
+    it came, except that a ``/v1/responses`` request gets ``max_output_tokens`` CAP, and
+    with ``force``, one without a ``function_call_output`` item (a turn's first) gets
+    ``tool_choice`` FORCED; answers stream back as chatd sends them. Keeps every request
+    body it forwarded (after the change) and chatd's status."""
 
-
-class ForcingProxy:
-    """A pass-through proxy in a thread: each request goes to chatd as it came, except
-    that a ``/v1/responses`` request without a ``function_call_output`` item (a turn's
-    first) gets ``tool_choice`` FORCED; answers stream back as chatd sends them. Keeps
-    every request body it forwarded (after the change) and chatd's status."""
-
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, force: bool) -> None:
         self.upstream = upstream
         self.seen: list[tuple[dict[str, Any], int]] = []
         proxy = self
@@ -176,8 +176,11 @@ class ForcingProxy:
                     isinstance(item, dict) and item.get("type") == "function_call_output"
                     for item in body.get("input", [])
                 )
-                if self.path.startswith("/v1/responses") and first:
-                    body["tool_choice"] = FORCED
+                if self.path.startswith("/v1/responses"):
+                    assert "max_output_tokens" not in body  # else the cap would hide it
+                    body["max_output_tokens"] = CAP
+                    if force and first:
+                        body["tool_choice"] = FORCED
                 keep = ("authorization", "content-type", "accept")
                 headers = {k: v for k, v in self.headers.items() if k.lower() in keep}
                 with (
@@ -204,22 +207,46 @@ class ForcingProxy:
         self.httpd.server_close()
 
 
+def through_proxy(
+    server: Server, home: Path, prompt: str, force: bool
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], int]], str]:
+    proxy = Proxy(server.base_url, force)
+    try:
+        events, why = run_codex(home, proxy.base_url, prompt)
+    finally:
+        proxy.close()
+    assert proxy.seen, why
+    assert [status for _, status in proxy.seen] == [200] * len(proxy.seen), why
+    return events, proxy.seen, why
+
+
+def test_codex_completes_a_plain_turn(server: Server, codex_home: Path) -> None:
+    """``codex exec`` with chatd as its provider: one request, a 200 stream read to its
+    end; the turn completes (exit 0, turn.completed with usage) with the model's text as
+    Codex's answer, or (the answer past CAP) ends in Codex's error saying so."""
+    events, seen, why = through_proxy(
+        server, codex_home, "Say hello in one short sentence.", force=False
+    )
+    assert len(seen) == 1 and seen[0][0]["tool_choice"] == "auto", why
+    if completed(events):
+        done = next(e for e in events if e.get("type") == "turn.completed")
+        assert done["usage"]["input_tokens"] > 1000 and done["usage"]["output_tokens"] >= 1
+        messages = items(events, "agent_message")
+        assert messages and messages[-1]["text"].strip(), why
+
+
 def test_codex_runs_the_models_tool_call_and_chatd_answers_its_output(
     server: Server, codex_home: Path
 ) -> None:
     """The turn's first request (tool_choice forced by the proxy) is answered with an
     ``exec_command`` call; Codex runs it in its sandbox and sends the call and its
-    ``function_call_output`` back, as it wrote them; chatd answers that, and the turn
-    completes."""
-    proxy = ForcingProxy(server.base_url)
-    try:
-        events = run_codex(codex_home, proxy.base_url, "Run the shell command: echo chatd-tool-ok")
-    finally:
-        proxy.close()
-    why = json.dumps(events)[-3000:]
-    assert [status for _, status in proxy.seen] == [200] * len(proxy.seen), why
-    assert len(proxy.seen) >= 2, why
-    first, follow_up = proxy.seen[0][0], proxy.seen[1][0]
+    ``function_call_output`` back, as it wrote them; chatd answers that (a 200 read to
+    its end), and the turn completes (or its answer reached CAP)."""
+    events, seen, why = through_proxy(
+        server, codex_home, "Run the shell command: echo chatd-tool-ok", force=True
+    )
+    assert len(seen) >= 2, why
+    first, follow_up = seen[0][0], seen[1][0]
     assert first["tool_choice"] == FORCED
     assert follow_up["tool_choice"] == "auto"  # Codex's own, passed through
     calls = [i for i in follow_up["input"] if i.get("type") == "function_call"]
@@ -232,5 +259,3 @@ def test_codex_runs_the_models_tool_call_and_chatd_answers_its_output(
     # with approvals off): then the output it sent back says so, and no command ran.
     commands = items(events, "command_execution")
     assert all(c["status"] in ("completed", "failed", "declined") for c in commands), why
-    kinds = [e.get("type") for e in events]
-    assert "turn.completed" in kinds and "turn.failed" not in kinds, why
