@@ -62,7 +62,7 @@ FORCED = {"type": "function", "name": "exec_command"}
 # response returned, reason: max_output_tokens"), the turn failed: accepted below as
 # tests/e2e/test_claude_code.py accepts Claude Code's max_output_tokens error, since
 # every request was still a 200 read to its end, which is what is tested.
-CAP = 256
+CAP = 128
 INCOMPLETE = "Incomplete response returned, reason: max_output_tokens"
 
 
