@@ -254,6 +254,7 @@ async def test_every_end_frees_the_place(server: ThreadServer, end: str) -> None
     assert in_flight(server, owner) == 0
 
 
+@pytest.mark.usefixtures("still_minute")  # both requests in one minute
 async def test_a_rate_limit_refusal_frees_the_place(server: ThreadServer) -> None:
     """Refused by its rpm after its place was taken: the place is given back."""
     owner, key = new_key(server.data_dir, "--rpm", "1")
