@@ -78,7 +78,7 @@ class Server:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # loading the model on a busy machine
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"chatd exited early:\n{self.log()}")

@@ -70,7 +70,7 @@ def in_flight(srv: ThreadServer, owner: str) -> int:
 
 async def until(condition: Callable[[], bool]) -> None:
     """Wait for ``condition`` with a generous deadline: a hang fails, a slow run does not."""
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while not condition():
         assert time.monotonic() < deadline, "the condition never held"
         await asyncio.sleep(0.005)
