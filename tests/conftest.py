@@ -11,6 +11,28 @@
 
 ``pytest -m "not e2e"`` runs unit + in-process tests and never loads the model;
 ``pytest -q`` runs everything.
+
+No verdict depends on the machine's speed: the suite must pass on a busy machine (a
+newcomer's laptop doing other work, a shared CI runner). So no test asserts that
+something took less than N seconds, counts what happened within a time window, or
+sleeps and then looks. Instead:
+
+- something must happen: wait for it, ``wait_until(condition, what)`` or ``await
+  until(condition, what)`` from tests/waiting.py, whose deadline (120 s) only guards
+  against a hang and fails naming what never happened;
+- something must not happen yet (a cooldown, a rate-limit window, a timeout): drive the
+  code's clock (monkeypatch the module's ``time``, as tests/service/conftest.py's
+  ``still_minute`` and test_gateway.py's cooldown do) or make the thing wait on an
+  event the test sets (tests/fakes/: ``gate``, ``hold``);
+- a cancellation must free work: check the work was cut (a log line's
+  ``client_left``/token count, a fake generation's ``cancelled``), not only that it
+  ended, since a slow run ends it anyway;
+- a client or server timeout that is part of the behaviour (``--header-timeout``,
+  ``--drain-seconds``) is given a margin the other way round: the test waits until
+  the precondition holds (headers sent, first tokens streamed) before the timer can
+  matter.
+
+A duration may be printed (``pytest -s``), never asserted.
 """
 
 from __future__ import annotations
