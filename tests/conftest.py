@@ -60,6 +60,9 @@ if TYPE_CHECKING:
 MODEL = "smollm2-135m-instruct"
 API_KEY = "sk-test-chatd-0123456789"
 PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+# The session clients' limit per request: a hang's guard, not a speed check (at 120 s a
+# 300-token constrained answer timed out on a loaded 2-core machine)
+REQUEST_TIMEOUT = 600
 
 
 def postgres_reachable() -> bool:
@@ -174,20 +177,22 @@ def base_url(server: Server) -> str:
 
 @pytest.fixture(scope="session")
 def client(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
+    return openai.OpenAI(
+        base_url=base_url + "/v1", api_key=API_KEY, max_retries=0, timeout=REQUEST_TIMEOUT
+    )
 
 
 @pytest.fixture(scope="session")
 def aclient(base_url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(
-        base_url=base_url + "/v1", api_key=API_KEY, max_retries=0, timeout=120
+        base_url=base_url + "/v1", api_key=API_KEY, max_retries=0, timeout=REQUEST_TIMEOUT
     )
 
 
 @pytest.fixture(scope="session")
 def http(base_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(
-        base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120
+        base_url=base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=REQUEST_TIMEOUT
     ) as c:
         yield c
 
