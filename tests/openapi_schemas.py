@@ -43,7 +43,15 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-__all__ = ["SPEC_PATH", "assert_valid", "iter_errors", "schema", "schema_names", "validator"]
+__all__ = [
+    "SPEC_PATH",
+    "assert_valid",
+    "iter_errors",
+    "properties",
+    "schema",
+    "schema_names",
+    "validator",
+]
 
 SPEC_PATH = Path("/work/shared/reference/openai-openapi.yml")
 _BASE_URI = "urn:openai-openapi"

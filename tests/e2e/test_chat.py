@@ -12,9 +12,10 @@ import jinja2
 import llama_cpp
 import openai
 import pytest
-from conftest import MODEL
+from conftest import MODEL, Server
 from openapi_schemas import assert_valid
 from sse import stream
+from waiting import wait_until
 
 from chatd.config import embedded_model_path
 
@@ -415,22 +416,35 @@ def running(http: httpx.Client) -> int:
     return http.get("/health").json()["models"][MODEL]["running_requests"]
 
 
-def wait_idle(http: httpx.Client, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if running(http) == 0:
-            return True
-        time.sleep(0.1)
-    return False
+def wait_idle(http: httpx.Client) -> None:
+    wait_until(lambda: running(http) == 0, "the engine idle", interval=0.1)
 
 
-def test_stream_disconnect_frees_slot(http: httpx.Client, base_url: str) -> None:
-    assert wait_idle(http)
+def request_line(server: Server, field: str, value: str) -> dict[str, str]:
+    """The server's request-log line whose ``field`` is ``value``, once written (the
+    line comes when the request has ended), as its ``key=value`` pairs."""
+    found: list[dict[str, str]] = []
+
+    def written() -> bool:
+        for line in server.log().splitlines():
+            if f" {field}={value} " in f" {line} ":
+                pairs = line.split(" chatd.requests: ", 1)[-1].split(" ")
+                found.append(dict(p.split("=", 1) for p in pairs if "=" in p))
+                return True
+        return False
+
+    wait_until(written, f"a request-log line with {field}={value}", interval=0.1)
+    return found[0]
+
+
+def test_stream_disconnect_frees_slot(http: httpx.Client, base_url: str, server: Server) -> None:
+    wait_idle(http)
     long = body(max_tokens=4000, logit_bias=EOG, stream=True)
     with (
-        httpx.Client(base_url=base_url, headers=http.headers, timeout=30) as c,
+        httpx.Client(base_url=base_url, headers=http.headers, timeout=120) as c,
         c.stream("POST", "/v1/chat/completions", json=long) as r,
     ):
+        request_id = r.headers["x-request-id"]
         seen = 0
         for line in r.iter_lines():
             if line.startswith("data: "):
@@ -438,18 +452,30 @@ def test_stream_disconnect_frees_slot(http: httpx.Client, base_url: str) -> None
             if seen >= 5:
                 break
         assert running(http) == 1
-    assert wait_idle(http, 5), "the disconnected stream still holds its slot"
+    wait_idle(http)
+    # freed because the client left, not because the 4,000 tokens were done
+    line = request_line(server, "request_id", request_id)
+    assert line["client_left"] == "true", line
+    assert int(line["completion_tokens"]) < 4000, line
 
 
-def test_non_stream_disconnect_frees_slot(http: httpx.Client, base_url: str) -> None:
-    assert wait_idle(http)
+def test_non_stream_disconnect_frees_slot(
+    http: httpx.Client, base_url: str, server: Server
+) -> None:
+    wait_idle(http)
     long = body(max_tokens=4000, logit_bias=EOG)
+    tag = f"abandoned-{time.monotonic_ns()}"
     with (
-        httpx.Client(base_url=base_url, headers=http.headers, timeout=1.0) as c,
-        pytest.raises(httpx.ReadTimeout),
+        httpx.Client(
+            base_url=base_url, headers={**http.headers, "X-Client-Request-Id": tag}, timeout=1.0
+        ) as c,
+        pytest.raises(httpx.ReadTimeout),  # 4,000 tokens take longer than 1 s anywhere
     ):
         c.post("/v1/chat/completions", json=long)
-    assert wait_idle(http, 5), "the abandoned request still holds its slot"
+    wait_idle(http)
+    line = request_line(server, "client_request_id", tag)
+    assert line["status"] == "499" and line["client_left"] == "true", line
+    assert "completion_tokens" not in line or int(line["completion_tokens"]) < 4000, line
 
 
 def test_json_bodies_are_compact_utf8(http: httpx.Client) -> None:

@@ -80,7 +80,7 @@ class Terminal:
     def ctrl_c(self) -> None:
         os.write(self.fd, b"\x03")
 
-    def exit_status(self, timeout: float = 30) -> int:
+    def exit_status(self, timeout: float = 120) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid, status = os.waitpid(self.pid, os.WNOHANG)

@@ -1,42 +1,73 @@
-"""`chatd serve` options, each on its own short-lived server."""
+"""`chatd serve` options, each on its own short-lived server (the open server shared by
+two tests), and what only a real process shows about an open server."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import MODEL, Server
+from openapi_schemas import assert_valid
 
 from chatd.config import embedded_model_path
 from chatd.engine.model_runner import _fingerprint
 
 
-def test_serve_another_gguf_under_its_own_id() -> None:
-    srv = Server("--model", str(embedded_model_path()), "--model-id", "my-model")
-    try:
-        models = httpx.get(srv.base_url + "/v1/models").json()
-        assert [m["id"] for m in models["data"]] == ["my-model"]
-        ok = httpx.post(
-            srv.base_url + "/v1/chat/completions",
-            json={
-                "model": "my-model",
-                "messages": [{"role": "user", "content": "Hi"}],
-                "max_tokens": 2,
-            },
-            timeout=60,
-        )
-        assert ok.status_code == 200 and ok.json()["model"] == "my-model"
-        other = httpx.post(
-            srv.base_url + "/v1/chat/completions",
-            json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]},
-        )
-        assert other.status_code == 404  # never silently served by another model
-        assert other.json()["error"]["code"] == "model_not_found"
-    finally:
-        srv.stop()
+@pytest.fixture(scope="module")
+def open_server() -> Iterator[Server]:
+    """Started without a key (none in the environment either): open. It serves the
+    embedded model's file named by path, under its own id. Shared by two tests: one
+    ``chatd serve`` start fewer (each costs a process and a model load)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("CHATD_API_KEYS", raising=False)
+        srv = Server("--model", str(embedded_model_path()), "--model-id", "my-model")
+    yield srv
+    srv.stop()
+
+
+def test_serve_another_gguf_under_its_own_id(open_server: Server) -> None:
+    srv = open_server
+    models = httpx.get(srv.base_url + "/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["my-model"]
+    ok = httpx.post(
+        srv.base_url + "/v1/chat/completions",
+        json={
+            "model": "my-model",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 2,
+        },
+        timeout=60,
+    )
+    assert ok.status_code == 200 and ok.json()["model"] == "my-model"
+    other = httpx.post(
+        srv.base_url + "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]},
+    )
+    assert other.status_code == 404  # never silently served by another model
+    assert other.json()["error"]["code"] == "model_not_found"
+
+
+def test_open_server(open_server: Server) -> None:
+    """What only a real ``chatd serve`` shows about refusals: a server started without
+    keys is open (any key, or none, is served), and says so in its log. Every other
+    error test runs in-process (tests/service/test_contract.py, test_capabilities.py,
+    test_refusals.py)."""
+    srv = open_server
+    body = {"model": "my-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    r = httpx.post(srv.base_url + "/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["object"] == "chat.completion" and data["model"] == "my-model"
+    assert isinstance(data["choices"][0]["message"]["content"], str)
+    assert data["choices"][0]["finish_reason"] in ("stop", "length")
+    assert_valid("CreateChatCompletionResponse", data)
+    resp = httpx.get(srv.base_url + "/v1/models", headers={"Authorization": "Bearer any"})
+    assert resp.status_code == 200, resp.text
+    assert "open" in srv.log().lower(), srv.log()
 
 
 def test_api_keys_from_environment() -> None:

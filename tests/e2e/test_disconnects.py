@@ -99,7 +99,7 @@ async def test_a_hundred_vanishing_clients_leave_nothing_behind(server: Server) 
                 outcomes[how] = outcomes.get(how, 0) + 1
     assert sum(outcomes.values()) == 100
     assert outcomes.get("left", 0) + outcomes.get("left mid-stream", 0) >= 50, outcomes
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     stats = engine_at_rest(server)
     while time.monotonic() < deadline and (
         stats["running_requests"] or stats["waiting_requests"] or stats["kv_cells_used"]

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from conftest import MODEL, PG_URL, Server, postgres_reachable
 from openapi_schemas import assert_valid
+from waiting import until
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -55,10 +56,7 @@ def test_sigkill_leaves_only_complete_records(backend: str, tmp_path: Path) -> N
             tasks = [asyncio.create_task(one(c, i)) for i in range(16)]
             # Kill once something is acknowledged (whatever this machine's speed): the
             # shortest requests are done, the longest still generating.
-            for _ in range(600):
-                if answered:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: answered, "a first answer acknowledged", interval=0.05)
             srv.proc.kill()  # SIGKILL: no shutdown, no cleanup
             await asyncio.gather(*tasks)
 
@@ -186,10 +184,7 @@ class Conversations:
         async with httpx.AsyncClient(base_url=srv.base_url, headers=headers, timeout=60) as c:
             tasks = [asyncio.create_task(self.one(c, i)) for i in range(self.n)]
             # kill once a chain is acknowledged: the longest requests still generating
-            for _ in range(1200):
-                if self.followed:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: self.followed, "a first chain acknowledged", interval=0.05)
             srv.proc.kill()  # SIGKILL: no shutdown, no cleanup
             await asyncio.gather(*tasks)
 

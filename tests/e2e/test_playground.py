@@ -20,6 +20,7 @@ from playground_browser import (
     open_section,
     send,
 )
+from waiting import wait_until
 
 
 def test_page_is_served_from_the_package_and_loads_offline(
@@ -83,8 +84,18 @@ def engine_running(server: Server) -> int:
     return stats["running_requests"]
 
 
+def cut_lines(server: Server) -> list[str]:
+    """The request-log lines of chat completions whose client left."""
+    return [
+        line
+        for line in server.log().splitlines()
+        if "path=/v1/chat/completions" in line and "client_left=true" in line
+    ]
+
+
 def test_stop_cancels_the_generation_on_the_server(guarded: Guarded, server: Server) -> None:
     page = guarded.page
+    already = len(cut_lines(server))
     open_section(page, "extensions")
     # min_tokens: the engine would go on for 2000 tokens unless the request is cancelled
     fill(page, "param-max_tokens", "2000")
@@ -98,12 +109,12 @@ def test_stop_cancels_the_generation_on_the_server(guarded: Guarded, server: Ser
     assert engine_running(server) == 1
     page.get_by_test_id("stop").click()
     answer.locator("[data-testid=answer-status][data-state=stopped]").wait_for()
-    # the connection closed, chatd cancels: the engine has nothing running any more
-    for _ in range(200):
-        if engine_running(server) == 0:
-            break
-        page.wait_for_timeout(50)
-    assert engine_running(server) == 0
+    # the connection closed, chatd cancels: the engine has nothing running any more,
+    # because the request was cut (its log line), not because its 2000 tokens were done
+    wait_until(lambda: engine_running(server) == 0, "the engine idle after Stop", interval=0.05)
+    wait_until(lambda: len(cut_lines(server)) > already, "the stopped request's log line")
+    line = cut_lines(server)[-1]
+    assert int(line.split(" completion_tokens=")[1].split(" ")[0]) < 2000, line
     shown = answer.get_by_test_id("choice-content").inner_text()
     assert 0 < len(shown) < 2000 * 4
     assert page.get_by_test_id("send").is_enabled()

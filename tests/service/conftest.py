@@ -7,11 +7,15 @@ runs unit + in-process tests only)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import httpx
 import openai
 import pytest
+
+from chatd.service import limits
 
 from .harness import Chatd, running_chatd
 
@@ -31,3 +35,14 @@ def http(chatd: Chatd) -> httpx.AsyncClient:
 @pytest.fixture(scope="module")
 def client(chatd: Chatd) -> openai.AsyncOpenAI:
     return chatd.sdk()
+
+
+@pytest.fixture
+def still_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Limits count per clock minute: the limiter's wall clock (``time.time`` in
+    service/limits.py) stands still in the middle of the current minute, so a test's
+    requests all fall in one window however slowly they run (a real clock let a slow
+    run cross a minute and find its window empty again)."""
+    still = time.time() // 60 * 60 + 30
+    clock = SimpleNamespace(time=lambda: still, monotonic=time.monotonic)
+    monkeypatch.setattr(limits, "time", clock)

@@ -252,7 +252,7 @@ def serve_in_thread(app: Any, **options: Any) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # a hang, not a slow start, fails
     while not server.started:
         assert thread.is_alive(), "the server thread stopped before it started"
         assert time.monotonic() < deadline, "the server did not start"

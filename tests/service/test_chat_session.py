@@ -181,7 +181,7 @@ class Interrupting(io.StringIO):
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # a guard against a hang, never reached
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.01)

@@ -14,11 +14,12 @@ import httpx
 import pytest
 from fakes.engine import FakeEngine
 from sse import astream, response_events
+from waiting import until
 
 from chatd.api.drain import Drain
 
 from .checks import HI, URL, check_error
-from .harness import MODEL, Chatd, fake_upstream, run_cli, running_chatd
+from .harness import API_KEY, BASE_URL, MODEL, Chatd, fake_upstream, run_cli, running_chatd
 
 ENDLESS = " word" * 100_000  # a script no test waits for: only a cut ends it
 RETRY_AFTER = "5"
@@ -28,10 +29,43 @@ def drain_of(chatd: Chatd) -> Drain:
     return chatd.app.state.services.drain
 
 
-async def in_flight(chatd: Chatd, n: int) -> None:
-    """Until ``n`` generations are running in the engine (the requests are in flight)."""
-    while len([g for g in chatd.engine.in_flight if not g.done]) < n:
-        await asyncio.sleep(0.005)
+async def in_flight(chatd: Chatd, n: int, tokens: int = 0) -> None:
+    """Until ``n`` generations are running in the engine (the requests are in flight),
+    each past its ``tokens``-th step (its first tokens already handed on)."""
+
+    def running() -> list[Any]:
+        return [g for g in chatd.engine.in_flight if not g.done]
+
+    def there() -> bool:
+        gens = running()
+        return len(gens) >= n and all(c.sent >= tokens for g in gens for c in g._choices)
+
+    await until(there, f"{n} generations running, {tokens} tokens each")
+
+
+class Sent:
+    """The app, noting every body chunk it sends (what its clients have been given), so
+    a test can wait for a stream's first words instead of giving it time."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def noting(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                self.bodies.append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, noting)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self),
+            base_url=BASE_URL,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=120,
+        )
 
 
 def check_shutting_down(r: httpx.Response) -> None:
@@ -97,7 +131,8 @@ async def test_the_deadline_cuts_running_requests_with_an_error(tmp_path: Path) 
         rsp = {"model": MODEL, "input": "hi", "max_output_tokens": 5_000}
         responses = asyncio.create_task(http.post("/v1/responses", json={**rsp, "stream": True}))
         responses_whole = asyncio.create_task(http.post("/v1/responses", json=rsp))
-        await in_flight(chatd, 4)
+        # each has generated (the stream shows words before the cut, whatever the speed)
+        await in_flight(chatd, 4, tokens=3)
         await drain.run()
         assert drain.cut.done() and drain.in_flight == 0
         s = await stream
@@ -165,7 +200,8 @@ async def test_relayed_streams_are_cut_and_their_upstreams_closed(tmp_path: Path
             for api in ("chat", "responses")
         )
         async with running_chatd(tmp_path, config=config) as chatd:
-            http = chatd.http()
+            sent = Sent(chatd.app)
+            http = sent.client()
             drain = drain_of(chatd)
             drain.seconds = 0.05
             stream = asyncio.create_task(astream(http, {"model": "slow-chat", "messages": HI}))
@@ -174,8 +210,15 @@ async def test_relayed_streams_are_cut_and_their_upstreams_closed(tmp_path: Path
                     "/v1/responses", json={"model": "slow-responses", "input": "hi", "stream": True}
                 )
             )
-            while fake.calls.get("slow", 0) + fake.calls.get("responses:slow", 0) < 2:
-                await asyncio.sleep(0.01)
+
+            def relaying(kind: bytes) -> bool:
+                return any(b'"."' in b and kind in b for b in sent.bodies)
+
+            # both have relayed "Hello" and a first "." (the cut comes after words, always)
+            await until(
+                lambda: relaying(b"chat.completion.chunk") and relaying(b"response.output"),
+                "both streams relaying",
+            )
             await drain.run()
             s = await stream
             assert s.status == 200 and not s.done and s.content().startswith("Hello")
@@ -183,5 +226,5 @@ async def test_relayed_streams_are_cut_and_their_upstreams_closed(tmp_path: Path
             events = response_events((await responses).text)
             assert events[-1]["type"] == "error"
             assert events[-1]["code"] == "server_shutting_down"
-            while fake.calls.get("slow_closed", 0) < 2:  # the upstream saw both go
-                await asyncio.sleep(0.01)
+            await until(lambda: fake.calls.get("slow_closed", 0) >= 2, "the upstream saw both go")
+            await http.aclose()

@@ -12,10 +12,13 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from fakes.upstream import UPSTREAM_KEY
+
+from chatd.upstream import channels
 
 from .harness import (
     API_KEY,
@@ -76,7 +79,7 @@ def gateway(fake: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
                 fake + "/v1",
                 '{ id = "mflaky", upstream = "flaky" }',
                 0,
-                "failures_before_cooldown = 1\ncooldown_seconds = 1",
+                "failures_before_cooldown = 1\ncooldown_seconds = 300",
             ),
             channel("fakecut", fake + "/v1", '{ id = "mcut", upstream = "cut" }', 0),
             channel("fakeok", fake + "/v1", '{ id = "mok", upstream = "ok" }', 0),
@@ -120,7 +123,7 @@ def ask(srv: Server, model: str, **kw: object) -> httpx.Response:
 def usage_row(gateway: Server, model: str, requests: int) -> list[str]:
     """The `chatd usage` row of a model, once it counts ``requests`` (usage is written
     in the background, about once a second)."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # a guard against a hang, never reached
     while True:
         out = run_cli("usage", "--data-dir", str(gateway.data_dir))[1]
         rows = [ln.split() for ln in out.splitlines() if f" {model} " in ln]
@@ -396,7 +399,16 @@ def test_channels_cli_without_a_server_or_with_a_bad_key(
         assert code == 0 and "(no channels)" in stdout and MODEL in stdout
 
 
-def test_a_cooled_channel_is_probed_again_and_recovers(gateway: Server, fake: str) -> None:
+def test_a_cooled_channel_is_probed_again_and_recovers(
+    gateway: Server, fake: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cooldown (300 s) is lived on the channels' clock (``time.monotonic`` in
+    upstream/channels.py, moved forward by the test): the checks made during it cannot
+    see it end early on a slow run, and its end needs no real wait."""
+    skew = [0.0]
+    monkeypatch.setattr(
+        channels, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + skew[0])
+    )
     httpx.post(fake + "/flaky/down")
     r = ask(gateway, "mflaky")
     assert r.status_code == 503  # its only channel failed, and now cools down
@@ -405,7 +417,7 @@ def test_a_cooled_channel_is_probed_again_and_recovers(gateway: Server, fake: st
     assert ask(gateway, "mflaky", stream=True).status_code == 503  # skipped: not even tried
     calls = httpx.get(fake + "/calls").json()["flaky"]
     httpx.post(fake + "/flaky/up")
-    time.sleep(1.2)  # the cooldown is over: the next request probes the channel
+    skew[0] = 301.0  # the cooldown is over: the next request probes the channel
     models = httpx.get(gateway.base_url + "/v1/models").json()["data"]
     assert "mflaky" in [m["id"] for m in models]
     r = ask(gateway, "mflaky", stream=True)
@@ -500,7 +512,7 @@ def test_a_client_leaving_a_relayed_stream_closes_the_upstream(gateway: Server, 
         for line in r.iter_lines():
             if line.startswith("data: "):
                 break  # one chunk, then the client goes away
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120
     while httpx.get(fake + "/calls").json().get("slow_closed", 0) < 1:
         assert time.monotonic() < deadline, "the upstream stream was not closed"
         time.sleep(0.1)

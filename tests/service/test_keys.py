@@ -42,7 +42,7 @@ Setup = tuple[Keys, dict[str, tuple[str, str]], Chatd]
 async def usage_row(keys: Keys, key_id: str, requests: int) -> list[str]:
     """The key's row of `chatd usage`, once it counts ``requests`` (usage is written
     by a buffer, a moment after the answers)."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # a guard against a hang, never reached
     while True:
         out = await keys.acli("usage", "--key", key_id)
         row = [ln.split() for ln in out.splitlines() if key_id in ln]

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chatd.engine.memory import MemoryNeed
 from chatd.protocol.request_limits import Limits
+from chatd.service import model_pool
 from chatd.service.model_pool import ModelPool
 from chatd.service.models import LocalModel
 
@@ -87,6 +88,14 @@ class Server:
             for family in text_string_to_metric_families(r.text)
             for s in family.samples
         }
+
+
+@pytest.fixture(autouse=True)
+def no_trim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unloads skip ``give_back_freed_memory`` (a ``gc.collect()`` of the whole test
+    process: seconds each in a full run, nothing to give back from a FakeEngine); the
+    real one runs in tests/e2e/test_models_on_demand.py."""
+    monkeypatch.setattr(model_pool, "give_back_freed_memory", lambda: None)
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@ shared by replicas through Redis. In-process over the real app; keys are made wi
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from openapi_schemas import assert_valid
+from waiting import until
 
 from .harness import (
     MODEL,
@@ -27,6 +26,8 @@ from .harness import (
 )
 
 ALIAS = "gpt-4o-mini"  # a second public id for the model
+# Limits count per clock minute: every test here runs on a clock that stands still.
+pytestmark = pytest.mark.usefixtures("still_minute")
 
 
 def make_key(data_dir: Path, *limits: str) -> str:
@@ -36,12 +37,20 @@ def make_key(data_dir: Path, *limits: str) -> str:
     return re.search(r"key:\s+(\S+)", out).group(1)  # type: ignore[union-attr]
 
 
-async def fresh_window() -> None:
-    """Limits count per clock minute: do not start a test in its last seconds (an
-    in-process test takes well under a second; the token tests poll for up to 5 s)."""
-    left = 60 - time.time() % 60
-    if left < 8:
-        await asyncio.sleep(left + 0.5)
+async def limited(srv: Chatd, key: str, model: str = MODEL) -> httpx.Response:
+    """The first refusal once the answered request's tokens are counted (they are added
+    when a request ends, a moment after its answer: waited for, never timed)."""
+    refused: list[httpx.Response] = []
+
+    async def refused_now() -> bool:
+        r = await ask(srv, key, model)
+        if r.status_code == 200:
+            return False
+        refused.append(r)
+        return True
+
+    await until(refused_now, "a request refused for its tokens")
+    return refused[0]
 
 
 async def ask(srv: Chatd, key: str, model: str = MODEL) -> httpx.Response:
@@ -73,7 +82,6 @@ def aliased(tmp_path: Path) -> AsyncIterator[Chatd]:
 async def test_requests_per_minute(tmp_path: Path) -> None:
     key = make_key(tmp_path, "--rpm", "2")
     async with server(tmp_path) as srv:
-        await fresh_window()
         assert (await ask(srv, key)).status_code == 200
         assert (await ask(srv, key)).status_code == 200
         assert_limited(await ask(srv, key), "requests")
@@ -82,13 +90,8 @@ async def test_requests_per_minute(tmp_path: Path) -> None:
 async def test_tokens_per_minute(tmp_path: Path) -> None:
     key = make_key(tmp_path, "--tpm", "10")
     async with server(tmp_path) as srv:
-        await fresh_window()
         assert (await ask(srv, key)).status_code == 200  # ~20 tokens: over the limit afterwards
-        deadline = time.monotonic() + 5
-        r = await ask(srv, key)
-        while r.status_code == 200 and time.monotonic() < deadline:  # tokens land async
-            await asyncio.sleep(0.05)
-            r = await ask(srv, key)
+        r = await limited(srv, key)
         assert_limited(r, "tokens")
 
 
@@ -100,7 +103,6 @@ async def test_replicas_share_one_limit_through_redis(tmp_path: Path) -> None:
         server(tmp_path, redis_url=REDIS_URL) as a,
         server(tmp_path, redis_url=REDIS_URL) as b,
     ):
-        await fresh_window()
         assert [(await ask(s, key)).status_code for s in (a, b, a)] == [200, 200, 200]
         assert_limited(await ask(b, key), "requests")
         assert_limited(await ask(a, key), "requests")
@@ -109,7 +111,6 @@ async def test_replicas_share_one_limit_through_redis(tmp_path: Path) -> None:
 async def test_per_model_requests_per_minute(tmp_path: Path) -> None:
     key = make_key(tmp_path, "--rpm", "3", "--model-limit", f"{MODEL}:rpm=1")
     async with aliased(tmp_path) as srv:
-        await fresh_window()
         assert (await ask(srv, key)).status_code == 200
         r = await ask(srv, key)
         assert_limited(r, "requests")
@@ -128,13 +129,8 @@ async def test_per_model_requests_per_minute(tmp_path: Path) -> None:
 async def test_per_model_tokens_per_minute(tmp_path: Path) -> None:
     key = make_key(tmp_path, "--model-limit", f"{ALIAS}:tpm=10")
     async with aliased(tmp_path) as srv:
-        await fresh_window()
         assert (await ask(srv, key, ALIAS)).status_code == 200  # ~20 tokens: over afterwards
-        deadline = time.monotonic() + 5
-        r = await ask(srv, key, ALIAS)
-        while r.status_code == 200 and time.monotonic() < deadline:  # tokens land async
-            await asyncio.sleep(0.05)
-            r = await ask(srv, key, ALIAS)
+        r = await limited(srv, key, ALIAS)
         assert_limited(r, "tokens")
         assert f"for {ALIAS} on tokens per min (TPM): Limit 10" in r.json()["error"]["message"]
         # a limit given under an alias is the model's, whatever id names it
@@ -201,7 +197,6 @@ async def test_redis_down_never_fails_a_request(tmp_path: Path) -> None:
     the outage is logged once: a rate limiter must not turn into an outage of its own."""
     key = make_key(tmp_path, "--rpm", "2")
     async with server(tmp_path, redis_url="redis://127.0.0.1:1/0") as srv:
-        await fresh_window()
         assert (await ask(srv, key)).status_code == 200
         assert (await ask(srv, key)).status_code == 200
         assert_limited(await ask(srv, key), "requests")

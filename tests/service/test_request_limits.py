@@ -292,9 +292,22 @@ async def test_request_timeout_whole(tmp_path: Path) -> None:
         assert not engine.in_flight
 
 
+class FirstSteps:
+    """A gate (``FakeEngine._holds``) open for a generation's first ``n`` steps, then
+    shut: the stream has begun before its deadline, and only the deadline ends it."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def is_set(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
+
+
 async def test_request_timeout_stream(tmp_path: Path) -> None:
-    engine = FakeEngine(LONG, step_delay=0.02)
-    async with running_chatd(tmp_path, engine, limits=Limits(request_timeout=0.2)) as c:
+    engine = FakeEngine(LONG)  # no step delay: its first words come at once, then it waits
+    engine._holds.append(("", FirstSteps(3)))  # type: ignore[arg-type]
+    async with running_chatd(tmp_path, engine, limits=Limits(request_timeout=1.0)) as c:
         http = c.http()
         s = await astream(http, body(max_tokens=None))
         assert s.status == 200
@@ -302,9 +315,11 @@ async def test_request_timeout_stream(tmp_path: Path) -> None:
         assert s.chunks[-1]["error"]["code"] == "request_timeout"
         assert len(s.chunks) > 1  # it had started
         assert not engine.in_flight
+        engine._holds[-1] = ("", FirstSteps(3))  # type: ignore[assignment]
         req = {"model": MODEL, "input": "hi", "stream": True}
         resp = await http.post(RESPONSES, json=req)
         events = response_events(resp.text)
+        assert any(e["type"] == "response.output_text.delta" for e in events)  # started
         assert events[-1]["type"] == "response.failed"
         assert "seconds" in events[-1]["response"]["error"]["message"]
         assert not engine.in_flight

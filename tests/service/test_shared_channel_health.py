@@ -75,7 +75,7 @@ async def channels(srv: Chatd) -> dict[str, dict[str, Any]]:
 
 async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
     """Wait for the replicas' background sync (a guard against hanging, not a timing)."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120
     while not await check():
         assert time.monotonic() < deadline, f"never: {what}"
         await asyncio.sleep(0.02)

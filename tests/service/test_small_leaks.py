@@ -39,7 +39,7 @@ from .harness import (
     running_chatd,
 )
 from .test_drain import drain_of
-from .test_rate_limits import assert_limited, fresh_window
+from .test_rate_limits import assert_limited
 
 ALIAS = "gpt-4o-mini"  # a second public id of MODEL
 OTHER = "other-model"  # a second local model
@@ -492,11 +492,11 @@ async def ask(backend: Backend, key: str, model: str) -> httpx.Response:
 
 @pytest.mark.parametrize("limited", [MODEL, ALIAS])
 @pytest.mark.parametrize("first", [MODEL, ALIAS])
+@pytest.mark.usefixtures("still_minute")
 async def test_an_alias_is_no_way_around_a_models_limit(
     backend: Backend, limited: str, first: str
 ) -> None:
     key = backend.key("--rpm", "10", "--model-limit", f"{limited}:rpm=1")
-    await fresh_window()
     assert (await ask(backend, key, first)).status_code == 200
     for model in (MODEL, ALIAS):
         r = await ask(backend, key, model)
@@ -508,9 +508,9 @@ async def test_an_alias_is_no_way_around_a_models_limit(
     assert (await ask(backend, key, OTHER)).status_code == 200
 
 
+@pytest.mark.usefixtures("still_minute")
 async def test_the_strictest_limit_given_under_any_id_holds(backend: Backend) -> None:
     key = backend.key("--model-limit", f"{MODEL}:rpm=5", "--model-limit", f"{ALIAS}:rpm=2")
-    await fresh_window()
     assert [(await ask(backend, key, m)).status_code for m in (ALIAS, MODEL)] == [200, 200]
     assert_limited(await ask(backend, key, MODEL), "requests")
 

@@ -13,7 +13,7 @@ import pytest
 from json_schemas import LOOSE, fmt
 from openapi_schemas import assert_valid
 
-from .harness import MODEL
+from .harness import MODEL, Chatd
 
 ASK = [{"role": "user", "content": "Describe a person as JSON."}]
 TOOL_ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -109,6 +109,17 @@ async def test_strict_mode_rules(
 async def test_strict_false_accepts_what_strict_refuses(http: httpx.AsyncClient) -> None:
     r = await ask(http, response_format=fmt(LOOSE, strict=False), max_tokens=60, temperature=0)
     assert r.status_code == 200
+
+
+async def test_an_absent_strict_is_strict_false(chatd: Chatd, http: httpx.AsyncClient) -> None:
+    """OpenAI's default: no ``strict`` is ``strict: false``, the same schema compiled to
+    the same grammar (so the real model's e2e test samples only one of the two)."""
+    grammars = []
+    for strict in (False, None):
+        r = await ask(http, response_format=fmt(LOOSE, strict=strict), max_tokens=5)
+        assert r.status_code == 200, r.text
+        grammars.append(chatd.engine.grammars.compiled[-1])
+    assert grammars[0] == grammars[1]
 
 
 @pytest.mark.parametrize(

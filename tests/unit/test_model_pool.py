@@ -24,6 +24,7 @@ from chatd.engine.memory import (
     read_metadata,
 )
 from chatd.protocol.errors import ModelUnavailable
+from chatd.service import model_pool
 from chatd.service.load_progress import LoadProgress
 from chatd.service.model_pool import (
     LoadState,
@@ -57,6 +58,17 @@ class Loader:
         return engine
 
 
+@pytest.fixture(autouse=True)
+def trims(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Each unload's ``give_back_freed_memory``, recorded instead of run: its
+    ``gc.collect()`` over the test process's heap (the whole suite's, in a full run) took
+    seconds per unload and shows nothing here (no llama.cpp memory to give back); the
+    real one runs in tests/e2e/test_models_on_demand.py."""
+    calls: list[int] = []
+    monkeypatch.setattr(model_pool, "give_back_freed_memory", lambda: calls.append(1))
+    return calls
+
+
 def pool_of(
     *ids: str,
     max_loaded: int = 0,
@@ -84,12 +96,13 @@ async def test_preload_loads_in_order_up_to_max_loaded() -> None:
     assert set(states(slots).values()) == {"loaded"}
 
 
-async def test_lru_unloads_the_least_recently_used_idle_model() -> None:
+async def test_lru_unloads_the_least_recently_used_idle_model(trims: list[int]) -> None:
     pool, slots, loaders = pool_of("a", "b", "c", max_loaded=2)
     (await pool.acquire(slots["a"])).release()  # a is now more recent than b
     lease = await pool.acquire(slots["c"])
     assert states(slots) == {"a": "loaded", "b": "unloaded", "c": "loaded"}
     assert loaders["b"].built[0].stopped  # its engine stopped: its memory freed
+    assert trims == [1]  # and the heap it freed given back to the system
     assert slots["b"].engine is None
     lease.release()
     (await pool.acquire(slots["a"])).release()
