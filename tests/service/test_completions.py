@@ -7,7 +7,6 @@ official spec's ``CreateCompletionResponse``."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -310,15 +309,15 @@ async def test_without_a_key_it_is_refused(chatd: Any) -> None:
     assert r.status_code == 401
 
 
+@pytest.mark.usefixtures("still_minute")
 async def test_rate_limits_count_completions_with_chat(tmp_path: Path) -> None:
     """A key's requests and tokens per minute: a completion spends them as a chat request
     does (the same admission, api/answering.py)."""
-    from .test_rate_limits import assert_limited, fresh_window, make_key
+    from .test_rate_limits import assert_limited, limited, make_key
 
     rpm = make_key(tmp_path, "--rpm", "2")
     tpm = make_key(tmp_path, "--tpm", "10", "--name", "tokens")
     async with running_chatd(tmp_path, api_keys=[]) as srv:
-        await fresh_window()
         body = {"model": MODEL, "prompt": "one two three", "max_tokens": 8}
         chat = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
         assert (await srv.http(rpm).post("/v1/chat/completions", json=chat)).status_code == 200
@@ -326,11 +325,7 @@ async def test_rate_limits_count_completions_with_chat(tmp_path: Path) -> None:
         assert_limited(await srv.http(rpm).post("/v1/completions", json=body), "requests")
         r = await srv.http(tpm).post("/v1/completions", json=body)  # 3 + 7 tokens: all of it
         assert r.status_code == 200
-        deadline = asyncio.get_running_loop().time() + 10  # tokens are counted async
-        while r.status_code == 200 and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
-            r = await srv.http(tpm).post("/v1/completions", json=body)
-        assert_limited(r, "tokens")
+        assert_limited(await limited(srv, tpm), "tokens")
 
 
 async def test_request_limits_bound_the_prompts(tmp_path: Path) -> None:
