@@ -59,10 +59,12 @@ class StreamedResponse:
         save: Save | None = None,
         account: Account | None = None,
         prime: Callable[[], Awaitable[None]] | None = None,
+        output: ResponseOutput | None = None,
     ) -> None:
+        """``output``: what makes the items (a compaction's: ``compaction.py``)."""
         self.source = source
         self.settings = settings
-        self.output = ResponseOutput(logprobs)
+        self.output = output if output is not None else ResponseOutput(logprobs)
         self.obfuscate = obfuscate
         self.save = save
         self.account = account

@@ -20,6 +20,7 @@ from chatd.protocol.responses_request import (
     CreateResponseRequest,
     ToolChoiceOther,
 )
+from chatd.service.responses.compaction import COMPACTION_TYPES
 
 __all__ = ["VALUE_CHECKS", "check_local_support"]
 
@@ -43,7 +44,7 @@ def check_local_support(req: CreateResponseRequest, model_id: str) -> None:
 
 def _input(req: CreateResponseRequest, model_id: str) -> None:
     for i, item in enumerate(req.input_items()):
-        if isinstance(item, OtherItem):
+        if isinstance(item, OtherItem) and item.type not in COMPACTION_TYPES:
             raise Unsupported(
                 f"input[{i}]",
                 f"items of type '{item.type}' are not supported by `{model_id}` (it serves"
