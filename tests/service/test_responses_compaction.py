@@ -219,3 +219,11 @@ async def test_input_past_the_context_window(chatd: Chatd) -> None:
         assert "16 tokens" in message
     finally:
         chatd.engine.context_window = window
+
+
+async def test_405_names_only_the_compact_route_methods(chatd: Chatd) -> None:
+    """/v1/responses/compact is its own route: the stored-response routes whose
+    ``{response_id}`` it would fill add no methods to its ``Allow``."""
+    resp = await chatd.http().put(URL + "/compact", json={})
+    assert resp.status_code == 405
+    assert resp.headers["allow"] == "POST"

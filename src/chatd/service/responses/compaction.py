@@ -34,6 +34,7 @@ __all__ = [
     "CompactionOutput",
     "check_compaction_items",
     "compact_body",
+    "compact_fields",
     "compacted",
     "expanded_items",
     "has_trigger",
@@ -77,6 +78,11 @@ _COMPACT_FIELDS = (
 # The user messages /v1/responses/compact keeps (before the compaction item), newest
 # first, up to this many characters (about 20k tokens, Codex's own budget).
 RETAINED_CHARS = 80_000
+
+
+def compact_fields() -> tuple[str, ...]:
+    """The fields ``/v1/responses/compact`` takes (its OpenAPI schema's too)."""
+    return _COMPACT_FIELDS
 
 
 def has_trigger(items: Iterable[Json]) -> bool:
