@@ -23,11 +23,22 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["CLAUDE_CODE", "CLAUDE_CODE_VERSION", "claude_code", "install"]
+__all__ = [
+    "CLAUDE_CODE",
+    "CLAUDE_CODE_VERSION",
+    "CODEX",
+    "CODEX_VERSION",
+    "claude_code",
+    "codex",
+    "install",
+]
 
 CLAUDE_CODE = "@anthropic-ai/claude-code"
 # The release whose requests tests/fixtures/claude_code_request.json was captured from.
 CLAUDE_CODE_VERSION = "2.1.337"
+CODEX = "@openai/codex"
+# The release whose requests tests/fixtures/codex_request*.json were captured from.
+CODEX_VERSION = "0.171.0"
 
 INSTALL_TIMEOUT = 900  # seconds: a cold npm cache on a slow link
 
@@ -91,3 +102,9 @@ def claude_code() -> Path:
     """The pinned Claude Code CLI (``claude``): a native binary the package's postinstall
     puts in place of its stub."""
     return install(CLAUDE_CODE, CLAUDE_CODE_VERSION, "claude")
+
+
+def codex() -> Path:
+    """The pinned Codex CLI (``codex``): a native binary from the package's platform
+    dependency (``@openai/codex-linux-x64``)."""
+    return install(CODEX, CODEX_VERSION, "codex")
