@@ -62,8 +62,6 @@ multi_agent = false
 goals = false
 default_mode_request_user_input = false
 
-[tools]
-view_image = false
 """
     )
     return home

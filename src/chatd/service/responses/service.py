@@ -148,7 +148,9 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
         )
         # a compaction's answer is the summary: no tool is offered, no format imposed
         compacting = has_trigger(convo.items)
-        plan = None if compacting else plan_tools(req)
+        plan = plan_tools(req)  # validated either way
+        if compacting:
+            plan = None
         text = "\n".join(t.text for t in turns if isinstance(t, Said))
         sampling = sampling_fields(req, responses_engine_fields())
         if req.wants_logprobs():
