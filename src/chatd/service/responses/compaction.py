@@ -151,21 +151,21 @@ def expanded_items(
     compaction item that does not open, naming it."""
     last = max((n for n, i in enumerate(history) if i.get("type") in ITEM_TYPES), default=0)
     out: list[Json] = []
-    for n, item in enumerate(history[last:]):
-        out.extend(_expanded(item, seal, owner, model, "previous_response_id", n))
+    for item in history[last:]:
+        out.extend(_expanded(item, seal, owner, model, "previous_response_id", True))
     for n, item in enumerate(items):
-        out.extend(_expanded(item, seal, owner, model, f"input[{n}]", None))
+        out.extend(_expanded(item, seal, owner, model, f"input[{n}]", False))
     return out
 
 
 def _expanded(
-    item: Json, seal: CompactionSeal, owner: str, model: str, param: str, _n: int | None
+    item: Json, seal: CompactionSeal, owner: str, model: str, param: str, earlier: bool
 ) -> list[Json]:
     kind = item.get("type")
     if kind in ITEM_TYPES:
         return [_summary_message(_unsealed(seal, item, owner, model, param))]
     if kind == TRIGGER:
-        if _n is not None:  # a trigger of an earlier turn: a control, not history
+        if earlier:  # a trigger of an earlier turn: a control, not history
             return []
         return [
             {
