@@ -8,7 +8,8 @@ import base64
 
 import pytest
 
-from chatd.protocol.errors import InvalidRequest
+from chatd.protocol.errors import APIError, InvalidRequest
+from chatd.service.generation import engine_params
 from chatd.service.responses.compaction import (
     COMPACTION_PROMPT,
     SUMMARY_HEADER,
@@ -148,3 +149,16 @@ def test_compacted_keeps_the_newest_user_messages_that_fit() -> None:
     assert texts == ["y" * 20_000, "z"]
     assert body["output"][-1]["type"] == "compaction"
     assert body["object"] == "response.compaction" and body["id"] == "resp_1"
+
+
+@pytest.mark.parametrize("asked", [None, 16])
+def test_responses_input_past_the_window_is_the_live_api_error(asked: int | None) -> None:
+    sampling = {} if asked is None else {"max_new_tokens": asked}
+    with pytest.raises(APIError) as caught:
+        engine_params(sampling, 120, 100, prompt_param="input")
+    error = caught.value
+    assert (error.status, error.param, error.code) == (400, "input", "context_length_exceeded")
+    assert error.message == (
+        "Your input exceeds the context window of this model. Please adjust your input and"
+        " try again. (The input is 120 tokens; the model's context window is 100 tokens.)"
+    )
