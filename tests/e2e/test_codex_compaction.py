@@ -22,12 +22,25 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from conftest import API_KEY, MODEL, Server
 from npm_clients import codex
 
 DEADLINE = 1800  # seconds, per codex run: prefills and a rambling answer on 2 shared cores
+
+
+@pytest.fixture(scope="module")
+def codex_server() -> Iterator[Server]:
+    """Its own server: its log is this test's alone, and no generation is cut at the
+    default 600 s (a rambling answer decoded on a busy machine took longer)."""
+    srv = Server("--api-key", API_KEY, "--request-timeout", str(DEADLINE))
+    yield srv
+    srv.stop()
+
+
 INSTRUCTIONS = "You are a coding agent. Answer in one short sentence."
 
 
@@ -86,7 +99,8 @@ def run_codex(home: Path, work: Path, *args: str) -> subprocess.CompletedProcess
     )
 
 
-def test_codex_compacts_through_chatd(server: Server) -> None:
+def test_codex_compacts_through_chatd(codex_server: Server) -> None:
+    server = codex_server
     log_start = len(server.log())
     with tempfile.TemporaryDirectory(prefix="chatd-codex-") as tmp:
         root = Path(tmp)
