@@ -32,6 +32,7 @@ async def test_every_route_is_documented_with_its_errors(http: httpx.AsyncClient
         "/v1/chat/completions/{completion_id}",
         "/v1/chat/completions/{completion_id}/messages",
         "/v1/responses",
+        "/v1/responses/compact",
         "/v1/responses/{response_id}",
         "/v1/responses/{response_id}/cancel",
         "/v1/responses/{response_id}/input_items",

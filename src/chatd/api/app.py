@@ -139,6 +139,9 @@ def create_app(
     )
     app.include_router(chat_routes.stored_router)
     app.router.add_route("/v1/responses", responses_routes.create_response, methods=["POST"])
+    app.router.add_route(
+        "/v1/responses/compact", responses_routes.compact_response, methods=["POST"]
+    )
     app.include_router(responses_routes.router)
     app.router.add_route("/v1/completions", completions_routes.create_completion, methods=["POST"])
     app.router.add_route("/v1/messages", messages_routes.create_message, methods=["POST"])

@@ -74,11 +74,17 @@ def _allowed_methods(request: Request) -> str:
     """Every method some route of this path takes (RFC 9110 wants them in a 405's
     ``Allow``): Starlette names only the first route's, and chatd's stored objects have
     one route per method."""
+    matched = [
+        r
+        for r in _leaf_routes(request.app.router.routes)
+        if r.matches(request.scope)[0] != Match.NONE
+    ]
+    # a path some route names literally (/v1/responses/compact) is that route's: a route
+    # with a parameter in its place (/v1/responses/{response_id}) does not add its methods
+    literal = [r for r in matched if not getattr(r, "param_convertors", None)]
     methods: set[str] = set()
-    for route in _leaf_routes(request.app.router.routes):
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
+    for route in literal or matched:
+        methods.update(getattr(route, "methods", None) or ())
     return ", ".join(sorted(methods))
 
 

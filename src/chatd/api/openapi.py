@@ -241,6 +241,16 @@ def _responses_paths() -> dict[str, Json]:
                 body="ResponsesRequest",
             )
         },
+        base + "/compact": {
+            "post": _operation(
+                "compactResponse",
+                "Compact a conversation: its user messages and one sealed compaction item"
+                " (docs/compaction.md)",
+                _ok("ResponseCompaction"),
+                _CREATE,
+                body="ResponsesCompactRequest",
+            )
+        },
         base + "/{response_id}": {
             "get": _operation(
                 "getResponse", "Get a stored response", _ok("Response"), _STORED + (400,), retrieve

@@ -19,6 +19,7 @@ from chatd.protocol.messages_request import CountTokensRequest, MessagesRequest
 from chatd.protocol.responses_request import CreateResponseRequest
 from chatd.protocol.shapes import METADATA_MAX_KEY
 from chatd.protocol.validation import MAX_DEPTH
+from chatd.service.responses.compaction import compact_fields
 
 __all__ = ["component_schemas"]
 
@@ -102,6 +103,15 @@ def _response_schemas() -> dict[str, Json]:
                 "status": _STR,
                 "model": _STR,
                 "output": {"type": "array", "items": _obj({"type": _STR})},
+            }
+        ),
+        "ResponseCompaction": _obj(
+            {
+                "id": _STR,
+                "object": {"const": "response.compaction"},
+                "created_at": _INT,
+                "output": {"type": "array", "items": _obj({"type": _STR})},
+                "usage": _OBJ,
             }
         ),
         "ResponseDeleted": _obj({"object": {"const": "response"}, "id": _STR, "deleted": _BOOL}),
@@ -427,6 +437,23 @@ def component_schemas() -> dict[str, Json]:
         **_response_schemas(),
         **_messages_schemas(),
     }
+    schemas["ResponsesCompactRequest"] = _compact_request(schemas["ResponsesRequest"])
     _cross_field_rules(schemas)
     _completions_schemas(schemas)
     return schemas
+
+
+def _compact_request(create: Json) -> Json:
+    """``POST /v1/responses/compact``'s body: the create request's fields it takes
+    (service/responses/compaction.py), none other."""
+    names = compact_fields()
+    return {
+        **{k: v for k, v in create.items() if k not in ("properties", "required", "title")},
+        "title": "ResponsesCompactRequest",
+        "properties": {k: v for k, v in create["properties"].items() if k in names},
+        "required": ["model"],
+        "additionalProperties": False,
+        "description": "The conversation to compact: ends with no compaction_trigger item"
+        " (the endpoint adds it). Item references and previous_response_id name stored"
+        " objects of the caller; compaction items are this server's, for this caller.",
+    }

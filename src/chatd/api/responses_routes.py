@@ -19,10 +19,12 @@ from chatd.api.deps import CallerDep, Services, ServicesDep, services_of
 from chatd.api.sse import EventStreamResponse, aclose
 from chatd.protocol.errors import APIError, InvalidRequest
 from chatd.protocol.request_limits import check_responses_body
+from chatd.protocol.responses_items import MessageItem
 from chatd.protocol.responses_request import validate_response_request
 from chatd.protocol.validation import decode_chat_body
+from chatd.service.responses.compaction import compact_body, compacted
 
-__all__ = ["TOOLS_NOT_RUN", "create_response", "router"]
+__all__ = ["TOOLS_NOT_RUN", "compact_response", "create_response", "router"]
 
 log = logging.getLogger("chatd.api")
 TOOLS_NOT_RUN = "x-chatd-tools-not-run"
@@ -54,6 +56,30 @@ async def _create(request: Request, services: Services, caller: Caller) -> Respo
         # Hosted tools offered and never run (docs/acceptance.md): said, not hidden.
         response.headers[TOOLS_NOT_RUN] = ", ".join(answer.tools_not_run)
     return response
+
+
+async def compact_response(request: Request) -> Response:
+    """``POST /v1/responses/compact`` (docs/compaction.md): the conversation in its body
+    summarised by the model, returned as its user messages and one sealed compaction
+    item. A plain route like create's, for the same reasons."""
+    services = services_of(request)
+    caller = await services.auth(request)
+    return await held(services, caller, partial(_compact, request, services, caller))
+
+
+async def _compact(request: Request, services: Services, caller: Caller) -> Response:
+    body = await read_body(request, services.limits.max_body_bytes)
+    data = compact_body(decode_chat_body(body))
+    check_responses_body(data, services.limits)
+    req = validate_response_request(data)
+    admission = await admit(services, caller, req.model, stores=False, size=len(body))
+    answer = await services.responses.start(req, caller.owner, admission)
+    users = [i.text() for i in req.input_items() if isinstance(i, MessageItem) and i.role == "user"]
+
+    async def result() -> dict[str, Any]:
+        return compacted(await answer.result(), users)
+
+    return await whole_answer(request, result(), answer.cancel)
 
 
 def _encode(event: dict[str, Any]) -> bytes:

@@ -422,6 +422,14 @@ def engine_params(
 
 
 def _budget(requested: int | None, prompt_tokens: int, window: int, param: str) -> int:
+    if param == "input" and prompt_tokens >= window:  # the Responses API's own words
+        raise APIError(
+            "Your input exceeds the context window of this model. Please adjust your input"
+            f" and try again. (The input is {prompt_tokens} tokens; the model's context"
+            f" window is {window} tokens.)",
+            param=param,
+            code="context_length_exceeded",
+        )
     if requested is None:
         if prompt_tokens >= window:
             raise APIError(

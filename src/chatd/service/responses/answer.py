@@ -65,11 +65,13 @@ class StreamedResponse:
         prime: Callable[[], Awaitable[None]] | None = None,
         names: ToolNames | None = None,
         tools_not_run: tuple[str, ...] = (),
+        output: ResponseOutput | None = None,
     ) -> None:
+        """``output``: what makes the items (a compaction's: ``compaction.py``)."""
         self.source = source
         self.tools_not_run = tools_not_run
         self.settings = settings
-        self.output = ResponseOutput(logprobs, names)
+        self.output = output if output is not None else ResponseOutput(logprobs, names)
         self.obfuscate = obfuscate
         self.save = save
         self.account = account

@@ -19,6 +19,7 @@ from chatd.protocol.responses_fields import RESPONSES_FIELDS
 from chatd.protocol.responses_items import InputFile, InputImage, MessageItem, OtherItem
 from chatd.protocol.responses_request import CreateResponseRequest
 from chatd.protocol.responses_tools import ToolChoiceOther
+from chatd.service.responses.compaction import COMPACTION_TYPES
 
 __all__ = ["VALUE_CHECKS", "check_local_support"]
 
@@ -40,7 +41,7 @@ def check_local_support(req: CreateResponseRequest, model_id: str) -> None:
 
 def _input(req: CreateResponseRequest, model_id: str) -> None:
     for i, item in enumerate(req.input_items()):
-        if isinstance(item, OtherItem):
+        if isinstance(item, OtherItem) and item.type not in COMPACTION_TYPES:
             raise Unsupported(
                 f"input[{i}]",
                 f"items of type '{item.type}' are not supported by `{model_id}` (it serves"

@@ -7,7 +7,7 @@ chat. Stored responses are the next request's history."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,15 @@ from chatd.service.models import LocalModel
 from chatd.service.protocol_service import Fallback, Incoming, JobBuilder, ProtocolService
 from chatd.service.responses.answer import ResponseAnswer, Save, StreamedResponse
 from chatd.service.responses.capabilities import check_local_support
+from chatd.service.responses.compaction import (
+    COMPACTION_TYPES,
+    CompactionOutput,
+    check_compaction_items,
+    expanded_items,
+    has_trigger,
+    trigger_refused,
+)
+from chatd.service.responses.compaction_seal import CompactionSeal
 from chatd.service.responses.conversation import (
     conversation_turns,
     stored_input_items,
@@ -43,6 +52,7 @@ from chatd.service.responses.tools import (
     tools_not_run,
 )
 from chatd.service.turns import Said, render_turns
+from chatd.store.owners import owner_secret
 from chatd.store.responses import MissingResponse, ResponseStore
 from chatd.upstream.channels import Channel
 from chatd.upstream.wires import ChatWire, ResponsesWire, Wire
@@ -68,14 +78,38 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
     response or its events, its relay in either wire API, and its stored responses."""
 
     store: ResponseStore | None
+    _seal: CompactionSeal | None = None
+
+    @property
+    def seal(self) -> CompactionSeal:
+        """What seals and opens compaction items (docs/compaction.md): keyed by the
+        database's secret, read on first use; a random key without a database."""
+        if self._seal is None:
+            store = self.store
+            self._seal = CompactionSeal(_secret_of(store) if store is not None else None)
+        return self._seal
 
     async def prepare(self, req: CreateResponseRequest, owner: str) -> Conversation:
         """Rebuild the conversation before any route starts; refuses, before anything is
-        sent, what needs a database this server lacks or a stored response it lacks."""
+        sent, what needs a database this server lacks or a stored response it lacks,
+        and a compaction item that does not open."""
         if req.stores() and self.store is None:
             raise NotYetSupported("store (this server has no database; send store: false)")
         history = await self._history(req, owner)
-        return await self._conversation(req, owner, history)
+        convo = await self._conversation(req, owner, history)
+        check_compaction_items(convo.items)
+        if any(i.get("type") in COMPACTION_TYPES for i in [*convo.history, *convo.items]):
+            await self.seal.load()  # the database's secret, read once
+            self._model_view(req, owner, convo)  # every compaction item opens, or a 400
+        return convo
+
+    def _model_view(
+        self, req: CreateResponseRequest, owner: str, convo: Conversation
+    ) -> list[Json]:
+        """The conversation's items as the model sees them: compaction items opened into
+        their summaries, a trailing trigger made the compaction prompt."""
+        model = self.models.canonical(req.model)
+        return expanded_items(convo.history, convo.items, self.seal, owner, model)
 
     async def _history(self, req: CreateResponseRequest, owner: str) -> list[Json]:
         rid = req.previous_response_id
@@ -112,8 +146,14 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
         so a request the model will not answer loads nothing."""
         req, convo = incoming.req, incoming.prepared
         check_local_support(req, model.id)
-        turns = conversation_turns(req.instructions, convo.history, convo.items)
-        plan = plan_tools(req)
+        turns = conversation_turns(
+            req.instructions, [], self._model_view(req, incoming.owner, convo)
+        )
+        # a compaction's answer is the summary: no tool is offered, no format imposed
+        compacting = has_trigger(convo.items)
+        plan = plan_tools(req)  # validated either way
+        if compacting:
+            plan = None
         hosted = tools_not_run(req)
         if hosted:
             log.info(
@@ -137,8 +177,8 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
             owner=incoming.owner,
             sampling=sampling,
             tools=plan,
-            schema=json_schema_for(req, text),
-            schema_check=schema_check_for(req),
+            schema=None if compacting else json_schema_for(req, text),
+            schema_check=None if compacting else schema_check_for(req),
             prompt_param="input",
             tools_param="tools",
             format_param=FORMAT_PARAM,
@@ -157,6 +197,10 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
         account: Accountant | None,
     ) -> StreamedResponse:
         req = incoming.req
+        output = None
+        if has_trigger(incoming.prepared.items):
+            model = self.models.canonical(req.model)
+            output = CompactionOutput(self.seal, incoming.owner, model)
         return StreamedResponse(
             LocalSource(run),
             settings(req),
@@ -166,6 +210,7 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
             account=accounted(account),
             names=ToolNames(req),
             tools_not_run=tuple(tools_not_run(req)),
+            output=output,
         )
 
     def relay_answer(
@@ -181,7 +226,9 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
         Completions, translated both ways. A request one of them cannot carry is refused
         here, before anything is sent."""
         req, owner, convo = incoming.req, incoming.owner, incoming.prepared
-        items = [*convo.history, *convo.items]
+        if has_trigger(convo.items):
+            raise trigger_refused(len(convo.items) - 1, req.model)
+        items = self._model_view(req, owner, convo)  # compaction items opened: ours only
         wires: dict[str, Callable[[], Wire]] = {
             "responses": lambda: ResponsesWire(req.model, upstream_body(req, items), owner),
             "chat": lambda: ChatWire(req.model, chat_body(req, items, req.model), owner=owner),
@@ -223,6 +270,13 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
                 raise ServerError("The response could not be stored.") from None
 
         return save
+
+
+def _secret_of(store: ResponseStore) -> Callable[[], Awaitable[bytes]]:
+    async def read() -> bytes:
+        return (await owner_secret(store.db))[0]
+
+    return read
 
 
 def settings(req: CreateResponseRequest) -> ResponseSettings:
