@@ -16,6 +16,7 @@ from chatd.api import (
     playground_routes,
     responses_routes,
     server_routes,
+    tokenize_routes,
 )
 from chatd.api.auth import KeyChecker
 from chatd.api.deps import Services
@@ -138,6 +139,8 @@ def create_app(
     app.router.add_route(
         "/v1/messages/count_tokens", messages_routes.count_tokens, methods=["POST"]
     )
+    app.router.add_route("/tokenize", tokenize_routes.tokenize, methods=["POST"])
+    app.router.add_route("/detokenize", tokenize_routes.detokenize, methods=["POST"])
     app.include_router(playground_routes.router)  # the browser page: not in /openapi.json
     install_openapi(app)
     return app

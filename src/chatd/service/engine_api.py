@@ -65,6 +65,10 @@ class EngineLike(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    def tokenize(self, text: str, add_special: bool) -> list[int]: ...  # special text parsed
+
+    def token_piece(self, token: int) -> bytes: ...  # a control token by its name
+
     def submit(
         self, prompt: list[int], params: SamplingParams, scope: CacheScope = ...
     ) -> GenerationLike: ...

@@ -44,6 +44,7 @@ __all__ = [
     "Job",
     "LocalRun",
     "count_prompt",
+    "prompt_tokens",
     "Usage",
     "engine_params",
     "fit_kv_cache",
@@ -178,8 +179,13 @@ def _clamped(job: Job, prompt_tokens: int, window: int) -> dict[str, Any]:
 async def count_prompt(engine: EngineLike, job: Job) -> int:
     """The prompt tokens ``job`` would be billed, rendered exactly as ``start_local``
     renders it (the same template, tools shown the same way), without generating."""
+    return len(prompt_tokens(engine, job))
+
+
+def prompt_tokens(engine: EngineLike, job: Job) -> list[int]:
+    """The prompt ``start_local`` would submit for ``job`` (``/tokenize``'s chat form)."""
     native, tools = _tools_shown(engine, job)
-    return len(_prompt(engine, job, job.render(native), tools))
+    return _prompt(engine, job, job.render(native), tools)
 
 
 def _tools_shown(engine: EngineLike, job: Job) -> tuple[bool, list[dict[str, Any]] | None]:
