@@ -69,6 +69,7 @@ def _responses_names_agree(body: dict[str, Any]) -> bool:
 _RULES = {
     "/v1/chat/completions": _chat_names_agree,
     "/v1/responses": _responses_names_agree,
+    "/tokenize": _chat_names_agree,  # its chat form takes the chat request's tools
 }
 
 

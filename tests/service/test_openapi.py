@@ -37,6 +37,8 @@ async def test_every_route_is_documented_with_its_errors(http: httpx.AsyncClient
         "/v1/responses/{response_id}/input_items",
         "/v1/messages",
         "/v1/messages/count_tokens",
+        "/tokenize",
+        "/detokenize",
     }
     for create in (paths["/v1/chat/completions"]["post"], paths["/v1/responses"]["post"]):
         assert set(create["responses"]) == {

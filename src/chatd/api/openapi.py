@@ -14,6 +14,7 @@ from typing import Any, get_args
 from fastapi import FastAPI
 
 from chatd.api.openapi_schemas import component_schemas
+from chatd.api.tokenize_openapi import tokenize_paths, tokenize_schemas
 from chatd.protocol.responses_request import IncludeValue
 from chatd.protocol.shapes import METADATA_MAX_KEY, METADATA_MAX_VALUE
 from chatd.protocol.stored import MAX_FILTERS, MAX_ID, MAX_MODEL
@@ -353,6 +354,11 @@ def openapi_document(app: FastAPI) -> Json:
     for request in ("ChatRequest", "ResponsesRequest", "MessagesRequest", "CountTokensRequest"):
         # the served ids, as examples: a client (or a fuzzer) reaches a real answer
         schemas[request]["properties"]["model"]["examples"] = served
+    local = app.state.services.models.local()
+    vocabs = [m.n_vocab for m in local if m.n_vocab is not None]
+    schemas.update(
+        tokenize_schemas(schemas["ChatRequest"], min(vocabs, default=None), [m.id for m in local])
+    )
     schemas["ChatCompletionUpdate"] = {
         "type": "object",
         "properties": {"metadata": schemas["ChatRequest"]["properties"]["metadata"]},
@@ -367,6 +373,7 @@ def openapi_document(app: FastAPI) -> Json:
             **_chat_paths(),
             **_responses_paths(),
             **_messages_paths(),
+            **tokenize_paths(_operation, _ok),
         },
         "components": {
             "schemas": schemas,

@@ -100,6 +100,11 @@ class Job:
     # leaves no room at all (``most``: the longest prompt that leaves a token)
     clamp_max_tokens: bool = False
     prompt_too_long: Callable[[int, int], APIError] | None = None
+    # The model's defaults (service/model_defaults.py), set by the skeleton: sampling
+    # fields the request left out (engine names), and the output cap of a request that
+    # gives none (None: the rest of the window). ``sampling``'s own values always win.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    max_output_default: int | None = None
 
 
 _NO_LIMITS = Limits(grammar_timeout=0, request_timeout=0)
@@ -128,6 +133,8 @@ async def start_local(
 
 
 async def _start(engine: EngineLike, job: Job, limits: Limits, shared: SharedPrompts) -> LocalRun:
+    if job.defaults:  # the model's sampling defaults under the request's own fields
+        job = dataclasses.replace(job, sampling={**job.defaults, **job.sampling})
     grammar = await _grammar(engine, job, limits.grammar_timeout)
     native, tools = _tools_shown(engine, job)
     messages = job.render(native)
@@ -142,7 +149,14 @@ async def _start(engine: EngineLike, job: Job, limits: Limits, shared: SharedPro
                 break  # nothing left to drop: the window check below refuses it
             messages, prompt = shorter, _prompt(engine, job, shorter, tools)
     sampling = _clamped(job, len(prompt), engine.context_window)
-    params = engine_params(sampling, len(prompt), engine.context_window, grammar, job.prompt_param)
+    params = engine_params(
+        sampling,
+        len(prompt),
+        engine.context_window,
+        grammar,
+        job.prompt_param,
+        job.max_output_default,
+    )
     asked = "max_new_tokens" in job.sampling and not job.clamp_max_tokens
     params = fit_kv_cache(params, len(prompt), engine.kv_capacity, asked)
     if job.prediction is not None:
@@ -405,12 +419,16 @@ def engine_params(
     window: int,
     grammar: Grammar | None = None,
     prompt_param: str = "messages",
+    cap: int | None = None,
 ) -> SamplingParams:
     """``SamplingParams`` from the fields given, with the completion budget fitted to the
     context window: what was asked (``max_new_tokens``) if the window has room for it, or
-    the rest of the window. Raises ``context_length_exceeded`` otherwise."""
+    the rest of the window (at most the model's default ``cap``, when it has one).
+    Raises ``context_length_exceeded`` otherwise."""
     requested = sampling.get("max_new_tokens")
     budget = _budget(requested, prompt_tokens, window, prompt_param)
+    if requested is None and cap is not None:
+        budget = min(budget, cap)
     return SamplingParams(**{**sampling, "max_new_tokens": budget, "grammar": grammar})
 
 
