@@ -9,7 +9,7 @@ __all__ = ["tokenize_paths", "tokenize_schemas"]
 
 Json = dict[str, Any]
 _REF = "#/components/schemas/"
-_BOOL: Json = {"type": "boolean"}
+_BOOL: Json = {"type": ["boolean", "null"]}  # null: as absent (the dialect's default)
 
 
 def _disagree(a: str, b: str) -> Json:
@@ -24,7 +24,6 @@ def _disagree(a: str, b: str) -> Json:
 
 def _branch(text: str, text_schema: Json, extra: Json | None = None) -> Json:
     props: Json = {
-        "model": {"type": "string"},
         text: text_schema,
         "add_special_tokens": _BOOL,
         "add_special": _BOOL,
@@ -46,13 +45,13 @@ def tokenize_schemas(chat_request: Json, n_vocab: int | None, served: list[str])
     chat form's ``messages`` and ``tools`` are its own), ``n_vocab`` the smallest local
     vocabulary (token ids past it are refused), ``served`` the local ids (examples)."""
     chat = chat_request["properties"]
-    false_only = {"const": False}
+    false_only = {"enum": [False, None]}
     messages = _branch(
         "messages",
         chat["messages"],
         {
             "tools": chat["tools"],
-            "add_generation_prompt": {"const": True},
+            "add_generation_prompt": {"enum": [True, None]},
             "continue_final_message": false_only,
             # the chat template writes the special tokens of a chat request's prompt
             "add_special_tokens": false_only,
@@ -62,7 +61,7 @@ def tokenize_schemas(chat_request: Json, n_vocab: int | None, served: list[str])
     token: Json = {"type": "integer", "minimum": 0}
     if n_vocab is not None:
         token["maximum"] = n_vocab - 1
-    model: Json = {"type": "string", "examples": served}
+    model: Json = {"type": ["string", "null"], "examples": served}
     request = {
         "description": "vLLM's body (prompt, or messages) or llama.cpp's (content): one of"
         " the three texts. Without 'model', the only local model the key may use.",
