@@ -362,7 +362,7 @@ def _local_model(m: LocalModelConfig, settings: Settings) -> Any:
     # model) its authors' (service/model_defaults.py)
     recommended, n_ctx_train = file_facts(path)
     defaults = m.defaults.over(recommended)
-    if m.path is None:
+    if m.path is None or path == embedded_model_path():
         defaults = defaults.over(EMBEDDED_DEFAULTS)
     need = estimate(path.stat().st_size, shape, settings.n_ctx + prefill)
 
