@@ -71,7 +71,8 @@ class Job:
     ``render(native)`` gives the conversation as chat-template messages; ``native`` says
     the template renders tools itself (else the adapter writes them as text). ``sampling``
     holds only the ``SamplingParams`` fields the request gave, so an absent field is the
-    engine's default; without ``max_new_tokens`` the answer may fill the context window.
+    model's default (``defaults``), else the engine's; without ``max_new_tokens`` the
+    answer may fill the context window, up to the model's ``max_output_default``.
     The ``*_param`` names say which request field an error points at. ``shorten(native,
     k)``, when given, renders the conversation without its ``k`` oldest turns (None when
     nothing is left to drop): a prompt too long for the window is then shortened until
