@@ -133,6 +133,9 @@ async def test_defaults_apply_to_responses_and_messages(tmp_path: Path) -> None:
         r = await http.post("/v1/responses", json={"model": MODEL, "input": "Hi"})
         assert r.json()["status"] == "incomplete", r.text
         assert r.json()["incomplete_details"] == {"reason": "max_output_tokens"}
+        # the response echoes what the model ran with, not OpenAI's 1.0s
+        echoed = {k: r.json()[k] for k in ("temperature", "top_p", "max_output_tokens")}
+        assert echoed == {"temperature": 0.3, "top_p": 0.8, "max_output_tokens": 3}
         assert (engine.last_params.temperature, engine.last_params.max_new_tokens) == (0.3, 3)
         r = await http.post(
             "/v1/responses",
@@ -140,6 +143,7 @@ async def test_defaults_apply_to_responses_and_messages(tmp_path: Path) -> None:
         )
         assert r.json()["status"] == "completed"
         assert (engine.last_params.temperature, engine.last_params.max_new_tokens) == (0.9, 40)
+        assert (r.json()["temperature"], r.json()["top_p"]) == (0.9, 0.8)
         r = await http.post(
             "/v1/messages",
             json={"model": MODEL, "max_tokens": 30, "messages": HI},
