@@ -350,6 +350,7 @@ def _local_model(m: LocalModelConfig, settings: Settings) -> Any:
     need and vocabulary size are read from the file's header now (a missing file fails
     the start)."""
     from chatd.engine.memory import estimate, header_facts
+    from chatd.service.model_defaults import EMBEDDED_DEFAULTS, file_facts
     from chatd.service.models import LocalModel
 
     path = Path(m.path or embedded_model_path())
@@ -357,6 +358,12 @@ def _local_model(m: LocalModelConfig, settings: Settings) -> Any:
         raise FileNotFoundError(f"model file not found: {path}")
     prefill = settings.context_window if settings.wide_prefill else 0
     shape, n_vocab = header_facts(path)
+    # the config's defaults, then the file's recommended sampling, then (the embedded
+    # model) its authors' (service/model_defaults.py)
+    recommended, n_ctx_train = file_facts(path)
+    defaults = m.defaults.over(recommended)
+    if m.path is None or path == embedded_model_path():
+        defaults = defaults.over(EMBEDDED_DEFAULTS)
     need = estimate(path.stat().st_size, shape, settings.n_ctx + prefill)
 
     def load(progress: Callable[[float], None]) -> Any:
@@ -370,7 +377,18 @@ def _local_model(m: LocalModelConfig, settings: Settings) -> Any:
         )
         return engine
 
-    return LocalModel(m.id, None, m.priority, m.weight, loader=load, need=need, n_vocab=n_vocab)
+    return LocalModel(
+        m.id,
+        None,
+        m.priority,
+        m.weight,
+        loader=load,
+        need=need,
+        n_vocab=n_vocab,
+        defaults=defaults,
+        window=settings.context_window,
+        n_ctx_train=n_ctx_train,
+    )
 
 
 def _engine(settings: Settings, path: Path, progress: Callable[[float], None] | None = None) -> Any:

@@ -10,6 +10,8 @@ from typing import Any
 
 from chatd.engine.rope import ROPE_KEYS, RopeError, RopeScaling
 from chatd.protocol.request_limits import Limits
+from chatd.service.model_defaults import CONFIG_KEYS as DEFAULT_KEYS
+from chatd.service.model_defaults import ModelDefaults
 from chatd.service.quotas import Quotas
 
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
@@ -101,6 +103,9 @@ class LocalModelConfig:
     max_sequences: int | None = None
     threads: int | None = None
     rope: RopeScaling = field(default_factory=RopeScaling)  # unset keys: the flags'
+    # What a request leaving them out gets (service/model_defaults.py); unset: the
+    # GGUF's recommended sampling, else OpenAI's
+    defaults: ModelDefaults = field(default_factory=ModelDefaults)
 
     def settings(self, defaults: Settings) -> Settings:
         """The server-wide settings with this model's own engine settings over them (its
@@ -189,7 +194,8 @@ def _check_aliases(models: list[LocalModelConfig], path: Path) -> None:
 
 
 def _model(m: Any, where: str) -> LocalModelConfig:
-    _known(m, {"id", "path", "aliases", "priority", "weight", *MODEL_SETTINGS, *ROPE_KEYS}, where)
+    keys = {"id", "path", "aliases", "priority", "weight", *MODEL_SETTINGS, *ROPE_KEYS}
+    _known(m, keys | set(DEFAULT_KEYS), where)
     if not isinstance(m.get("id"), str):
         raise ConfigError(f"{where}.id: a string is required")
     aliases = m.get("aliases", [])
@@ -214,7 +220,13 @@ def _model(m: Any, where: str) -> LocalModelConfig:
     if not isinstance(raw, str):
         raise ConfigError(f'{where}.path: a string is required (a .gguf file, or "embedded")')
     path = None if raw == "embedded" else Path(raw)
-    return LocalModelConfig(m["id"], path, aliases, priority, float(weight), **own, rope=rope)
+    try:
+        defaults = ModelDefaults.from_table(m, where)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return LocalModelConfig(
+        m["id"], path, aliases, priority, float(weight), **own, rope=rope, defaults=defaults
+    )
 
 
 def _is_int(value: Any) -> bool:

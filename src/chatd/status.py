@@ -108,6 +108,9 @@ def format_models(listed: ModelList) -> str:
         lines.append(f"{row['id']:<32} {'yes' if row.get('available') else 'NO':<9}  {routes}")
         if row.get("reason"):
             lines.append(f"{'':<43}{row['reason']}")
+        for route in row.get("routes") or []:
+            if isinstance(route.get("defaults"), dict):  # a local model's (chatd >= 0.x)
+                lines.append(f"{'':<43}{_defaults(route)}")
     if not listed.rows:
         lines.append("(no models for this key)")
     if listed.source != "/chatd/models":
@@ -115,6 +118,28 @@ def format_models(listed: ModelList) -> str:
             f"(from {listed.source}: this server has no /chatd/models, route states unknown)"
         )
     return "\n".join(lines)
+
+
+# Sampling fields shown even at OpenAI's value (the others only when a model sets them).
+_ALWAYS_SHOWN = ("temperature", "top_p")
+_OPENAI = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
+
+
+def _defaults(route: dict[str, Any]) -> str:
+    """What a request that leaves them out gets from this local model: its defaults."""
+    shown = route["defaults"]
+    parts = [f"{k} {shown[k]:g}" for k in _ALWAYS_SHOWN if isinstance(shown.get(k), int | float)]
+    parts += [
+        f"{k} {shown[k]:g}"
+        for k, openai in _OPENAI.items()
+        if isinstance(shown.get(k), int | float) and shown[k] != openai
+    ]
+    cap = shown.get("max_output_tokens")
+    parts.append(f"max output {cap} tokens" if cap else "max output: the window")
+    window = route.get("context_window")
+    if window:
+        parts.append(f"window {window} tokens")
+    return "defaults: " + ", ".join(parts)
 
 
 def _route(route: dict[str, Any]) -> str:

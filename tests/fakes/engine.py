@@ -208,6 +208,14 @@ class FakeEngine:
         pre, suf, mid = self.tokenize_text("<|fim_pre|><|fim_suf|><|fim_mid|>")
         return pre, suf, mid
 
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        """As the real engine's: SmolLM2 adds no BOS, so ``add_special`` adds nothing."""
+        return self.tokenize_text(text)
+
+    def token_piece(self, token: int) -> bytes:
+        """An id never handed out is a token of no text."""
+        return self._words[token].encode() if token < len(self._words) else b""
+
     def render_chat(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
     ) -> list[int]:

@@ -83,6 +83,7 @@ _RULES = {
     "/v1/responses": _responses_names_agree,
     "/v1/completions": _completions_fields_agree,
     "/v1/responses/compact": _responses_names_agree,
+    "/tokenize": _chat_names_agree,  # its chat form takes the chat request's tools
 }
 
 

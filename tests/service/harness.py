@@ -131,7 +131,10 @@ def build_app(
         path.write_text(config)
         file = load_config(path)
         if file.models:
-            models = [LocalModel(m.id, engine, m.priority, m.weight) for m in file.models]
+            models = [
+                LocalModel(m.id, engine, m.priority, m.weight, defaults=m.defaults)
+                for m in file.models
+            ]
         aliases = {a: m.id for m in file.models for a in m.aliases}
         channels = file.channels
         shared = file.shared_prompts

@@ -336,7 +336,13 @@ def test_model_states_show_each_route_for_pickers(gateway: Server) -> None:
     [route] = dead["routes"]
     assert route["name"] == "dead" and route["kind"] == "channel"
     assert route["state"] == "cooling_down" and route["cooling_seconds_left"] > 0
-    assert rows[MODEL]["routes"] == [{"name": f"local:{MODEL}", "kind": "local", "state": "loaded"}]
+    [local] = rows[MODEL]["routes"]
+    assert {k: local[k] for k in ("name", "kind", "state")} == {
+        "name": f"local:{MODEL}",
+        "kind": "local",
+        "state": "loaded",
+    }
+    assert local["context_window"] == 8192 and local["defaults"]["temperature"] == 1.0
     assert [r["kind"] for r in rows["mfallback"]["routes"]] == ["channel", "local"]
     listed = {m["id"] for m in httpx.get(gateway.base_url + "/v1/models").json()["data"]}
     assert "mdead" not in listed and "mfallback" in listed

@@ -40,6 +40,8 @@ async def test_every_route_is_documented_with_its_errors(http: httpx.AsyncClient
         "/v1/messages/count_tokens",
         "/v1/completions",
         "/v1/embeddings",
+        "/tokenize",
+        "/detokenize",
     }
     creates = ("/v1/chat/completions", "/v1/responses", "/v1/completions")
     for create in (paths[p]["post"] for p in creates):

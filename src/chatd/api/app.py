@@ -18,6 +18,7 @@ from chatd.api import (
     playground_routes,
     responses_routes,
     server_routes,
+    tokenize_routes,
 )
 from chatd.api.auth import KeyChecker
 from chatd.api.deps import Services
@@ -149,6 +150,8 @@ def create_app(
         "/v1/messages/count_tokens", messages_routes.count_tokens, methods=["POST"]
     )
     app.router.add_route("/v1/embeddings", embeddings_routes.create_embedding, methods=["POST"])
+    app.router.add_route("/tokenize", tokenize_routes.tokenize, methods=["POST"])
+    app.router.add_route("/detokenize", tokenize_routes.detokenize, methods=["POST"])
     app.include_router(playground_routes.router)  # the browser page: not in /openapi.json
     install_openapi(app)
     return app

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from chatd.api.openapi_embeddings import embeddings_schemas
 from chatd.api.openapi_schemas import component_schemas
+from chatd.api.tokenize_openapi import tokenize_paths, tokenize_schemas
 from chatd.protocol.responses_request import IncludeValue
 from chatd.protocol.shapes import METADATA_MAX_KEY, METADATA_MAX_VALUE
 from chatd.protocol.stored import MAX_FILTERS, MAX_ID, MAX_MODEL
@@ -394,6 +395,11 @@ def openapi_document(app: FastAPI) -> Json:
     for request in (*requests, "CompletionsRequest", "EmbeddingsRequest"):
         # the served ids, as examples: a client (or a fuzzer) reaches a real answer
         schemas[request]["properties"]["model"]["examples"] = served
+    local = app.state.services.models.local()
+    vocabs = [m.n_vocab for m in local if m.n_vocab is not None]
+    schemas.update(
+        tokenize_schemas(schemas["ChatRequest"], min(vocabs, default=None), [m.id for m in local])
+    )
     schemas["ChatCompletionUpdate"] = {
         "type": "object",
         "properties": {"metadata": schemas["ChatRequest"]["properties"]["metadata"]},
@@ -410,6 +416,7 @@ def openapi_document(app: FastAPI) -> Json:
             **_messages_paths(),
             **_completions_paths(),
             **_embeddings_paths(),
+            **tokenize_paths(_operation, _ok),
         },
         "components": {
             "schemas": schemas,

@@ -51,6 +51,8 @@ async def list_models(request: Request, caller: CallerDep, services: ServicesDep
     cards = [c for c in services.models.cards() if caller.may_use(c["id"])]
     if _anthropic(request):
         return anthropic_model_list(cards)
+    if "client_version" in request.query_params:  # Codex's catalogue (service/model_card.py)
+        return {"object": "list", "data": cards, "models": services.models.codex_models(cards)}
     return {"object": "list", "data": cards}
 
 

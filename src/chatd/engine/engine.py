@@ -192,6 +192,16 @@ class Engine:
             raise ValueError(f"an input exceeds {self.embedding_limit} tokens")
         return Embedding(self.embedder, inputs)
 
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        """Text as the model's tokens, special-token text (``<|im_start|>``) read as those
+        tokens, as vLLM's and llama.cpp's ``/tokenize`` read it; ``add_special`` adds the
+        tokens the model puts around a text (BOS for most)."""
+        return self.runner.tokenize(text, add_special=add_special, parse_special=True)
+
+    def token_piece(self, token: int) -> bytes:
+        """A token's bytes as ``/detokenize`` writes them: a control token by its name."""
+        return self.runner.token_names[token]
+
     # --- generation -------------------------------------------------------------------
     def submit(
         self, prompt: list[int], params: SamplingParams, scope: CacheScope = UNSCOPED

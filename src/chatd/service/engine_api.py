@@ -74,6 +74,9 @@ class EngineLike(Protocol):
 
     @property
     def fim_tokens(self) -> tuple[int, int, int] | None: ...
+    def tokenize(self, text: str, add_special: bool) -> list[int]: ...  # special text parsed
+
+    def token_piece(self, token: int) -> bytes: ...  # a control token by its name
 
     def submit(
         self, prompt: list[int], params: SamplingParams, scope: CacheScope = ...

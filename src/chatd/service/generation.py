@@ -44,6 +44,7 @@ __all__ = [
     "Job",
     "LocalRun",
     "count_prompt",
+    "prompt_tokens",
     "Usage",
     "engine_params",
     "fit_kv_cache",
@@ -70,7 +71,8 @@ class Job:
     ``render(native)`` gives the conversation as chat-template messages; ``native`` says
     the template renders tools itself (else the adapter writes them as text). ``sampling``
     holds only the ``SamplingParams`` fields the request gave, so an absent field is the
-    engine's default; without ``max_new_tokens`` the answer may fill the context window.
+    model's default (``defaults``), else the engine's; without ``max_new_tokens`` the
+    answer may fill the context window, up to the model's ``max_output_default``.
     The ``*_param`` names say which request field an error points at. ``shorten(native,
     k)``, when given, renders the conversation without its ``k`` oldest turns (None when
     nothing is left to drop): a prompt too long for the window is then shortened until
@@ -102,6 +104,11 @@ class Job:
     # the prompt as token ids, as given (the Completions API): no chat template, no
     # tools shown; ``render`` is then unused
     prompt_tokens: list[int] | None = None
+    # The model's defaults (service/model_defaults.py), set by the skeleton: sampling
+    # fields the request left out (engine names), and the output cap of a request that
+    # gives none (None: the rest of the window). ``sampling``'s own values always win.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    max_output_default: int | None = None
 
 
 _NO_LIMITS = Limits(grammar_timeout=0, request_timeout=0)
@@ -136,6 +143,8 @@ async def _start(engine: EngineLike, job: Job, limits: Limits, shared: SharedPro
             param="model",
             code="model_not_supported",
         )
+    if job.defaults:  # the model's sampling defaults under the request's own fields
+        job = dataclasses.replace(job, sampling={**job.defaults, **job.sampling})
     grammar = await _grammar(engine, job, limits.grammar_timeout)
     native, tools = _tools_shown(engine, job)
     messages = job.render(native)
@@ -150,7 +159,14 @@ async def _start(engine: EngineLike, job: Job, limits: Limits, shared: SharedPro
                 break  # nothing left to drop: the window check below refuses it
             messages, prompt = shorter, _prompt(engine, job, shorter, tools)
     sampling = _clamped(job, len(prompt), engine.context_window)
-    params = engine_params(sampling, len(prompt), engine.context_window, grammar, job.prompt_param)
+    params = engine_params(
+        sampling,
+        len(prompt),
+        engine.context_window,
+        grammar,
+        job.prompt_param,
+        job.max_output_default,
+    )
     asked = "max_new_tokens" in job.sampling and not job.clamp_max_tokens
     params = fit_kv_cache(params, len(prompt), engine.kv_capacity, asked)
     if job.prediction is not None:
@@ -187,8 +203,13 @@ def _clamped(job: Job, prompt_tokens: int, window: int) -> dict[str, Any]:
 async def count_prompt(engine: EngineLike, job: Job) -> int:
     """The prompt tokens ``job`` would be billed, rendered exactly as ``start_local``
     renders it (the same template, tools shown the same way), without generating."""
+    return len(prompt_tokens(engine, job))
+
+
+def prompt_tokens(engine: EngineLike, job: Job) -> list[int]:
+    """The prompt ``start_local`` would submit for ``job`` (``/tokenize``'s chat form)."""
     native, tools = _tools_shown(engine, job)
-    return len(_prompt(engine, job, job.render(native), tools))
+    return _prompt(engine, job, job.render(native), tools)
 
 
 def _tools_shown(engine: EngineLike, job: Job) -> tuple[bool, list[dict[str, Any]] | None]:
@@ -412,12 +433,16 @@ def engine_params(
     window: int,
     grammar: Grammar | None = None,
     prompt_param: str = "messages",
+    cap: int | None = None,
 ) -> SamplingParams:
     """``SamplingParams`` from the fields given, with the completion budget fitted to the
     context window: what was asked (``max_new_tokens``) if the window has room for it, or
-    the rest of the window. Raises ``context_length_exceeded`` otherwise."""
+    the rest of the window (at most the model's default ``cap``, when it has one).
+    Raises ``context_length_exceeded`` otherwise."""
     requested = sampling.get("max_new_tokens")
     budget = _budget(requested, prompt_tokens, window, prompt_param)
+    if requested is None and cap is not None:
+        budget = min(budget, cap)
     return SamplingParams(**{**sampling, "max_new_tokens": budget, "grammar": grammar})
 
 

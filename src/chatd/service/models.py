@@ -12,6 +12,7 @@ from typing import Any
 from chatd.engine.memory import MemoryNeed
 from chatd.protocol.errors import ModelNotFound
 from chatd.service.engine_api import EngineLike
+from chatd.service.model_defaults import ModelDefaults
 from chatd.service.model_pool import Lease, Loader, LoadState, ModelPool, ModelSlot
 from chatd.upstream.channels import Channel
 
@@ -31,9 +32,16 @@ class LocalModel:
         loader: Loader | None = None,
         need: MemoryNeed | None = None,
         n_vocab: int | None = None,
+        defaults: ModelDefaults | None = None,
+        window: int | None = None,
+        n_ctx_train: int | None = None,
     ) -> None:
         self.id = model_id
         self._n_vocab = n_vocab  # from the file's header, known before loading
+        # what a request leaves out gets (service/model_defaults.py)
+        self.defaults = defaults or ModelDefaults()
+        self._window = window  # the context window it will have once loaded, if known
+        self.n_ctx_train = n_ctx_train  # the file's training context (its header's)
         self.priority = priority
         self.weight = weight
         self.slot = ModelSlot(model_id, engine, loader, need)
@@ -58,6 +66,13 @@ class LocalModel:
         return engine.n_vocab if engine is not None else self._n_vocab
 
     @property
+    def context_window(self) -> int | None:
+        """Tokens one request may hold (prompt and answer): the engine's while loaded,
+        else what it was configured with (None when neither is known)."""
+        engine = self.slot.engine
+        return engine.context_window if engine is not None else self._window
+
+    @property
     def state(self) -> LoadState:
         return self.slot.state
 
@@ -71,17 +86,28 @@ class LocalModel:
         return True
 
     def route_state(self) -> dict[str, Any]:
-        """This route as the model states show it (``GET /chatd/models``)."""
-        return {"name": self.name, "kind": "local", "state": self.state.value}
+        """This route as the model states show it (``GET /chatd/models``), with what a
+        request that leaves fields out gets (``chatd models`` shows it)."""
+        return {
+            "name": self.name,
+            "kind": "local",
+            "state": self.state.value,
+            "context_window": self.context_window,
+            "defaults": self.defaults.shown(),
+        }
 
     def card(self, public_id: str | None = None) -> dict[str, Any]:
-        """The /v1/models card, with llama.cpp router mode's ``status`` extension."""
+        """The /v1/models card, with llama.cpp router mode's ``status`` extension and
+        the fields agent clients read (service/model_card.py; OpenAI's fields unchanged)."""
+        from chatd.service.model_card import card_facts
+
         return {
             "id": public_id or self.id,
             "object": "model",
             "created": self.created,
             "owned_by": self.owned_by,
             "status": {"value": self.state.value},
+            **card_facts(self),
         }
 
 
@@ -192,6 +218,14 @@ class ModelRegistry:
         demand; its card says it is unloaded)."""
         cards = [m.card(public) for public, m in self._local_only()]
         return cards + [m.card() for m in self._routed.values() if m.available]
+
+    def codex_models(self, cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Codex's model metadata for the local-only ids among ``cards`` (an id channels
+        serve keeps the metadata Codex has of it: it may be one of OpenAI's)."""
+        from chatd.service.model_card import codex_model_info
+
+        listed = {c["id"] for c in cards}
+        return [codex_model_info(m, public) for public, m in self._local_only() if public in listed]
 
     def status(self) -> list[dict[str, Any]]:
         """Every public id, with whether it can be served now and why not."""

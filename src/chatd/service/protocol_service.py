@@ -126,6 +126,8 @@ class ProtocolService(ABC, Generic[R, A, S]):
         with lease.until_handed_over():  # released if refused below
             engine = lease.engine
             job = build(engine)
+            job.defaults = model.defaults.sampling()  # what the request left out
+            job.max_output_default = model.defaults.max_output_tokens
             save = self.saver(incoming)
             # nothing may refuse the request after this; the run releases the lease
             run = await start_local(engine, job, self.limits, lease.release, self.shared)

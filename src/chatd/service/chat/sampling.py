@@ -2,9 +2,10 @@
 
 Which field becomes which ``SamplingParams`` parameter, and how its value is converted, is
 the ``ENGINE`` part of ``protocol/chat_fields.py``; a field that was not given (or given as
-null) is not passed, so the defaults are ``SamplingParams``'s own (engine/params.py), the
-one place they are defined. The core (service/generation.py) adds what needs the prompt:
-the completion budget, checked against the model's context window.
+null) is not passed, so the defaults are the model's (service/model_defaults.py, applied
+by the core), else ``SamplingParams``'s own (engine/params.py). The core
+(service/generation.py) adds what needs the prompt: the completion budget, checked
+against the model's context window.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ chat. Stored responses are the next request's history."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,7 +203,7 @@ class ResponsesService(ProtocolService[CreateResponseRequest, ResponseAnswer, Sa
             output = CompactionOutput(self.seal, incoming.owner, model)
         return StreamedResponse(
             LocalSource(run),
-            settings(req),
+            settings(req, job.defaults, job.max_output_default),  # what the model used
             logprobs=req.wants_logprobs(),
             obfuscate=req.include_obfuscation(),
             save=save,
@@ -279,19 +279,29 @@ def _secret_of(store: ResponseStore) -> Callable[[], Awaitable[bytes]]:
     return read
 
 
-def settings(req: CreateResponseRequest) -> ResponseSettings:
-    """The request's settings as every response object echoes them, with OpenAI's
-    defaults for those not given."""
+def settings(
+    req: CreateResponseRequest,
+    defaults: Mapping[str, Any] | None = None,
+    max_output_default: int | None = None,
+) -> ResponseSettings:
+    """The request's settings as every response object echoes them; for those not
+    given, the local model's ``defaults`` and output cap when it ran with them
+    (service/model_defaults.py), else OpenAI's defaults."""
+    defaults = defaults or {}
     fmt = req.text.format if req.text is not None else None
     choice = req.tool_choice
     return ResponseSettings(
         model=req.model,  # the public id asked for (an alias stays the alias)
         instructions=req.instructions,
-        max_output_tokens=req.max_output_tokens,
+        max_output_tokens=req.max_output_tokens
+        if req.max_output_tokens is not None
+        else max_output_default,
         parallel_tool_calls=req.parallel_tool_calls is not False,
         previous_response_id=req.previous_response_id,
-        temperature=req.temperature if req.temperature is not None else 1.0,
-        top_p=req.top_p if req.top_p is not None else 1.0,
+        temperature=req.temperature
+        if req.temperature is not None
+        else defaults.get("temperature", 1.0),
+        top_p=req.top_p if req.top_p is not None else defaults.get("top_p", 1.0),
         top_logprobs=req.top_logprobs or 0,
         text_format=fmt.model_dump(by_alias=True, exclude_none=True)
         if fmt is not None
