@@ -154,6 +154,22 @@ async def test_defaults_apply_to_responses_and_messages(tmp_path: Path) -> None:
         assert (p.temperature, p.top_p, p.top_k, p.max_new_tokens) == (0.3, 0.8, 20, 30)
 
 
+async def test_legacy_completions_get_the_sampling_defaults_not_the_cap(tmp_path: Path) -> None:
+    """The legacy Completions API's ``max_tokens`` defaults to 16, as the live API; the
+    model's sampling defaults fill what the request leaves out, as in every API."""
+    engine = FakeEngine()
+    defaults = ModelDefaults(temperature=0.3, top_p=0.8, top_k=20, max_output_tokens=40)
+    async with running_chatd(tmp_path, engine, local=[model(engine, defaults)]) as c:
+        r = await c.http().post("/v1/completions", json={"model": MODEL, "prompt": "Hi"})
+        assert r.status_code == 200, r.text
+        p = engine.last_params
+        assert (p.temperature, p.top_p, p.top_k, p.max_new_tokens) == (0.3, 0.8, 20, 16)
+        body = {"model": MODEL, "prompt": "Hi", "temperature": 1.2, "max_tokens": 5}
+        assert (await c.http().post("/v1/completions", json=body)).status_code == 200
+        p = engine.last_params
+        assert (p.temperature, p.top_p, p.max_new_tokens) == (1.2, 0.8, 5)
+
+
 async def test_config_defaults_are_on_the_card(tmp_path: Path) -> None:
     config = (
         f'[[models]]\nid = "{MODEL}"\npath = "embedded"\n'

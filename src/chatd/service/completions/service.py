@@ -11,7 +11,7 @@ docs/completions.md."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from chatd.protocol.completions_request import CompletionRequest
@@ -102,8 +102,13 @@ class CompletionsService(ProtocolService[CompletionRequest, CompletionAnswer, No
         return lambda engine: self._jobs(incoming, encode_prompts(incoming.req, engine))[0]
 
     def _jobs(
-        self, incoming: Incoming[CompletionRequest], prompts: list[EncodedPrompt]
+        self,
+        incoming: Incoming[CompletionRequest],
+        prompts: list[EncodedPrompt],
+        defaults: Mapping[str, Any] | None = None,
     ) -> list[Job]:
+        """One job a prompt; ``defaults``: the model's sampling defaults for what the
+        request leaves out (its output cap is not used: this API's default is 16)."""
         params = sampling(incoming.req)
         return [
             Job(
@@ -112,6 +117,7 @@ class CompletionsService(ProtocolService[CompletionRequest, CompletionAnswer, No
                 sampling=params,
                 prompt_param=PROMPT_PARAM,
                 prompt_tokens=p.tokens,
+                defaults=defaults or {},
             )
             for p in prompts
         ]
@@ -131,7 +137,8 @@ class CompletionsService(ProtocolService[CompletionRequest, CompletionAnswer, No
             for p in prompts:  # every prompt checked before any is submitted
                 if len(p.tokens) + max(budget, 1) > engine.context_window:
                     raise too_long(len(p.tokens), budget, engine.context_window)
-            runs = await self._submit(incoming, engine, prompts, lease.release)
+            defaults = model.defaults.sampling()
+            runs = await self._submit(incoming, engine, prompts, lease.release, defaults)
         account = self.accountant(incoming, admission)
         envelope = TextEnvelope(req.model, engine.fingerprint)
         return LocalCompletion(req, runs, envelope, _recorder(account))
@@ -142,6 +149,7 @@ class CompletionsService(ProtocolService[CompletionRequest, CompletionAnswer, No
         engine: EngineLike,
         prompts: list[EncodedPrompt],
         release: Callable[[], None],
+        defaults: Mapping[str, Any],
     ) -> list[PromptRun]:
         req = incoming.req
         generated = req.budget() > 0
@@ -151,7 +159,7 @@ class CompletionsService(ProtocolService[CompletionRequest, CompletionAnswer, No
         countdown = _Countdown(release, len(prompts))
         started: list[LocalRun] = []
         try:
-            for job in self._jobs(incoming, prompts):
+            for job in self._jobs(incoming, prompts, defaults):
                 started.append(await start_local(engine, job, self.limits, countdown, self.shared))
         except BaseException:
             for run in started:
