@@ -4,11 +4,11 @@ on the embedded model through a custom provider (``wire_api = "responses"``): a 
 turn answered with text, and a tool call round trip (Codex runs the model's
 ``exec_command`` call and sends its ``function_call_output`` back; chatd answers that).
 
-NEEDS ISSUE 22'S RESPONSES FIELD ACCEPTANCE: Codex sends ``client_metadata``,
-``prompt_cache_key``, ``reasoning``, ``include`` and hosted tools; until chatd accepts them
-(another branch of issue 22) its first request is a 400 and both tests fail, saying so.
-Its request as captured (tests/fixtures/codex_request.json) is replayed in the fast tier
-by that branch's tests.
+Codex sends ``client_metadata``, ``prompt_cache_key``, ``reasoning``, ``include`` and
+hosted tools on every turn; chatd accepts them (docs/acceptance.md). Its request as
+captured (tests/fixtures/codex_request.json) is replayed in the fast tier
+(tests/service/test_codex_fixture.py) and whole on the real model
+(tests/e2e/test_codex_replay.py).
 
 Cost. Codex's default prompt is 6,497 tokens on the embedded model's tokenizer (its
 ~17k-character base instructions, a skills message, nine tools with long descriptions);
@@ -126,7 +126,7 @@ def run_codex(home: Path, base_url: str, prompt: str) -> tuple[list[dict[str, An
         )
     why = f"exit {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
     if "Unknown parameter" in done.stdout + done.stderr:
-        pytest.fail(f"chatd refused Codex's request: merge issue 22's field acceptance\n{why}")
+        pytest.fail(f"chatd refused a field of Codex's request (docs/acceptance.md)\n{why}")
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     kinds = [e.get("type") for e in events]
     if done.returncode == 0:
