@@ -193,4 +193,5 @@ def filter_case(context: Any, case: Any) -> bool:
     rule = _RULES.get(case.path)
     if rule is None or case.method.upper() != "POST" or not isinstance(case.body, dict):
         return True
-    return not _positive(case) or rule(case.body)
+    # as map_case will write it (682.0 as 682), which may run after this filter
+    return not _positive(case) or rule(_integral_floats_as_ints(case.body))
