@@ -22,7 +22,7 @@ from chatd.service.event_sources import (
 from chatd.upstream.relay import UpstreamCall
 from chatd.upstream.wires import ChatWire
 
-__all__ = ["Answer", "Made", "Relayed", "RelayedEvents"]
+__all__ = ["Account", "Answer", "Made", "Relayed", "RelayedEvents", "RelayedWithUsage"]
 
 
 class Answer(Protocol):
@@ -80,6 +80,48 @@ class Relayed(Generic[A]):
         except BaseException:
             self._settle("")
             raise
+
+
+# (prompt tokens, completion tokens, estimated by chatd, cached prompt tokens)
+Account = Callable[[int, int, bool, int | None], None]
+
+
+class RelayedWithUsage(Relayed[A]):
+    """A relayed answer whose upstream reports OpenAI's ``usage`` (``prompt_tokens``,
+    ``completion_tokens``, ``prompt_tokens_details.cached_tokens``): Chat Completions and
+    the legacy Completions API. Without it, chatd counts the prompt text and the
+    ``output`` text itself (``count_tokens``), marked as estimated."""
+
+    def __init__(
+        self,
+        call: UpstreamCall,
+        account: Account | None,
+        count_tokens: Callable[[str], int] | None,
+        prompt_text: str,
+        fallback: Callable[[], Awaitable[A]] | None,
+    ) -> None:
+        super().__init__(call, fallback)
+        self.account = account
+        self.count_tokens = count_tokens
+        self.prompt_text = prompt_text
+
+    def _settle(self, output: str) -> None:
+        if self.account is None:
+            return
+        u = self.call.usage
+        if u and "prompt_tokens" in u:
+            cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens")
+            self.account(
+                int(u["prompt_tokens"]),
+                int(u.get("completion_tokens", 0)),
+                False,
+                cached if isinstance(cached, int) else None,
+            )
+        elif self.count_tokens is not None:
+            self.account(self.count_tokens(self.prompt_text), self.count_tokens(output), True, None)
+        else:
+            self.account(0, 0, True, None)
+        self.account = None
 
 
 class Made(Answer, Protocol):

@@ -15,19 +15,17 @@ from typing import Any
 
 from chatd.protocol.chat_response import ChatAnswer
 from chatd.protocol.errors import ModelUnavailable
-from chatd.service.relayed import Relayed
+from chatd.service.relayed import Account, RelayedWithUsage
 from chatd.upstream.relay import UpstreamCall
 
 __all__ = ["Assembler", "RelayedCompletion"]
 
-# (prompt tokens, completion tokens, estimated by chatd rather than told by the upstream)
-# (prompt tokens, completion tokens, estimated, cached prompt tokens)
-Account = Callable[[int, int, bool, int | None], None]
 
-
-class RelayedCompletion(Relayed[ChatAnswer]):
+class RelayedCompletion(RelayedWithUsage[ChatAnswer]):
     """An upstream's answer, relayed; stored and accounted like a local one. When no
-    channel answers before its first byte, the ``fallback`` routes (if any) take over."""
+    channel answers before its first byte, the ``fallback`` routes (if any) take over.
+    Without the upstream's usage, chatd counts everything generated (text and tool
+    arguments)."""
 
     def __init__(
         self,
@@ -38,32 +36,8 @@ class RelayedCompletion(Relayed[ChatAnswer]):
         prompt_text: str = "",
         fallback: Callable[[], Awaitable[ChatAnswer]] | None = None,
     ) -> None:
-        super().__init__(call, fallback)
+        super().__init__(call, account, count_tokens, prompt_text, fallback)
         self.save = save
-        self.account = account
-        self.count_tokens = count_tokens
-        self.prompt_text = prompt_text
-
-    def _settle(self, output: str) -> None:
-        """The upstream's usage; without one, chatd's own count of the prompt and of
-        everything generated (text and tool arguments), marked as estimated."""
-        if self.account is None:
-            return
-        u = self.call.usage
-        if u and "prompt_tokens" in u:
-            cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens")
-            self.account(
-                int(u["prompt_tokens"]),
-                int(u.get("completion_tokens", 0)),
-                False,
-                int(cached) if isinstance(cached, int) else None,
-            )
-        elif self.count_tokens is not None:
-            prompt, output_tokens = self.count_tokens(self.prompt_text), self.count_tokens(output)
-            self.account(prompt, output_tokens, True, None)
-        else:
-            self.account(0, 0, True, None)
-        self.account = None
 
     async def result(self) -> dict[str, Any]:
         body: dict[str, Any] = {}

@@ -5,52 +5,18 @@ its first byte (the core's ``Relayed``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from chatd.protocol.errors import ModelUnavailable
 from chatd.service.completions.answer import CompletionAnswer
-from chatd.service.relayed import Relayed
-from chatd.upstream.relay import UpstreamCall
+from chatd.service.relayed import RelayedWithUsage
 
 __all__ = ["RelayedTextCompletion"]
 
-# (prompt tokens, completion tokens, estimated by chatd, cached prompt tokens)
-Account = Callable[[int, int, bool, int | None], None]
 
-
-class RelayedTextCompletion(Relayed[CompletionAnswer], CompletionAnswer):
-    def __init__(
-        self,
-        call: UpstreamCall,
-        account: Account | None,
-        count_tokens: Callable[[str], int] | None,
-        prompt_text: str,
-        fallback: Callable[[], Awaitable[CompletionAnswer]] | None,
-    ) -> None:
-        super().__init__(call, fallback)
-        self.account = account
-        self.count_tokens = count_tokens
-        self.prompt_text = prompt_text
-
-    def _settle(self, output: str) -> None:
-        """The upstream's usage; without one, chatd's own count, marked as estimated."""
-        if self.account is None:
-            return
-        u = self.call.usage
-        if u and "prompt_tokens" in u:
-            cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens")
-            self.account(
-                int(u["prompt_tokens"]),
-                int(u.get("completion_tokens", 0)),
-                False,
-                cached if isinstance(cached, int) else None,
-            )
-        elif self.count_tokens is not None:
-            self.account(self.count_tokens(self.prompt_text), self.count_tokens(output), True, None)
-        else:
-            self.account(0, 0, True, None)
-        self.account = None
+class RelayedTextCompletion(RelayedWithUsage[CompletionAnswer], CompletionAnswer):
+    """An upstream's text completion, relayed and accounted like a local one."""
 
     async def result(self) -> dict[str, Any]:
         body: dict[str, Any] = {}
