@@ -10,8 +10,9 @@ captured (tests/fixtures/codex_request.json) is replayed in the fast tier
 (tests/service/test_codex_fixture.py) and whole on the real model
 (tests/e2e/test_codex_replay.py).
 
-Cost. Codex's default prompt is 6,497 tokens on the embedded model's tokenizer (its
-~17k-character base instructions, a skills message, nine tools with long descriptions);
+Cost. Codex's default prompt is 9,159 tokens on the embedded model's tokenizer (its
+~17k-character base instructions, a skills message, nine tools with long descriptions
+and the multi-agent namespace's; 6,497 without the namespace: past or near the window);
 its prefill took 7 minutes on 2 cores shared with other jobs. So these turns run Codex
 configured as a user with a small local model would (docs/clients.md): its base
 instructions replaced by a short file (``model_instructions_file``), the tools a small
