@@ -12,9 +12,12 @@ and the answers only; it is dim when stderr is a terminal."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -196,9 +199,10 @@ class ChatSession:
                     for choice in chunk.get("choices") or []:
                         piece = (choice.get("delta") or {}).get("content") or ""
                         if piece:
-                            self.out.write(piece)
-                            self.out.flush()
-                            answer.append(piece)  # after: what is kept is what was seen
+                            with _ctrl_c_held():  # what is kept is exactly what was seen
+                                self.out.write(piece)
+                                self.out.flush()
+                                answer.append(piece)
                         finish = choice.get("finish_reason") or finish
         except KeyboardInterrupt:
             self._end_line(answer)
@@ -311,3 +315,19 @@ def run(args: argparse.Namespace) -> int:
             return ChatSession(remote, options).run()
         except KeyboardInterrupt:  # between two reads: leave as at the prompt
             return 130
+
+
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Ctrl-C (SIGINT) held back while a piece is shown and kept: one landing between the
+    two would show text the next turn does not carry, or drop a turn whose start was on
+    the screen. A held one is delivered as the block ends (KeyboardInterrupt there)."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    block(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        block(signal.SIG_UNBLOCK, {signal.SIGINT})

@@ -1,11 +1,14 @@
 """What ``chatd chat`` reads without a server: the SSE lines of a stream (chatd/remote.py)
-and the ``/`` commands typed at its prompt (chatd/chat_cli.py)."""
+and the ``/`` commands typed at its prompt (chatd/chat_cli.py), and its Ctrl-C."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
-from chatd.chat_cli import Command, CommandError, parse_command
+from chatd.chat_cli import Command, CommandError, _ctrl_c_held, parse_command
 from chatd.remote import RemoteError, StreamBroken, sse_chunks, sse_data
 
 
@@ -91,3 +94,13 @@ def test_parse_command(line: str, command: Command | None) -> None:
 def test_bad_commands_are_refused(line: str, message: str) -> None:
     with pytest.raises(CommandError, match=message):
         parse_command(line)
+
+
+def test_a_ctrl_c_while_a_piece_is_shown_lands_once_it_is_kept() -> None:
+    """A SIGINT between showing a piece and keeping it is held to the block's end: the
+    turn keeps exactly what the screen shows (a stopped answer is carried on)."""
+    kept: list[str] = []
+    with pytest.raises(KeyboardInterrupt), _ctrl_c_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        kept.append("piece")
+    assert kept == ["piece"]
