@@ -100,17 +100,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     s.add_argument(
+        "--prefix-cache-mib",
+        type=int,
+        default=Settings.prefix_cache_mib,
+        help="host memory (MiB) for the KV of finished requests, reused by prompts that"
+        " share their prefix (0: no prefix cache)",
+    )
+    s.add_argument(
         "--prefix-cache-cells",
         type=int,
-        default=Settings.prefix_cache_cells,
-        help="KV cells of finished requests kept for prompts that share their prefix"
-        " (0: no prefix cache)",
+        default=None,
+        help="obsolete (the cache no longer lives in KV cells): 0 turns the prefix cache"
+        " off, as --prefix-cache-mib 0; other values are refused",
     )
     s.add_argument(
         "--prefix-cache-entries",
         type=int,
         default=Settings.prefix_cache_entries,
         help="finished sequences the prefix cache keeps",
+    )
+    s.add_argument(
+        "--prefix-cache-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the prefix cache on disk too, so a restarted server (or a replica given"
+        " the same folder) answers cached prompts at hit speed",
+    )
+    s.add_argument(
+        "--prefix-cache-disk-mib",
+        type=int,
+        default=Settings.prefix_cache_disk_mib,
+        help="disk space (MiB) the disk tier may use per model",
     )
     s.add_argument(
         "--shared-prompt",
@@ -224,8 +245,9 @@ def serve(args: argparse.Namespace) -> int:
         max_sequences=args.max_sequences,
         max_waiting=args.max_waiting,
         threads=args.threads,
-        prefix_cache_cells=args.prefix_cache_cells,
         prefix_cache_entries=args.prefix_cache_entries,
+        prefix_cache_dir=args.prefix_cache_dir,
+        prefix_cache_disk_mib=args.prefix_cache_disk_mib,
         prompt_lookup=args.prompt_lookup,
         wide_prefill=args.wide_prefill,
         drain_seconds=args.drain_seconds,
@@ -241,6 +263,7 @@ def serve(args: argparse.Namespace) -> int:
         settings.data_dir = args.data_dir
     try:
         settings.rope = rope_from(args)
+        settings.prefix_cache_mib = _prefix_cache_mib(args)
         file = load_config(args.config) if args.config else FileConfig([], [])
         configs = _model_configs(args, file, settings)
         max_loaded = file.max_loaded if args.max_loaded is None else args.max_loaded
@@ -295,6 +318,22 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,
         # uvicorn's own lines go through the root's handler too: one format, escaped
         log_config=None,
+    )
+
+
+def _prefix_cache_mib(args: argparse.Namespace) -> int:
+    """The prefix cache's host memory; ``--prefix-cache-cells`` (from when the cache lived
+    in KV cells) still turns it off with 0, and refuses any other value rather than
+    quietly meaning something else."""
+    if args.prefix_cache_mib < 0:
+        raise ConfigError(f"--prefix-cache-mib {args.prefix_cache_mib}: 0 (off) or more")
+    if args.prefix_cache_cells is None:
+        return int(args.prefix_cache_mib)
+    if args.prefix_cache_cells == 0:
+        return 0
+    raise ConfigError(
+        f"--prefix-cache-cells {args.prefix_cache_cells}: the prefix cache no longer lives in"
+        " KV cells; bound it with --prefix-cache-mib (host memory), or turn it off with 0"
     )
 
 
@@ -402,9 +441,7 @@ def _engine(settings: Settings, path: Path, progress: Callable[[float], None] | 
             RunnerConfig(
                 path,
                 n_ctx=settings.n_ctx,
-                n_seq_max=KVAllocator.seq_ids_needed(
-                    settings.max_sequences, settings.prefix_cache_entries
-                ),
+                n_seq_max=KVAllocator.seq_ids_needed(settings.max_sequences),
                 n_threads=settings.threads,
                 prefill_ctx=settings.context_window if settings.wide_prefill else 0,
                 progress=progress,
@@ -414,10 +451,12 @@ def _engine(settings: Settings, path: Path, progress: Callable[[float], None] | 
             SchedulerConfig(
                 max_waiting=settings.max_waiting,
                 n_ctx_seq=settings.context_window,
-                prefix_cache_cells=settings.prefix_cache_cells,
+                prefix_cache_bytes=settings.prefix_cache_mib << 20,
                 prefix_cache_entries=settings.prefix_cache_entries,
                 prompt_lookup=settings.prompt_lookup,
             ),
+            prefix_cache_dir=settings.prefix_cache_dir,
+            prefix_cache_disk_bytes=settings.prefix_cache_disk_mib << 20,
         )
     )
 

@@ -57,8 +57,12 @@ class Settings:
     max_sequences: int = 128  # concurrent choices in the engine (n counts each)
     max_waiting: int = 256  # queued requests before 503
     threads: int = 0
-    prefix_cache_cells: int = 4096  # KV cells the prefix cache keeps while idle (0: off)
-    prefix_cache_entries: int = 32  # finished sequences it keeps
+    # The prefix cache: finished requests' KV in host memory (MiB; 0: off), how many it
+    # keeps, and an optional disk tier under it that survives restarts (engine/kv_cache.py)
+    prefix_cache_mib: int = 512
+    prefix_cache_entries: int = 256
+    prefix_cache_dir: Path | None = None
+    prefix_cache_disk_mib: int = 8192
     prompt_lookup: bool = False  # speculative drafts from the prompt when no prediction
     wide_prefill: bool = True  # long prompts computed in a second context's wide passes
     drain_seconds: float = 30.0  # SIGTERM: how long running requests may finish

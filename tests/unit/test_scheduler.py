@@ -28,6 +28,11 @@ class FakeConfig:
 
 
 class FakeRunner:
+    """The model and its KV memory, cell by cell as llama.cpp places them: free cells are
+    taken from ``head`` on (from 0 when many lie below it), freeing moves ``head`` back,
+    so a cell freed while others decode is refilled out of order. Every decoded token
+    checks that its sequence holds exactly the positions before it, in cell order."""
+
     def __init__(self, n_ctx: int = 1024, n_seq_max: int = 41, n_ubatch: int = 16) -> None:
         self.config = FakeConfig(n_seq_max, n_ubatch)
         self.n_ctx = n_ctx
@@ -37,24 +42,50 @@ class FakeRunner:
         self.control = frozenset({EOS})
         self.token_bytes = [b""] + [bytes([96 + t % 27]) for t in range(1, V)]
         self.token_names = [b"<eos>", *self.token_bytes[1:]]
-        self.cells: list[tuple[int, set[int]]] = []  # (position, owners) per used cell
+        self.slots: list[tuple[int, set[int]] | None] = [None] * n_ctx  # (position, owners)
+        self.head = 0
         self.calls: list[int] = []  # tokens per decode call
         self.pads: list[bool] = []  # pad_single of every decode call
         self.prefill: FakePrefill | None = None
+        self.restores: list[int] = []  # cells of every restored state
+
+    @property
+    def cells(self) -> list[tuple[int, set[int]]]:
+        return [c for c in self.slots if c is not None]
 
     def used(self) -> int:
         return len(self.cells)
 
     def held(self, seq: int) -> list[int]:
-        return sorted(p for p, owners in self.cells if seq in owners)
+        """``seq``'s positions in cell order."""
+        return [p for p, owners in self.cells if seq in owners]
 
-    def _gc(self) -> None:
-        self.cells = [c for c in self.cells if c[1]]
+    def _free(self) -> None:
+        for i, c in enumerate(self.slots):
+            if c is not None and not c[1]:
+                self.slots[i] = None
+                self.head = min(self.head, i)
+
+    def find_slot(self, n: int) -> list[int] | None:
+        head = 0 if self.head > self.used() + 2 * n else self.head
+        order = [*range(head, self.n_ctx), *range(0, head)]
+        free = [i for i in order if self.slots[i] is None][:n]
+        return free if len(free) == n else None
+
+    def place(self, positions: list[int], owners: list[set[int]]) -> bool:
+        idxs = self.find_slot(len(positions))
+        if idxs is None:
+            return False
+        for i, p, o in zip(idxs, positions, owners, strict=True):
+            self.slots[i] = (p, o)
+        if idxs:
+            self.head = idxs[-1] + 1
+        return True
 
     def seq_remove(self, seq: int) -> None:
-        for _, owners in self.cells:
-            owners.discard(seq)
-        self._gc()
+        for c in self.cells:
+            c[1].discard(seq)
+        self._free()
 
     def seq_copy(self, src: int, dst: int, n: int) -> None:
         for p, owners in self.cells:
@@ -72,7 +103,20 @@ class FakeRunner:
         self.seq_remove(src)
 
     def memory_clear(self) -> None:
-        self.cells = []
+        self.slots = [None] * self.n_ctx
+        self.head = 0
+
+    def seq_state(self, seq: int, start: int, end: int) -> list[int]:
+        """Its positions start..end-1 in cell order (one "byte" per cell)."""
+        return [p for p in self.held(seq) if start <= p < end]
+
+    def seq_restore(self, state: list[int], owners: list[tuple[int, int, int]]) -> bool:
+        self.restores.append(len(state))
+        taken = [{s for s, a, b in owners if a <= p < b} for p in state]
+        if not self.place(list(state), taken):
+            return False
+        self._free()  # the scratch sequence's cells no owner took
+        return True
 
     def run(self, chunks: list[Chunk], pad_single: bool = False) -> np.ndarray:
         return self.decode(self.batch.fill(chunks), pad_single)
@@ -82,14 +126,14 @@ class FakeRunner:
         n = b.n_tokens
         self.calls.append(n)
         self.pads.append(pad_single)
-        if self.used() + n > self.n_ctx:
+        if self.find_slot(n) is None:
             raise DecodeError(1)
         rows = []
         for i in range(n):
             seq, pos = int(b.seq_id[i]), int(b.pos[i])
             held = self.held(seq)
             assert held == list(range(pos)), f"seq {seq}: position {pos} after {held}"
-            self.cells.append((pos, {seq}))
+            assert self.place([pos], [{seq}])
             if b.logits[i]:
                 row = np.zeros(V, dtype=np.float32)
                 nxt = (int(b.token[i]) + 1) % V
@@ -125,10 +169,9 @@ class FakePrefill:
 
     def finish(self, start: int, dst: int) -> bool:
         new = self.positions[start:]
-        if self.runner.used() + len(new) > self.runner.n_ctx:
-            return False
         assert self.runner.held(dst) == list(range(start))
-        self.runner.cells += [(p, {dst}) for p in new]
+        if not self.runner.place(new, [{dst} for _ in new]):
+            return False
         self.positions = []
         return True
 
@@ -342,18 +385,59 @@ def test_n_choices_on_a_cache_hit() -> None:
     assert runner.used() == sched.cells.used
 
 
-def test_an_idle_cache_over_budget_is_cleared_whole() -> None:
+def test_finished_requests_leave_the_kv_cells_and_come_back_on_a_hit() -> None:
+    """The cache lives in host memory: at rest no cell is held, so a later request attends
+    over its own cells alone; a hit restores the entry's cells (its tail beyond the hit
+    freed at once) and gives the same answer."""
     runner = FakeRunner()
-    sched = Scheduler(runner, SchedulerConfig(prefix_cache_cells=50))
-    run_one(sched, runner, list(range(1, 31)), max_new_tokens=4)
-    assert runner.used() == sched.cells.used == 33  # kept: the engine just went idle
-    run_one(sched, runner, list(range(1, 31)), max_new_tokens=30)  # a hit, then 63 cells
-    assert runner.used() == sched.cells.used > 50
-    again = run_one(sched, runner, list(range(1, 31)), max_new_tokens=2)
-    assert again.cached_tokens == 29  # over budget, but kept for a request that reuses it
-    other = run_one(sched, runner, list(range(31, 41)), max_new_tokens=2)
-    assert other.cached_tokens == 0  # cleared at idle before it was admitted
-    assert runner.used() == sched.cells.used == 11
+    sched = Scheduler(runner, SchedulerConfig())
+    prompt = list(range(1, 31))
+    cold = run_one(sched, runner, prompt, max_new_tokens=4)
+    assert sched.step() is False and runner.used() == sched.cells.used == 0
+    assert len(sched.cache) == 1 and sched.cache.bytes_used == 33  # the fake: a byte a cell
+    hit = run_one(sched, runner, [*prompt[:20], 44, 45], max_new_tokens=4)
+    assert hit.cached_tokens == 20 and runner.restores == [33]
+    assert texts(hit.sink) == {0: expected(45, 4)}  # type: ignore[attr-defined]
+    again = run_one(sched, runner, prompt, max_new_tokens=4)
+    assert again.cached_tokens == 29 and texts(again.sink) == texts(cold.sink)  # type: ignore[attr-defined]
+
+
+def test_the_cache_is_bounded_in_bytes_least_recently_used_first() -> None:
+    runner = FakeRunner()
+    sched = Scheduler(runner, SchedulerConfig(prefix_cache_bytes=40))
+    a, b = [1, *range(10, 30)], [2, *range(10, 30)]
+    run_one(sched, runner, a, max_new_tokens=2)  # 22 "bytes"
+    run_one(sched, runner, b, max_new_tokens=2)  # a goes: 44 > 40
+    assert len(sched.cache) == 1 and sched.cache.bytes_used == 22
+    assert run_one(sched, runner, a, max_new_tokens=1).cached_tokens == 0
+    big = run_one(sched, runner, list(range(5, 49)), max_new_tokens=2)  # larger than it all
+    assert big.cached_tokens == 0 and sched.cache.bytes_used <= 40
+
+
+def test_retired_cells_are_freed_without_a_hole_while_others_run() -> None:
+    """Finished requests' cells wait in the retired sequence while others decode; once
+    they outnumber the live ones a repack frees them, every sequence's cells in position
+    order (the fake checks each token), outputs exact."""
+    runner = FakeRunner(n_ctx=400, n_ubatch=16)
+    sched = Scheduler(runner, SchedulerConfig(repack_min_cells=20))
+    sink: dict[int, list] = {}
+    long = make(runner, [3, 4, 5], sink, max_new_tokens=60)
+    shorts = [make(runner, [10 + i] * 12, sink, max_new_tokens=6) for i in range(6)]
+    sched.submit(long)
+    for r in shorts:
+        sched.submit(r)
+    freed = []
+    for _ in range(200):
+        dead = sched.cells.dead
+        if not sched.step():
+            break
+        if sched.cells.dead < dead and sched.running:
+            freed.append(dead)
+        assert runner.used() == sched.cells.used
+    assert freed, "expected a repack while the long request ran"
+    assert texts(sink[long.id]) == {0: expected(5, 60)}
+    for i, r in enumerate(shorts):
+        assert texts(sink[r.id]) == {0: expected(10 + i, 6)}
 
 
 def test_at_rest_without_a_cache_no_cell_stays_held() -> None:
@@ -381,8 +465,8 @@ def test_entries_beyond_the_limit_retire_least_recently_used_first() -> None:
 
 def test_kv_pressure_evicts_the_cache_before_preempting() -> None:
     runner = FakeRunner(n_ctx=80)
-    sched = Scheduler(runner, SchedulerConfig(prefix_cache_cells=1000))
-    run_one(sched, runner, [1] * 30, max_new_tokens=20)  # 49 cells stay cached
+    sched = Scheduler(runner, SchedulerConfig())
+    run_one(sched, runner, [1] * 30, max_new_tokens=20)  # 49 cells, in the cache
     sink: dict[int, list] = {}
     reqs = [make(runner, [i + 2] * 10, sink, max_new_tokens=25) for i in range(2)]
     for r in reqs:

@@ -133,28 +133,29 @@ def test_entries_of_other_partitions_never_retire_as_redundant() -> None:
     assert run(sched, prompt, "a") == 19
 
 
-def test_the_idle_cache_is_kept_or_cleared_by_what_the_next_prompt_may_reuse() -> None:
-    """Over budget at idle, the cache stays only for a prompt that reuses it: a prompt of
-    another tenant matching an entry it may not read must not keep it (B would see its own
-    older entry survive, and so learn that its guess matched)."""
+def test_which_entries_survive_does_not_depend_on_another_tenants_prompt() -> None:
+    """Under the byte bound, least recently used entries go; a prompt of another tenant
+    matching an entry it may not read must not refresh it (B would see its own older entry
+    go or stay, and so learn that its guess matched)."""
     secret = [1 + i % 40 for i in range(80)]
     own = [41, 42, 43, *[44] * 70]
 
     def own_hit_after(guess: list[int]) -> int:
         runner = FakeRunner()
-        sched = Scheduler(runner, SchedulerConfig(prefix_cache_cells=100))
+        sched = Scheduler(runner, SchedulerConfig(prefix_cache_bytes=230))
         run(sched, own, "b", max_new_tokens=2)
-        run(sched, secret, "a", max_new_tokens=2)  # now over budget
-        run(sched, guess, "b", max_new_tokens=2)
+        run(sched, secret, "a", max_new_tokens=2)
+        run(sched, guess, "b", max_new_tokens=2)  # one entry must go
         return run(sched, own, "b", max_new_tokens=2)
 
     assert own_hit_after([*secret, 9]) == own_hit_after([*[5] * 80, 9]) == 0
-    # its own entry still keeps the cache for it
+    # its own prompts still find their entries
     runner = FakeRunner()
-    sched = Scheduler(runner, SchedulerConfig(prefix_cache_cells=100))
+    sched = Scheduler(runner, SchedulerConfig(prefix_cache_bytes=230))
     run(sched, own, "b", max_new_tokens=2)
     run(sched, secret, "a", max_new_tokens=2)
-    assert run(sched, [*own, 9], "b", max_new_tokens=2) == len(own)
+    run(sched, [*own, 9], "b", max_new_tokens=2)
+    assert run(sched, own, "b", max_new_tokens=2) == len(own) - 1
 
 
 # --- fairness --------------------------------------------------------------------------

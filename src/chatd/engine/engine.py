@@ -15,6 +15,7 @@ import os
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from chatd.engine.embed_context import EmbedContext, model_embedding
@@ -22,6 +23,7 @@ from chatd.engine.embedding import Embedder, EmbedderConfig, EmbedJob
 from chatd.engine.grammar import GrammarCompiler
 from chatd.engine.model_runner import ModelRunner, RunnerConfig
 from chatd.engine.params import UNSCOPED, CacheScope, Delta, SamplingParams, TokenLogprob
+from chatd.engine.prefix_disk import PrefixDisk
 from chatd.engine.scheduler import Scheduler, SchedulerConfig
 from chatd.engine.sequence import SequenceGroup
 from chatd.engine.template import ChatTemplate
@@ -34,6 +36,10 @@ class EngineConfig:
     runner: RunnerConfig
     scheduler: SchedulerConfig = SchedulerConfig()
     embedder: EmbedderConfig = EmbedderConfig()
+    # The prefix cache's disk tier (engine/prefix_disk.py): its folder (None: none) and
+    # the bytes one model's entries may take there.
+    prefix_cache_dir: Path | None = None
+    prefix_cache_disk_bytes: int = 8 << 30
 
 
 class Engine:
@@ -41,7 +47,14 @@ class Engine:
         self.runner = ModelRunner(config.runner)
         n_ctx_seq = context_limit(self.runner, config.scheduler.n_ctx_seq)
         sched = dataclasses.replace(config.scheduler, n_ctx_seq=n_ctx_seq)
-        self.scheduler = Scheduler(self.runner, sched)
+        self.disk = (
+            PrefixDisk(
+                config.prefix_cache_dir, config.prefix_cache_disk_bytes, self.runner.fingerprint
+            )
+            if config.prefix_cache_dir is not None and sched.prefix_cache_bytes > 0
+            else None
+        )
+        self.scheduler = Scheduler(self.runner, sched, self.disk)
         self.context_window = sched.n_ctx_seq
         self.kv_capacity = self.runner.n_ctx
         r = self.runner
@@ -79,6 +92,8 @@ class Engine:
             self._warm.join()
         if not self._thread.is_alive():  # else it closes the embedder itself on its way out
             self.embedder.close()
+        if self.disk is not None:  # entries still being written reach the disk
+            self.disk.close()
         self.runner.close()
 
     def _loop(self) -> None:
@@ -111,6 +126,7 @@ class Engine:
             "prefix_cache_hit_tokens": sched.cache.hit_tokens,
             "prefix_cache_miss_tokens": sched.cache.miss_tokens,
             "prefix_cache_entries": len(sched.cache),
+            "prefix_cache_bytes": sched.cache.bytes_used,
             "kv_cells_used": sched.cells.used,
         }
 

@@ -15,7 +15,10 @@ A step, in order:
    logits; emit.
 
 A request with n > 1 prefills its prompt once on its lead sequence and then shares the
-prompt's cells with the other choices (``llama_memory_seq_cp``).
+prompt's cells with the other choices (``llama_memory_seq_cp``). A prompt whose prefix a
+running request is still computing waits for it and shares it (``SequenceGroup.follows``)
+rather than computing it again; the wide-prefill context serves the shortest remaining
+prompt first, with credit for waiting, so a short prompt never waits behind long ones.
 
 Tenants (``CacheScope.partition``) are kept apart: a prompt reuses another partition's
 cells only within the shared part both declare (kv_cache.py), and admission, prompt
@@ -25,7 +28,6 @@ compute and preemption are fair across partitions (waiting.py).
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,10 +35,11 @@ import numpy as np
 from chatd.engine.errors import EngineFailure, QueueFull
 from chatd.engine.feeds import Feed, Work
 from chatd.engine.grammar import GrammarError
-from chatd.engine.kv_cache import KVAllocator, Lender
+from chatd.engine.kv_cache import CacheHit, KVAllocator, Lender, PrefixCache, reusable
 from chatd.engine.model_runner import DecodeError, ModelRunner, PrefillContext
 from chatd.engine.output import OutputStep
 from chatd.engine.params import Delta
+from chatd.engine.prefix_disk import PrefixDisk
 from chatd.engine.sequence import Phase, Sequence, SequenceGroup
 from chatd.engine.speculation import Drafter
 from chatd.engine.waiting import WaitingQueue, interleaved, load
@@ -47,8 +50,11 @@ class SchedulerConfig:
     max_prefill_tokens: int = 252  # prompt tokens per step when nothing is decoding
     max_waiting: int = 256  # requests waiting for admission before new ones get QueueFull
     n_ctx_seq: int = 8192  # context window of one choice (prompt + completion)
-    prefix_cache_cells: int = 4096  # cells the prefix cache may keep while idle (0: off)
-    prefix_cache_entries: int = 32  # finished sequences kept (each takes a seq id)
+    prefix_cache_bytes: int = 512 << 20  # host memory for finished sequences' KV (0: off)
+    prefix_cache_entries: int = 256  # finished sequences kept in it
+    # Cells only the retired sequence holds before a repack frees them (at least as many as
+    # the live ones: a repack moves every live cell, ~8 ms per 1000 here).
+    repack_min_cells: int = 512
     max_draft_tokens: int = 48  # predicted tokens verified per sequence and step
     prompt_lookup: bool = False  # without a prediction, draft from n-grams of the prompt
     # Prompt tokens computed in the prefill context per step: while others decode (one
@@ -58,15 +64,18 @@ class SchedulerConfig:
 
 
 class Scheduler:
-    def __init__(self, runner: ModelRunner, config: SchedulerConfig) -> None:
+    def __init__(
+        self, runner: ModelRunner, config: SchedulerConfig, disk: PrefixDisk | None = None
+    ) -> None:
         self.runner = runner
         self.config = config
         self.output = OutputStep(runner, config.n_ctx_seq)
         self.waiting = WaitingQueue()
         self.running: list[SequenceGroup] = []
-        self.kv = KVAllocator(
-            runner, runner.config.n_seq_max, config.prefix_cache_entries, config.prefix_cache_cells
+        cache = PrefixCache(
+            runner, config.prefix_cache_bytes, config.prefix_cache_entries, disk=disk
         )
+        self.kv = KVAllocator(runner, runner.config.n_seq_max, cache)
         self.cells, self.cache = self.kv.cells, self.kv.cache
         self.n_live = self.kv.n_live
         # The request whose prompt is in the prefill context, and how far it got there.
@@ -118,7 +127,7 @@ class Scheduler:
         self._drop_cancelled()
         if self.waiting or self.running:
             return True
-        self.cache.settle()  # at rest: no retired cell outlives the work
+        self.kv.settle()  # at rest: no retired cell outlives the work
         return False
 
     def _schedule(self) -> Work:
@@ -204,17 +213,14 @@ class Scheduler:
     # --- planning ---------------------------------------------------------------------
     def _plan(self) -> list[Feed]:
         if not self.running:
-            nxt = self.waiting.head(Counter())
-            if nxt is None:
-                self.cache.on_idle()
-            else:
-                self._shape(nxt)
-                self.cache.on_idle(nxt.prompt, nxt.partition, nxt.shared)
+            self.kv.settle()  # nothing runs: every held cell is retired, freed whole
+        elif self.cells.dead >= max(self.config.repack_min_cells, self.cells.used // 2):
+            self._repack()  # the retired cells cost every step more than moving the live ones
         while True:
             feeds, needed = self._plan_once()
             if needed <= self.runner.n_ctx:
                 return feeds
-            if self.cache.free_retired() or self.cache.evict_one():
+            if self._repack():
                 continue
             if not self._preempt_newest():
                 # A lone request that cannot fit: fail it rather than spin.
@@ -247,17 +253,12 @@ class Scheduler:
             if len(active) > len(self.kv.free_ids):
                 break
             self._shape(req)
-            hit = (
-                None  # its prompt's logprobs are asked: every position is computed
-                if req.prompt_logprobs is not None
-                else self.cache.lookup(req.prompt, req.tiled_len, live, req.partition, req.shared)
-            )
-            reused = hit.n_tokens if hit is not None else 0
-            if reused < req.tiled_len:  # the prefill context restarts at a block boundary
-                reused -= reused % PrefillContext.BLOCK
-            if used + req.kv_needed() - reused > self.runner.n_ctx and self.running:
+            hit = self._lookup(req, live, self.runner.n_ctx - used)
+            reused = self._usable(req, hit)
+            lender, ahead = self._ahead(req, reused)
+            if used + req.kv_needed() - max(reused, ahead) > self.runner.n_ctx and self.running:
                 break
-            self._admit(req, hit.source if hit is not None else -1, reused)
+            self._admit(req, hit, reused, lender)
             running[req.partition] += len(active)
             before = budget
             budget = self._plan_prefill(req, feeds, budget)
@@ -281,9 +282,16 @@ class Scheduler:
                 room -= len(f.drafts)
         return feeds
 
-    def _admit(self, req: SequenceGroup, source: int, reused: int) -> None:
-        """Move the waiting queue's head to running, its lead reusing ``reused`` cells of
-        sequence ``source`` (a prefix-cache hit)."""
+    def _admit(
+        self,
+        req: SequenceGroup,
+        hit: CacheHit | None,
+        reused: int,
+        lender: SequenceGroup | None = None,
+    ) -> None:
+        """Move the waiting queue's head to running, its lead reusing ``reused`` positions
+        of ``hit``; or, with a ``lender`` computing a longer prefix of its prompt, waiting
+        for that prefix before it computes anything (``_follow``)."""
         self.waiting.pop(req)
         with self._lock:
             self.n_waiting -= 1
@@ -291,19 +299,85 @@ class Scheduler:
             s.seq_id = self.kv.allocate()
             s.n_cached = 0
             s.lendable = Sequence.lendable  # recomputed from scratch: exact again
-        if reused > 0:
-            self.cells.share(source, req.lead.seq_id, reused)
-            req.lead.n_cached = reused
-        if req.cached_tokens is None:  # what the client is told: the first admission
+        req.phase = Phase.RUNNING
+        req.forked = False
+        req.follows = lender
+        req.tiled_credit = 0
+        self.running.append(req)
+        if lender is None:
+            self._reuse(req, hit, reused)
+
+    def _lookup(self, req: SequenceGroup, live: list[Lender], room: int) -> CacheHit | None:
+        """The best hit for ``req``'s prompt among running sequences and the prefix cache
+        (entries that fit in ``room`` free cells); none when its prompt's logprobs are
+        asked (every position is then computed)."""
+        if req.prompt_logprobs is not None:
+            return None
+        return self.cache.lookup(req.prompt, req.tiled_len, live, req.partition, req.shared, room)
+
+    @staticmethod
+    def _usable(req: SequenceGroup, hit: CacheHit | None) -> int:
+        """Positions of ``hit`` the prompt takes: all of them, but inside its wide part the
+        prefill context restarts at a block boundary."""
+        reused = hit.n_tokens if hit is not None else 0
+        if reused < req.tiled_len:
+            reused -= reused % PrefillContext.BLOCK
+        return reused
+
+    def _reuse(self, req: SequenceGroup, hit: CacheHit | None, reused: int) -> None:
+        """Give the lead the first ``reused`` positions of ``hit``: a running sequence's
+        cells, shared, or a cache entry's, restored; the client is told at the first
+        admission."""
+        lead = req.lead
+        if reused > 0 and hit is not None:
+            if hit.source >= 0:
+                self.cells.share(hit.source, lead.seq_id, reused)
+            elif not self.kv.restore(CacheHit(reused, entry=hit.entry), lead.seq_id):
+                reused = 0
+            lead.n_cached = reused
+        if req.cached_tokens is None:
             req.cached_tokens = reused
             self.cache.hit_tokens += reused
             self.cache.miss_tokens += req.prompt_len - reused
-        req.phase = Phase.RUNNING
-        req.forked = False
-        self.running.append(req)
+
+    # --- prefixes computed once ---------------------------------------------------------
+    def _ahead(
+        self, req: SequenceGroup, reused: int, margin: int = PrefillContext.BLOCK
+    ) -> tuple[SequenceGroup | None, int]:
+        """A running request still computing a prompt that shares at least ``margin``
+        tokens beyond ``reused`` with ``req``'s (in scope: ``reusable``), and how far:
+        ``req`` then waits for that prefix instead of computing it a second time."""
+        if req.prompt_logprobs is not None:
+            return None, 0
+        best: tuple[SequenceGroup | None, int] = (None, 0)
+        for r in self.running:  # not another follower: two would wait for each other
+            lead = r.lead
+            if r.forked or r.follows is not None or lead.seq_id is None or r.cancelled:
+                continue
+            lender = Lender(lead.seq_id, r.prompt, r.tiled_len, r.partition, r.shared)
+            n = reusable(req.prompt, req.tiled_len, lender, req.partition, req.shared)
+            if n >= reused + margin and n > best[1] and n > lead.n_cached:
+                best = (r, n)
+        return best
+
+    def _follow(self, req: SequenceGroup) -> bool:
+        """Whether ``req`` (waiting for a prefix another request computes) may compute: once
+        the running sequences lend what it waited for, or its lender is gone, it takes the
+        best hit there is then."""
+        live = self._lenders()
+        hit = self._lookup(req, live, self.runner.n_ctx - self.cells.used)
+        reused = self._usable(req, hit)
+        _, ahead = self._ahead(req, reused, margin=1)  # admitted to wait: waits to the end
+        if ahead > 0:
+            return False
+        req.follows = None
+        self._reuse(req, hit, reused)
+        return True
 
     def _plan_prefill(self, req: SequenceGroup, feeds: list[Feed], budget: int) -> int:
         if budget <= 0:
+            return budget
+        if req.follows is not None and not self._follow(req):
             return budget
         if not req.forked:
             if self._in_tiled(req):  # the prefill context computes this part
@@ -334,21 +408,25 @@ class Scheduler:
         return not req.forked and req.lead.n_cached < req.tiled_len
 
     def _prefill_tiled(self, busy: bool) -> bool:
-        """One pass of the prefill context for the oldest running request that needs it;
-        when its blocks are done, its cells move to the main context. Returns whether
-        it did anything."""
+        """One pass of the prefill context for the prompt with the least wide work left
+        (``_tiled_next``); when its blocks are done, its cells move to the main context.
+        Returns whether it did anything."""
         prefill = self.runner.prefill
-        req = self._tiled_owner
-        if req is None or req not in self.running or not self._in_tiled(req):
-            req = next((r for r in interleaved(self.running) if self._in_tiled(r)), None)
-            if req is None or prefill is None:
-                self._tiled_owner = None
-                return False
-            lead = req.lead
-            prefill.begin(lead.seq_id if lead.n_cached else None, lead.n_cached)
-            self._tiled_owner, self._tiled_done = req, lead.n_cached
+        req = self._tiled_next()
+        if req is None or prefill is None:
+            self._tiled_owner = None
+            return False
         lead = req.lead
-        assert prefill is not None and lead.seq_id is not None
+        assert lead.seq_id is not None
+        if req is not self._tiled_owner:
+            if not self._tiled_pause():
+                req = self._tiled_owner
+                assert req is not None
+            else:
+                prefill.begin(lead.seq_id if lead.n_cached else None, lead.n_cached)
+                self._tiled_owner, self._tiled_done = req, lead.n_cached
+        lead = req.lead
+        assert lead.seq_id is not None
         cfg = self.config
         n = min(
             req.tiled_len - self._tiled_done,
@@ -357,16 +435,67 @@ class Scheduler:
         if n > 0:
             prefill.run(lead.tokens[self._tiled_done : self._tiled_done + n], self._tiled_done)
             self._tiled_done += n
+            for r in self.running:  # the others' credit: how long they have waited
+                if r is not req and self._tiled_ready(r):
+                    r.tiled_credit += n
         if self._tiled_done == req.tiled_len:
-            start = lead.n_cached
-            if not prefill.finish(start, lead.seq_id):
+            if not self._tiled_hand_over():
                 # no room in the main cache yet: make some, and hand over next step
-                if not (self.cache.free_retired() or self.cache.evict_one()):
+                if not self._repack():
                     self._preempt_newest()
                 return True
-            self.cells.appended(lead.seq_id, start, req.tiled_len - start)
-            lead.n_cached = req.tiled_len
             self._tiled_owner = None
+        return True
+
+    def _tiled_ready(self, req: SequenceGroup) -> bool:
+        return self._in_tiled(req) and req.follows is None and not req.cancelled
+
+    def _tiled_next(self) -> SequenceGroup | None:
+        """Whose blocks the prefill context computes next: the least wide work left, less
+        the tokens computed for others while it waited (so a short prompt never waits
+        behind a long one, and a long one waits at most about its own length). The
+        current prompt keeps the context unless another needs at most half its rest."""
+        ready = [r for r in self.running if self._tiled_ready(r)]
+        if not ready:
+            return None
+        owner = self._tiled_owner if self._tiled_owner in ready else None
+
+        def left(r: SequenceGroup) -> int:
+            done = self._tiled_done if r is owner else r.lead.n_cached
+            return r.tiled_len - done
+
+        best = min(ready, key=lambda r: (left(r) - r.tiled_credit, r.arrival))
+        if owner is not None and (best is owner or 2 * left(best) > left(owner)):
+            return owner
+        return best
+
+    def _tiled_pause(self) -> bool:
+        """The prompt in the prefill context steps aside: the blocks it computed so far move
+        to the main context (its cells there, restored when it comes back). False when
+        they do not fit yet (it then keeps the context)."""
+        req = self._tiled_owner
+        if req is None or req not in self.running or not self._in_tiled(req):
+            self._tiled_owner = None
+            return True
+        if self._tiled_done == req.lead.n_cached:
+            self._tiled_owner = None
+            return True
+        if not self._tiled_hand_over():
+            return False
+        self._tiled_owner = None
+        return True
+
+    def _tiled_hand_over(self) -> bool:
+        """Move the owner's computed blocks (from what the main context holds on) there."""
+        req, prefill = self._tiled_owner, self.runner.prefill
+        assert req is not None and prefill is not None
+        lead = req.lead
+        assert lead.seq_id is not None
+        start = lead.n_cached
+        if not prefill.finish(start, lead.seq_id):
+            return False
+        self.cells.appended(lead.seq_id, start, self._tiled_done - start)
+        lead.n_cached = self._tiled_done
         return True
 
     # --- speculative decoding -------------------------------------------------------------
@@ -411,7 +540,7 @@ class Scheduler:
         assert seq.drafter is not None
         seq.drafter.verified(len(f.drafts), used - 1, self.config.max_draft_tokens)
         if used < f.n_tokens:
-            self.cells.move_tail(seq.seq_id, self.cache.retired_id, seq.n_cached)
+            self.cells.retire_tail(seq.seq_id, seq.n_cached)
         self._retire_if_done(req, seq)
         return out
 
@@ -464,6 +593,11 @@ class Scheduler:
         self.kv.release(seq.seq_id, _lendable_tokens(seq), req.tiled_len, req.partition, req.shared)
         seq.seq_id = None
 
+    def _repack(self) -> bool:
+        """Free the retired sequence's cells without a hole (kv_cells.py); whether any
+        was freed."""
+        return self.cells.repack() > 0
+
     def _preempt_newest(self) -> bool:
         """Preempt the newest request of the partition running the most sequences (one
         tenant's burst does not pause another's request)."""
@@ -492,7 +626,7 @@ class Scheduler:
 
     def _on_decode_error(self, error: DecodeError) -> None:
         if error.code == 1:  # no KV slot: make room, then retry at the next step
-            if self.cache.free_retired() or self.cache.evict_one():
+            if self._repack():
                 return
             if self._preempt_newest():
                 return

@@ -98,6 +98,10 @@ class SequenceGroup:
         self.arrival = time.monotonic()
         self.phase = Phase.WAITING
         self.forked = False  # prompt KV shared with every choice
+        # A running request computing a longer prefix of this prompt, which this one waits
+        # for instead of computing it too (Scheduler._follow); None: computes at once.
+        self.follows: SequenceGroup | None = None
+        self.tiled_credit = 0  # wide-prefill tokens computed for others while this waited
         self.cancelled = False
         self.sequences = [
             Sequence(
