@@ -42,9 +42,9 @@ For each guess, ``--repeats`` times, each in a new world, three measurements:
    digit), which shows that the measurement sees a hit when there is one.
 
 After each guess key A sends its secret (or decoy) once more: if that still hits, A's
-cells were in the cache while B's guess ran (``--prefix-cache-cells 16384``, above the
-32 entries the cache keeps, so that an idle cache is never cleared whole between A's
-send and B's guess: that would hide A's secret for another reason than the partition).
+cells were in the cache while B's guess ran (the default ``--prefix-cache-mib`` holds
+every entry of a round, so none is evicted between A's send and B's guess: that would
+hide A's secret for another reason than the partition).
 The three phases run in a rotated order per round, so that none always runs first. Before
 each round the script waits for the rest of the machine to be quiet and re-measures a
 round during which other processes used more than 0.3 cores (``--wait-quiet``,
@@ -93,7 +93,6 @@ RULES = " ".join(
 )  # ~330 tokens before the secret: the bulk of the prompt, what a hit saves
 USER = "Write the first line of today's payment reminder."
 SENDS = 2  # A's sends of its secret (or decoy) before a guess: the second one hits
-PREFIX_CACHE_CELLS = "16384"
 
 
 class Worlds:
@@ -235,7 +234,6 @@ async def amain(args: argparse.Namespace) -> int:
         server = harness.start_chatd(
             *("--api-key", KEY_A, "--api-key", KEY_B),
             *("--data-dir", str(Path(tmp)), "--log-level", "warning"),
-            *("--prefix-cache-cells", PREFIX_CACHE_CELLS),
         )
         await server.wait_healthy()
         a = open_client(server.base_url, KEY_A, 2)

@@ -155,9 +155,6 @@ def server() -> Iterator[Server]:
 # "Stretching a model's context"): YaRN picks the factor 4 from the 32,768-token window.
 STRETCHED_ARGS = (
     "--n-ctx", "32768", "--context-window", "32768", "--rope-scaling", "yarn",
-    # a long prompt's cells kept when it ends, so a second request with its prefix (Claude
-    # Code's ~13k-token system prompt and tools) is not computed twice
-    "--prefix-cache-cells", "32768",
 )  # fmt: skip
 
 

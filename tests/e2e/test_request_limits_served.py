@@ -22,7 +22,6 @@ def http() -> Iterator[httpx.Client]:
         "--api-key", API_KEY,
         "--n-ctx", "2048",
         "--context-window", "1024",
-        "--prefix-cache-cells", "256",
         "--max-body-bytes", "1000000",
         "--max-schema-bytes", "0",  # let the hostile schema reach the compiler
         "--grammar-timeout", "0.05",

@@ -39,9 +39,9 @@ def test_per_model_settings_override_the_server_wide_ones(tmp_path: Path) -> Non
     own = a.settings(defaults)
     assert (own.n_ctx, own.context_window, own.max_sequences, own.threads) == (4096, 2048, 8, 2)
     assert b.settings(defaults) == defaults and b.path == Path("/m/b.gguf")
-    assert (own.max_waiting, own.prefix_cache_cells) == (
+    assert (own.max_waiting, own.prefix_cache_mib) == (
         defaults.max_waiting,
-        defaults.prefix_cache_cells,
+        defaults.prefix_cache_mib,
     )
 
 

@@ -123,6 +123,7 @@ class Engine:
             "running_sequences": sum(len(r.active()) for r in running),
             "waiting_requests": sched.n_waiting,
             "preemptions": sched.preemptions,
+            "kv_repacks": sched.repacks,
             "prefix_cache_hit_tokens": sched.cache.hit_tokens,
             "prefix_cache_miss_tokens": sched.cache.miss_tokens,
             "prefix_cache_entries": len(sched.cache),

@@ -86,6 +86,7 @@ class Scheduler:
         self.wake = threading.Condition(self._lock)
         self.n_waiting = 0  # readable from any thread (metrics, admission control)
         self.preemptions = 0
+        self.repacks = 0  # KV repacks (kv_cells.py), for metrics and tests
 
     # --- called from other threads ------------------------------------------------------
     def submit(self, request: SequenceGroup) -> None:
@@ -596,7 +597,9 @@ class Scheduler:
     def _repack(self) -> bool:
         """Free the retired sequence's cells without a hole (kv_cells.py); whether any
         was freed."""
-        return self.cells.repack() > 0
+        freed = self.cells.repack()
+        self.repacks += freed > 0
+        return freed > 0
 
     def _preempt_newest(self) -> bool:
         """Preempt the newest request of the partition running the most sequences (one

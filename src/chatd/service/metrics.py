@@ -24,7 +24,7 @@ from chatd.service.models import ModelRegistry
 from chatd.store.usage import UsageBuffer
 
 # Engine stats that only grow: counters, not gauges.
-_CUMULATIVE = {"preemptions", "prefix_cache_hit_tokens", "prefix_cache_miss_tokens"}
+_CUMULATIVE = {"preemptions", "kv_repacks", "prefix_cache_hit_tokens", "prefix_cache_miss_tokens"}
 
 
 class ChatdCollector(Collector):
