@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import threading
@@ -49,7 +50,7 @@ class Engine:
         sched = dataclasses.replace(config.scheduler, n_ctx_seq=n_ctx_seq)
         self.disk = (
             PrefixDisk(
-                config.prefix_cache_dir, config.prefix_cache_disk_bytes, self.runner.fingerprint
+                config.prefix_cache_dir, config.prefix_cache_disk_bytes, kv_fingerprint(self.runner)
             )
             if config.prefix_cache_dir is not None and sched.prefix_cache_bytes > 0
             else None
@@ -346,6 +347,15 @@ class Embedding:
     def cancel(self) -> None:
         if not self._job.finished:
             self._embedder.cancel(self._job)
+
+
+def kv_fingerprint(runner: ModelRunner) -> str:
+    """What makes saved KV bytes this engine's own: the model file and the build
+    (``ModelRunner.fingerprint``) and the RoPE parameters, which encode every key's
+    position (a stretched model's cells are not an unstretched one's). The KV type is
+    llama.cpp's default (f16) in every build chatd makes."""
+    rope = hashlib.sha256(repr(dataclasses.astuple(runner.rope)).encode()).hexdigest()[:8]
+    return f"{runner.fingerprint}_{rope}"
 
 
 def context_limit(runner: ModelRunner, wanted: int) -> int:
