@@ -236,3 +236,19 @@ def test_the_gpus_share_is_shown_not_counted() -> None:
     assert need.describe() == (
         "1.00 GiB (weights 1.00 GiB, KV cache 0.00 GiB, compute 0.00 GiB; 3.00 GiB more on the GPU)"
     )
+
+
+@pytest.mark.parametrize(
+    ("gpu_layers", "note"),
+    [(0, ""), (5, ", 5 of 31 layers on the GPU"), (ALL_LAYERS, ", 31 of 31 layers on the GPU"),
+     (999, ", 31 of 31 layers on the GPU")],
+)  # fmt: skip
+def test_the_load_line_says_how_many_layers_went(gpu_layers: int, note: str) -> None:
+    assert cli._on_gpu(gpu_layers, 30) == note
+
+
+def test_the_fingerprint_changes_with_the_gpu_layers_only() -> None:
+    path = embedded_model_path()
+    cpu = model_runner._fingerprint(path)
+    assert model_runner._fingerprint(path, 0) == cpu  # a CPU run's is what it was
+    assert model_runner._fingerprint(path, 8) not in (cpu, model_runner._fingerprint(path, -1))
