@@ -32,6 +32,7 @@ from chatd.serve_options import (
     add_limit_options,
     add_quota_options,
     add_rope_options,
+    gpu_layers_arg,
     limits_from,
     quotas_from,
     rope_from,
@@ -99,6 +100,15 @@ def _parser() -> argparse.ArgumentParser:
         help="queued requests beyond which new ones get 503 + Retry-After",
     )
     s.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    s.add_argument(
+        "--gpu-layers",
+        type=gpu_layers_arg,
+        default=Settings.gpu_layers,
+        metavar="N|all",
+        help="layers of each model llama.cpp puts on the GPU (llama.cpp's -ngl): all (or -1)"
+        " for every one; needs llama-cpp-python built with CUDA, Metal or Vulkan, else the"
+        " start fails (docs/gpu.md; default: %(default)s, the CPU runs the model)",
+    )
     s.add_argument(
         "--prefix-cache-mib",
         type=int,
@@ -245,6 +255,7 @@ def serve(args: argparse.Namespace) -> int:
         max_sequences=args.max_sequences,
         max_waiting=args.max_waiting,
         threads=args.threads,
+        gpu_layers=args.gpu_layers,
         prefix_cache_entries=args.prefix_cache_entries,
         prefix_cache_dir=args.prefix_cache_dir,
         prefix_cache_disk_mib=args.prefix_cache_disk_mib,
@@ -386,15 +397,20 @@ def _model_configs(
 
 def _local_model(m: LocalModelConfig, settings: Settings) -> Any:
     """A local model that loads with its own settings when the pool says so; its memory
-    need and vocabulary size are read from the file's header now (a missing file fails
-    the start)."""
-    from chatd.engine.memory import estimate, header_facts
+    need and vocabulary size are read from the file's header now (a missing file, or GPU
+    layers this llama.cpp cannot offload, fails the start)."""
+    from chatd.engine.memory import estimate, header_facts, tensor_bytes
+    from chatd.engine.model_runner import GPUOffloadUnsupported, check_gpu_offload
     from chatd.service.model_defaults import EMBEDDED_DEFAULTS, file_facts
     from chatd.service.models import LocalModel
 
     path = Path(m.path or embedded_model_path())
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        check_gpu_offload(settings.gpu_layers)
+    except GPUOffloadUnsupported as e:
+        raise GPUOffloadUnsupported(f"model {m.id!r}: {e}") from None
     prefill = settings.context_window if settings.wide_prefill else 0
     shape, n_vocab = header_facts(path)
     # the config's defaults, then the file's recommended sampling, then (the embedded
@@ -403,16 +419,19 @@ def _local_model(m: LocalModelConfig, settings: Settings) -> Any:
     defaults = m.defaults.over(recommended)
     if m.path is None or path == embedded_model_path():
         defaults = defaults.over(EMBEDDED_DEFAULTS)
-    need = estimate(path.stat().st_size, shape, settings.n_ctx + prefill)
+    cells = settings.n_ctx + prefill
+    gpu = settings.gpu_layers
+    need = estimate(path.stat().st_size, shape, cells, gpu, tensor_bytes(path) if gpu else None)
 
     def load(progress: Callable[[float], None]) -> Any:
         engine = _engine(settings, path, progress)
         log.info(
-            "model %s from %s (%s), context window %d tokens",
+            "model %s from %s (%s), context window %d tokens%s",
             m.id,
             path,
             engine.fingerprint,
             engine.context_window,
+            _on_gpu(settings.gpu_layers, shape.layers),
         )
         return engine
 
@@ -430,6 +449,17 @@ def _local_model(m: LocalModelConfig, settings: Settings) -> Any:
     )
 
 
+def _on_gpu(gpu_layers: int, layers: int) -> str:
+    """The load line's note of the layers on the GPU, counted as llama.cpp does (the
+    output layer is one more: ``layers + 1`` is all of them)."""
+    from chatd.engine.memory import offloaded_layers
+
+    if gpu_layers == 0:
+        return ""
+    repeating, output = offloaded_layers(layers, gpu_layers)
+    return f", {repeating + output} of {layers + 1} layers on the GPU"
+
+
 def _engine(settings: Settings, path: Path, progress: Callable[[float], None] | None = None) -> Any:
     from chatd.engine.engine import Engine, EngineConfig
     from chatd.engine.kv_cache import KVAllocator
@@ -443,6 +473,7 @@ def _engine(settings: Settings, path: Path, progress: Callable[[float], None] | 
                 n_ctx=settings.n_ctx,
                 n_seq_max=KVAllocator.seq_ids_needed(settings.max_sequences),
                 n_threads=settings.threads,
+                n_gpu_layers=settings.gpu_layers,
                 prefill_ctx=settings.context_window if settings.wide_prefill else 0,
                 progress=progress,
                 rope=settings.rope,

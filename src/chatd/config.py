@@ -57,6 +57,9 @@ class Settings:
     max_sequences: int = 128  # concurrent choices in the engine (n counts each)
     max_waiting: int = 256  # queued requests before 503
     threads: int = 0
+    # Layers llama.cpp puts on a GPU (0: none, the CPU runs the model; -1: all of them);
+    # a GPU-less llama.cpp build refuses any other value at start (docs/gpu.md)
+    gpu_layers: int = 0
     # The prefix cache: finished requests' KV in host memory (MiB; 0: off), how many it
     # keeps, and an optional disk tier under it that survives restarts (engine/kv_cache.py)
     prefix_cache_mib: int = 512
@@ -106,6 +109,7 @@ class LocalModelConfig:
     context_window: int | None = None
     max_sequences: int | None = None
     threads: int | None = None
+    gpu_layers: int | None = None
     rope: RopeScaling = field(default_factory=RopeScaling)  # unset keys: the flags'
     # What a request leaving them out gets (service/model_defaults.py); unset: the
     # GGUF's recommended sampling, else OpenAI's
@@ -127,7 +131,20 @@ class LocalModelConfig:
 
 
 # The engine settings a [[models]] entry may set for itself, and the least each may be.
-MODEL_SETTINGS = {"n_ctx": 1, "context_window": 1, "max_sequences": 1, "threads": 0}
+MODEL_SETTINGS = {
+    "n_ctx": 1, "context_window": 1, "max_sequences": 1, "threads": 0, "gpu_layers": -1,
+}  # fmt: skip
+ALL_LAYERS = -1  # gpu_layers: every layer (llama.cpp's -ngl all)
+
+
+def gpu_layers_value(value: object) -> int:
+    """A model's ``gpu_layers`` (``--gpu-layers`` once parsed): a number of layers, or
+    ``"all"`` / -1 for every layer; ValueError otherwise."""
+    if value == "all":
+        return ALL_LAYERS
+    if not isinstance(value, int) or isinstance(value, bool) or value < ALL_LAYERS:
+        raise ValueError('a number of layers (0 or more), or -1 or "all" for every layer')
+    return value
 
 
 @dataclass
@@ -212,7 +229,12 @@ def _model(m: Any, where: str) -> LocalModelConfig:
         raise ConfigError(f"{where}.weight: a positive number is required")
     own: dict[str, int] = {}
     for key, least in MODEL_SETTINGS.items():
-        if key in m:
+        if key == "gpu_layers" and key in m:
+            try:
+                own[key] = gpu_layers_value(m[key])
+            except ValueError as e:
+                raise ConfigError(f"{where}.{key}: {e}") from None
+        elif key in m:
             if not _is_int(m[key]) or m[key] < least:
                 raise ConfigError(f"{where}.{key}: an integer >= {least} is required")
             own[key] = m[key]

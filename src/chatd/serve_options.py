@@ -8,7 +8,7 @@ import argparse
 import re
 
 from chatd.arg_types import count, days, seconds
-from chatd.config import ConfigError, Settings
+from chatd.config import ConfigError, Settings, gpu_layers_value
 from chatd.engine.rope import ROPE_KEYS, SCALING_TYPES, RopeError, RopeScaling
 from chatd.protocol.request_limits import Limits
 from chatd.service.quotas import Quotas
@@ -18,6 +18,7 @@ __all__ = [
     "add_limit_options",
     "add_quota_options",
     "add_rope_options",
+    "gpu_layers_arg",
     "limits_from",
     "quotas_from",
     "rope_from",
@@ -110,6 +111,15 @@ def add_rope_options(s: argparse.ArgumentParser) -> None:
         metavar="F",
         help="YaRN extrapolation mix factor, 0..1 (default: 1 with yarn)",
     )
+
+
+def gpu_layers_arg(text: str) -> int:
+    """``--gpu-layers``: a number of layers, or ``all`` / -1 (an argparse type)."""
+    digits = text[1:] if text.startswith("-") else text
+    try:
+        return gpu_layers_value(int(text) if digits.isascii() and digits.isdigit() else text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
 
 
 def _number(text: str) -> float:

@@ -25,7 +25,7 @@ SYSTEM = "You are a careful assistant. " + " ".join(
 @pytest.fixture(scope="module")
 def uncached() -> Iterator[openai.OpenAI]:
     """A server without a prefix cache: every prompt computed from scratch."""
-    srv = Server("--api-key", API_KEY, "--prefix-cache-cells", "0")
+    srv = Server("--api-key", API_KEY, "--prefix-cache-mib", "0")
     yield openai.OpenAI(base_url=srv.base_url + "/v1", api_key=API_KEY, max_retries=0)
     srv.stop()
 

@@ -4,11 +4,17 @@ layers x K+V widths x bytes per value, the shape read from the file's GGUF heade
 an allowance for llama.cpp's compute buffers. Reading the header costs milliseconds and
 no llama.cpp call, so the server can refuse a load that cannot fit before it starts
 swapping (service/model_pool.py compares the estimate with MemAvailable).
+
+With layers on a GPU (``--gpu-layers``) only the host's part is counted, since host
+memory is what is compared: the weights and KV cells of the offloaded layers are on the
+GPU (``MemoryNeed.on_device``, shown but not checked; llama.cpp's load fails if the GPU
+lacks room). Which layers go is llama.cpp's rule, read from its llama-model.cpp.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,7 +29,9 @@ __all__ = [
     "header_facts",
     "give_back_freed_memory",
     "kv_shape",
+    "offloaded_layers",
     "read_metadata",
+    "tensor_bytes",
 ]
 
 # llama.cpp's compute buffers (the graph's scratch, logits of a full batch) are not in
@@ -50,18 +58,23 @@ class KVShape:
 
 @dataclass(frozen=True)
 class MemoryNeed:
+    """Host memory (all of it is counted in ``total``), and what offloaded layers put on
+    a GPU instead (``on_device``: their weights and KV cells; not counted)."""
+
     weights: int
     kv_cache: int
     compute: int
+    on_device: int = 0
 
     @property
     def total(self) -> int:
         return self.weights + self.kv_cache + self.compute
 
     def describe(self) -> str:
+        gpu = f"; {gib(self.on_device)} more on the GPU" if self.on_device else ""
         return (
             f"{gib(self.total)} (weights {gib(self.weights)}, KV cache {gib(self.kv_cache)},"
-            f" compute {gib(self.compute)})"
+            f" compute {gib(self.compute)}{gpu})"
         )
 
 
@@ -69,10 +82,56 @@ def gib(n: int) -> str:
     return f"{n / (1 << 30):.2f} GiB"
 
 
-def estimate(file_size: int, shape: KVShape, cells: int) -> MemoryNeed:
+def estimate(
+    file_size: int,
+    shape: KVShape,
+    cells: int,
+    gpu_layers: int = 0,
+    tensors: Mapping[str, int] | None = None,
+) -> MemoryNeed:
     """The memory of a model of ``file_size`` bytes whose contexts hold ``cells`` KV
-    cells in all (the main context's n_ctx plus the wide-prefill context's)."""
-    return MemoryNeed(file_size, cells * shape.cell_bytes(), COMPUTE_ALLOWANCE)
+    cells in all (the main context's n_ctx plus the wide-prefill context's).
+
+    With ``gpu_layers`` (llama.cpp's n_gpu_layers, -1: all), the host's part: the KV
+    cells of the layers left on the CPU (llama.cpp's offload_kqv, on by default, puts an
+    offloaded layer's cells on its GPU), and the file less the offloaded layers' tensors
+    (``tensors``: each one's bytes, ``tensor_bytes``; without them the whole file, an
+    upper bound). The compute allowance stays whole: a bound for the host's buffers."""
+    repeating, output = offloaded_layers(shape.layers, gpu_layers)
+    kv_all = cells * shape.cell_bytes()
+    kv_host = cells * KVShape(shape.layers - repeating, shape.k_width, shape.v_width).cell_bytes()
+    tensors = tensors or {}
+    on_gpu = sum(n for t, n in tensors.items() if _offloaded(t, shape.layers - repeating, output))
+    # a model whose output is its token embeddings (no output.weight) gets a copy of them
+    # on the output layer's GPU; the host keeps its own for the input layer
+    tied = tensors.get("token_embd.weight", 0) if output and "output.weight" not in tensors else 0
+    return MemoryNeed(
+        file_size - on_gpu,
+        kv_host,
+        COMPUTE_ALLOWANCE,
+        on_device=on_gpu + tied + kv_all - kv_host,
+    )
+
+
+def offloaded_layers(layers: int, gpu_layers: int) -> tuple[int, bool]:
+    """What llama.cpp (0.3.36: llama-model.cpp, ``load_tensors``) puts on the GPU for
+    ``gpu_layers`` (-1: all) of a model of ``layers`` repeating layers: (how many of the
+    repeating layers: the last ones, whether the output layer). Its layers are counted
+    with the output layer last, and offloaded from the end: 1 is the output layer alone,
+    ``layers + 1`` (or more) everything; the input layer (token embeddings) always stays
+    on the CPU."""
+    n = layers + 1 if gpu_layers < 0 else min(gpu_layers, layers + 1)
+    return max(n - 1, 0), n > 0
+
+
+def _offloaded(tensor: str, first_gpu_layer: int, output: bool) -> bool:
+    """Whether a weight tensor is on the GPU: ``blk.N.*`` of an offloaded layer, and the
+    output layer's ``output.*`` / ``output_norm.*``. Any other (token embeddings, an
+    architecture's extras) is counted on the host: an upper bound."""
+    if tensor.startswith("blk."):
+        index = tensor.split(".", 2)[1]
+        return index.isdigit() and int(index) >= first_gpu_layer
+    return output and tensor.startswith(("output.", "output_norm."))
 
 
 def kv_shape(path: Path) -> KVShape:
@@ -129,6 +188,7 @@ _SCALARS = {
 }
 _STRING, _ARRAY = 8, 9
 _MAX_ARRAY_KEPT = 4096  # longer arrays (the vocabulary) are skipped, not kept
+_MAX_DIMS = 8  # GGML_MAX_DIMS is 4: more is a damaged header
 
 
 @dataclass(frozen=True)
@@ -145,19 +205,51 @@ def read_metadata(path: Path) -> dict[str, Any]:
     """The key/value header of a GGUF file (version 2 or 3), arrays longer than
     _MAX_ARRAY_KEPT skipped (their values are ``Skipped``, their length). Raises
     ValueError if it is not one."""
+    return _read_header(path, tensors=False)[0]
+
+
+def tensor_bytes(path: Path) -> dict[str, int] | None:
+    """Each tensor's bytes in a GGUF file (from the header's tensor offsets, padding
+    included; the last one's runs to the file's end), None when the header cannot be
+    read: what the layers put on a GPU take off the host's share of the file."""
+    try:
+        return _read_header(path, tensors=True)[1]
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def _read_header(path: Path, tensors: bool) -> tuple[dict[str, Any], dict[str, int]]:
+    """The key/values, and (``tensors``) each tensor's bytes."""
     with path.open("rb") as f:
         if f.read(4) != b"GGUF":
             raise ValueError(f"{path} is not a GGUF file")
         (version,) = _unpack(f, "I")
         if version < 2:
             raise ValueError(f"{path}: GGUF version {version} is not supported")
-        _n_tensors, n_kv = _unpack(f, "QQ")
+        n_tensors, n_kv = _unpack(f, "QQ")
         meta: dict[str, Any] = {}
         for _ in range(n_kv):
             key = _string(f)
             (kind,) = _unpack(f, "I")
             meta[key] = _value(f, kind)
-        return meta
+        if not tensors:
+            return meta, {}
+        offsets: dict[str, int] = {}
+        for _ in range(n_tensors):
+            name = _string(f)
+            (n_dims,) = _unpack(f, "I")
+            if n_dims > _MAX_DIMS:
+                raise ValueError(f"a tensor of {n_dims} dimensions")
+            _unpack(f, "Q" * n_dims + "I")  # dimensions, type
+            (offsets[name],) = _unpack(f, "Q")
+        align = meta.get("general.alignment", 32)
+        if not isinstance(align, int) or align <= 0:
+            raise ValueError(f"general.alignment {align!r}")
+        data_start = -(-f.tell() // align) * align
+        data_size = path.stat().st_size - data_start
+    ends = sorted({*offsets.values(), data_size})
+    following = dict(zip(ends, ends[1:], strict=False))
+    return meta, {name: following.get(at, at) - at for name, at in offsets.items()}
 
 
 def _value(f: BinaryIO, kind: int) -> Any:

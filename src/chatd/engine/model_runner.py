@@ -46,6 +46,10 @@ class RunnerConfig:
     # is unchanged (~450 tok/s either way).
     n_ubatch: int = 63
     n_threads: int = 0  # 0: every core
+    # Layers llama.cpp puts on a GPU (-1: all); a build that cannot offload refuses any
+    # but 0 (check_gpu_offload). The contexts keep llama.cpp's offload_kqv (true): the KV
+    # cells of an offloaded layer live on its GPU too.
+    n_gpu_layers: int = 0
     # Cells of the second context that computes long prompts in wide passes (0: none; see
     # PrefillContext). At least the longest prompt a request may have.
     prefill_ctx: int = 0
@@ -144,6 +148,7 @@ class ModelRunner:
     """Owns one llama.cpp model and context."""
 
     def __init__(self, config: RunnerConfig) -> None:
+        check_gpu_offload(config.n_gpu_layers)
         _init_backend()
         self.config = config
         path = str(config.model_path)
@@ -154,8 +159,13 @@ class ModelRunner:
         # No extra buffer types (AMX, repacked weights): on Intel CPUs with AMX the AMX
         # mat-mul of this llama.cpp build crashes (seen on a Xeon with amx_int8), and
         # repacking would change which kernels run, and so the numbers batch invariance
-        # was measured on. Q4_1 weights have no repacked form on x86 anyway.
+        # was measured on. Q4_1 weights have no repacked form on x86 anyway. With a GPU it
+        # only concerns the layers left on the CPU (they stay in plain host buffers, which
+        # the GPU can also read to compute a large pass): offloaded ones use the GPU's.
         mparams.use_extra_bufts = False
+        # llama.cpp's default (-1) is every layer on the GPU when the build has one: chatd
+        # offloads only what it is told. "All" is passed as llama-cpp-python's Llama does.
+        mparams.n_gpu_layers = 0x7FFFFFFF if config.n_gpu_layers < 0 else config.n_gpu_layers
         progress = _progress_callback(config.progress)
         if progress is not None:  # kept referenced for the whole load
             mparams.progress_callback = progress
@@ -211,7 +221,7 @@ class ModelRunner:
             self._piece(t, special=True) if t in self.control else self.token_bytes[t]
             for t in range(self.n_vocab)
         ]
-        self.fingerprint = _fingerprint(config.model_path)
+        self.fingerprint = _fingerprint(config.model_path, config.n_gpu_layers)
 
     # --- metadata ---------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
@@ -331,6 +341,26 @@ class ModelRunner:
         if self.model:
             llama_cpp.llama_model_free(self.model)
             self.model = None
+
+
+class GPUOffloadUnsupported(RuntimeError):
+    """GPU layers asked of a llama.cpp build that cannot offload any."""
+
+
+def check_gpu_offload(n_gpu_layers: int) -> None:
+    """Refuse GPU layers this llama.cpp cannot offload: llama.cpp itself would load every
+    layer on the CPU and say nothing (not even in its log), so a GPU user would get a slow
+    CPU run unawares. ``llama_supports_gpu_offload`` is false on a CPU-only build and on a
+    GPU build that finds no device."""
+    if n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
+        asked = "every layer" if n_gpu_layers < 0 else f"{n_gpu_layers} layers"
+        raise GPUOffloadUnsupported(
+            f"{asked} on the GPU asked for (--gpu-layers / gpu_layers), but this"
+            " llama-cpp-python cannot offload to a GPU (llama_supports_gpu_offload() is"
+            " false: it was built without CUDA, Metal or Vulkan, or it finds no GPU device);"
+            " reinstall it with its GPU backend (docs/gpu.md), or run on the CPU with"
+            " --gpu-layers 0 (a model's gpu_layers = 0)"
+        )
 
 
 class PrefillContext:
@@ -477,8 +507,9 @@ def _silent_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         os.write(2, text)
 
 
-def _fingerprint(path: Path) -> str:
-    """Stable for one model file and one engine build; changes when either does.
+def _fingerprint(path: Path, gpu_layers: int = 0) -> str:
+    """Stable for one model file and one engine build; changes when either does, and with
+    the GPU layers (GPU kernels round differently from the CPU's).
 
     Hashes the file's size and its first and last MiB rather than the whole file, so a
     multi-GB model does not delay start-up.
@@ -492,6 +523,8 @@ def _fingerprint(path: Path) -> str:
         h.update(f.read(1 << 20))
     h.update(llama_cpp.__version__.encode())
     h.update(llama_cpp.llama_print_system_info())
+    if gpu_layers:  # none: the fingerprint of a CPU run stays what it was
+        h.update(f"gpu_layers={gpu_layers}".encode())
     from chatd import __version__
 
     h.update(__version__.encode())
