@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MODEL, Server
+from conftest import MODEL, REQUEST_TIMEOUT, Server
 from openapi_schemas import assert_valid
 
 from chatd.config import embedded_model_path
@@ -40,7 +40,7 @@ def test_serve_another_gguf_under_its_own_id(open_server: Server) -> None:
             "messages": [{"role": "user", "content": "Hi"}],
             "max_tokens": 2,
         },
-        timeout=60,
+        timeout=REQUEST_TIMEOUT,
     )
     assert ok.status_code == 200 and ok.json()["model"] == "my-model"
     other = httpx.post(
@@ -58,7 +58,7 @@ def test_open_server(open_server: Server) -> None:
     test_refusals.py)."""
     srv = open_server
     body = {"model": "my-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
-    r = httpx.post(srv.base_url + "/v1/chat/completions", json=body, timeout=120)
+    r = httpx.post(srv.base_url + "/v1/chat/completions", json=body, timeout=REQUEST_TIMEOUT)
     assert r.status_code == 200, r.text
     data = r.json()
     assert data["object"] == "chat.completion" and data["model"] == "my-model"
@@ -87,7 +87,7 @@ def test_missing_model_file_fails_clearly(tmp_path: Path) -> None:
         [str(exe), "serve", "--model", str(tmp_path / "absent.gguf")],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=REQUEST_TIMEOUT,
     )
     assert r.returncode == 1
     assert "absent.gguf" in r.stderr and "Traceback" not in r.stderr
@@ -131,7 +131,7 @@ def test_small_kv_cache_preempts_and_completes_everything() -> None:
         return r.json()
 
     async def run() -> list[dict]:
-        async with httpx.AsyncClient(base_url=srv.base_url, timeout=120) as c:
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=REQUEST_TIMEOUT) as c:
             return await asyncio.gather(*[one(c, i) for i in range(4)])
 
     try:
