@@ -98,6 +98,12 @@ class FakeRunner:
                 owners.discard(src)
                 owners.add(dst)
 
+    def seq_trim(self, seq: int, start: int) -> None:
+        for p, owners in self.cells:
+            if p >= start:
+                owners.discard(seq)
+        self._free()
+
     def seq_move(self, src: int, dst: int) -> None:
         self.seq_copy(src, dst, 1 << 30)
         self.seq_remove(src)

@@ -36,6 +36,7 @@ class KVMemory(Protocol):
     def seq_move(self, src: int, dst: int) -> None: ...
     def seq_copy(self, src: int, dst: int, n_tokens: int) -> None: ...
     def seq_move_tail(self, src: int, dst: int, start: int) -> None: ...
+    def seq_trim(self, seq_id: int, start: int) -> None: ...
     def memory_clear(self) -> None: ...
     def seq_state(self, seq_id: int, start: int, end: int) -> Any: ...
     def seq_restore(self, state: Any, owners: Sequence[tuple[int, int, int]]) -> bool: ...
@@ -144,6 +145,22 @@ class KVCells:
                 moved.append(_Piece(p.run, cut, p.hi))
         self._pieces[seq_id] = kept
         self._pieces.setdefault(self.retired, []).extend(moved)
+        self._dead = None
+
+    def trim(self, seq_id: int, start: int) -> None:
+        """Free ``seq_id``'s cells from position ``start`` on at once: only when they are the
+        newest cells of the whole memory (a lone sequence's rejected drafts), so llama.cpp
+        refills them with that sequence's next tokens, in order."""
+        self.memory.seq_trim(seq_id, start)
+        kept: list[_Piece] = []
+        for p in self._pieces.get(seq_id, []):
+            cut = max(p.lo, min(p.hi, start - p.run.start))
+            for i in range(cut, p.hi):
+                p.run.refs[i] -= 1
+                self.used -= p.run.refs[i] == 0
+            if cut > p.lo:
+                kept.append(_Piece(p.run, p.lo, cut))
+        self._pieces[seq_id] = kept
         self._dead = None
 
     def remove(self, seq_id: int) -> None:

@@ -274,6 +274,10 @@ class ModelRunner:
         llama_cpp.llama_memory_seq_cp(self.memory, src, dst, start, -1)
         llama_cpp.llama_memory_seq_rm(self.memory, src, start, -1)
 
+    def seq_trim(self, seq_id: int, start: int) -> None:
+        """Free ``seq_id``'s cells from position ``start`` on."""
+        llama_cpp.llama_memory_seq_rm(self.memory, seq_id, start, -1)
+
     def memory_clear(self) -> None:
         llama_cpp.llama_memory_clear(self.memory, True)
 

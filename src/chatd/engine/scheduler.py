@@ -193,7 +193,7 @@ class Scheduler:
                         out.extend(self.output.advance(f.request, s, rows[0]))
                         self._retire_if_done(f.request, s)
                 elif f.drafts:
-                    out.extend(self._verify(f, rows))
+                    out.extend(self._verify(f, rows, alone=len(work.feeds) == 1))
                 else:
                     out.extend(self.output.advance(f.request, f.seq, rows[0]))
                     self._retire_if_done(f.request, f.seq)
@@ -523,11 +523,12 @@ class Scheduler:
         start = 0 if seq.drafter.from_prompt else req.prompt_len  # what it matches on
         return seq.drafter.propose(seq.tokens[max(start, len(seq.tokens) - 4) :], k)
 
-    def _verify(self, f: Feed, rows: np.ndarray) -> list[Delta]:
+    def _verify(self, f: Feed, rows: np.ndarray, alone: bool) -> list[Delta]:
         """Sample row after row as plain decoding would, while the sampled token is the
         drafted one; the first mismatch is the model's own next token. Cells of drafts
         after it go to the retired sequence (freeing them now would leave holes that
-        running sequences' next tokens fill out of order)."""
+        running sequences' next tokens fill out of order), unless it was ``alone`` in the
+        step: they are then the newest cells of all, and freed at once."""
         req, seq = f.request, f.seq
         start = seq.n_cached - f.n_tokens  # position of the first fed token
         out: list[Delta] = []
@@ -540,7 +541,9 @@ class Scheduler:
         seq.n_cached = start + used
         assert seq.drafter is not None
         seq.drafter.verified(len(f.drafts), used - 1, self.config.max_draft_tokens)
-        if used < f.n_tokens:
+        if used < f.n_tokens and alone:  # its rejected drafts are the newest cells: freed
+            self.cells.trim(seq.seq_id, seq.n_cached)
+        elif used < f.n_tokens:
             self.cells.retire_tail(seq.seq_id, seq.n_cached)
         self._retire_if_done(req, seq)
         return out
