@@ -265,7 +265,7 @@ class Scheduler:
             budget = self._plan_prefill(req, feeds, budget)
             used += before - budget
         # cells the prefill context will hand over
-        used += sum(r.tiled_len - r.lead.n_cached for r in self.running if self._in_tiled(r))
+        used += sum(r.tiled_len - r.lead.n_cached for r in self.running if self._tiled_ready(r))
         return feeds, used
 
     def _decode_feeds(self) -> list[Feed]:
@@ -376,9 +376,9 @@ class Scheduler:
         return True
 
     def _plan_prefill(self, req: SequenceGroup, feeds: list[Feed], budget: int) -> int:
-        if budget <= 0:
+        if req.follows is not None and not self._follow(req):  # sharing needs no budget
             return budget
-        if req.follows is not None and not self._follow(req):
+        if budget <= 0:
             return budget
         if not req.forked:
             if self._in_tiled(req):  # the prefill context computes this part
