@@ -50,6 +50,13 @@ class FakeRunner:
         self.restores: list[int] = []  # cells of every restored state
 
     @property
+    def wide_prefill(self) -> bool:
+        return self.prefill is not None
+
+    def release_prefill(self, unused_for: float) -> None:
+        pass
+
+    @property
     def cells(self) -> list[tuple[int, set[int]]]:
         return [c for c in self.slots if c is not None]
 

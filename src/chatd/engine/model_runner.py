@@ -11,6 +11,7 @@ import ctypes
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,9 +198,10 @@ class ModelRunner:
         self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = Batch(max(config.n_batch, config.n_seq_max) + 1)
-        self.prefill = (
-            PrefillContext(self, config.prefill_ctx, threads) if config.prefill_ctx > 0 else None
-        )
+        self.wide_prefill = config.prefill_ctx > 0
+        self._prefill: PrefillContext | None = None
+        self._prefill_used = 0.0
+        self._threads = threads
 
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos = llama_cpp.llama_vocab_bos(self.vocab)
@@ -336,9 +338,30 @@ class ModelRunner:
         ptr = llama_cpp.llama_get_logits(self.ctx)
         return np.ctypeslib.as_array(ptr, shape=(n_outputs, self.n_vocab))
 
+    @property
+    def prefill(self) -> PrefillContext | None:
+        """The wide-prefill context (None when it is off), made on first use: its cells
+        (0.18 GiB for the embedded model's 8,192-token window) are memory that short
+        prompts never need, so a server that has seen none does not hold it."""
+        if not self.wide_prefill:
+            return None
+        if self._prefill is None:
+            self._prefill = PrefillContext(self, self.config.prefill_ctx, self._threads)
+        self._prefill_used = time.monotonic()
+        return self._prefill
+
+    def release_prefill(self, unused_for: float) -> None:
+        """Free the wide-prefill context once it has gone unused for ``unused_for``
+        seconds (the caller holds no prompt in it); the next long prompt makes it again
+        (~0.1 s)."""
+        if self._prefill is not None and time.monotonic() - self._prefill_used >= unused_for:
+            self._prefill.close()
+            self._prefill = None
+
     def close(self) -> None:
-        if self.prefill is not None:
-            self.prefill.close()
+        if self._prefill is not None:
+            self._prefill.close()
+            self._prefill = None
         if self.ctx:
             llama_cpp.llama_free(self.ctx)
             self.ctx = None

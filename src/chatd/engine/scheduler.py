@@ -61,6 +61,8 @@ class SchedulerConfig:
     # pass of one 64-token block, ~0.25 s here), and when nothing else runs.
     tiled_tokens_busy: int = 64
     tiled_tokens_idle: int = 256
+    # At rest, the prefill context is freed once unused this long (made again on demand).
+    prefill_keep_seconds: float = 30.0
 
 
 class Scheduler:
@@ -129,6 +131,7 @@ class Scheduler:
         if self.waiting or self.running:
             return True
         self.kv.settle()  # at rest: no retired cell outlives the work
+        self.runner.release_prefill(unused_for=self.config.prefill_keep_seconds)
         return False
 
     def _schedule(self) -> Work:
@@ -402,7 +405,7 @@ class Scheduler:
     # --- wide prefill passes ------------------------------------------------------------
     def _shape(self, req: SequenceGroup) -> None:
         """Before its first lookup: what of its prompt is computed wide, what is shared."""
-        req.shape(PrefillContext.BLOCK if self.runner.prefill is not None else 0)
+        req.shape(PrefillContext.BLOCK if self.runner.wide_prefill else 0)
 
     @staticmethod
     def _in_tiled(req: SequenceGroup) -> bool:
@@ -412,8 +415,8 @@ class Scheduler:
         """One pass of the prefill context for the prompt with the least wide work left
         (``_tiled_next``); when its blocks are done, its cells move to the main context.
         Returns whether it did anything."""
-        prefill = self.runner.prefill
         req = self._tiled_next()
+        prefill = self.runner.prefill if req is not None else None
         if req is None or prefill is None:
             self._tiled_owner = None
             return False
