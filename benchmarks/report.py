@@ -248,6 +248,7 @@ def notes_for(res: dict[str, dict[str, Any]], info: dict[str, dict[str, Any]]) -
         if r.get("rss"):
             notes += _stream_notes(f"{name} rss c={r['rss']['streams']}", r["rss"]["level"])
         notes += _failure_notes(name, r) + _other_notes(name, r)
+    notes += _agent_prompt_note(res)
     for inst, i in info.items():
         if i.get("error"):
             notes.append(f"{inst} not measured: {i['error']}")
@@ -311,3 +312,18 @@ def _other_notes(name: str, r: dict[str, Any]) -> list[str]:
     if (r.get("restart") or {}).get("error"):
         notes.append(f"{name} restart: {r['restart']['error']}")
     return notes
+
+
+def _agent_prompt_note(res: dict[str, dict[str, Any]]) -> list[str]:
+    """The agent's prompts are the same requests, but each server renders the ``tools`` its
+    own way (llama-server's Jinja template for SmolLM2 drops them): say when the prompt
+    token counts differ, since the servers then compute different amounts."""
+    counts = {n: (r.get("agent") or {}).get("turn1_prompt_tokens") for n, r in res.items()}
+    a, b = counts.get("chatd"), counts.get("peer")
+    if not a or not b or abs(a / b - 1) <= 0.05:
+        return []
+    return [
+        f"agent: turn-1 prompt tokens differ, chatd {a:.0f} vs peer {b:.0f}: the servers "
+        "render the same messages and tools differently (the tools are in chatd's prompt, "
+        "llama-server's template for this model leaves them out)"
+    ]

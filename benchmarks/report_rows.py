@@ -34,7 +34,7 @@ def longctx_rows(add: Add) -> None:
 
 def agent_rows(add: Add, args: argparse.Namespace) -> None:
     shape = f"{args.agent_sessions} sessions x {args.agent_turns} turns"
-    later = f"turns 2-{args.agent_turns}"
+    later = "turn 2" if args.agent_turns == 2 else f"turns 2-{args.agent_turns}"
     add(
         Figure("agent.prompt_tokens", "agent: prompt tokens, turn 1 / last turn", "", "",
                ratio_ok=False),
@@ -97,7 +97,7 @@ def restart_rows(add: Add) -> None:
         return read
 
     rows = [
-        ("restart.cold_ttft", "restart: cold TTFT, ~5500-token prompt", "ms", "", "cold_ttft_ms"),
+        ("restart.cold_ttft", "restart: cold TTFT, the agent's prompt", "ms", "", "cold_ttft_ms"),
         ("restart.after_ttft", "restart: TTFT after restart", "ms", "", "after_ttft_ms"),
         ("restart.ratio", "restart: after / cold TTFT", "%", "<=5% chatd", "ratio"),
         ("restart.after_cached", "restart: cached_tokens after restart", "tokens", "",

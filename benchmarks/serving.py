@@ -7,12 +7,16 @@ is the bar chatd has to clear. Both run the same GGUF and get identical workload
 server runs at a time (the machine has few cores), and before every measurement the script
 waits for the rest of the machine to be quiet and re-measures a disturbed one (``harness``).
 
-Workloads (``--only``):
+Workloads (``--only``), in the order they run on each server:
 
-* ``streams``: C concurrent streamed requests (C in ``--concurrency``), 128 tokens each,
+* ``rss``: resident memory (VmRSS of the server's processes) at rest, and its peak during a
+  level of 32 streams.
+* ``streams``: a few sequential warm-up requests (the prefix cache then holds entries), then
+  C concurrent streamed requests (C in ``--concurrency``), 128 tokens each,
   temperature 0.7, EOG tokens banned so each generates exactly 128, every prompt unique.
   Aggregate tok/s, TTFT p50/p95, ITL p50/p95.
-* ``long``: a cold ~1000-token prompt (new text), TTFT with ``max_tokens`` 16.
+* ``long``: cold ~1000- and ~6000-token prompts (new text), TTFT with ``max_tokens`` 16.
+* ``longctx``: one stream whose prompt is a ~6000-token conversation: ITL at long context.
 * ``prefix``: one ~1000-token system prompt: a cold request, then N sequential requests with
   it and a different short user message each. TTFT of hits / TTFT of the cold one, and the
   ``usage.prompt_tokens_details.cached_tokens`` each server reports.
@@ -22,12 +26,17 @@ Workloads (``--only``):
   without ``prediction`` (OpenAI predicted outputs): wall time, speed-up, accepted/rejected
   prediction tokens, whether the texts agree. llama-server has no ``prediction`` field (its
   speculative decoding is configured per server), so it gets the request without one.
+* ``agent``: 4 concurrent sessions on one ~5,000-token system prompt with 6 tools, 6 turns
+  each resending the whole conversation, 48-token answers (``agent.py``).
+* ``restart`` (chatd only): the agent's prompt before and after a restart of chatd with
+  ``--prefix-cache-dir`` (``restart.py``).
 
 Peer: ``llama-server`` built once from the llama.cpp sources vendored in the llama-cpp-python
 0.3.36 sdist, cached in ``~/.cache/chatd-bench/`` (AMX kernels off: they crash on this CPU).
-It runs as ``-np 32 -c 16384`` for ``streams``/``json`` and ``-np 1 -c 4096`` for
-``long``/``prefix``/``edit``, with its shipped defaults otherwise (``cache_prompt`` on,
-``--cache-reuse`` 0, unified KV off, 8 GiB host prompt cache).
+It runs as ``-np 32 -c 16384`` for ``rss``/``streams``/``json``, ``-np 1 -c 8192`` for
+``long``/``longctx``/``prefix``/``edit`` and ``-np 4 -c 32768`` for ``agent`` (``PEERS``),
+with its shipped defaults otherwise (``cache_prompt`` on, ``--cache-reuse`` 0, unified KV
+off, 8 GiB host prompt cache).
 
 Output: progress on stderr, one Markdown table on stdout (chatd, peer, chatd/peer, target),
 and everything as JSON in ``benchmarks/results/serving-YYYYMMDD-HHMMSS.json``, compared with
@@ -36,12 +45,14 @@ worse is flagged.
 
 Usage::
 
-    .venv/bin/python benchmarks/serving.py [--only streams,long,prefix,json,edit]
+    .venv/bin/python benchmarks/serving.py
+        [--only rss,streams,long,longctx,prefix,json,edit,agent,restart]
         [--concurrency 1,4,16,32] [--no-peer] [--chatd-url URL] [--quick]
         [--wait-quiet 120] [--retries 1]
 
 The parts: ``peer.py`` builds and starts llama-server, ``prompts.py`` holds what is sent,
-``workloads.py`` runs and times each workload through ``client.py`` (the streaming client
+``workloads.py`` (with ``agent.py``, ``memory.py``, ``restart.py``, all measuring through
+``measure.py``) runs and times each workload through ``client.py`` (the streaming client
 ``throughput.py`` uses too), ``report.py`` turns the results into the table; this file is the
 command line and the order of things.
 """
@@ -272,7 +283,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.agent_sessions = 4
     args.agent_turns = 2 if q else 6
     args.agent_max_tokens = 48
-    args.agent_system_tokens = 4700  # the instructions; the tools add ~800 more
+    args.agent_system_tokens = 5000  # the instructions; chatd renders the tools in ~880 more
     return args
 
 
