@@ -240,6 +240,7 @@ def notes_for(res: dict[str, dict[str, Any]], info: dict[str, dict[str, Any]]) -
     """Failures, odd token counts, disturbed measurements, server log errors."""
     notes: list[str] = []
     for name, r in res.items():
+        r = {w: out for w, out in r.items() if w == "restart" or not _failed(out)}
         for c, s in (r.get("streams") or {}).items():
             if c != "warm_up":
                 notes += _stream_notes(f"{name} streams c={c}", s)
@@ -249,6 +250,10 @@ def notes_for(res: dict[str, dict[str, Any]], info: dict[str, dict[str, Any]]) -
             notes += _stream_notes(f"{name} rss c={r['rss']['streams']}", r["rss"]["level"])
         notes += _failure_notes(name, r) + _other_notes(name, r)
     notes += _agent_prompt_note(res)
+    for name, r in res.items():
+        for w, out in r.items():
+            if w != "restart" and _failed(out):
+                notes.append(f"{name} {w} not measured: {out['error']}")
     for inst, i in info.items():
         if i.get("error"):
             notes.append(f"{inst} not measured: {i['error']}")
@@ -327,3 +332,8 @@ def _agent_prompt_note(res: dict[str, dict[str, Any]]) -> list[str]:
         "render the same messages and tools differently (the tools are in chatd's prompt, "
         "llama-server's template for this model leaves them out)"
     ]
+
+
+def _failed(out: Any) -> bool:
+    """A workload that raised: its result is only the error (serving.serve_and_run)."""
+    return isinstance(out, dict) and set(out) == {"error"}

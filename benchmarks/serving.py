@@ -136,7 +136,11 @@ async def serve_and_run(srv: Server, args: argparse.Namespace, info: dict[str, A
             raise RuntimeError(f"warm-up request failed: {warm.error}")
         for w in srv.workloads:
             log(f"[{srv.instance}] {w}")
-            results[w] = await RUNNERS[w](srv, args)
+            try:
+                results[w] = await RUNNERS[w](srv, args)
+            except (RuntimeError, OSError, httpx.HTTPError) as e:  # the others still run
+                log(f"[{srv.instance}] {w} failed: {e}")
+                results[w] = {"error": str(e).splitlines()[0]}
     finally:
         if srv.client is not None:
             await srv.client.aclose()
@@ -203,7 +207,11 @@ async def amain(args: argparse.Namespace) -> int:
             res.setdefault("chatd", {})["restart"] = {"error": "not with --chatd-url"}
         else:
             log("[chatd-restart] restart")
-            res.setdefault("chatd", {})["restart"] = await run_restart(args, info["chatd-restart"])
+            try:
+                restart = await run_restart(args, info["chatd-restart"])
+            except (RuntimeError, OSError, httpx.HTTPError) as e:
+                restart = {"error": str(e).splitlines()[0]}
+            res.setdefault("chatd", {})["restart"] = restart
     rows = report.figures(res, args)
     report.RESULTS.mkdir(parents=True, exist_ok=True)
     out_path = report.RESULTS / f"serving-{started:%Y%m%d-%H%M%S}.json"
