@@ -303,7 +303,7 @@ def _stream_notes(where: str, s: dict[str, Any]) -> list[str]:
 
 def _other_notes(name: str, r: dict[str, Any]) -> list[str]:
     """Answers of another length than asked for (the servers then did different work), tool
-    calls in the agent's answers, and a restart run that failed."""
+    calls in the agent's answers, disturbed single measurements, a failed restart run."""
     notes = []
     agent = r.get("agent") or {}
     lengths = set(agent.get("completion_tokens") or [])
@@ -311,6 +311,9 @@ def _other_notes(name: str, r: dict[str, Any]) -> list[str]:
         notes.append(f"{name} agent: answers of {sorted(lengths)} tokens (not all 48)")
     if agent.get("tool_call_turns"):
         notes.append(f"{name} agent: {agent['tool_call_turns']} answers called a tool")
+    for w in ("longctx", "prefix", "agent"):
+        if ((r.get(w) or {}).get("other_cores") or 0) >= harness.DISTURBED_CORES:
+            notes.append(f"{name} {w}: disturbed ({r[w]['other_cores']:.2f} cores)")
     longctx = r.get("longctx") or {}
     if longctx.get("finish_reason") not in (None, "length"):
         notes.append(f"{name} longctx: finish reason {longctx['finish_reason']}")
