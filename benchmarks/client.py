@@ -47,12 +47,13 @@ class Reply:
     ok: bool = False
     error: str | None = None
     status: int | None = None
-    ttft: float | None = None  # seconds to the first non-empty content delta
+    ttft: float | None = None  # seconds to the first non-empty content (or tool call) delta
     duration: float = 0.0
     chunk_times: list[float] = field(default_factory=list)  # content chunks, since the start
     text: str = ""
     usage: dict[str, Any] | None = None
     finish_reason: str | None = None
+    tool_call_chunks: int = 0  # chunks with a ``tool_calls`` delta (requests with tools)
 
     @property
     def usage_tokens(self) -> int | None:
@@ -124,13 +125,16 @@ async def stream(client: httpx.AsyncClient, body: dict[str, Any]) -> Reply:
                 if chunk.get("usage"):
                     res.usage = chunk["usage"]
                 for choice in chunk.get("choices") or []:
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content")
+                    if delta.get("tool_calls"):
+                        res.tool_call_chunks += 1
+                    if content or delta.get("tool_calls"):  # a tool call is output too
                         now = time.perf_counter() - start
                         if res.ttft is None:
                             res.ttft = now
                         res.chunk_times.append(now)
-                        res.text += content
+                        res.text += content or ""
                     if choice.get("finish_reason"):
                         res.finish_reason = choice["finish_reason"]
     except (httpx.HTTPError, json.JSONDecodeError) as e:
@@ -221,6 +225,9 @@ class Level:
             "itl_p50_ms": ms(self.itl(0.5)),
             "itl_p95_ms": ms(self.itl(0.95)),
             "tokens_per_chunk": self.tokens / chunks if chunks else None,
+            "cached_tokens_p50": pct(
+                [float(r.cached_tokens) for r in good if r.cached_tokens is not None], 0.5
+            ),
             "counted_from": "usage" if good and all(r.usage for r in good) else "chunks",
             "finish_reasons": sorted({str(r.finish_reason) for r in good}),
         }

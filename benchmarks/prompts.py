@@ -236,3 +236,176 @@ def edit_body(max_tokens: int, prediction: bool) -> dict[str, Any]:
         # the original file, as a client would send it, in the fence the reply is asked for
         body["prediction"] = {"type": "content", "content": f"```python\n{EDIT_SOURCE}```"}
     return body
+
+
+# ------------------------------------------------------------------ agent and long history
+
+AGENT_VERBS = ["read", "check", "search", "compare", "summarize", "list", "verify", "trace"]
+AGENT_THINGS = [
+    "the failing test",
+    "the config loader",
+    "the migration scripts",
+    "the request handler",
+    "the build log",
+    "the retry policy",
+    "the cache layer",
+    "the CLI entry point",
+    "the release notes",
+    "the dependency pins",
+]
+AGENT_TOOLS_USED = ["read_file", "search_code", "run_command", "list_directory", "apply_patch"]
+AGENT_TASKS = [
+    "what does the retry policy in src/net/retry.py do?",
+    "which tests cover the config loader?",
+    "is the cache layer thread-safe?",
+    "what changed in the last release notes?",
+    "where is the CLI entry point defined?",
+    "why might the build log show a linker warning?",
+    "which dependency pins are out of date?",
+    "how are migration scripts ordered?",
+]
+
+
+def _tool(name: str, description: str, properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {
+                "type": "object",
+                "properties": properties,
+                "required": list(properties)[:1],
+            },
+        },
+    }
+
+
+def _prop(kind: str, description: str) -> dict[str, str]:
+    return {"type": kind, "description": description}
+
+
+AGENT_TOOLS = [
+    _tool(
+        "read_file",
+        "Read a text file of the repository. Returns its lines with line numbers; use "
+        "start_line and end_line for long files instead of reading them whole.",
+        {
+            "path": _prop("string", "path relative to the repository root"),
+            "start_line": _prop("integer", "first line to return, 1-based"),
+            "end_line": _prop("integer", "last line to return, inclusive"),
+        },
+    ),
+    _tool(
+        "search_code",
+        "Search the repository for a regular expression. Returns matching lines with their "
+        "paths and line numbers, at most max_results of them.",
+        {
+            "query": _prop("string", "a regular expression (Rust regex syntax)"),
+            "path_glob": _prop("string", "only files matching this glob, e.g. src/**/*.py"),
+            "max_results": _prop("integer", "at most this many matches (default 50)"),
+        },
+    ),
+    _tool(
+        "run_command",
+        "Run a shell command in the repository root, in a sandbox without network access. "
+        "Returns its exit status, standard output and standard error (each cut at 20 kB).",
+        {
+            "command": _prop("string", "the command line, run by /bin/sh -c"),
+            "timeout_s": _prop("integer", "stop the command after this many seconds"),
+        },
+    ),
+    _tool(
+        "list_directory",
+        "List the entries of a directory of the repository, with their sizes.",
+        {
+            "path": _prop("string", "directory relative to the repository root"),
+            "recursive": _prop("boolean", "descend into subdirectories"),
+        },
+    ),
+    _tool(
+        "apply_patch",
+        "Apply a unified diff to the working tree. Fails without changing anything when a "
+        "hunk does not apply; then read the file again and make a new patch.",
+        {"patch": _prop("string", "the diff, with ---/+++ headers and @@ hunks")},
+    ),
+    _tool(
+        "web_fetch",
+        "Fetch a web page and return its text. Only for documentation the repository "
+        "names; never for code to paste into it.",
+        {
+            "url": _prop("string", "an https URL"),
+            "max_chars": _prop("integer", "cut the text at this many characters"),
+        },
+    ),
+]
+
+
+def agent_system(n_tokens: int) -> str:
+    """An agent's instructions of about ``n_tokens``: a role, then numbered rules that name
+    the tools, led by a random tag so that no server has any of it cached. The same text
+    goes to every session of a run (the point: a shared prefix)."""
+    rng = random.Random(_nonce.getrandbits(64))
+    lines = [
+        f"Deployment {rng.getrandbits(40):010x}. You are Harbor, a coding agent working in a "
+        "user's repository through the tools below. Work step by step, say what you did in "
+        "one short paragraph, and never invent file contents you have not read.",
+        "",
+        "Rules:",
+    ]
+    total = count_tokens("\n".join(lines))
+    i = 0
+    while total < n_tokens:
+        i += 1
+        line = (
+            f"{i}. Before you {rng.choice(AGENT_VERBS)} {rng.choice(AGENT_THINGS)}, use "
+            f"{rng.choice(AGENT_TOOLS_USED)} on it and {rng.choice(AGENT_VERBS)} "
+            f"{rng.choice(AGENT_THINGS)} as well; keep the answer under {rng.randint(2, 9)} "
+            f"sentences unless the user asks for more (rule set {rng.randint(1, 99)})."
+        )
+        lines.append(line)
+        total += count_tokens("\n" + line)
+    return "\n".join(lines)
+
+
+def agent_body(messages: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
+    """One agent turn: the whole conversation so far with the tools, temperature 0, EOG
+    tokens banned so every answer is exactly ``max_tokens`` long (streamed with usage by
+    ``client.stream``)."""
+    return {
+        "model": MODEL_ID,
+        "messages": messages,
+        "tools": AGENT_TOOLS,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "logit_bias": EOG_BIAS,
+    }
+
+
+def agent_question(session: int, turn: int) -> str:
+    """A new short user message per session and turn: the sessions' histories differ from
+    their first user message on, and share only the system prompt and tools."""
+    task = AGENT_TASKS[(session * 3 + turn) % len(AGENT_TASKS)]
+    return f"Session {session}, step {turn}: {task}"
+
+
+def history_messages(n_tokens: int) -> list[dict[str, Any]]:
+    """A conversation of about ``n_tokens`` (user notes and short assistant answers, new
+    text), ending with a user request for a long report: a long-context decode."""
+    messages: list[dict[str, Any]] = []
+    total = 0
+    turn = 0
+    while total < n_tokens - 100:
+        turn += 1
+        notes = filler(min(400, max(50, n_tokens - 100 - total)))
+        messages.append({"role": "user", "content": f"Notes, part {turn}:\n{notes}"})
+        answer = f"Noted part {turn}: {notes.count(chr(10)) + 1} lines of inventory."
+        messages.append({"role": "assistant", "content": answer})
+        total += count_tokens(notes) + count_tokens(answer) + 20
+    messages.append(
+        {
+            "role": "user",
+            "content": "Now write a long, detailed report on everything in these notes.",
+        }
+    )
+    return messages

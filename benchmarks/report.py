@@ -10,110 +10,34 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
-import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import harness
+from figure import Figure, fmt, median
+from report_rows import agent_rows, longctx_rows, restart_rows, rss_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REGRESSION = 0.10  # a figure this much worse than the previous run's is flagged
-
-
-@dataclass
-class Figure:
-    """One row of the table: a value per server, the chatd/peer ratio, a target if any."""
-
-    key: str  # stable name, for comparing runs
-    label: str
-    unit: str  # "tok/s", "ms", "s", "%", "x", "tokens", ""
-    better: str  # "higher", "lower", or "" (not compared between runs)
-    chatd: Any = None
-    peer: Any = None
-    target: str = ""  # e.g. ">=1.20x chatd/peer" or "<=3% chatd"
-    ratio_ok: bool = True  # whether chatd/peer is meaningful
-
-    @property
-    def ratio(self) -> float | None:
-        if not self.ratio_ok:
-            return None
-        a, b = self.chatd, self.peer
-        if isinstance(a, int | float) and isinstance(b, int | float) and b:
-            return float(a) / float(b)
-        return None
-
-    def met(self) -> str:
-        """Whether the target holds: on the ratio ("chatd/peer") or on chatd's value."""
-        if not self.target:
-            return ""
-        op, rest = self.target[:2], self.target[2:]
-        number, _, on = rest.partition(" ")
-        value = self.ratio if on == "chatd/peer" else self.chatd
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            return "?"
-        percent = number.endswith("%")
-        limit = float(number[:-1]) / 100 if percent else float(number.rstrip("x"))
-        ok = value >= limit if op == ">=" else value <= limit
-        return "yes" if ok else "NO"
-
-    def as_dict(self) -> dict[str, Any]:
-        """The row as written to the results file (read back by ``regressions``)."""
-        return {
-            "key": self.key,
-            "label": self.label,
-            "unit": self.unit,
-            "better": self.better,
-            "chatd": self.chatd,
-            "peer": self.peer,
-            "ratio": self.ratio,
-            "target": self.target,
-            "met": self.met(),
-        }
-
-
-def fmt(value: Any, unit: str) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float) and math.isnan(value):
-        return "-"
-    if unit == "%":
-        return f"{value * 100:.1f}%"
-    if unit == "x":
-        return f"{value:.2f}x"
-    if unit == "ms":
-        return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
-    if unit == "s":
-        return f"{value:.2f} s"
-    if unit == "tok/s":
-        return f"{value:.1f}"
-    if isinstance(value, float):
-        return f"{value:.0f}" if value.is_integer() else f"{value:.1f}"
-    return str(value)
-
-
-def median(values: list[Any]) -> float | None:
-    xs = [v for v in values if isinstance(v, int | float)]
-    return statistics.median(xs) if xs else None
 
 
 def figures(res: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[Figure]:
     """The table's rows from both servers' raw results (missing ones stay "-")."""
     rows: list[Figure] = []
 
-    def add(f: Figure, get: Callable[[dict[str, Any]], Any]) -> None:
+    def add(f: Figure, get: Callable[[dict[str, Any]], Any]) -> None:  # an ``Add``
         for name in ("chatd", "peer"):
             with contextlib.suppress(KeyError, TypeError, IndexError):
                 setattr(f, name, get(res.get(name, {})))
         rows.append(f)
 
-    stream_tok_targets = {1: ">=1.0x chatd/peer", 16: ">=1.2x chatd/peer", 32: ">=1.25x chatd/peer"}
+    stream_tok_targets = {
+        1: ">=1.0x chatd/peer",
+        4: ">=1.1x chatd/peer",
+        16: ">=1.2x chatd/peer",
+        32: ">=1.25x chatd/peer",
+    }
     for c in args.concurrency:
         k = str(c)
         add(
@@ -129,18 +53,28 @@ def figures(res: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[Fi
             )  # fmt: skip
         for q in ("p50", "p95"):
             add(
-                Figure(f"streams.{c}.itl_{q}", f"streams c={c}: ITL {q}", "ms", "lower"),
+                Figure(f"streams.{c}.itl_{q}", f"streams c={c}: ITL {q}", "ms", "lower",
+                       target="<=1.0x chatd/peer" if c == 1 and q == "p50" else ""),
                 lambda r, k=k, q=q: r["streams"][k][f"itl_{q}_ms"],
-            )
-    add(
-        Figure("long.prompt_tokens", "cold prompt: prompt tokens", "tokens", "", ratio_ok=False),
-        lambda r: median(r["long"]["prompt_tokens"]),
-    )
-    add(
-        Figure("long.ttft", "cold ~1000-token prompt: TTFT", "ms", "lower",
-               target="<=1.0x chatd/peer"),
-        lambda r: r["long"]["ttft_p50_ms"],
-    )  # fmt: skip
+            )  # fmt: skip
+        add(
+            Figure(f"streams.{c}.cached", f"streams c={c}: cached_tokens (median)", "tokens",
+                   "", ratio_ok=False),
+            lambda r, k=k: r["streams"][k]["cached_tokens_p50"],
+        )  # fmt: skip
+    for n in args.cold_sizes:
+        key = "long" if n == 1000 else f"long.{n}"  # the 1000 row keeps its old key
+        add(
+            Figure(f"{key}.prompt_tokens", f"cold ~{n}-token prompt: prompt tokens", "tokens",
+                   "", ratio_ok=False),
+            lambda r, n=n: median(r["long"][str(n)]["prompt_tokens"]),
+        )  # fmt: skip
+        add(
+            Figure(f"{key}.ttft", f"cold ~{n}-token prompt: TTFT", "ms", "lower",
+                   target="<=1.0x chatd/peer"),
+            lambda r, n=n: r["long"][str(n)]["ttft_p50_ms"],
+        )  # fmt: skip
+    longctx_rows(add)
     add(
         Figure("prefix.cold_ttft", "shared prefix: cold TTFT", "ms", "lower"),
         lambda r: r["prefix"]["cold_ttft_ms"],
@@ -207,8 +141,15 @@ def figures(res: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[Fi
 
     add(
         Figure("edit.speedup", "edit: without / with prediction", "x", "higher",
-               target=">=2.5x chatd", ratio_ok=False),
+               ratio_ok=False),
         speedup,
+    )  # fmt: skip
+    add(  # the peer has no prediction: its one variant is the bar for chatd's with
+        Figure("edit.vs_peer", "edit: wall, chatd with prediction vs peer", "s", "lower",
+               target="<=0.5x chatd/peer"),
+        lambda r: with_pred(r, lambda w: w["wall_p50_s"])
+        if "with" in r["edit"]
+        else r["edit"]["without"]["wall_p50_s"],
     )  # fmt: skip
     for kind in ("accepted", "rejected"):
         add(
@@ -222,13 +163,17 @@ def figures(res: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[Fi
         lambda r: median(r["edit"]["without"]["completion_tokens"]),
     )  # fmt: skip
     add(
-        Figure("edit.identical", "edit: texts with = without prediction", "", "", ratio_ok=False),
+        Figure("edit.identical", "edit: texts with = without prediction", "", "",
+               target="yes chatd", ratio_ok=False),
         lambda r: "n/a" if r["edit"].get("identical") is None else r["edit"]["identical"],
-    )
+    )  # fmt: skip
     add(
         Figure("edit.applied", "edit: the one-line change made", "", "", ratio_ok=False),
         lambda r: r["edit"]["edit_applied"],
     )
+    agent_rows(add, args)
+    restart_rows(add)
+    rss_rows(add)
     wanted = set(args.only)
     return [f for f in rows if f.key.split(".")[0] in wanted]
 
@@ -244,20 +189,25 @@ def render(rows: list[Figure]) -> str:
 
 def previous_run(args: argparse.Namespace, exclude: Path) -> Path | None:
     """The most recent earlier results file of a comparable run: same mode (a --quick run
-    has shorter streams and fewer samples than a full one), workloads and stream levels, so
-    that an ``--only edit`` run in between does not hide the last full comparison."""
+    has shorter streams and fewer samples than a full one) and stream levels, covering all
+    of this run's workloads, so that an ``--only edit`` run in between does not hide the
+    last full comparison. Without one, the file sharing the most workloads with this run
+    (the most recent of those): a run with a workload added since is still compared on the
+    rows both have."""
+    best: tuple[int, Path] | None = None
     for path in sorted(RESULTS.glob("serving-*.json"), reverse=True):
         if path == exclude:
             continue
         with contextlib.suppress(OSError, ValueError):
             old = json.loads(path.read_text()).get("args", {})
-            if (old.get("quick"), old.get("only"), old.get("concurrency")) == (
-                args.quick,
-                args.only,
-                args.concurrency,
-            ):
+            if (old.get("quick"), old.get("concurrency")) != (args.quick, args.concurrency):
+                continue
+            shared = len(set(old.get("only") or []) & set(args.only))
+            if shared == len(args.only):
                 return path
-    return None
+            if shared and (best is None or shared > best[0]):
+                best = (shared, path)
+    return best[1] if best else None
 
 
 def regressions(rows: list[Figure], previous: dict[str, Any]) -> list[str]:
@@ -290,25 +240,46 @@ def notes_for(res: dict[str, dict[str, Any]], info: dict[str, dict[str, Any]]) -
     """Failures, odd token counts, disturbed measurements, server log errors."""
     notes: list[str] = []
     for name, r in res.items():
+        r = {w: out for w, out in r.items() if w == "restart" or not _failed(out)}
         for c, s in (r.get("streams") or {}).items():
-            notes += _stream_notes(f"{name} streams c={c}", s)
-        for c, row in (r.get("json") or {}).items():
-            for mode in ("unconstrained", "constrained"):
-                if row[mode]["failed"]:
-                    notes.append(f"{name} json {mode} c={c}: {row[mode]['errors'][:2]}")
-        for w in ("long", "prefix"):
-            if (r.get(w) or {}).get("failed"):
-                notes.append(f"{name} {w}: {r[w]['failed']} failed: {r[w]['errors'][:2]}")
-        edit = r.get("edit") or {}
-        for variant in ("without", "with"):
-            e = edit.get(variant) or {}
-            if e.get("errors"):
-                notes.append(f"{name} edit {variant} prediction: {e['errors'][0]}")
+            if c != "warm_up":
+                notes += _stream_notes(f"{name} streams c={c}", s)
+            elif s["failed"]:
+                notes.append(f"{name} streams warm-up: {s['failed']} failed")
+        if r.get("rss"):
+            notes += _stream_notes(f"{name} rss c={r['rss']['streams']}", r["rss"]["level"])
+        notes += _failure_notes(name, r) + _other_notes(name, r)
+    notes += _agent_prompt_note(res)
+    for name, r in res.items():
+        for w, out in r.items():
+            if w != "restart" and _failed(out):
+                notes.append(f"{name} {w} not measured: {out['error']}")
     for inst, i in info.items():
         if i.get("error"):
             notes.append(f"{inst} not measured: {i['error']}")
         for line in i.get("log_errors") or []:
             notes.append(f"{inst} log: {line}")
+    return notes
+
+
+def _failure_notes(name: str, r: dict[str, Any]) -> list[str]:
+    """Failed requests of the workloads other than the stream levels."""
+    notes = []
+    for c, row in (r.get("json") or {}).items():
+        for mode in ("unconstrained", "constrained"):
+            if row[mode]["failed"]:
+                notes.append(f"{name} json {mode} c={c}: {row[mode]['errors'][:2]}")
+    for size, cold in (r.get("long") or {}).items():
+        if cold.get("failed"):
+            notes.append(f"{name} long ~{size}: {cold['failed']} failed: {cold['errors'][:2]}")
+    for w in ("prefix", "longctx", "agent"):
+        if (r.get(w) or {}).get("failed"):
+            notes.append(f"{name} {w}: {r[w]['failed']} failed: {r[w]['errors'][:2]}")
+    edit = r.get("edit") or {}
+    for variant in ("without", "with"):
+        e = edit.get(variant) or {}
+        if e.get("errors"):
+            notes.append(f"{name} edit {variant} prediction: {e['errors'][0]}")
     return notes
 
 
@@ -328,3 +299,44 @@ def _stream_notes(where: str, s: dict[str, Any]) -> list[str]:
     if (s.get("other_cores") or 0) >= harness.DISTURBED_CORES:
         notes.append(f"{where}: disturbed ({s['other_cores']:.2f} cores)")
     return notes
+
+
+def _other_notes(name: str, r: dict[str, Any]) -> list[str]:
+    """Answers of another length than asked for (the servers then did different work), tool
+    calls in the agent's answers, disturbed single measurements, a failed restart run."""
+    notes = []
+    agent = r.get("agent") or {}
+    lengths = set(agent.get("completion_tokens") or [])
+    if lengths - {48}:
+        notes.append(f"{name} agent: answers of {sorted(lengths)} tokens (not all 48)")
+    if agent.get("tool_call_turns"):
+        notes.append(f"{name} agent: {agent['tool_call_turns']} answers called a tool")
+    for w in ("longctx", "prefix", "agent"):
+        if ((r.get(w) or {}).get("other_cores") or 0) >= harness.DISTURBED_CORES:
+            notes.append(f"{name} {w}: disturbed ({r[w]['other_cores']:.2f} cores)")
+    longctx = r.get("longctx") or {}
+    if longctx.get("finish_reason") not in (None, "length"):
+        notes.append(f"{name} longctx: finish reason {longctx['finish_reason']}")
+    if (r.get("restart") or {}).get("error"):
+        notes.append(f"{name} restart: {r['restart']['error']}")
+    return notes
+
+
+def _agent_prompt_note(res: dict[str, dict[str, Any]]) -> list[str]:
+    """The agent's prompts are the same requests, but each server renders the ``tools`` its
+    own way (llama-server's Jinja template for SmolLM2 drops them): say when the prompt
+    token counts differ, since the servers then compute different amounts."""
+    counts = {n: (r.get("agent") or {}).get("turn1_prompt_tokens") for n, r in res.items()}
+    a, b = counts.get("chatd"), counts.get("peer")
+    if not a or not b or abs(a / b - 1) <= 0.05:
+        return []
+    return [
+        f"agent: turn-1 prompt tokens differ, chatd {a:.0f} vs peer {b:.0f}: the servers "
+        "render the same messages and tools differently (the tools are in chatd's prompt, "
+        "llama-server's template for this model leaves them out)"
+    ]
+
+
+def _failed(out: Any) -> bool:
+    """A workload that raised: its result is only the error (serving.serve_and_run)."""
+    return isinstance(out, dict) and set(out) == {"error"}

@@ -7,12 +7,16 @@ is the bar chatd has to clear. Both run the same GGUF and get identical workload
 server runs at a time (the machine has few cores), and before every measurement the script
 waits for the rest of the machine to be quiet and re-measures a disturbed one (``harness``).
 
-Workloads (``--only``):
+Workloads (``--only``), in the order they run on each server:
 
-* ``streams``: C concurrent streamed requests (C in ``--concurrency``), 128 tokens each,
+* ``rss``: resident memory (VmRSS of the server's processes) at rest, and its peak during a
+  level of 32 streams.
+* ``streams``: a few sequential warm-up requests (the prefix cache then holds entries), then
+  C concurrent streamed requests (C in ``--concurrency``), 128 tokens each,
   temperature 0.7, EOG tokens banned so each generates exactly 128, every prompt unique.
   Aggregate tok/s, TTFT p50/p95, ITL p50/p95.
-* ``long``: a cold ~1000-token prompt (new text), TTFT with ``max_tokens`` 16.
+* ``long``: cold ~1000- and ~6000-token prompts (new text), TTFT with ``max_tokens`` 16.
+* ``longctx``: one stream whose prompt is a ~6000-token conversation: ITL at long context.
 * ``prefix``: one ~1000-token system prompt: a cold request, then N sequential requests with
   it and a different short user message each. TTFT of hits / TTFT of the cold one, and the
   ``usage.prompt_tokens_details.cached_tokens`` each server reports.
@@ -22,12 +26,17 @@ Workloads (``--only``):
   without ``prediction`` (OpenAI predicted outputs): wall time, speed-up, accepted/rejected
   prediction tokens, whether the texts agree. llama-server has no ``prediction`` field (its
   speculative decoding is configured per server), so it gets the request without one.
+* ``agent``: 4 concurrent sessions on one ~5,000-token system prompt with 6 tools, 6 turns
+  each resending the whole conversation, 48-token answers (``agent.py``).
+* ``restart`` (chatd only): the agent's prompt before and after a restart of chatd with
+  ``--prefix-cache-dir`` (``restart.py``).
 
 Peer: ``llama-server`` built once from the llama.cpp sources vendored in the llama-cpp-python
 0.3.36 sdist, cached in ``~/.cache/chatd-bench/`` (AMX kernels off: they crash on this CPU).
-It runs as ``-np 32 -c 16384`` for ``streams``/``json`` and ``-np 1 -c 4096`` for
-``long``/``prefix``/``edit``, with its shipped defaults otherwise (``cache_prompt`` on,
-``--cache-reuse`` 0, unified KV off, 8 GiB host prompt cache).
+It runs as ``-np 32 -c 16384`` for ``rss``/``streams``/``json``, ``-np 1 -c 8192`` for
+``long``/``longctx``/``prefix``/``edit`` and ``-np 4 -c 32768`` for ``agent`` (``PEERS``),
+with its shipped defaults otherwise (``cache_prompt`` on, ``--cache-reuse`` 0, unified KV
+off, 8 GiB host prompt cache).
 
 Output: progress on stderr, one Markdown table on stdout (chatd, peer, chatd/peer, target),
 and everything as JSON in ``benchmarks/results/serving-YYYYMMDD-HHMMSS.json``, compared with
@@ -36,12 +45,14 @@ worse is flagged.
 
 Usage::
 
-    .venv/bin/python benchmarks/serving.py [--only streams,long,prefix,json,edit]
+    .venv/bin/python benchmarks/serving.py
+        [--only rss,streams,long,longctx,prefix,json,edit,agent,restart]
         [--concurrency 1,4,16,32] [--no-peer] [--chatd-url URL] [--quick]
         [--wait-quiet 120] [--retries 1]
 
 The parts: ``peer.py`` builds and starts llama-server, ``prompts.py`` holds what is sent,
-``workloads.py`` runs and times each workload through ``client.py`` (the streaming client
+``workloads.py`` (with ``agent.py``, ``memory.py``, ``restart.py``, all measuring through
+``measure.py``) runs and times each workload through ``client.py`` (the streaming client
 ``throughput.py`` uses too), ``report.py`` turns the results into the table; this file is the
 command line and the order of things.
 """
@@ -50,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -66,10 +78,18 @@ import peer
 import report
 from client import base_url, open_client, stream
 from harness import log
+from memory import RSS_STREAMS
 from prompts import short_body
+from restart import run_restart
 from workloads import RUNNERS, WORKLOADS, Server
 
-PEER_WIDE = ("streams", "json")  # served by the -np 32 peer; the rest by the -np 1 peer
+# the peer's instances: slots, context, and the workloads each serves (one at a time)
+PEERS = {
+    "peer-np32": (32, 16384, ("rss", "streams", "json")),
+    "peer-np1": (1, 8192, ("long", "longctx", "prefix", "edit")),
+    "peer-np4": (4, 32768, ("agent",)),
+}
+CHATD_ONLY = ("restart",)  # run on chatd alone, which they start themselves
 
 
 def environment() -> dict[str, Any]:
@@ -100,22 +120,27 @@ async def serve_and_run(srv: Server, args: argparse.Namespace, info: dict[str, A
             srv.proc = srv.start()
             info["command"] = srv.proc.cmd
             info["log"] = str(srv.proc.log_path)
-            log(f"[{srv.proc.name}] starting: {' '.join(srv.proc.cmd)}")
+            log(f"[{srv.instance}] starting: {' '.join(srv.proc.cmd)}")
             t0 = time.perf_counter()
             await srv.proc.wait_healthy()
-            log(f"[{srv.proc.name}] healthy after {time.perf_counter() - t0:.1f}s")
+            log(f"[{srv.instance}] healthy after {time.perf_counter() - t0:.1f}s")
             base = srv.proc.base_url
         else:
             assert srv.url is not None
             base = base_url(srv.url)
             info["url"] = base
-        srv.client = open_client(base, args.api_key, max(args.concurrency) + 8)
+        connections = max(*args.concurrency, RSS_STREAMS, args.agent_sessions) + 8
+        srv.client = open_client(base, args.api_key, connections)
         warm = await stream(srv.client, short_body("Say hello.", 8))
         if not warm.ok:
             raise RuntimeError(f"warm-up request failed: {warm.error}")
         for w in srv.workloads:
-            log(f"[{srv.name}] {w}")
-            results[w] = await RUNNERS[w](srv, args)
+            log(f"[{srv.instance}] {w}")
+            try:
+                results[w] = await RUNNERS[w](srv, args)
+            except (RuntimeError, OSError, httpx.HTTPError) as e:  # the others still run
+                log(f"[{srv.instance}] {w} failed: {e}")
+                results[w] = {"error": str(e).splitlines()[0]}
     finally:
         if srv.client is not None:
             await srv.client.aclose()
@@ -124,56 +149,69 @@ async def serve_and_run(srv: Server, args: argparse.Namespace, info: dict[str, A
                 line.strip()[:200]
                 for line in srv.proc.log_text().splitlines()
                 if any(word in line for word in ("ERROR", "error:", "Traceback", "Exception"))
+                and " INFO " not in line  # chatd's "INFO uvicorn.error:" lines
             ][:10]
             srv.proc.stop()
     return results
 
 
-async def amain(args: argparse.Namespace) -> int:
-    started = datetime.now()
-    log(f"serving benchmark: {', '.join(args.only)}" + (" (quick)" if args.quick else ""))
+def plan(args: argparse.Namespace, info: dict[str, dict[str, Any]]) -> list[Server]:
+    """The servers in the order they run: chatd for everything, then each peer instance
+    for its workloads (the peer is built first when missing)."""
     servers = [
         Server(
             "chatd",
-            list(args.only),
+            [w for w in args.only if w not in CHATD_ONLY],
             start=None if args.chatd_url else harness.start_chatd,
             url=args.chatd_url,
+            instance="chatd",
         )
     ]
+    wanted = {inst: [w for w in args.only if w in ws] for inst, (_, _, ws) in PEERS.items()}
+    if args.no_peer or not any(wanted.values()):
+        return servers
+    try:
+        binary = peer.ensure_llama_server()
+        info["peer-build"] = {"binary": str(binary), "version": peer.peer_version(binary)}
+    except (RuntimeError, OSError, subprocess.CalledProcessError, StopIteration) as e:
+        log(f"[peer] not measured: {e}")
+        info["peer-build"] = {"error": str(e).splitlines()[0]}
+        return servers
+    for inst, (slots, ctx, _) in PEERS.items():
+        if wanted[inst]:
+            start = functools.partial(peer.start_peer, binary, slots, ctx)
+            servers.append(Server("peer", wanted[inst], start=start, instance=inst))
+    return servers
+
+
+async def amain(args: argparse.Namespace) -> int:
+    started = datetime.now()
+    log(f"serving benchmark: {', '.join(args.only)}" + (" (quick)" if args.quick else ""))
     info: dict[str, dict[str, Any]] = {}
-    if not args.no_peer:
-        wide = [w for w in args.only if w in PEER_WIDE]
-        narrow = [w for w in args.only if w not in PEER_WIDE]
-        try:
-            binary = peer.ensure_llama_server()
-            info["peer-build"] = {"binary": str(binary), "version": peer.peer_version(binary)}
-            if wide:
-                servers.append(
-                    Server("peer", wide, start=lambda: peer.start_peer(binary, 32, 16384))
-                )
-            if narrow:
-                servers.append(
-                    Server("peer", narrow, start=lambda: peer.start_peer(binary, 1, 4096))
-                )
-        except (RuntimeError, OSError, subprocess.CalledProcessError, StopIteration) as e:
-            log(f"[peer] not measured: {e}")
-            info["peer-build"] = {"error": str(e).splitlines()[0]}
     res: dict[str, dict[str, Any]] = {}
     status = 0
-    for srv in servers:  # one server at a time
-        inst = (
-            "chatd"
-            if srv.name == "chatd"
-            else ("peer-np32" if srv.workloads[0] in PEER_WIDE else "peer-np1")
-        )
-        info[inst] = {"workloads": srv.workloads}
+    for srv in plan(args, info):  # one server at a time
+        if not srv.workloads:
+            continue
+        info[srv.instance] = {"workloads": srv.workloads}
         try:
-            res.setdefault(srv.name, {}).update(await serve_and_run(srv, args, info[inst]))
+            res.setdefault(srv.name, {}).update(await serve_and_run(srv, args, info[srv.instance]))
         except (RuntimeError, OSError, httpx.HTTPError) as e:
-            log(f"[{inst}] not measured: {e}")
-            info[inst]["error"] = str(e).splitlines()[0]
+            log(f"[{srv.instance}] not measured: {e}")
+            info[srv.instance]["error"] = str(e).splitlines()[0]
             if srv.name == "chatd":
                 status = 1
+    if "restart" in args.only:
+        info["chatd-restart"] = {"workloads": ["restart"]}
+        if args.chatd_url:
+            res.setdefault("chatd", {})["restart"] = {"error": "not with --chatd-url"}
+        else:
+            log("[chatd-restart] restart")
+            try:
+                restart = await run_restart(args, info["chatd-restart"])
+            except (RuntimeError, OSError, httpx.HTTPError) as e:
+                restart = {"error": str(e).splitlines()[0]}
+            res.setdefault("chatd", {})["restart"] = restart
     rows = report.figures(res, args)
     report.RESULTS.mkdir(parents=True, exist_ok=True)
     out_path = report.RESULTS / f"serving-{started:%Y%m%d-%H%M%S}.json"
@@ -231,8 +269,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chatd-url", help="measure this running chatd instead of starting one")
     p.add_argument("--api-key", help="Bearer key for a --chatd-url server")
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: 32-token streams, c=1,4, 1 cold run, 4 prefix hits, "
-                   "1 edit run, no retries, at most 20 s waiting for quiet")  # fmt: skip
+                   help="smoke test: 32-token streams, c=1,4, 1 cold run per size, 4 prefix "
+                   "hits, 1 edit run, 2 agent turns, no retries, at most 20 s waiting for "
+                   "quiet")  # fmt: skip
     harness.add_quiet_options(p, retries=1)
     args = p.parse_args(argv)
     if args.quick:  # shorter defaults; flags given explicitly still win
@@ -241,11 +280,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     q = args.quick
     args.concurrency = args.concurrency or ([1, 4] if q else [1, 4, 16, 32])
     args.max_tokens = 32 if q else 128
+    args.warm_requests = 4 if q else 8  # before the stream levels: the prefix cache warm
     args.json_concurrency = [1, 4]
     args.cold_runs = 1 if q else 3
+    args.cold_sizes = [1000, 6000]
+    args.longctx_tokens = 6000
     args.prefix_hits = 4 if q else 16
     args.edit_runs = 1 if q else 3
     args.edit_max_tokens = 600
+    args.agent_sessions = 4
+    args.agent_turns = 2 if q else 6
+    args.agent_max_tokens = 48
+    args.agent_system_tokens = 5000  # the instructions; chatd renders the tools in ~880 more
     return args
 
 

@@ -8,83 +8,47 @@ keys. Every measurement runs through ``measured``: on a quiet machine, again whe
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import sys
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-import harness
-import httpx
-from client import Reply, complete, pct, run_level, stream
+from agent import run_agent
+from client import Reply, complete, pct, stream
 from harness import log
-from prompts import edit_body, filler, json_body, short_body, story_body
+from measure import Server, measured, measured_level
+from memory import run_rss
+from prompts import (
+    EOG_BIAS,
+    MODEL_ID,
+    edit_body,
+    filler,
+    history_messages,
+    json_body,
+    short_body,
+    story_body,
+)
 
-T = TypeVar("T")
+__all__ = ["RUNNERS", "WORKLOADS", "Server"]
 
-WORKLOADS = ("streams", "long", "prefix", "json", "edit")  # in the order they run
-
-
-@dataclass
-class Server:
-    """One server for a set of workloads: started here (``start``) or given by URL."""
-
-    name: str  # "chatd" or "peer" (the column it reports in)
-    workloads: list[str]
-    start: Callable[[], harness.Managed] | None = None
-    url: str | None = None
-    proc: harness.Managed | None = None
-    client: httpx.AsyncClient | None = None
-
-
-async def measured(
-    srv: Server, what: str, args: argparse.Namespace, fn: Callable[[], Awaitable[T]]
-) -> tuple[T, float | None]:
-    """Run ``fn`` on a quiet machine; when other processes used more than
-    ``harness.DISTURBED_CORES`` during it, run it again (``--retries``) and keep the least
-    disturbed attempt. Returns the result and the other processes' cores (None: unknown, for a
-    server given by URL whose CPU cannot be told apart)."""
-    watched = [srv.proc] if srv.proc is not None and harness.HAS_PROC else []
-    attempts: list[tuple[T, float | None]] = []
-    for attempt in range(1 + args.retries):
-        with contextlib.redirect_stdout(sys.stderr):  # harness prints its waiting to stdout
-            await harness.wait_quiet(watched, args.wait_quiet)
-        before = harness.CpuSample.take(watched) if watched else None
-        t0 = time.perf_counter()
-        result = await fn()
-        wall = time.perf_counter() - t0
-        bg = harness.CpuSample.take(watched).other_cores(before, wall) if before else None
-        attempts.append((result, bg))
-        if bg is None or bg < harness.DISTURBED_CORES:
-            break
-        log(f"  [{srv.name}] {what}: other processes used {bg:.2f} cores (attempt {attempt + 1})")
-    return min(attempts, key=lambda a: a[1] or 0.0)
-
-
-async def measured_level(
-    srv: Server,
-    what: str,
-    args: argparse.Namespace,
-    concurrency: int,
-    body: Callable[[], dict[str, Any]],
-) -> dict[str, Any]:
-    """A level of ``concurrency`` concurrent streams, ``measured``: its summary, with the cores
-    other processes used during it."""
-    assert srv.client is not None
-    client = srv.client
-
-    async def go() -> dict[str, Any]:
-        return (await run_level(client, concurrency, body)).summary()
-
-    summary, bg = await measured(srv, what, args, go)
-    summary["other_cores"] = bg
-    return summary
+# in the order they run on a server; "restart" runs after the others, on chatd alone
+# (restart.py: it starts and stops chatd itself)
+WORKLOADS = ("rss", "streams", "long", "longctx", "prefix", "json", "edit", "agent", "restart")
 
 
 async def run_streams(srv: Server, args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    """The levels of concurrent streams, after ``args.warm_requests`` story requests one
+    after another (16 tokens each): every level then runs with the prefix cache warm, holding
+    finished sequences whose prompts share the chat template's system prompt with the
+    levels' prompts, whatever workloads ran before (``--only streams`` included)."""
+    assert srv.client is not None
+    warm = [await stream(srv.client, story_body(16, 0.7)) for _ in range(args.warm_requests)]
+    out: dict[str, Any] = {
+        "warm_up": {
+            "requests": len(warm),
+            "failed": sum(not r.ok for r in warm),
+            "cached_tokens": [r.cached_tokens for r in warm],
+        }
+    }
     for c in args.concurrency:
         body = functools.partial(story_body, args.max_tokens, 0.7)
         summary = await measured_level(srv, f"streams c={c}", args, c, body)
@@ -98,19 +62,25 @@ async def run_streams(srv: Server, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def run_long(srv: Server, args: argparse.Namespace) -> dict[str, Any]:
+    """Cold prompts of each size in ``args.cold_sizes`` (~1000 and ~6000 tokens): new text
+    every time, so TTFT is the whole prompt's prefill."""
+    return {str(n): await cold_prompts(srv, args, n) for n in args.cold_sizes}
+
+
+async def cold_prompts(srv: Server, args: argparse.Namespace, size: int) -> dict[str, Any]:
     assert srv.client is not None
     client = srv.client
     replies: list[Reply] = []
     for _ in range(args.cold_runs):
 
         async def go() -> Reply:
-            text = "Read these notes, then say which item is the heaviest.\n\n" + filler(935)
+            text = "Read these notes, then say which item is the heaviest.\n\n" + filler(size - 65)
             return await stream(client, short_body(text, 16))
 
-        reply, _bg = await measured(srv, "long", args, go)
+        reply, _bg = await measured(srv, f"long {size}", args, go)
         replies.append(reply)
         log(
-            f"  [{srv.name}] cold prompt: {reply.prompt_tokens} prompt tokens, TTFT "
+            f"  [{srv.name}] cold prompt ~{size}: {reply.prompt_tokens} prompt tokens, TTFT "
             f"{(reply.ttft or 0) * 1000:.0f} ms, cached {reply.cached_tokens}"
             + ("" if reply.ok else f" FAILED: {reply.error}")
         )
@@ -124,6 +94,44 @@ async def run_long(srv: Server, args: argparse.Namespace) -> dict[str, Any]:
         "ttft_ms": [r.ttft * 1000 for r in good if r.ttft is not None],
         "ttft_p50_ms": pct([r.ttft * 1000 for r in good if r.ttft is not None], 0.5),
     }
+
+
+async def run_longctx(srv: Server, args: argparse.Namespace) -> dict[str, Any]:
+    """Decoding at long context: one stream whose prompt is a ~6000-token conversation
+    (``prompts.history_messages``), ``args.max_tokens`` tokens with the EOG tokens banned.
+    Its ITL is the cost of a decode step attending over the whole history."""
+    assert srv.client is not None
+    client = srv.client
+
+    async def go() -> Reply:
+        body = {
+            "model": MODEL_ID,
+            "messages": history_messages(args.longctx_tokens),
+            "max_tokens": args.max_tokens,
+            "temperature": 0.7,
+            "logit_bias": EOG_BIAS,
+        }
+        return await stream(client, body)
+
+    reply, bg = await measured(srv, "longctx", args, go)
+    itl = [x * 1000 for x in reply.itl()] if reply.ok else []
+    out = {
+        "failed": 0 if reply.ok else 1,
+        "errors": [] if reply.ok else [reply.error],
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.tokens if reply.ok else None,
+        "finish_reason": reply.finish_reason,
+        "ttft_ms": reply.ttft * 1000 if reply.ok and reply.ttft is not None else None,
+        "itl_p50_ms": pct(itl, 0.5),
+        "itl_p95_ms": pct(itl, 0.95),
+        "other_cores": bg,
+    }
+    log(
+        f"  [{srv.name}] longctx: {reply.prompt_tokens} prompt tokens, TTFT "
+        f"{out['ttft_ms'] or 0:.0f} ms, ITL p50 {out['itl_p50_ms'] or 0:.1f} ms, "
+        f"{out['completion_tokens']} tokens" + ("" if reply.ok else f" FAILED: {reply.error}")
+    )
+    return out
 
 
 async def run_prefix(srv: Server, args: argparse.Namespace) -> dict[str, Any]:
@@ -246,9 +254,12 @@ async def run_edit(srv: Server, args: argparse.Namespace) -> dict[str, Any]:
 
 
 RUNNERS: dict[str, Callable[[Server, argparse.Namespace], Awaitable[dict[str, Any]]]] = {
+    "rss": run_rss,
     "streams": run_streams,
     "long": run_long,
+    "longctx": run_longctx,
     "prefix": run_prefix,
     "json": run_json,
     "edit": run_edit,
+    "agent": run_agent,
 }
