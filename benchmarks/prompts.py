@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import random
 import sys
@@ -120,7 +121,7 @@ def filler(n_tokens: int) -> str:
         )
         lines.append(line)
         total += count_tokens("\n" + line)
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\nTools (call one as JSON):\n" + json.dumps(AGENT_TOOLS)
 
 
 def short_body(content: str, max_tokens: int, system: str | None = None) -> dict[str, Any]:
@@ -365,17 +366,18 @@ def agent_system(n_tokens: int) -> str:
         )
         lines.append(line)
         total += count_tokens("\n" + line)
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\nTools (call one as JSON):\n" + json.dumps(AGENT_TOOLS)
 
 
 def agent_body(messages: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
-    """One agent turn: the whole conversation so far with the tools, temperature 0, EOG
-    tokens banned so every answer is exactly ``max_tokens`` long (streamed with usage by
-    ``client.stream``)."""
+    """One agent turn: the whole conversation so far, temperature 0, EOG tokens banned so
+    every answer is exactly ``max_tokens`` long (streamed with usage by ``client.stream``).
+    The tools are written in the system prompt (``agent_system``), not sent as ``tools``:
+    llama-server's rendering of this model's template drops ``tools`` while chatd's
+    renders them, and both servers must compute the same prompt."""
     return {
         "model": MODEL_ID,
         "messages": messages,
-        "tools": AGENT_TOOLS,
         "max_tokens": max_tokens,
         "temperature": 0,
         "logit_bias": EOG_BIAS,

@@ -155,6 +155,11 @@ async def serve_and_run(srv: Server, args: argparse.Namespace, info: dict[str, A
     return results
 
 
+# chatd with the KV cells of the peer's streams instance (-c 16384), so that neither speed
+# nor memory is bought with a larger cache (chatd's own default is 32,768).
+CHATD_ARGS = ("--n-ctx", "16384")
+
+
 def plan(args: argparse.Namespace, info: dict[str, dict[str, Any]]) -> list[Server]:
     """The servers in the order they run: chatd for everything, then each peer instance
     for its workloads (the peer is built first when missing)."""
@@ -162,7 +167,7 @@ def plan(args: argparse.Namespace, info: dict[str, dict[str, Any]]) -> list[Serv
         Server(
             "chatd",
             [w for w in args.only if w not in CHATD_ONLY],
-            start=None if args.chatd_url else harness.start_chatd,
+            start=None if args.chatd_url else functools.partial(harness.start_chatd, *CHATD_ARGS),
             url=args.chatd_url,
             instance="chatd",
         )
