@@ -134,3 +134,33 @@ def test_a_repack_keeps_n_choices_sharing_their_prompt() -> None:
     assert texts(sink[big.id]) == {i: expected(40, 40) for i in range(3)}
     for i, r in enumerate(shorts):
         assert texts(sink[r.id]) == {0: expected(10 + i, 5)}
+
+
+def test_a_conversations_next_turn_reuses_its_whole_history() -> None:
+    """Long prompts end their wide part on a stride (a 16th of the prompt), so the next
+    turn of a conversation (its last prompt, the answer, a new message) computes the same
+    positions wide and reuses everything, not only whole blocks below the answer."""
+    runner = FakeRunner(n_ctx=8192)
+    wide(runner)
+    sched = Scheduler(runner, SchedulerConfig())
+    sink: dict[int, list] = {}
+    first = make(runner, [1 + i % 40 for i in range(2100)], sink, max_new_tokens=5)
+    sched.submit(first)
+    collect(sched, [first], sink)
+    answer = [int(first.prompt[-1]) + k for k in range(1, 5)]  # the 4 decoded answer tokens
+    turn = make(runner, [*first.prompt.tolist(), *answer, *[7] * 20], sink, max_new_tokens=2)
+    sched.submit(turn)
+    collect(sched, [turn], sink)
+    assert (first.tiled_len, turn.tiled_len) == (2048, 2048)
+    assert turn.cached_tokens == 2104  # the prompt and its answer
+    assert texts(sink[turn.id]) == {0: expected(7, 2)}
+
+
+def test_the_shared_part_is_always_computed_wide() -> None:
+    """Whatever the stride, a prompt's shared part is computed wide, so what another tenant
+    may reuse of it never depends on how long the rest of the prompt is."""
+    from test_tenant_isolation import group
+
+    req, _ = group([1 + i % 40 for i in range(2301)], "a", shared=2290)
+    req.shape(64)
+    assert (req.shared, req.tiled_len) == (2240, 2240)  # the stride alone would stop at 2176
