@@ -262,7 +262,7 @@ class Scheduler:
             lender, ahead = self._ahead(req, reused)
             if used + req.kv_needed() - max(reused, ahead) > self.runner.n_ctx and self.running:
                 break
-            self._admit(req, hit, reused, lender)
+            self._admit(req, hit, reused, lender, ahead)
             running[req.partition] += len(active)
             before = budget
             budget = self._plan_prefill(req, feeds, budget)
@@ -292,6 +292,7 @@ class Scheduler:
         hit: CacheHit | None,
         reused: int,
         lender: SequenceGroup | None = None,
+        ahead: int = 0,
     ) -> None:
         """Move the waiting queue's head to running, its lead reusing ``reused`` positions
         of ``hit``; or, with a ``lender`` computing a longer prefix of its prompt, waiting
@@ -305,7 +306,7 @@ class Scheduler:
             s.lendable = Sequence.lendable  # recomputed from scratch: exact again
         req.phase = Phase.RUNNING
         req.forked = False
-        req.follows = lender
+        req.follows, req.follow_until = lender, ahead
         req.tiled_credit = 0
         self.running.append(req)
         if lender is None:
@@ -368,6 +369,13 @@ class Scheduler:
         """Whether ``req`` (waiting for a prefix another request computes) may compute: once
         the running sequences lend what it waited for, or its lender is gone, it takes the
         best hit there is then."""
+        lender = req.follows
+        if (
+            lender in self.running
+            and not (lender.cancelled or lender.forked or lender.all_finished())
+            and lender.lead.n_cached < req.follow_until
+        ):
+            return False  # still computing what this one waits for (the cheap test)
         live = self._lenders()
         hit = self._lookup(req, live, self.runner.n_ctx - self.cells.used)
         reused = self._usable(req, hit)

@@ -109,6 +109,7 @@ class SequenceGroup:
         # A running request computing a longer prefix of this prompt, which this one waits
         # for instead of computing it too (Scheduler._follow); None: computes at once.
         self.follows: SequenceGroup | None = None
+        self.follow_until = 0  # how far into this prompt that request computes
         self.tiled_credit = 0  # wide-prefill tokens computed for others while this waited
         self.cancelled = False
         self.sequences = [
