@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,19 +134,10 @@ class PrefixCache:
                 best = CacheHit(n, source=lender.seq_id)
         if not self.enabled:
             return best
-        for key, e in self._entries.items():
-            m = e.meta
-            if len(m.tokens) > room:
-                continue
-            n = reusable(
-                prompt,
-                tiled,
-                Lender(-1, m.tokens, m.tiled, m.partition, m.shared),
-                partition,
-                shared,
-            )
-            if n > 0 and (best is None or n > best.n_tokens):
-                best = CacheHit(n, entry=key)
+        entries = ((key, e.meta) for key, e in self._entries.items())
+        n, key = _longest(entries, prompt, tiled, partition, shared, room)
+        if n > (best.n_tokens if best else 0):
+            best = CacheHit(n, entry=key)
         best = self._from_disk(prompt, tiled, partition, shared, room, best)
         if best is not None and best.entry >= 0:
             self._entries.move_to_end(best.entry)
@@ -201,26 +192,34 @@ class PrefixCache:
         file is a miss: the disk tier checks every payload)."""
         if self.disk is None:
             return best
-        found: tuple[int, int, StoredPrefix] | None = None
-        for key, m in self.disk.entries():
-            if len(m.tokens) > room:
-                continue
-            n = reusable(
-                prompt,
-                tiled,
-                Lender(-1, m.tokens, m.tiled, m.partition, m.shared),
-                partition,
-                shared,
-            )
-            if n > (best.n_tokens if best else 0) and (found is None or n > found[0]):
-                found = (n, key, m)
-        if found is None:
+        on_disk = dict(self.disk.entries())
+        n, key = _longest(on_disk.items(), prompt, tiled, partition, shared, room)
+        if n <= (best.n_tokens if best else 0):
             return best
-        n, key, meta = found
         data = self.disk.load(key)
         if data is None:
             return best
-        return CacheHit(n, entry=self._add(meta, data))
+        return CacheHit(n, entry=self._add(on_disk[key], data))
+
+
+def _longest(
+    entries: Iterable[tuple[int, StoredPrefix]],
+    prompt: np.ndarray,
+    tiled: int,
+    partition: str,
+    shared: int,
+    room: int,
+) -> tuple[int, int]:
+    """The longest reusable prefix among ``entries`` of at most ``room`` cells, and its
+    key ((0, -1): none)."""
+    best = (0, -1)
+    for key, m in entries:
+        if len(m.tokens) <= room:
+            lender = Lender(-1, m.tokens, m.tiled, m.partition, m.shared)
+            n = reusable(prompt, tiled, lender, partition, shared)
+            if n > best[0]:
+                best = (n, key)
+    return best
 
 
 def _redundant(old: StoredPrefix, new: StoredPrefix) -> bool:
