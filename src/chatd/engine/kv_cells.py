@@ -32,7 +32,6 @@ _serials = itertools.count()
 class KVMemory(Protocol):
     """The part of the model runner that edits llama.cpp's KV memory."""
 
-    def seq_remove(self, seq_id: int) -> None: ...
     def seq_move(self, src: int, dst: int) -> None: ...
     def seq_copy(self, src: int, dst: int, n_tokens: int) -> None: ...
     def seq_move_tail(self, src: int, dst: int, start: int) -> None: ...
@@ -162,12 +161,6 @@ class KVCells:
                 kept.append(_Piece(p.run, p.lo, cut))
         self._pieces[seq_id] = kept
         self._dead = None
-
-    def remove(self, seq_id: int) -> None:
-        """Free ``seq_id``'s cells at once (only safe when nothing else will decode into
-        the holes: the scratch of a restore, a lone sequence)."""
-        self.memory.seq_remove(seq_id)
-        self._drop(seq_id)
 
     def clear(self) -> None:
         self.memory.memory_clear()

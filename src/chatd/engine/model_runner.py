@@ -260,9 +260,6 @@ class ModelRunner:
             size = -n
 
     # --- KV memory --------------------------------------------------------------------
-    def seq_remove(self, seq_id: int) -> None:
-        llama_cpp.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
-
     def seq_move(self, src: int, dst: int) -> None:
         """Give every cell of ``src`` to ``dst`` (cells are shared, not copied)."""
         llama_cpp.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
