@@ -33,6 +33,16 @@ sleeps and then looks. Instead:
   matter.
 
 A duration may be printed (``pytest -s``), never asserted.
+
+What the e2e tier costs is the tokens the embedded model computes (on a 2-core CPU a
+prompt's prefill and every decoded token; a busy machine multiplies both), then each
+``chatd serve`` started. So: a test runs on the session ``server`` unless it needs a
+flag that changes what it checks (a module's own server says which); one long prompt
+in the whole suite (tests/e2e/test_claude_code.py's, on ``stretched_server``): another
+client's long request is replayed in the fast tier instead (tests/service/); a real
+client's turns cap what the model may write where the client lets them, or through a
+proxy that adds the cap (tests/e2e/test_codex.py); and one run covers what several
+would check the same way (a handoff and a tool call in one agents run).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""A real client beyond the SDK: the OpenAI Agents SDK (``openai-agents``) runs an agent
+"""A real client beyond the SDK: the OpenAI Agents SDK (``openai-agents``) runs agents
 on the embedded model through ``/v1/responses``: its ``OpenAIResponsesModel`` pointed at
-chatd, one function tool, two turns (the model calls the tool; given its output, it
-answers); and two agents, the first handing the conversation off to the second (a
-handoff is a tool call to ``transfer_to_<agent>``), which calls its tool and answers.
-This is how the newest clients use the Responses API: the whole conversation sent each
-turn, function calls and their outputs as items, strict tool schemas.
+chatd. One run covers a handoff and a function tool (three responses): a triage agent
+hands the conversation off to a weather agent (a handoff is a tool call to
+``transfer_to_<agent>``), which calls its one tool and, given its output, answers; a
+streamed run continues a stored conversation by ``previous_response_id``. This is how
+the newest clients use the Responses API: the whole conversation sent each turn,
+function calls and their outputs as items, strict tool schemas.
 
 The handoff run's requests, as the SDK sent them, are tests/fixtures/agents_sdk_request.json
 (replayed in the fast tier, tests/service/test_client_fixtures.py); run this module with
@@ -46,25 +47,6 @@ def weather_agent(aclient: openai.AsyncOpenAI, cities: list[str]) -> Any:
             tool_choice="required", parallel_tool_calls=False, temperature=0, max_tokens=48
         ),
     )
-
-
-async def test_agent_with_one_tool_call(aclient: openai.AsyncOpenAI) -> None:
-    cities: list[str] = []
-    agent = weather_agent(aclient, cities)
-    result = await agents.Runner.run(agent, "What is the weather in Paris?", max_turns=3)
-
-    assert len(cities) == 1 and cities[0]  # exactly one call, with an argument
-    kinds = [type(item).__name__ for item in result.new_items]
-    assert kinds == ["ToolCallItem", "ToolCallOutputItem", "MessageOutputItem"], kinds
-    assert isinstance(result.final_output, str) and result.final_output.strip()
-    assert len(result.raw_responses) == 2  # two turns, two responses
-    for response in result.raw_responses:
-        assert response.response_id is not None and response.response_id.startswith("resp_")
-        assert response.usage.output_tokens > 0
-    # Both turns were stored by default (store: true), and the second carried the call.
-    second = await aclient.responses.input_items.list(result.raw_responses[1].response_id)
-    types = {item.type for item in second.data}
-    assert {"function_call", "function_call_output"} <= types
 
 
 async def test_streamed_agent_continues_a_stored_conversation(
@@ -115,9 +97,10 @@ def capturing_client(base_url: str, seen: list[dict[str, Any]]) -> openai.AsyncO
 
 async def test_agent_hands_off_to_an_agent_that_calls_a_tool(base_url: str) -> None:
     """A triage agent forced (``ModelSettings.tool_choice``) to take its handoff; the
-    weather agent it hands off to must call its tool, then answers: three responses,
-    the handoff and the tool call each a function call with its output in the next
-    request."""
+    weather agent it hands off to must call its tool exactly once (the SDK then resets
+    tool_choice), then answers from its output: three responses, each stored (the SDK's
+    default ``store: true``), the handoff and the tool call each a function call with
+    its output in the next request."""
     seen: list[dict[str, Any]] = []
     aclient = capturing_client(base_url, seen)
     cities: list[str] = []
@@ -149,7 +132,8 @@ async def test_agent_hands_off_to_an_agent_that_calls_a_tool(base_url: str) -> N
     assert len(cities) == 1 and cities[0]
     assert isinstance(result.final_output, str) and result.final_output.strip()
     assert len(result.raw_responses) == 3 == len(seen)
-    first, second, third = (r["body"] for r in seen)
+    posts = list(seen)  # the run's requests (the stored check below adds a GET)
+    first, second, third = (r["body"] for r in posts)
     assert first["tool_choice"] == {"type": "function", "name": "transfer_to_weather"}
     assert [t["name"] for t in first["tools"]] == ["transfer_to_weather"]
     assert second["tool_choice"] == "required"
@@ -159,6 +143,12 @@ async def test_agent_hands_off_to_an_agent_that_calls_a_tool(base_url: str) -> N
     assert handoff_types.count("function_call_output") == 1
     assert "tool_choice" not in third  # reset_tool_choice, after the call: left out
     assert "function_call_output" in [i.get("type") for i in third["input"]][2:]
+    for response in result.raw_responses:
+        assert response.response_id is not None and response.response_id.startswith("resp_")
+        assert response.usage.output_tokens > 0
+    # the last turn was stored with the weather agent's call and its output as input
+    stored = await aclient.responses.input_items.list(result.raw_responses[2].response_id)
+    assert {"function_call", "function_call_output"} <= {item.type for item in stored.data}
     if os.environ.get("CHATD_WRITE_FIXTURES"):
         comment = (
             f"OpenAI Agents SDK {version('openai-agents')} (openai {version('openai')}):"
@@ -167,4 +157,4 @@ async def test_agent_hands_off_to_an_agent_that_calls_a_tool(base_url: str) -> N
             " three POST /v1/responses, captured against chatd on the embedded model;"
             " headers without " + ", ".join(sorted(UNKEPT)) + "."
         )
-        FIXTURE.write_text(json.dumps({"_comment": comment, "requests": seen}, indent=2) + "\n")
+        FIXTURE.write_text(json.dumps({"_comment": comment, "requests": posts}, indent=2) + "\n")
