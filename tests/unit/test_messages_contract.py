@@ -161,3 +161,18 @@ def test_a_system_message_in_the_conversation_is_read_with_the_users_turn() -> N
         }
     )
     assert conversation_turns(first) == [Said("user", "Be brief.\n\nHi")]
+
+
+def test_claude_codes_billing_header_is_not_read_by_the_model() -> None:
+    """Its hashes change with every request: as the prompt's first tokens they would make
+    every Claude Code request miss the prefix cache (protocol.messages_blocks)."""
+    billing = "x-anthropic-billing-header: cc_version=2.1.337.ef8; cc_entrypoint=cli; cch=3f2a1;"
+    r = req(
+        system=[{"type": "text", "text": billing}, {"type": "text", "text": "You are an agent."}],
+        messages=[{"role": "user", "content": "q"}],
+    )
+    assert conversation_turns(r)[0] == Said("system", "You are an agent.")
+    alone = req(
+        system=[{"type": "text", "text": billing}], messages=[{"role": "user", "content": "q"}]
+    )
+    assert conversation_turns(alone) == [Said("user", "q")]

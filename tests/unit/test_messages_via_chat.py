@@ -238,3 +238,11 @@ def test_a_system_message_in_the_conversation_stays_a_system_message() -> None:
         body(messages=[{"role": "user", "content": "Hi"}, {"role": "system", "content": "New"}])
     )
     assert chat["messages"][-1] == {"role": "system", "content": "New"}
+
+
+def test_claude_codes_billing_header_is_not_relayed_to_a_chat_channel() -> None:
+    billing = "x-anthropic-billing-header: cc_version=2.1.337.ef8; cc_entrypoint=cli; cch=3f2a1;"
+    chat = chat_from_messages(
+        body(system=[{"type": "text", "text": billing}, {"type": "text", "text": "Be kind."}])
+    )
+    assert chat["messages"][0] == {"role": "system", "content": "Be kind."}

@@ -26,6 +26,7 @@ __all__ = [
     "TextBlock",
     "ToolResultBlock",
     "ToolUseBlock",
+    "is_billing_header",
 ]
 
 
@@ -158,3 +159,13 @@ Block = Annotated[
     ),
     Field(),
 ]
+
+
+def is_billing_header(text: str) -> bool:
+    """Whether a ``system`` text block is Claude Code's billing header
+    (``x-anthropic-billing-header: cc_version=...; cch=...;``): metadata for Anthropic's
+    billing, not instructions for the model, and different in every request (its hashes
+    cover the request), so as the prompt's first tokens it would make every request miss
+    the prefix cache. It is left out of what the model reads (and of what an
+    OpenAI-shaped channel receives), as SGLang's and vLLM-MLX's Messages endpoints do."""
+    return text.lstrip().startswith("x-anthropic-billing-header:")

@@ -29,6 +29,7 @@ from typing import Any
 
 from chatd.protocol.errors import InvalidRequest, Unsupported
 from chatd.protocol.messages_as_chat import text_and_calls
+from chatd.protocol.messages_blocks import is_billing_header
 
 __all__ = ["chat_from_messages"]
 
@@ -93,7 +94,11 @@ def _system(system: Any) -> str:
         return system
     if isinstance(system, list):
         return "\n\n".join(
-            b["text"] for b in system if isinstance(b, dict) and isinstance(b.get("text"), str)
+            b["text"]
+            for b in system
+            if isinstance(b, dict)
+            and isinstance(b.get("text"), str)
+            and not is_billing_header(b["text"])
         )
     return ""
 

@@ -30,6 +30,7 @@ from chatd.protocol.messages_blocks import (
     TextBlock,
     ToolResultBlock,
     ToolUseBlock,
+    is_billing_header,
 )
 from chatd.protocol.messages_request import InputMessage, MessagesRequest
 from chatd.service.turns import Answered, Call, Called, Said, Turn
@@ -38,13 +39,14 @@ __all__ = ["conversation_turns", "system_text"]
 
 
 def system_text(req: MessagesRequest) -> str | None:
-    """``system`` as one text (its blocks joined by blank lines), None when absent or
-    empty."""
+    """``system`` as one text (its blocks joined by blank lines, Claude Code's billing
+    header left out: ``is_billing_header``), None when absent or empty."""
     system = req.system
     if system is None:
         return None
-    text = system if isinstance(system, str) else "\n\n".join(b.text for b in system)
-    return text or None
+    if isinstance(system, str):
+        return system or None
+    return "\n\n".join(b.text for b in system if not is_billing_header(b.text)) or None
 
 
 def conversation_turns(req: MessagesRequest) -> list[Turn]:
