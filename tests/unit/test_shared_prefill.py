@@ -164,3 +164,36 @@ def test_the_shared_part_is_always_computed_wide() -> None:
     req, _ = group([1 + i % 40 for i in range(2301)], "a", shared=2290)
     req.shape(64)
     assert (req.shared, req.tiled_len) == (2240, 2240)  # the stride alone would stop at 2176
+
+
+def test_sessions_hold_their_shared_system_prompt_once_when_they_come_back() -> None:
+    """Two sessions' next turns: the first restores its whole history from the cache; the
+    second shares the system prompt's whole segments with it (live cells) and restores
+    only its own rest, so the prompt is held once in the KV cells, not once a session."""
+    from chatd.engine.kv_cache import SEGMENT
+
+    system = [1 + i % 40 for i in range(1100)]
+    runner = FakeRunner(n_ctx=4096, n_ubatch=32)
+    sched = Scheduler(runner, SchedulerConfig(max_prefill_tokens=256))
+    sink: dict[int, list] = {}
+    first = [make(runner, [*system, 41 + i, 42], sink, max_new_tokens=3) for i in range(2)]
+    for r in first:
+        sched.submit(r)
+    collect(sched, first, sink)
+    nxt = [
+        make(runner, [*r.prompt.tolist(), 43, 44, 9 + i], sink, max_new_tokens=2)
+        for i, r in enumerate(first)
+    ]
+    runner.restores.clear()
+    for r in nxt:
+        sched.submit(r)
+    sched.step()
+    assert [r.cached_tokens for r in nxt] == [1104, 1104]  # the prompt and the answer's cells
+    assert runner.restores[0] == SEGMENT and max(runner.restores) <= SEGMENT  # segments
+    a, b = (r.lead.seq_id for r in nxt)
+    both = [p for p, owners in runner.cells if {a, b} <= owners]
+    assert sorted(both) == list(range(2 * SEGMENT))  # positions 0..1023: one set of cells
+    assert runner.used() == sched.cells.used < 2 * 1104
+    collect(sched, nxt, sink)
+    for i, r in enumerate(nxt):
+        assert texts(sink[r.id]) == {0: expected(9 + i, 2)}

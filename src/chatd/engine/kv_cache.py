@@ -38,14 +38,21 @@ __all__ = ["KVAllocator", "PrefixCache", "CacheHit", "Lender", "reusable"]
 log = logging.getLogger("chatd.engine")
 
 
+SEGMENT = 512  # tokens an entry's state is saved in, so that part of it can come back
+
+
 @dataclass(frozen=True)
 class CacheHit:
     """Where a prompt's first ``n_tokens`` come from: a running sequence's cells
-    (``source``) or a host entry's saved state (``entry``)."""
+    (``source``), a host entry's saved state (``entry``), or both: the first ``shared``
+    (whole segments) from the running sequence, the rest restored from the entry. Why
+    both: sessions that share a long system prompt and each have their own history hold
+    that prompt once in the KV cells, not once per session."""
 
     n_tokens: int
     source: int = -1
     entry: int = -1
+    shared: int = 0
 
 
 @dataclass(frozen=True)
@@ -79,14 +86,14 @@ def reusable(
 @dataclass
 class _Entry:
     """A finished sequence's KV, serialized: what it is for lookups (partition, tokens),
-    and the state that brings its cells back."""
+    and the state that brings its cells back, one ``SEGMENT`` of positions per part."""
 
     meta: StoredPrefix
-    state: Any  # llama.cpp's per-sequence state (a buffer); len() is its size in bytes
+    segments: list[Any]  # llama.cpp's per-sequence state (buffers); len() is bytes
 
     @property
     def size(self) -> int:
-        return len(self.state)
+        return sum(len(s) for s in self.segments)
 
 
 @dataclass
@@ -134,17 +141,21 @@ class PrefixCache:
                 best = CacheHit(n, source=lender.seq_id)
         if not self.enabled:
             return best
+        # what a running sequence lends, in whole segments, need not be restored
+        base = best.n_tokens // SEGMENT * SEGMENT if best is not None else 0
         entries = ((key, e.meta) for key, e in self._entries.items())
-        n, key = _longest(entries, prompt, tiled, partition, shared, room)
+        n, key = _longest(entries, prompt, tiled, partition, shared, room + base)
         if n > (best.n_tokens if best else 0):
-            best = CacheHit(n, entry=key)
-        best = self._from_disk(prompt, tiled, partition, shared, room, best)
+            best = _hit(n, key, best, base)
+        found = self._from_disk(prompt, tiled, partition, shared, room + base, best)
+        if found is not None and (best is None or found[0] > best.n_tokens):
+            best = _hit(found[0], found[1], best, base)
         if best is not None and best.entry >= 0:
             self._entries.move_to_end(best.entry)
         return best
 
-    def state(self, hit: CacheHit) -> Any:
-        return self._entries[hit.entry].state
+    def segments(self, hit: CacheHit) -> list[Any]:
+        return self._entries[hit.entry].segments
 
     def store(
         self, seq_id: int, tokens: np.ndarray, tiled: int = 0, partition: str = "", shared: int = 0
@@ -156,24 +167,28 @@ class PrefixCache:
         if not self.enabled or len(tokens) == 0:
             return
         meta = StoredPrefix(tokens, tiled, partition, shared)
-        state = self.memory.seq_state(seq_id, 0, len(tokens))
-        if len(state) > self.max_bytes:
+        n = len(tokens)
+        segments = [
+            self.memory.seq_state(seq_id, a, min(a + SEGMENT, n)) for a in range(0, n, SEGMENT)
+        ]
+        if sum(len(s) for s in segments) > self.max_bytes:
             return
-        self._add(meta, state)
+        self._add(meta, segments)
         if self.disk is not None:
-            self.disk.put(meta, bytes(state))
+            self.disk.put(meta, pack_segments(segments))
 
-    def _add(self, meta: StoredPrefix, state: Any) -> int:
+    def _add(self, meta: StoredPrefix, segments: list[Any]) -> int:
+        entry = _Entry(meta, segments)
         for key in [k for k, e in self._entries.items() if _redundant(e.meta, meta)]:
             self._drop(key)
         while self._entries and (
-            len(self._entries) >= self.max_entries or self.bytes_used + len(state) > self.max_bytes
+            len(self._entries) >= self.max_entries or self.bytes_used + entry.size > self.max_bytes
         ):
             self._drop(next(iter(self._entries)))  # least recently used
         key = self._next_key
         self._next_key += 1
-        self._entries[key] = _Entry(meta, state)
-        self.bytes_used += len(state)
+        self._entries[key] = entry
+        self.bytes_used += entry.size
         return key
 
     def _drop(self, key: int) -> None:
@@ -187,19 +202,52 @@ class PrefixCache:
         shared: int,
         room: int,
         best: CacheHit | None,
-    ) -> CacheHit | None:
-        """A longer hit on disk than in memory is loaded into memory (a corrupt or vanished
-        file is a miss: the disk tier checks every payload)."""
+    ) -> tuple[int, int] | None:
+        """A longer hit on disk than in memory is loaded into memory: (its length, its key
+        there). A corrupt or vanished file is a miss: the disk tier checks every payload."""
         if self.disk is None:
-            return best
+            return None
         on_disk = dict(self.disk.entries())
         n, key = _longest(on_disk.items(), prompt, tiled, partition, shared, room)
         if n <= (best.n_tokens if best else 0):
-            return best
+            return None
         data = self.disk.load(key)
-        if data is None:
-            return best
-        return CacheHit(n, entry=self._add(on_disk[key], data))
+        segments = unpack_segments(data) if data is not None else None
+        if not segments or len(segments) != -(-len(on_disk[key].tokens) // SEGMENT):
+            return None
+        return n, self._add(on_disk[key], segments)
+
+
+def _hit(n: int, key: int, live: CacheHit | None, base: int) -> CacheHit:
+    """An entry's hit of ``n`` tokens, its first ``base`` shared from ``live``'s source."""
+    if live is not None and base > 0:
+        return CacheHit(n, source=live.source, entry=key, shared=base)
+    return CacheHit(n, entry=key)
+
+
+def pack_segments(segments: Sequence[Any]) -> bytes:
+    """An entry's segments as one payload for the disk tier: each one's length (8 bytes,
+    little-endian), then its bytes."""
+    out = bytearray()
+    for s in segments:
+        out += len(s).to_bytes(8, "little")
+        out += bytes(s)
+    return bytes(out)
+
+
+def unpack_segments(data: bytes) -> list[bytes] | None:
+    """``pack_segments`` read back; None when it does not parse (the disk tier's digest
+    makes that a bug rather than damage, but a miss either way)."""
+    out, i = [], 0
+    while i < len(data):
+        if i + 8 > len(data):
+            return None
+        n = int.from_bytes(data[i : i + 8], "little")
+        if i + 8 + n > len(data):
+            return None
+        out.append(data[i + 8 : i + 8 + n])
+        i += 8 + n
+    return out
 
 
 def _longest(
@@ -271,15 +319,25 @@ class KVAllocator:
         self.cells.retire(seq_id)
         self.free_ids.append(seq_id)
 
-    def restore(self, hit: CacheHit, seq_id: int) -> bool:
-        """Bring a host entry's first ``hit.n_tokens`` positions into ``seq_id`` (empty):
-        the whole entry is restored after every held cell, and its tail freed at once (it
-        lies above every live cell, so no hole opens below one). False when it does not
-        fit."""
-        state = self.cache.state(hit)
-        if not self.cells.memory.seq_restore(state, [(seq_id, 0, hit.n_tokens)]):
-            return False
-        self.cells.appended(seq_id, 0, hit.n_tokens)
+    def restore(self, hit: CacheHit, seq_id: int, n_tokens: int) -> bool:
+        """Bring positions ``hit.shared``..``n_tokens`` of a host entry into ``seq_id``
+        (which holds the positions before, shared): segment by segment, after every held
+        cell, the last segment's tail freed at once (it lies above every live cell, so no
+        hole opens below one). False when they do not fit (what was restored is freed)."""
+        start = hit.shared
+        assert start % SEGMENT == 0
+        for i, state in enumerate(self.cache.segments(hit)):
+            a = i * SEGMENT
+            if a >= n_tokens:
+                break
+            if a < start:
+                continue
+            b = min(a + SEGMENT, n_tokens)
+            if not self.cells.memory.seq_restore(state, [(seq_id, a, b)]):
+                if self.cells.length(seq_id) > start:  # the newest cells of all: freed
+                    self.cells.trim(seq_id, start)
+                return False
+            self.cells.appended(seq_id, a, b - a)
         return True
 
     def settle(self) -> None:

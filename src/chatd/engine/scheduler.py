@@ -262,7 +262,10 @@ class Scheduler:
             lender, ahead = self._ahead(req, reused)
             if used + req.kv_needed() - max(reused, ahead) > self.runner.n_ctx and self.running:
                 break
+            held = self.cells.used
             self._admit(req, hit, reused, lender, ahead)
+            used += self.cells.used - held  # the cells a cache entry's restore brought back
+            live = self._lenders()  # it lends to the next one (a hit restored: all of it)
             running[req.partition] += len(active)
             before = budget
             budget = self._plan_prefill(req, feeds, budget)
@@ -331,14 +334,15 @@ class Scheduler:
 
     def _reuse(self, req: SequenceGroup, hit: CacheHit | None, reused: int) -> None:
         """Give the lead the first ``reused`` positions of ``hit``: a running sequence's
-        cells, shared, or a cache entry's, restored; the client is told at the first
-        admission."""
+        cells, shared, and (past the part shared) a cache entry's, restored; the client is
+        told at the first admission."""
         lead = req.lead
         if reused > 0 and hit is not None:
-            if hit.source >= 0:
-                self.cells.share(hit.source, lead.seq_id, reused)
-            elif not self.kv.restore(CacheHit(reused, entry=hit.entry), lead.seq_id):
-                reused = 0
+            shared = reused if hit.entry < 0 else min(hit.shared, reused)
+            if shared > 0:
+                self.cells.share(hit.source, lead.seq_id, shared)
+            if reused > shared and not self.kv.restore(hit, lead.seq_id, reused):
+                reused = shared  # the entry did not fit: what was shared stays
             lead.n_cached = reused
         if req.cached_tokens is None:
             req.cached_tokens = reused
