@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from chatd.engine.batch import Batch, Chunk, DecodeError
 from chatd.engine.errors import QueueFull
-from chatd.engine.model_runner import Batch, Chunk, DecodeError
 from chatd.engine.params import Delta, FinishReason, SamplingParams
 from chatd.engine.scheduler import Scheduler, SchedulerConfig
 from chatd.engine.sequence import SequenceGroup

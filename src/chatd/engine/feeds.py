@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from chatd.engine.model_runner import Chunk
+from chatd.engine.batch import Chunk
 from chatd.engine.sequence import Sequence, SequenceGroup
 
 __all__ = ["Feed", "Work"]

@@ -1,4 +1,6 @@
-"""The only module that talks to llama.cpp: model loading, tokenization, one decode step.
+"""Where chatd talks to llama.cpp: model loading, tokenization, KV memory edits, one
+decode step (with contexts.py: how contexts are made and their sequences' state moved, and
+the wide-prefill context; embed_context.py: the embeddings' own context).
 
 Everything here is synchronous and called from the scheduler's worker thread; ctypes
 releases the GIL during ``llama_decode``, so the event loop keeps running.
@@ -19,7 +21,9 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-from chatd.engine.rope import ResolvedRope, RopeScaling
+from chatd.engine.batch import Batch, Chunk, DecodeError
+from chatd.engine.contexts import PrefillContext, new_context, state_get, state_set
+from chatd.engine.rope import RopeScaling
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -63,88 +67,6 @@ class RunnerConfig:
     context_window: int = 0
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """Consecutive tokens of one sequence in a pass, and which of their logits to return."""
-
-    tokens: list[int]
-    start: int  # position of the first token
-    seq_id: int
-    last_logits: bool = False  # the last token's row (a prompt's end, a decoding token)
-    all_logits: bool = False  # every token's row (verifying drafts)
-
-    @property
-    def n_outputs(self) -> int:
-        return len(self.tokens) if self.all_logits else int(self.last_logits)
-
-
-class Batch:
-    """A reusable llama_batch whose arrays are numpy views, so filling it is vectorized."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.token = np.zeros(capacity, dtype=np.int32)
-        self.pos = np.zeros(capacity, dtype=np.int32)
-        self.n_seq_id = np.ones(capacity, dtype=np.int32)
-        self.seq_id = np.zeros(capacity, dtype=np.int32)
-        self.logits = np.zeros(capacity, dtype=np.int8)
-        base = self.seq_id.ctypes.data
-        self._seq_ptrs = (ctypes.POINTER(ctypes.c_int32) * capacity)(
-            *[ctypes.cast(base + 4 * i, ctypes.POINTER(ctypes.c_int32)) for i in range(capacity)]
-        )
-        self.n_tokens = 0
-
-    def clear(self) -> None:
-        self.n_tokens = 0
-        self.logits[:] = 0
-
-    def add(
-        self,
-        tokens: list[int],
-        start_pos: int,
-        seq_id: int,
-        want_last_logits: bool,
-        all_logits: bool = False,
-    ) -> None:
-        n = len(tokens)
-        i = self.n_tokens
-        self.token[i : i + n] = tokens
-        self.pos[i : i + n] = np.arange(start_pos, start_pos + n, dtype=np.int32)
-        self.seq_id[i : i + n] = seq_id
-        self.logits[i : i + n] = 0
-        if all_logits:
-            self.logits[i : i + n] = 1
-        elif want_last_logits:
-            self.logits[i + n - 1] = 1
-        self.n_tokens += n
-
-    def fill(self, chunks: list[Chunk]) -> int:
-        """Put ``chunks`` in the batch, in order; returns the number of output rows."""
-        self.clear()
-        for c in chunks:
-            self.add(c.tokens, c.start, c.seq_id, c.last_logits, c.all_logits)
-        return sum(c.n_outputs for c in chunks)
-
-    def as_llama_batch(self) -> llama_cpp.llama_batch:
-        b = llama_cpp.llama_batch()
-        b.n_tokens = self.n_tokens
-        b.token = self.token.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token))
-        b.embd = None
-        b.pos = self.pos.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_pos))
-        b.n_seq_id = self.n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
-        b.seq_id = ctypes.cast(
-            self._seq_ptrs, ctypes.POINTER(ctypes.POINTER(llama_cpp.llama_seq_id))
-        )
-        b.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
-        return b
-
-
-class DecodeError(RuntimeError):
-    def __init__(self, code: int) -> None:
-        super().__init__(f"llama_decode failed with code {code}")
-        self.code = code
-
-
 class ModelRunner:
     """Owns one llama.cpp model and context."""
 
@@ -186,7 +108,7 @@ class ModelRunner:
         # One more sequence than callers see: the scratch row of decode(pad_single=True).
         self._scratch_seq = config.n_seq_max
         n_batch = max(config.n_batch, config.n_seq_max)
-        self.ctx = _new_context(
+        self.ctx = new_context(
             self.model,
             config.n_ctx,
             n_batch,
@@ -287,7 +209,7 @@ class ModelRunner:
         scratch = self._scratch_seq
         llama_cpp.llama_memory_seq_cp(self.memory, seq_id, scratch, start, end)
         try:
-            return _state_get(self.ctx, scratch)
+            return state_get(self.ctx, scratch)
         finally:
             llama_cpp.llama_memory_seq_rm(self.memory, scratch, -1, -1)
 
@@ -296,7 +218,7 @@ class ModelRunner:
         position order) and give each ``(seq_id, start, end)`` of ``owners`` those
         positions; cells no owner takes are freed at once. False when they do not fit."""
         scratch = self._scratch_seq
-        ok = _state_set(self.ctx, state, scratch)
+        ok = state_set(self.ctx, state, scratch)
         try:
             if ok:
                 for seq_id, start, end in owners:
@@ -385,130 +307,6 @@ def check_gpu_offload(n_gpu_layers: int) -> None:
             " reinstall it with its GPU backend (docs/gpu.md), or run on the CPU with"
             " --gpu-layers 0 (a model's gpu_layers = 0)"
         )
-
-
-class PrefillContext:
-    """A second llama.cpp context on the same model that computes long prompts in wide,
-    tiled passes, then hands their KV cells to the main context.
-
-    Why a second context: the main context runs passes of at most 63 tokens, the only
-    attention path whose results do not depend on the other rows of the pass nor on where
-    the cells lie (see RunnerConfig.n_ubatch), but for prompts it is ~25% slower than the
-    tiled attention llama.cpp uses for passes of 64+ rows. Tiled results do depend on how
-    a sequence's cells fall into 64-cell tiles, so here a prompt is computed alone, its
-    cell i holding position i, in passes of whole 64-token blocks: every prompt position
-    is then computed the same way whatever else runs, and whether its prefix came from
-    the prefix cache or not. Moving the cells costs ~4 ms per 1000 tokens
-    (``llama_state_seq_get/set_data``).
-
-    One prompt at a time, in sequence 0: ``begin`` (optionally restoring a cached prefix
-    from the main context), ``run`` for each pass, ``finish`` to move the computed cells.
-    """
-
-    BLOCK = 64  # GGML_FA_TILE_Q: passes of at least this many rows take the tiled path
-
-    def __init__(self, runner: ModelRunner, n_ctx: int, threads: int) -> None:
-        self.runner = runner
-        self.ctx = _new_context(runner.model, n_ctx, 512, 512, 1, threads, runner.rope)
-        self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
-        self.memory = llama_cpp.llama_get_memory(self.ctx)
-        self.batch = Batch(512)
-
-    def begin(self, source_seq: int | None, n_tokens: int) -> None:
-        """Start a prompt: empty, or with the first ``n_tokens`` positions of the main
-        context's ``source_seq`` (cells computed here earlier) restored into cells 0..n-1."""
-        llama_cpp.llama_memory_clear(self.memory, True)
-        if source_seq is None or n_tokens == 0:
-            return
-        r = self.runner
-        llama_cpp.llama_memory_seq_cp(r.memory, source_seq, r._scratch_seq, 0, n_tokens)
-        try:
-            data = _state_get(r.ctx, r._scratch_seq)
-        finally:
-            llama_cpp.llama_memory_seq_rm(r.memory, r._scratch_seq, -1, -1)
-        if not _state_set(self.ctx, data, 0):
-            raise DecodeError(1)
-
-    def run(self, tokens: list[int], start: int) -> None:
-        """Compute ``tokens`` at positions ``start``...: whole 64-token blocks, all of them
-        in one pass or in passes of whole blocks."""
-        assert len(tokens) % self.BLOCK == 0 and start % self.BLOCK == 0
-        assert len(tokens) <= self.batch.capacity
-        self.batch.clear()
-        self.batch.add(tokens, start, 0, False)
-        rc = llama_cpp.llama_decode(self.ctx, self.batch.as_llama_batch())
-        if rc != 0:
-            raise DecodeError(rc)
-
-    def finish(self, start: int, dst_seq: int) -> bool:
-        """Give the main context's ``dst_seq`` the cells of positions ``start``... (it
-        may already hold the positions before); False when the main cache has no room
-        for them (the prompt stays here: retry after making room)."""
-        r = self.runner
-        llama_cpp.llama_memory_seq_rm(self.memory, 0, 0, start)
-        data = _state_get(self.ctx, 0)
-        if not _state_set(r.ctx, data, r._scratch_seq):
-            return False
-        llama_cpp.llama_memory_seq_cp(r.memory, r._scratch_seq, dst_seq, -1, -1)
-        llama_cpp.llama_memory_seq_rm(r.memory, r._scratch_seq, -1, -1)
-        llama_cpp.llama_memory_clear(self.memory, True)
-        return True
-
-    def close(self) -> None:
-        if self.ctx:
-            llama_cpp.llama_free(self.ctx)
-            self.ctx = None
-
-
-def _new_context(
-    model: llama_cpp.llama_model_p,
-    n_ctx: int,
-    n_batch: int,
-    n_ubatch: int,
-    n_seq: int,
-    threads: int,
-    rope: ResolvedRope,
-) -> llama_cpp.llama_context_p:
-    """A context with one unified KV cache (sequences share cells, see kv_cache.py) and
-    the model's RoPE scaling (0 / -1 values: the model's own, llama.cpp's convention)."""
-    cparams = llama_cpp.llama_context_default_params()
-    cparams.rope_scaling_type = rope.scaling_type
-    cparams.rope_freq_base = rope.freq_base
-    cparams.rope_freq_scale = rope.freq_scale
-    cparams.yarn_orig_ctx = rope.yarn_orig_ctx
-    cparams.yarn_ext_factor = rope.yarn_ext_factor
-    cparams.n_ctx = n_ctx
-    cparams.n_batch = n_batch
-    cparams.n_ubatch = n_ubatch
-    cparams.n_seq_max = n_seq
-    cparams.n_threads = threads
-    cparams.n_threads_batch = threads
-    cparams.kv_unified = True
-    cparams.no_perf = True
-    ctx = llama_cpp.llama_init_from_model(model, cparams)
-    if not ctx:
-        raise RuntimeError(f"llama.cpp could not create a context of {n_ctx} cells")
-    return ctx
-
-
-def _state_get(ctx: llama_cpp.llama_context_p, seq: int) -> ctypes.Array[ctypes.c_ubyte]:
-    n = llama_cpp.llama_state_seq_get_size(ctx, seq)
-    buf = (ctypes.c_ubyte * n)()
-    if llama_cpp.llama_state_seq_get_data(ctx, buf, n, seq) != n:
-        raise RuntimeError("llama.cpp could not read a sequence's KV state")
-    return buf
-
-
-def _state_set(ctx: llama_cpp.llama_context_p, data: object, seq: int) -> bool:
-    """Restore a state from a ctypes buffer (as ``_state_get`` returns) or from bytes (as
-    the disk tier reads them; passed without a copy)."""
-    if isinstance(data, bytes):
-        n = len(data)
-        buf = ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ctypes.c_ubyte))
-    else:
-        n = len(data)  # type: ignore[arg-type]
-        buf = data
-    return llama_cpp.llama_state_seq_set_data(ctx, buf, n, seq) == n
 
 
 def _progress_callback(report: Callable[[float], None] | None) -> object | None:

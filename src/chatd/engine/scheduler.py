@@ -32,17 +32,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chatd.engine.batch import DecodeError
+from chatd.engine.contexts import PrefillContext
 from chatd.engine.errors import EngineFailure, QueueFull
 from chatd.engine.feeds import Feed, Work
 from chatd.engine.grammar import GrammarError
-from chatd.engine.kv_cache import CacheHit, KVAllocator, Lender, PrefixCache, reusable
-from chatd.engine.model_runner import DecodeError, ModelRunner, PrefillContext
+from chatd.engine.kv_cache import CacheHit, KVAllocator, PrefixCache
+from chatd.engine.model_runner import ModelRunner
 from chatd.engine.output import OutputStep
 from chatd.engine.params import Delta
 from chatd.engine.prefix_disk import PrefixDisk
+from chatd.engine.prefix_reuse import PrefixReuse, lendable_tokens, lenders, usable
 from chatd.engine.sequence import Phase, Sequence, SequenceGroup
 from chatd.engine.speculation import Drafter
 from chatd.engine.waiting import WaitingQueue, interleaved, load
+from chatd.engine.wide_turns import WideTurns, in_wide_part
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,8 @@ class Scheduler:
         self.kv = KVAllocator(runner, runner.config.n_seq_max, cache)
         self.cells, self.cache = self.kv.cells, self.kv.cache
         self.n_live = self.kv.n_live
-        # The request whose prompt is in the prefill context, and how far it got there.
-        self._tiled_owner: SequenceGroup | None = None
-        self._tiled_done = 0
+        self.wide = WideTurns(runner, self.cells)  # whose prompt the prefill context computes
+        self.reuse = PrefixReuse(self.kv, runner.n_ctx)  # hits, and prefixes computed once
         self._incoming: list[SequenceGroup] = []
         self._lock = threading.Lock()
         self.wake = threading.Condition(self._lock)
@@ -159,7 +162,9 @@ class Scheduler:
     def _run(self, work: Work) -> np.ndarray | None:
         """The prefill context's pass, if a long prompt waits for one, then the main
         pass; its output rows (None when there was no main pass or it failed)."""
-        self._prefill_tiled(busy=bool(work.feeds))
+        cfg = self.config
+        tokens = cfg.tiled_tokens_busy if work.feeds else cfg.tiled_tokens_idle
+        self.wide.step(self.running, tokens, self._make_room)
         if not work.feeds:
             return None
         chunks = [f.chunk() for f in work.feeds]
@@ -250,28 +255,28 @@ class Scheduler:
         for req in interleaved(self.running):  # one prompt of each partition in turn
             budget = self._plan_prefill(req, feeds, budget)
         used = self.cells.used + sum(f.n_tokens for f in feeds)
-        live = self._lenders() if self.waiting and budget > 0 else []
+        live = lenders(self.running) if self.waiting and budget > 0 else []
         running = load(self.running)
         while budget > 0 and (req := self.waiting.head(running)) is not None:
             active = req.active()
             if len(active) > len(self.kv.free_ids):
                 break
             self._shape(req)
-            hit = self._lookup(req, live, self.runner.n_ctx - used)
-            reused = self._usable(req, hit)
-            lender, ahead = self._ahead(req, reused)
+            hit = self.reuse.lookup(req, live, self.runner.n_ctx - used)
+            reused = usable(req, hit)
+            lender, ahead = self.reuse.ahead(req, reused, self.running)
             if used + req.kv_needed() - max(reused, ahead) > self.runner.n_ctx and self.running:
                 break
             held = self.cells.used
             self._admit(req, hit, reused, lender, ahead)
             used += self.cells.used - held  # the cells a cache entry's restore brought back
-            live = self._lenders()  # it lends to the next one (a hit restored: all of it)
+            live = lenders(self.running)  # it lends to the next one (a restored hit: all)
             running[req.partition] += len(active)
             before = budget
             budget = self._plan_prefill(req, feeds, budget)
             used += before - budget
         # cells the prefill context will hand over
-        used += sum(r.tiled_len - r.lead.n_cached for r in self.running if self._tiled_ready(r))
+        used += self.wide.pending(self.running)
         return feeds, used
 
     def _decode_feeds(self) -> list[Feed]:
@@ -313,90 +318,15 @@ class Scheduler:
         req.tiled_credit = 0
         self.running.append(req)
         if lender is None:
-            self._reuse(req, hit, reused)
-
-    def _lookup(self, req: SequenceGroup, live: list[Lender], room: int) -> CacheHit | None:
-        """The best hit for ``req``'s prompt among running sequences and the prefix cache
-        (entries that fit in ``room`` free cells); none when its prompt's logprobs are
-        asked (every position is then computed)."""
-        if req.prompt_logprobs is not None:
-            return None
-        return self.cache.lookup(req.prompt, req.tiled_len, live, req.partition, req.shared, room)
-
-    @staticmethod
-    def _usable(req: SequenceGroup, hit: CacheHit | None) -> int:
-        """Positions of ``hit`` the prompt takes: all of them, but inside its wide part the
-        prefill context restarts at a block boundary."""
-        reused = hit.n_tokens if hit is not None else 0
-        if reused < req.tiled_len:
-            reused -= reused % PrefillContext.BLOCK
-        return reused
-
-    def _reuse(self, req: SequenceGroup, hit: CacheHit | None, reused: int) -> None:
-        """Give the lead the first ``reused`` positions of ``hit``: a running sequence's
-        cells, shared, and (past the part shared) a cache entry's, restored; the client is
-        told at the first admission."""
-        lead = req.lead
-        if reused > 0 and hit is not None:
-            shared = reused if hit.entry < 0 else min(hit.shared, reused)
-            if shared > 0:
-                self.cells.share(hit.source, lead.seq_id, shared)
-            if reused > shared and not self.kv.restore(hit, lead.seq_id, reused):
-                reused = shared  # the entry did not fit: what was shared stays
-            lead.n_cached = reused
-        if req.cached_tokens is None:
-            req.cached_tokens = reused
-            self.cache.hit_tokens += reused
-            self.cache.miss_tokens += req.prompt_len - reused
-
-    # --- prefixes computed once ---------------------------------------------------------
-    def _ahead(
-        self, req: SequenceGroup, reused: int, margin: int = PrefillContext.BLOCK
-    ) -> tuple[SequenceGroup | None, int]:
-        """A running request still computing a prompt that shares at least ``margin``
-        tokens beyond ``reused`` with ``req``'s (in scope: ``reusable``), and how far:
-        ``req`` then waits for that prefix instead of computing it a second time."""
-        if req.prompt_logprobs is not None:
-            return None, 0
-        best: tuple[SequenceGroup | None, int] = (None, 0)
-        for r in self.running:  # not another follower: two would wait for each other
-            lead = r.lead
-            if r.forked or r.follows is not None or lead.seq_id is None or r.cancelled:
-                continue
-            lender = Lender(lead.seq_id, r.prompt, r.tiled_len, r.partition, r.shared)
-            n = reusable(req.prompt, req.tiled_len, lender, req.partition, req.shared)
-            if n >= reused + margin and n > best[1] and n > lead.n_cached:
-                best = (r, n)
-        return best
-
-    def _follow(self, req: SequenceGroup) -> bool:
-        """Whether ``req`` (waiting for a prefix another request computes) may compute: once
-        the running sequences lend what it waited for, or its lender is gone, it takes the
-        best hit there is then."""
-        lender = req.follows
-        if (
-            lender in self.running
-            and not (lender.cancelled or lender.forked or lender.all_finished())
-            and lender.lead.n_cached < req.follow_until
-        ):
-            return False  # still computing what this one waits for (the cheap test)
-        live = self._lenders()
-        hit = self._lookup(req, live, self.runner.n_ctx - self.cells.used)
-        reused = self._usable(req, hit)
-        _, ahead = self._ahead(req, reused, margin=1)  # admitted to wait: waits to the end
-        if ahead > 0:
-            return False
-        req.follows = None
-        self._reuse(req, hit, reused)
-        return True
+            self.reuse.take(req, hit, reused)
 
     def _plan_prefill(self, req: SequenceGroup, feeds: list[Feed], budget: int) -> int:
-        if req.follows is not None and not self._follow(req):  # sharing needs no budget
+        if req.follows is not None and not self.reuse.follow(req, self.running):  # no budget
             return budget
         if budget <= 0:
             return budget
         if not req.forked:
-            if self._in_tiled(req):  # the prefill context computes this part
+            if in_wide_part(req):  # the prefill context computes this part
                 return budget
             lead = req.lead
             n = min(req.prompt_len - lead.n_cached, budget)
@@ -418,101 +348,6 @@ class Scheduler:
     def _shape(self, req: SequenceGroup) -> None:
         """Before its first lookup: what of its prompt is computed wide, what is shared."""
         req.shape(PrefillContext.BLOCK if self.runner.wide_prefill else 0)
-
-    @staticmethod
-    def _in_tiled(req: SequenceGroup) -> bool:
-        return not req.forked and req.lead.n_cached < req.tiled_len
-
-    def _prefill_tiled(self, busy: bool) -> bool:
-        """One pass of the prefill context for the prompt with the least wide work left
-        (``_tiled_next``); when its blocks are done, its cells move to the main context.
-        Returns whether it did anything."""
-        req = self._tiled_next()
-        prefill = self.runner.prefill if req is not None else None
-        if req is None or prefill is None:
-            self._tiled_owner = None
-            return False
-        lead = req.lead
-        assert lead.seq_id is not None
-        if req is not self._tiled_owner:
-            if not self._tiled_pause():
-                req = self._tiled_owner
-                assert req is not None
-            else:
-                prefill.begin(lead.seq_id if lead.n_cached else None, lead.n_cached)
-                self._tiled_owner, self._tiled_done = req, lead.n_cached
-        lead = req.lead
-        assert lead.seq_id is not None
-        cfg = self.config
-        n = min(
-            req.tiled_len - self._tiled_done,
-            cfg.tiled_tokens_busy if busy else cfg.tiled_tokens_idle,
-        )
-        if n > 0:
-            prefill.run(lead.tokens[self._tiled_done : self._tiled_done + n], self._tiled_done)
-            self._tiled_done += n
-            for r in self.running:  # the others' credit: how long they have waited
-                if r is not req and self._tiled_ready(r):
-                    r.tiled_credit += n
-        if self._tiled_done == req.tiled_len:
-            if not self._tiled_hand_over():
-                # no room in the main cache yet: make some, and hand over next step
-                if not self._repack():
-                    self._preempt_newest()
-                return True
-            self._tiled_owner = None
-        return True
-
-    def _tiled_ready(self, req: SequenceGroup) -> bool:
-        return self._in_tiled(req) and req.follows is None and not req.cancelled
-
-    def _tiled_next(self) -> SequenceGroup | None:
-        """Whose blocks the prefill context computes next: the least wide work left, less
-        the tokens computed for others while it waited (so a short prompt never waits
-        behind a long one, and a long one waits at most about its own length). The
-        current prompt keeps the context unless another needs at most half its rest."""
-        ready = [r for r in self.running if self._tiled_ready(r)]
-        if not ready:
-            return None
-        owner = self._tiled_owner if self._tiled_owner in ready else None
-
-        def left(r: SequenceGroup) -> int:
-            done = self._tiled_done if r is owner else r.lead.n_cached
-            return r.tiled_len - done
-
-        best = min(ready, key=lambda r: (left(r) - r.tiled_credit, r.arrival))
-        if owner is not None and (best is owner or 2 * left(best) > left(owner)):
-            return owner
-        return best
-
-    def _tiled_pause(self) -> bool:
-        """The prompt in the prefill context steps aside: the blocks it computed so far move
-        to the main context (its cells there, restored when it comes back). False when
-        they do not fit yet (it then keeps the context)."""
-        req = self._tiled_owner
-        if req is None or req not in self.running or not self._in_tiled(req):
-            self._tiled_owner = None
-            return True
-        if self._tiled_done == req.lead.n_cached:
-            self._tiled_owner = None
-            return True
-        if not self._tiled_hand_over():
-            return False
-        self._tiled_owner = None
-        return True
-
-    def _tiled_hand_over(self) -> bool:
-        """Move the owner's computed blocks (from what the main context holds on) there."""
-        req, prefill = self._tiled_owner, self.runner.prefill
-        assert req is not None and prefill is not None
-        lead = req.lead
-        assert lead.seq_id is not None
-        start = lead.n_cached
-        if not prefill.finish(start, lead.seq_id):
-            return False
-        self.cells.appended(lead.seq_id, start, self._tiled_done - start)
-        lead.n_cached = self._tiled_done
-        return True
 
     # --- speculative decoding -------------------------------------------------------------
     def _drafting(self, req: SequenceGroup) -> bool:
@@ -564,15 +399,6 @@ class Scheduler:
         return out
 
     # --- sequences --------------------------------------------------------------------
-    def _lenders(self) -> list[Lender]:
-        """Running sequences' computed tokens, which a new prompt may share."""
-        return [
-            Lender(s.seq_id, _lendable_tokens(s), r.tiled_len, r.partition, r.shared)
-            for r in self.running
-            for s in r.sequences
-            if s.seq_id is not None and min(s.n_cached, s.lendable) > 0
-        ]
-
     def _fork(self, req: SequenceGroup) -> None:
         lead = req.lead
         for s in req.active():
@@ -593,8 +419,7 @@ class Scheduler:
             if s.seq_id is not None:
                 self._retire(s, req)
             s.n_cached = 0
-        if self._tiled_owner is req:
-            self._tiled_owner = None
+        self.wide.release(req)
         req.phase = Phase.DONE
 
     def _retire(self, seq: Sequence, req: SequenceGroup) -> None:
@@ -609,8 +434,13 @@ class Scheduler:
         results do not depend on what else ran.
         """
         assert seq.seq_id is not None
-        self.kv.release(seq.seq_id, _lendable_tokens(seq), req.tiled_len, req.partition, req.shared)
+        self.kv.release(seq.seq_id, lendable_tokens(seq), req.tiled_len, req.partition, req.shared)
         seq.seq_id = None
+
+    def _make_room(self) -> None:
+        """Cells for the prefill context's hand-over: retired ones freed, else a preemption."""
+        if not self._repack():
+            self._preempt_newest()
 
     def _repack(self) -> bool:
         """Free the retired sequence's cells without a hole (kv_cells.py); whether any
@@ -664,8 +494,3 @@ class Scheduler:
             finally:
                 req.emit(EngineFailure("engine step failed"))  # the engine logged why
         self.running.clear()
-
-
-def _lendable_tokens(seq: Sequence) -> np.ndarray:
-    """The tokens of ``seq``'s cells that other prompts may share."""
-    return np.asarray(seq.tokens[: min(seq.n_cached, seq.lendable)], dtype=np.int32)
