@@ -62,9 +62,10 @@ class SchedulerConfig:
     max_draft_tokens: int = 48  # predicted tokens verified per sequence and step
     prompt_lookup: bool = False  # without a prediction, draft from n-grams of the prompt
     # Prompt tokens computed in the prefill context per step: while others decode (one
-    # pass of one 64-token block, ~0.25 s here), and when nothing else runs.
+    # pass of one 64-token block, ~0.25 s here), and when nothing else runs (passes of
+    # 512 compute 2-9% more tokens a second than passes of 256 here: 285 against 260-281).
     tiled_tokens_busy: int = 64
-    tiled_tokens_idle: int = 256
+    tiled_tokens_idle: int = 512
     # At rest, the prefill context is freed once unused this long (made again on demand).
     prefill_keep_seconds: float = 30.0
 
