@@ -33,7 +33,16 @@ import numpy as np
 from chatd.engine.kv_cells import KVCells, KVMemory
 from chatd.engine.prefix_disk import PrefixDisk, StoredPrefix
 
-__all__ = ["KVAllocator", "PrefixCache", "CacheHit", "Lender", "reusable"]
+__all__ = [
+    "SEGMENT",
+    "CacheHit",
+    "KVAllocator",
+    "Lender",
+    "PrefixCache",
+    "pack_segments",
+    "reusable",
+    "unpack_segments",
+]
 
 log = logging.getLogger("chatd.engine")
 
