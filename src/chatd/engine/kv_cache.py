@@ -140,9 +140,11 @@ class PrefixCache:
     ) -> CacheHit | None:
         """The longest prefix of ``prompt`` (whose positions before ``tiled`` are computed
         in wide passes; of ``partition``, its first ``shared`` tokens public) that a live
-        sequence or an entry can lend (see ``reusable``). An entry comes back whole before
-        its tail is dropped, so only entries of at most ``room`` cells count; a live
-        sequence wins a tie (its cells are shared, nothing is restored)."""
+        sequence or an entry can lend (see ``reusable``). A live sequence wins a tie (its
+        cells are shared, nothing is restored); an entry's hit takes the whole segments a
+        live sequence lends from it (``CacheHit.shared``), and counts only if the rest of
+        the entry fits in ``room`` free cells (its segments come back whole before the
+        last one's tail is dropped)."""
         best: CacheHit | None = None
         for lender in live:
             n = reusable(prompt, tiled, lender, partition, shared)
