@@ -11,8 +11,8 @@ the embedded model's 8,192-token training context, so both run on ``stretched_se
 (YaRN, a 32,768-token window; conftest.STRETCHED_ARGS). Its prefill is this module's
 cost: the replay computes it, and Claude Code's turn, whose prompt shares the system
 prompt and tools, mostly reuses it from the prefix cache (once the billing header, which
-differs in every request, is left out of the prompt: protocol.messages_blocks). The answers' quality is not
-checked: the protocol is.
+differs in every request, is left out of the prompt: protocol.messages_blocks). The
+answers' quality is not checked: the protocol is.
 """
 
 from __future__ import annotations
