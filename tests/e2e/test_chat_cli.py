@@ -37,6 +37,9 @@ class Terminal:
         env = {**os.environ, "TERM": "dumb", "COLUMNS": "200", "CHATD_API_KEY": KEY}
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: nothing but exec (this process may have threads)
+            # Ctrl-C as on a person's terminal, even if these tests run as a background
+            # job (which a shell starts with SIGINT ignored, inherited across exec)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execve(CHATD, [CHATD, "chat", *args], env)
         termios.tcsetwinsize(self.fd, (50, 200))  # a wide terminal: no line wrapping
         self.raw = b""  # everything read so far, as it came

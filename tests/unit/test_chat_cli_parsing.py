@@ -100,7 +100,13 @@ def test_a_ctrl_c_while_a_piece_is_shown_lands_once_it_is_kept() -> None:
     """A SIGINT between showing a piece and keeping it is held to the block's end: the
     turn keeps exactly what the screen shows (a stopped answer is carried on)."""
     kept: list[str] = []
-    with pytest.raises(KeyboardInterrupt), _ctrl_c_held():
-        os.kill(os.getpid(), signal.SIGINT)
-        kept.append("piece")
+    # Python's own Ctrl-C handler, even when these tests run as a background job (a shell
+    # starts those with SIGINT ignored)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), _ctrl_c_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            kept.append("piece")
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert kept == ["piece"]
